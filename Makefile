@@ -1,0 +1,27 @@
+# The course's two commands:  `make course` (launch JupyterLab) and `make test` (run every test).
+# Both create the virtual environment .venv the first time (and refresh it when pyproject.toml changes).
+PYTHON ?= python3
+VENV   ?= .venv
+# The torch release the course is tested with; any torch>=2.1 works: make course TORCH='torch>=2.1'
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+
+.PHONY: course test install clean
+
+course: $(VENV)/.installed
+	$(BIN)/jupyter lab notebooks/
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "elm_lite needs Python >= 3.10; run: make PYTHON=python3.11 ...")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install "$(TORCH)"
+	$(BIN)/python -m pip install -e ".[course,test]"
+	touch $@
+
+clean:
+	rm -rf $(VENV)

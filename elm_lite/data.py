@@ -1,0 +1,167 @@
+"""Long-tailed data: per-class count profiles and 2-D toy problems with known structure.
+
+Everything here returns NumPy arrays; models and losses turn them into tensors.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+
+import numpy as np
+
+PROFILES = ("exp", "step")
+TOY_KINDS = ("gaussian", "spirals", "rings")
+
+
+def _check_positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__}).")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
+    return int(value)
+
+
+def _check_rho(rho) -> float:
+    try:
+        rho = float(rho)
+    except (TypeError, ValueError):
+        raise ValueError(f"rho (imbalance ratio n_max / n_min) must be a number >= 1, got {rho!r}.") from None
+    if not np.isfinite(rho) or rho < 1:
+        raise ValueError(f"rho (imbalance ratio n_max / n_min) must be a finite number >= 1, got {rho}. "
+                         "Use rho=1 for balanced data, rho=100 for the usual long-tail benchmark.")
+    return rho
+
+
+def longtail_counts(n_max: int, n_classes: int, rho: float, profile: str = "exp") -> np.ndarray:
+    """Per-class training counts of a long-tailed dataset, head class first.
+
+    - ``"exp"``: ``n_i = floor(n_max * (1/rho) ** (i / (C-1)))`` -- the CIFAR-LT profile
+      (``longtail_counts(5000, 10, 100)`` sums to 12,406 as in CIFAR-10-LT).
+    - ``"step"``: the first ``C // 2`` classes keep ``n_max``, the rest ``floor(n_max / rho)``.
+
+    Returns an int64 array of shape ``(n_classes,)``, non-increasing.
+    Raises ``ValueError`` if the rarest class would get no example.
+    """
+    n_max = _check_positive_int("n_max", n_max)
+    n_classes = _check_positive_int("n_classes", n_classes, minimum=2)
+    rho = _check_rho(rho)
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}.")
+    if profile == "exp":
+        counts = [int(n_max * (1.0 / rho) ** (i / (n_classes - 1.0))) for i in range(n_classes)]
+    else:
+        n_head = n_classes // 2
+        counts = [n_max] * n_head + [int(n_max / rho)] * (n_classes - n_head)
+    if min(counts) < 1:
+        raise ValueError(f"n_max={n_max} is too small for rho={rho:g}: the rarest class would get "
+                         f"{min(counts)} examples. Need n_max >= rho (here n_max >= {int(np.ceil(rho))}).")
+    return np.asarray(counts, dtype=np.int64)
+
+
+def batch_class_stats(counts, batch_size: int) -> dict[str, np.ndarray]:
+    """What a uniformly drawn mini-batch (without replacement) holds of each class.
+
+    Returns ``expected`` (mean count per class, shape ``(C,)``) and ``p_none`` (probability the
+    batch holds no example of the class, exact hypergeometric).
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    batch_size = _check_positive_int("batch_size", batch_size)
+    if batch_size > total:
+        raise ValueError(f"batch_size={batch_size} exceeds the dataset size {total}.")
+    k = np.arange(batch_size)
+    # P(no example of class c) = prod_k (N - n_c - k) / (N - k)
+    p_none = np.array([np.prod(np.clip(total - n - k, 0, None) / (total - k)) for n in counts])
+    return {"expected": batch_size * counts / total, "p_none": p_none}
+
+
+@dataclass
+class ToyData:
+    """A 2-D long-tailed classification problem with a balanced test set.
+
+    ``x_*`` are float32 arrays of shape ``(N, 2)``; ``y_*`` int64 of shape ``(N,)``;
+    ``counts`` the training counts per class, head first. For ``kind="gaussian"``,
+    ``means`` ``(C, 2)`` and ``covs`` ``(C, 2, 2)`` give the exact class-conditional densities.
+    """
+    kind: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    counts: np.ndarray
+    means: np.ndarray | None = None
+    covs: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.counts)
+
+    @property
+    def prior(self) -> np.ndarray:
+        """Training label distribution, shape ``(C,)``."""
+        return self.counts / self.counts.sum()
+
+    def bounds(self, pad: float = 0.5) -> tuple[float, float, float, float]:
+        """``(x_min, x_max, y_min, y_max)`` covering train and test points."""
+        pts = np.concatenate([self.x_train, self.x_test])
+        lo, hi = pts.min(0) - pad, pts.max(0) + pad
+        return float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])
+
+
+def _gaussian_params(n_classes: int, separation: float, noise: float):
+    angles = 2 * np.pi * np.arange(n_classes) / n_classes + np.pi / 2
+    means = separation * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    covs = np.stack([noise**2 * np.eye(2)] * n_classes)
+    return means, covs
+
+
+def _sample_class(kind, c, n, n_classes, rng, separation, noise, means, covs):
+    if kind == "gaussian":
+        return rng.multivariate_normal(means[c], covs[c], size=n)
+    if kind == "spirals":  # arm c of a C-armed spiral
+        t = np.sqrt(rng.uniform(0.05, 1.0, size=n))
+        angle = 2 * np.pi * c / n_classes + 3.0 * np.pi * t
+        r = separation * t
+        pts = np.stack([r * np.cos(angle), r * np.sin(angle)], axis=1)
+        return pts + rng.normal(scale=noise * 0.25, size=pts.shape)
+    # rings: class c lives on a circle of radius (c + 1) * separation / C
+    angle = rng.uniform(0, 2 * np.pi, size=n)
+    r = (c + 1) * separation / n_classes + rng.normal(scale=noise * 0.15, size=n)
+    return np.stack([r * np.cos(angle), r * np.sin(angle)], axis=1)
+
+
+def make_toy(kind: str = "gaussian", n_classes: int = 5, n_max: int = 500, rho: float = 100.0,
+             profile: str = "exp", n_test_per_class: int = 500, seed: int = 0,
+             separation: float = 2.5, noise: float = 1.0) -> ToyData:
+    """Sample a long-tailed 2-D toy problem; the test set is balanced.
+
+    Args:
+        kind: ``"gaussian"`` (isotropic blobs with means on a circle of radius ``separation``,
+            std ``noise``), ``"spirals"`` (C interleaved arms) or ``"rings"`` (concentric circles).
+        n_classes, n_max, rho, profile: as in :func:`longtail_counts`; class 0 is the head.
+        n_test_per_class: test examples per class (balanced).
+        seed: the whole sample (train and test) is a function of this seed.
+    """
+    if kind not in TOY_KINDS:
+        raise ValueError(f"kind must be one of {TOY_KINDS}, got {kind!r}.")
+    counts = longtail_counts(n_max, n_classes, rho, profile)
+    n_test_per_class = _check_positive_int("n_test_per_class", n_test_per_class)
+    for name, value in (("separation", separation), ("noise", noise)):
+        if not (isinstance(value, numbers.Real) and np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
+    rng = np.random.default_rng(seed)
+    means, covs = _gaussian_params(n_classes, separation, noise) if kind == "gaussian" else (None, None)
+
+    def sample(sizes):
+        xs = [_sample_class(kind, c, int(n), n_classes, rng, separation, noise, means, covs)
+              for c, n in enumerate(sizes)]
+        ys = [np.full(int(n), c, dtype=np.int64) for c, n in enumerate(sizes)]
+        return np.concatenate(xs).astype(np.float32), np.concatenate(ys)
+
+    x_train, y_train = sample(counts)
+    x_test, y_test = sample([n_test_per_class] * n_classes)
+    order = rng.permutation(len(y_train))
+    return ToyData(kind, x_train[order], y_train[order], x_test, y_test, counts, means, covs,
+                   info=dict(n_max=n_max, rho=float(rho), profile=profile, seed=seed,
+                             separation=separation, noise=noise))

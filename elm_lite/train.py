@@ -1,0 +1,145 @@
+"""One small training loop for the toy-scale notebooks (CPU friendly)."""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .metrics import balanced_accuracy
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (model initialisation and batch order)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class History:
+    """Per-epoch record of a :func:`fit` run (lists of equal length)."""
+    epoch: list = field(default_factory=list)
+    loss: list = field(default_factory=list)
+    train_balanced_accuracy: list = field(default_factory=list)
+    val_balanced_accuracy: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _as_tensor(name: str, a, dtype: torch.dtype) -> torch.Tensor:
+    t = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
+    if t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"{name} has dtype {t.dtype}; expected real numbers.")
+    if dtype == torch.long and t.is_floating_point():
+        raise ValueError(f"{name} must hold integer class labels, got dtype {t.dtype}.")
+    return t.to(dtype)
+
+
+def _check_xy(x, y, n_classes: int | None):
+    x = _as_tensor("x", x, torch.float32)
+    y = _as_tensor("y", y, torch.long)
+    if x.ndim != 2:
+        raise ValueError(f"x must have shape (N, D), got {tuple(x.shape)}.")
+    if y.ndim != 1 or len(y) != len(x):
+        raise ValueError(f"y must have shape (N,) with N = len(x) = {len(x)}, got {tuple(y.shape)}.")
+    if len(y) == 0:
+        raise ValueError("x and y are empty: nothing to train on.")
+    if n_classes is not None and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(f"labels must be in [0, {n_classes}) for a model with {n_classes} outputs; "
+                         f"got min {int(y.min())}, max {int(y.max())}.")
+    return x, y
+
+
+def compute_loss(loss_fn: Callable, logits: torch.Tensor, embedding: torch.Tensor,
+                 y: torch.Tensor) -> torch.Tensor:
+    """Call ``loss_fn(logits, y)``, or ``loss_fn(logits, embedding, y)`` for losses that set
+    ``uses_embedding = True``; a loss returning ``(total, parts)`` contributes ``total``."""
+    out = loss_fn(logits, embedding, y) if getattr(loss_fn, "uses_embedding", False) else loss_fn(logits, y)
+    return out[0] if isinstance(out, tuple) else out
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x, batch_size: int = 4096) -> torch.Tensor:
+    """Logits ``(N, C)`` of ``model`` on ``x`` ``(N, D)``, in eval mode."""
+    was_training = model.training
+    model.eval()
+    x = _as_tensor("x", x, torch.float32)
+    device = next(model.parameters()).device
+    out = torch.cat([model(x[i:i + batch_size].to(device))[0].cpu() for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    return out
+
+
+def predict(model: nn.Module, x, batch_size: int = 4096) -> np.ndarray:
+    """Predicted labels ``(N,)`` as an int64 NumPy array."""
+    return predict_logits(model, x, batch_size).argmax(1).numpy()
+
+
+def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int = 200,
+        batch_size: int | None = None, lr: float = 0.05, weight_decay: float = 0.0,
+        x_val=None, y_val=None, seed: int = 0, progress: bool = True,
+        on_epoch_end: Callable[[int, nn.Module], None] | None = None) -> History:
+    """Train ``model`` with Adam on ``(x, y)`` and return its :class:`History`.
+
+    Args:
+        x, y: training inputs ``(N, D)`` float and labels ``(N,)`` int.
+        loss_fn: default plain cross-entropy; see :func:`compute_loss` for the calling convention.
+        batch_size: ``None`` trains full-batch (fast and deterministic for toy data).
+        x_val, y_val: optional held-out data; its balanced accuracy is recorded per epoch.
+        seed: fixes the batch order (model initialisation is the caller's, see :func:`set_seed`).
+        on_epoch_end: called as ``on_epoch_end(epoch, model)`` after each epoch (e.g. snapshots).
+    """
+    n_classes = getattr(model, "head", None) and model.head.out_features
+    x, y = _check_xy(x, y, n_classes)
+    if x_val is not None:
+        x_val, y_val = _check_xy(x_val, y_val, n_classes)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}.")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}.")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be None (full batch) or an integer >= 1, got {batch_size!r}.")
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    device = next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
+    if hasattr(loss_fn, "to"):
+        loss_fn.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    bs = batch_size or len(x)
+    history, start = History(), time.perf_counter()
+    bar = tqdm(range(1, epochs + 1), desc="training", disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(len(x), generator=gen).to(device) if bs < len(x) else None
+        total, seen, preds, labels = 0.0, 0, [], []
+        for i in range(0, len(x), bs):
+            idx = order[i:i + bs] if order is not None else slice(None)
+            logits, emb = model(x[idx])
+            loss = compute_loss(loss_fn, logits, emb, y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            n = len(logits)
+            total, seen = total + loss.item() * n, seen + n
+            preds.append(logits.detach().argmax(1).cpu())
+            labels.append(y[idx].cpu())
+        history.epoch.append(epoch)
+        history.loss.append(total / seen)
+        # measured on the batches as they were trained on (no extra forward pass)
+        history.train_balanced_accuracy.append(balanced_accuracy(torch.cat(labels), torch.cat(preds)))
+        if x_val is not None:
+            history.val_balanced_accuracy.append(balanced_accuracy(y_val, predict(model, x_val)))
+        bar.set_postfix(loss=f"{history.loss[-1]:.3f}", bal_acc=f"{history.train_balanced_accuracy[-1]:.3f}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, model)
+    history.seconds = time.perf_counter() - start
+    return history

@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+import torch
+
+from elm_lite.metrics import (balanced_accuracy, confusion_matrix, per_class_accuracy, shot_accuracy,
+                              shot_split)
+
+# Hand-made case: class 0 has 4 test points (3 right), class 1 has 2 (1 right), class 2 has none.
+Y_TRUE = [0, 0, 0, 0, 1, 1]
+Y_PRED = [0, 0, 0, 1, 1, 2]
+
+
+def test_confusion_matrix_by_hand():
+    expected = [[3, 1, 0], [0, 1, 1], [0, 0, 0]]
+    assert confusion_matrix(Y_TRUE, Y_PRED, 3).tolist() == expected
+
+
+def test_per_class_accuracy_with_an_untested_class():
+    acc = per_class_accuracy(Y_TRUE, Y_PRED, 3)
+    assert acc[:2].tolist() == [0.75, 0.5]
+    assert np.isnan(acc[2])
+
+
+def test_balanced_accuracy_ignores_untested_class_and_differs_from_accuracy():
+    assert balanced_accuracy(Y_TRUE, Y_PRED, 3) == pytest.approx((0.75 + 0.5) / 2)
+    assert np.mean(np.array(Y_TRUE) == np.array(Y_PRED)) == pytest.approx(4 / 6)
+
+
+def test_accepts_torch_tensors():
+    assert balanced_accuracy(torch.tensor(Y_TRUE), torch.tensor(Y_PRED), 3) == pytest.approx(0.625)
+
+
+def test_shot_split_thresholds():
+    assert shot_split([500, 101, 100, 20, 19, 5]).tolist() == ["many", "many", "medium", "medium", "few", "few"]
+    assert shot_split([50, 10, 3], many=20, few=5).tolist() == ["many", "medium", "few"]
+
+
+def test_shot_accuracy_by_hand():
+    counts = [500, 50, 5, 5]
+    y_true = [0, 0, 1, 1, 2, 2, 3, 3]
+    y_pred = [0, 0, 1, 0, 2, 0, 0, 0]  # many 1.0, medium 0.5, few (0.5 + 0.0) / 2
+    assert shot_accuracy(y_true, y_pred, counts) == {"many": 1.0, "medium": 0.5, "few": 0.25}
+
+
+def test_shot_accuracy_empty_split_is_nan():
+    out = shot_accuracy([0, 1], [0, 1], [500, 300])
+    assert out["many"] == 1.0 and np.isnan(out["medium"]) and np.isnan(out["few"])
+
+
+@pytest.mark.parametrize("y_true,y_pred,n_classes,match", [
+    ([0, 1], [0], 2, "same length"),
+    ([0, -1], [0, 1], 2, "negative"),
+    ([0, 3], [0, 1], 3, "outside"),
+    ([[0, 1]], [[0, 1]], 2, "1-D"),
+    ([0.5, 1.0], [0, 1], 2, "integer"),
+])
+def test_bad_labels(y_true, y_pred, n_classes, match):
+    with pytest.raises(ValueError, match=match):
+        balanced_accuracy(y_true, y_pred, n_classes)
+
+
+def test_shot_split_bad_thresholds():
+    with pytest.raises(ValueError, match="few <= many"):
+        shot_split([10, 5], many=5, few=10)

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import torch
+
+from elm_lite import MLP, LinearModel, balanced_accuracy, fit, make_toy, predict, set_seed
+
+
+def test_fit_learns_a_separable_problem():
+    d = make_toy("gaussian", n_classes=3, n_max=100, rho=2, separation=6.0, noise=0.5, n_test_per_class=200)
+    set_seed(0)
+    model = LinearModel(2, 3)
+    hist = fit(model, d.x_train, d.y_train, epochs=150, x_val=d.x_test, y_val=d.y_test, progress=False)
+    assert balanced_accuracy(d.y_test, predict(model, d.x_test)) > 0.98
+    assert hist.loss[-1] < 0.2 * hist.loss[0]
+    assert len(hist.epoch) == len(hist.val_balanced_accuracy) == 150
+    assert hist.val_balanced_accuracy[-1] > 0.98
+
+
+def test_fit_minibatches_mlp_and_is_reproducible():
+    d = make_toy("rings", n_classes=2, n_max=200, rho=2, n_test_per_class=200, noise=0.5)
+    results = []
+    for _ in range(2):
+        set_seed(1)
+        model = MLP(2, 2, hidden=32, embed_dim=8)
+        hist = fit(model, d.x_train, d.y_train, epochs=60, batch_size=64, lr=0.01, progress=False)
+        results.append((hist.loss, predict(model, d.x_test)))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    assert balanced_accuracy(d.y_test, results[0][1]) > 0.9
+
+
+def test_on_epoch_end_is_called():
+    calls = []
+    fit(LinearModel(2, 2), np.zeros((4, 2)), [0, 1, 0, 1], epochs=3, progress=False,
+        on_epoch_end=lambda e, m: calls.append(e))
+    assert calls == [1, 2, 3]
+
+
+@pytest.mark.parametrize("x,y,kwargs,match", [
+    (np.zeros((4, 2)), [0, 1, 0], {}, "y must have shape"),
+    (np.zeros((4, 2, 1)), [0, 1, 0, 1], {}, "x must have shape"),
+    (np.zeros((4, 2)), [0, 1, 0, 5], {}, r"labels must be in \[0, 2\)"),
+    (np.zeros((4, 2)), [0.0, 1.0, 0.0, 1.0], {}, "integer class labels"),
+    (np.zeros((4, 2)), [0, 1, 0, 1], dict(epochs=0), "epochs"),
+    (np.zeros((4, 2)), [0, 1, 0, 1], dict(lr=-1.0), "lr"),
+    (np.zeros((4, 2)), [0, 1, 0, 1], dict(batch_size=0), "batch_size"),
+])
+def test_fit_bad_input(x, y, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        fit(LinearModel(2, 2), x, y, progress=False, **kwargs)
+
+
+def test_models_return_logits_and_embedding():
+    x = torch.randn(7, 2)
+    logits, z = MLP(2, 4, embed_dim=3, normalize=True)(x)
+    assert logits.shape == (7, 4) and z.shape == (7, 3)
+    torch.testing.assert_close(z.norm(dim=1), torch.ones(7))
+    logits, z = LinearModel(2, 4)(x)
+    assert logits.shape == (7, 4) and torch.equal(z, x)

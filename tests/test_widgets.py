@@ -1,0 +1,52 @@
+"""Widget callbacks are plain functions; the apps update their figures without a browser."""
+import numpy as np
+import pytest
+
+from elm_lite.widgets import LongTailApp, longtail_figure, longtail_readout, longtail_view
+
+SMALL = dict(n_max=200, epochs=60)
+
+
+def test_view_shows_erm_hurting_the_tail():
+    view = longtail_view(100, n_max=500, epochs=200)
+    acc = view.per_class_acc
+    assert acc[0] > 0.9 and acc[-1] < acc[0] - 0.3          # the tail class suffers
+    assert view.balanced_error > view.standard_error + 0.05  # and the standard error hides it
+
+
+def test_balanced_data_treats_classes_alike():
+    view = longtail_view(1, n_max=500, epochs=200)
+    assert view.per_class_acc.max() - view.per_class_acc.min() < 0.15
+
+
+def test_readout_mentions_errors_and_batch():
+    text = longtail_readout(longtail_view(10, **SMALL))
+    assert "balanced error" in text and "a batch of 32" in text and "rho = 10" in text
+
+
+def test_static_figure_has_regions_points_and_bars():
+    view = longtail_view(10, **SMALL)
+    fig = longtail_figure(view)
+    types = [t.type for t in fig.data]
+    assert types == ["heatmap"] + ["scatter"] * 5 + ["bar"]
+    assert len(fig.data[5].x) == view.data.counts[4]
+
+
+def test_app_update_changes_figure_in_place():
+    app = LongTailApp(rho=1, **SMALL)
+    fig = app.figure
+    before_tail = len(fig.data[5].x)
+    before_z = np.array(fig.data[0].z).copy()
+    view = app.update(rho=100, profile="step")
+    assert app.figure is fig
+    assert app.rho.value == pytest.approx(100) and app.profile.value == "step"
+    assert len(fig.data[5].x) == view.data.counts[4] == 2 < before_tail
+    assert not np.array_equal(np.array(fig.data[0].z), before_z)
+    assert "rho = 100" in app.readout.value
+
+
+def test_slider_move_triggers_the_callback():
+    app = LongTailApp(rho=1, **SMALL)
+    app.rho.value = 50  # as a learner dragging the slider would
+    assert app.view.data.info["rho"] == pytest.approx(50)
+    assert len(app.figure.data[5].x) == app.view.data.counts[4]
