@@ -52,8 +52,8 @@ def median_ms(fn, repeats: int) -> float:
 
 
 def bench_callbacks(repeats: int) -> list[tuple[str, float, str]]:
-    from elm_lite.widgets import LongTailApp
-    app = LongTailApp(rho=100)
+    from elm_lite.widgets import longtail_app
+    app = longtail_app(rho=100)
     values = iter([10, 100] * repeats + [10])
     return [("01 rho slider (regenerate + retrain + redraw)",
              median_ms(lambda: app.update(rho=next(values)), repeats), "< 300 ms")]

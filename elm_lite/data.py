@@ -165,3 +165,49 @@ def make_toy(kind: str = "gaussian", n_classes: int = 5, n_max: int = 500, rho: 
     return ToyData(kind, x_train[order], y_train[order], x_test, y_test, counts, means, covs,
                    info=dict(n_max=n_max, rho=float(rho), profile=profile, seed=seed,
                              separation=separation, noise=noise))
+
+
+def sample_balanced(data: ToyData, n_per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A fresh balanced sample from the same class-conditional distributions as ``data``:
+    ``x (C * n_per_class, 2)`` float32, ``y`` int64."""
+    n_per_class = _check_positive_int("n_per_class", n_per_class)
+    rng = np.random.default_rng(seed)
+    info = data.info
+    xs = [_sample_class(data.kind, c, n_per_class, data.n_classes, rng, info["separation"], info["noise"],
+                        data.means, data.covs) for c in range(data.n_classes)]
+    return np.concatenate(xs).astype(np.float32), np.repeat(np.arange(data.n_classes), n_per_class)
+
+
+def class_log_densities(data: ToyData, x) -> np.ndarray:
+    """``log p(x | y)`` for every class, shape ``(N, C)``; Gaussian toy problems only."""
+    if data.means is None:
+        raise ValueError(f"class densities are known in closed form only for kind='gaussian', not {data.kind!r}.")
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty((len(x), data.n_classes))
+    for c, (mu, cov) in enumerate(zip(data.means, data.covs)):
+        diff = x - mu
+        maha = np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff)
+        out[:, c] = -0.5 * (maha + np.log(np.linalg.det(cov)) + 2 * np.log(2 * np.pi))
+    return out
+
+
+def bayes_predict(data: ToyData, x, balanced: bool = True) -> np.ndarray:
+    """The Bayes-optimal prediction, shape ``(N,)``: ``argmax_y p(x|y)`` for the balanced error
+    (``balanced=True``), ``argmax_y pi_y p(x|y)`` for the standard error on the training distribution."""
+    scores = class_log_densities(data, x)
+    return (scores if balanced else scores + np.log(data.prior)).argmax(1)
+
+
+def monte_carlo_errors(predict_fn, data: ToyData, n_per_class: int = 20_000, seed: int = 12345) -> dict:
+    """Per-class, balanced and standard (prior-weighted) error of ``predict_fn`` (x -> labels) on a
+    fresh balanced sample of ``n_per_class`` points per class, with the standard error of the
+    balanced-error estimate: ``sqrt(sum_c e_c (1 - e_c) / n) / C``."""
+    x, y = sample_balanced(data, n_per_class, seed)
+    pred = np.asarray(predict_fn(x))
+    per_class = np.array([np.mean(pred[y == c] != c) for c in range(data.n_classes)])
+    return {
+        "per_class": per_class,
+        "balanced": float(per_class.mean()),
+        "balanced_se": float(np.sqrt(np.sum(per_class * (1 - per_class) / n_per_class)) / data.n_classes),
+        "standard": float(np.dot(data.prior, per_class)),
+    }

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .data import ToyData
-from .train import History, predict
+from .train import History, predict_logits
 
 CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                 "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -25,16 +25,45 @@ def _discrete_colorscale(n_classes: int) -> list:
     return scale
 
 
-def decision_grid(model: nn.Module, bounds, resolution: int = 150):
-    """Predicted class on a ``resolution x resolution`` grid over ``bounds``.
+def grid_logits(model: nn.Module, bounds, resolution: int = 150):
+    """The model's logits on a ``resolution x resolution`` grid over ``bounds``.
 
-    Returns ``(xs (R,), ys (R,), labels (R, R))`` with ``labels[j, i]`` at ``(xs[i], ys[j])``.
+    Returns ``(xs (R,), ys (R,), logits (R, R, C))`` with ``logits[j, i]`` at ``(xs[i], ys[j])``.
     """
     x0, x1, y0, y1 = bounds
     xs, ys = np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution)
     gx, gy = np.meshgrid(xs, ys)
     pts = torch.as_tensor(np.stack([gx.ravel(), gy.ravel()], 1), dtype=torch.float32)
-    return xs, ys, predict(model, pts).reshape(resolution, resolution)
+    return xs, ys, predict_logits(model, pts).numpy().reshape(resolution, resolution, -1)
+
+
+def decision_grid(model: nn.Module, bounds, resolution: int = 150):
+    """Predicted class on the grid of :func:`grid_logits`: ``(xs, ys, labels (R, R))``."""
+    xs, ys, logits = grid_logits(model, bounds, resolution)
+    return xs, ys, logits.argmax(-1)
+
+
+def boundary_mask(labels: np.ndarray) -> np.ndarray:
+    """1 where a grid cell's label differs from its right or upper neighbour, shape ``(R, R)``."""
+    mask = np.zeros(labels.shape)
+    mask[:, :-1] += labels[:, :-1] != labels[:, 1:]
+    mask[:-1, :] += labels[:-1, :] != labels[1:, :]
+    return (mask > 0).astype(float)
+
+
+def margin_band_mask(logits: np.ndarray, pairwise_margins: np.ndarray) -> np.ndarray:
+    """1 where the top logit beats the runner-up by less than the margin the loss demands of the
+    top class against it (``pairwise_margins[top, second]``); ``logits`` ``(..., C)``."""
+    order = np.argsort(logits, axis=-1)
+    top, second = order[..., -1], order[..., -2]
+    gap = np.take_along_axis(logits, top[..., None], -1)[..., 0] - np.take_along_axis(logits, second[..., None], -1)[..., 0]
+    return (gap < np.asarray(pairwise_margins)[top, second]).astype(float)
+
+
+def mask_trace(xs, ys, mask: np.ndarray, color: str, name: str, opacity: float = 1.0) -> go.Heatmap:
+    """Cells where ``mask`` is 1 painted in ``color``, the rest transparent."""
+    return go.Heatmap(x=xs, y=ys, z=mask, zmin=0, zmax=1, colorscale=[[0, "rgba(0,0,0,0)"], [1, color]],
+                      opacity=opacity, showscale=False, hoverinfo="skip", name=name, showlegend=False)
 
 
 def point_traces(data: ToyData, show: str = "train", max_points: int = 4000) -> list:

@@ -96,8 +96,10 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
         x_val, y_val: optional held-out data; its balanced accuracy is recorded per epoch.
         seed: fixes the batch order (model initialisation is the caller's, see :func:`set_seed`).
         on_epoch_end: called as ``on_epoch_end(epoch, model)`` after each epoch (e.g. snapshots).
+
+    A loss with a ``set_epoch(epoch)`` method is told the epoch (from 1) before each epoch.
     """
-    n_classes = getattr(model, "head", None) and model.head.out_features
+    n_classes = getattr(model, "n_classes", None)
     x, y = _check_xy(x, y, n_classes)
     if x_val is not None:
         x_val, y_val = _check_xy(x_val, y_val, n_classes)
@@ -119,6 +121,8 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
     bar = tqdm(range(1, epochs + 1), desc="training", disable=not progress, leave=False)
     for epoch in bar:
         model.train()
+        if hasattr(loss_fn, "set_epoch"):  # e.g. LDAM's deferred re-weighting
+            loss_fn.set_epoch(epoch)
         order = torch.randperm(len(x), generator=gen).to(device) if bs < len(x) else None
         total, seen, preds, labels = 0.0, 0, [], []
         for i in range(0, len(x), bs):

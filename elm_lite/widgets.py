@@ -6,16 +6,18 @@ from the code that draws its result into widgets, so every callback can run head
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from torch import nn
 
-from . import metrics
-from .data import PROFILES, ToyData, batch_class_stats, make_toy
+from . import losses, metrics
+from .data import PROFILES, ToyData, batch_class_stats, bayes_predict, make_toy, monte_carlo_errors
 from .models import toy_model
-from .plots import accuracy_bar_trace, region_traces
+from .plots import (_discrete_colorscale, accuracy_bar_trace, boundary_mask, grid_logits, margin_band_mask,
+                    mask_trace, point_traces, region_traces)
 from .train import History, fit, predict
 
 
@@ -70,19 +72,27 @@ def longtail_readout(view: LongTailView) -> str:
     )
 
 
-def longtail_figure(view: LongTailView, widget: bool = False) -> go.Figure:
-    """Decision regions (left) and per-class test accuracy (right); a ``FigureWidget`` if ``widget``."""
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.58, 0.42], horizontal_spacing=0.12,
-                        subplot_titles=("decision regions of plain ERM (training points)",
-                                        "per-class test accuracy"))
-    for trace in region_traces(view.model, view.data):
-        fig.add_trace(trace, row=1, col=1)
-    fig.add_trace(accuracy_bar_trace(view.per_class_acc, view.data.counts), row=1, col=2)
-    fig.update_layout(width=980, height=460, legend=dict(itemsizing="constant", x=0.5, y=1.0),
-                      margin=dict(t=60, b=40))
+def _two_panel(left_title: str, right_title: str) -> go.Figure:
+    return make_subplots(rows=1, cols=2, column_widths=[0.58, 0.42], horizontal_spacing=0.1,
+                         subplot_titles=(left_title, right_title))
+
+
+def _finish_two_panel(fig: go.Figure, widget: bool) -> go.Figure:
+    """Shared layout: the plane (left, equal aspect) and per-class accuracy bars (right)."""
+    fig.update_layout(width=980, height=520, font=dict(size=11), margin=dict(t=50, b=20),
+                      legend=dict(itemsizing="constant", orientation="h", x=0, y=-0.12))
     fig.update_yaxes(scaleanchor="x", scaleratio=1, row=1, col=1)
     fig.update_yaxes(range=[0, 1.15], tickformat=".0%", row=1, col=2)
     return go.FigureWidget(fig) if widget else fig
+
+
+def longtail_figure(view: LongTailView, widget: bool = False) -> go.Figure:
+    """Decision regions (left) and per-class test accuracy (right); a ``FigureWidget`` if ``widget``."""
+    fig = _two_panel("decision regions of plain ERM (training points)", "per-class test accuracy")
+    for trace in region_traces(view.model, view.data):
+        fig.add_trace(trace, row=1, col=1)
+    fig.add_trace(accuracy_bar_trace(view.per_class_acc, view.data.counts), row=1, col=2)
+    return _finish_two_panel(fig, widget)
 
 
 def update_figure_traces(fig: go.Figure, traces: list) -> None:
@@ -92,43 +102,163 @@ def update_figure_traces(fig: go.Figure, traces: list) -> None:
             old.update({k: v for k, v in new.to_plotly_json().items() if k != "type"})
 
 
-class LongTailApp:
-    """``rho`` slider + profile selector: regenerate the data, retrain ERM, redraw in place.
+class App:
+    """A widget app: ``controls`` (name -> ipywidget) feed ``compute(**values) -> view``; the view is
+    drawn by ``figure(view, widget)`` and summarised by ``readout(view)`` (HTML).
 
-    ``app.widget`` is what a notebook displays; ``app.update(rho=..., profile=...)`` is the
-    same callback the sliders call, usable without a browser.
+    ``app.widget`` is what a notebook displays; ``app.update(name=value, ...)`` is the same
+    callback the controls trigger, usable without a browser. Figures are updated in place.
     """
 
-    def __init__(self, rho: float = 100.0, profile: str = "exp", **view_kwargs):
+    def __init__(self, controls: dict, compute, figure, readout):
         import ipywidgets as W
 
-        self.view_kwargs = view_kwargs
-        self.view = longtail_view(rho, profile, **view_kwargs)
-        self.figure = longtail_figure(self.view, widget=True)
-        self.rho = W.FloatLogSlider(value=rho, base=10, min=0, max=3, step=0.05, description="rho",
-                                    continuous_update=False, readout_format=".0f")
-        self.profile = W.Dropdown(options=PROFILES, value=profile, description="profile")
-        self.readout = W.HTML(longtail_readout(self.view))
+        self.controls, self._compute, self._figure, self._readout = controls, compute, figure, readout
+        self.view = compute(**self.values())
+        self.figure = figure(self.view, widget=True)
+        self.readout = W.HTML(readout(self.view))
         self._setting = False
-        for control in (self.rho, self.profile):
+        for control in controls.values():
             control.observe(self._on_change, names="value")
-        self.widget = W.VBox([W.HBox([self.rho, self.profile]), self.figure, self.readout])
+        self.widget = W.VBox([W.HBox(list(controls.values())), self.figure, self.readout])
+
+    def values(self) -> dict:
+        return {name: control.value for name, control in self.controls.items()}
 
     def _on_change(self, _change) -> None:
         if not self._setting:
             self.update()
 
-    def update(self, rho: float | None = None, profile: str | None = None) -> LongTailView:
-        """Set the controls (if given), recompute the view and redraw; returns the new view."""
+    def update(self, **values):
+        """Set the named controls (if given), recompute the view and redraw; returns the view."""
+        unknown = set(values) - set(self.controls)
+        if unknown:
+            raise ValueError(f"unknown control(s) {sorted(unknown)}; this app has {sorted(self.controls)}.")
         self._setting = True
         try:
-            if rho is not None:
-                self.rho.value = rho
-            if profile is not None:
-                self.profile.value = profile
+            for name, value in values.items():
+                self.controls[name].value = value
         finally:
             self._setting = False
-        self.view = longtail_view(self.rho.value, self.profile.value, **self.view_kwargs)
-        update_figure_traces(self.figure, longtail_figure(self.view).data)
-        self.readout.value = longtail_readout(self.view)
+        self.view = self._compute(**self.values())
+        update_figure_traces(self.figure, self._figure(self.view).data)
+        self.readout.value = self._readout(self.view)
         return self.view
+
+
+def _rho_slider(rho: float):
+    import ipywidgets as W
+    return W.FloatLogSlider(value=rho, base=10, min=0, max=3, step=0.05, description="rho",
+                            continuous_update=False, readout_format=".0f")
+
+
+def longtail_app(rho: float = 100.0, profile: str = "exp", **view_kwargs) -> App:
+    """Notebook 01: a ``rho`` slider and a profile selector; regenerate, retrain ERM, redraw."""
+    import ipywidgets as W
+    controls = {"rho": _rho_slider(rho),
+                "profile": W.Dropdown(options=PROFILES, value=profile, description="profile")}
+    return App(controls, partial(longtail_view, **view_kwargs), longtail_figure, longtail_readout)
+
+
+# ----------------------------------------------------------------------------- notebook 02: logit margins
+
+LOGIT_METHODS = {
+    # name shown to the learner: (loss name, loss kwargs, cosine head, post-hoc LA, weight decay)
+    "CE": ("ce", {}, False, False, 0.0),
+    "CE + post-hoc LA": ("ce", {}, False, True, 0.0),
+    "LA loss": ("la", {}, False, False, 0.0),
+    "Balanced Softmax": ("balanced_softmax", {}, False, False, 0.0),
+    "LDAM": ("ldam", {}, True, False, 0.0),
+    "LDAM-DRW": ("ldam", {"drw": True}, True, False, 0.0),
+    "hinge, equal margins": ("hinge", {"schedule": "equal"}, False, False, 1e-3),
+    "hinge, n^-1/4 margins": ("hinge", {"schedule": "n^-1/4"}, False, False, 1e-3),
+}
+
+
+def train_logit_method(method: str, data: ToyData, tau: float = 1.0, seed: int = 0, epochs: int = 100,
+                       lr: float = 0.1) -> tuple[nn.Module, nn.Module]:
+    """Train the toy model with one of :data:`LOGIT_METHODS`; returns ``(model, loss)``.
+    For post-hoc LA the returned model is wrapped so that it predicts with adjusted logits;
+    ``tau`` applies to the LA loss and to post-hoc LA. LDAM-DRW re-weights the last quarter."""
+    if method not in LOGIT_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {list(LOGIT_METHODS)}.")
+    name, kwargs, cosine, posthoc, weight_decay = LOGIT_METHODS[method]
+    kwargs = dict(kwargs)
+    if name == "la":
+        kwargs["tau"] = tau
+    if kwargs.pop("drw", False):
+        kwargs["drw_epoch"] = max(1, (3 * epochs) // 4)
+    loss = losses.get(name, data.counts, **kwargs)
+    model = toy_model(data.kind, data.n_classes, seed, cosine=cosine)
+    fit(model, data.x_train, data.y_train, loss, epochs=epochs, lr=lr, weight_decay=weight_decay,
+        seed=seed, progress=False)
+    if posthoc:
+        return losses.PosthocAdjusted(model, data.counts, tau), losses.LogitAdjustedLoss(data.counts, tau)
+    return model, loss
+
+
+@dataclass
+class LogitMarginView:
+    """Everything notebook 02's app shows for one setting of its controls."""
+    method: str
+    tau: float
+    data: ToyData
+    model: nn.Module
+    pairwise_margins: np.ndarray
+    errors: dict
+    bayes: dict
+
+
+def logit_margin_view(method: str = "LA loss", tau: float = 1.0, rho: float = 100.0, *, kind: str = "gaussian",
+                      n_classes: int = 5, n_max: int = 500, seed: int = 0, epochs: int = 100,
+                      lr: float = 0.1, n_eval: int = 5000) -> LogitMarginView:
+    """Train ``method`` on the Gaussian toy problem and measure its errors and the Bayes-balanced
+    classifier's on the same fresh balanced sample (``n_eval`` points per class)."""
+    data = make_toy(kind, n_classes, n_max, rho, seed=seed)
+    model, loss = train_logit_method(method, data, tau, seed, epochs, lr)
+    margins = loss.pairwise_margins().numpy() if hasattr(loss, "pairwise_margins") else np.zeros((n_classes,) * 2)
+    return LogitMarginView(method, tau, data, model, margins,
+                           errors=monte_carlo_errors(lambda x: predict(model, x), data, n_eval),
+                           bayes=monte_carlo_errors(lambda x: bayes_predict(data, x), data, n_eval))
+
+
+def logit_margin_figure(view: LogitMarginView, widget: bool = False) -> go.Figure:
+    """Decision regions, margin band (grey), Bayes-balanced boundary (black), training points;
+    per-class accuracy on the right."""
+    data = view.data
+    xs, ys, logits = grid_logits(view.model, data.bounds())
+    grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+    bayes_labels = bayes_predict(data, grid).reshape(len(ys), len(xs))
+    fig = _two_panel(f"{view.method}: margin band (grey), Bayes-balanced boundary (black)",
+                     "per-class accuracy (balanced sample)")
+    plane = [go.Heatmap(x=xs, y=ys, z=logits.argmax(-1), zmin=-0.5, zmax=data.n_classes - 0.5,
+                        colorscale=_discrete_colorscale(data.n_classes), opacity=0.3, showscale=False,
+                        hoverinfo="skip", name="predicted class"),
+             mask_trace(xs, ys, margin_band_mask(logits, view.pairwise_margins), "#555555", "margin band", 0.35),
+             mask_trace(xs, ys, boundary_mask(bayes_labels), "black", "Bayes-balanced boundary")]
+    for trace in plane + point_traces(data):
+        fig.add_trace(trace, row=1, col=1)
+    fig.add_trace(accuracy_bar_trace(1 - view.errors["per_class"], data.counts), row=1, col=2)
+    return _finish_two_panel(fig, widget)
+
+
+def logit_margin_readout(view: LogitMarginView) -> str:
+    e, b = view.errors, view.bayes
+    accs = ", ".join(f"{1 - err:.0%}" for err in e["per_class"])
+    tail, head = view.data.n_classes - 1, 0
+    return (f"<b>{view.method}</b> (tau = {view.tau:g}, rho = {view.data.info['rho']:g}): "
+            f"<b>balanced error {e['balanced']:.1%}</b> vs Bayes-balanced {b['balanced']:.1%} "
+            f"(&plusmn; {max(e['balanced_se'], b['balanced_se']):.1%}); standard error {e['standard']:.1%}<br>"
+            f"per-class accuracy, head to tail: {accs}<br>"
+            f"margin demanded of the rarest class against the head: "
+            f"{view.pairwise_margins[tail, head]:.2f} (against itself: the head, {view.pairwise_margins[head, tail]:.2f})")
+
+
+def logit_margin_app(method: str = "LA loss", tau: float = 1.0, rho: float = 100.0, **view_kwargs) -> App:
+    """Notebook 02: loss selector, ``tau`` and ``rho`` sliders; retrain the linear model, redraw."""
+    import ipywidgets as W
+    controls = {"method": W.Dropdown(options=list(LOGIT_METHODS), value=method, description="loss"),
+                "tau": W.FloatSlider(value=tau, min=0, max=3, step=0.1, description="tau",
+                                     continuous_update=False),
+                "rho": _rho_slider(rho)}
+    return App(controls, partial(logit_margin_view, **view_kwargs), logit_margin_figure, logit_margin_readout)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from elm_lite.widgets import LongTailApp, longtail_figure, longtail_readout, longtail_view
+from elm_lite.widgets import longtail_app, longtail_figure, longtail_readout, longtail_view
 
 SMALL = dict(n_max=200, epochs=60)
 
@@ -33,20 +33,41 @@ def test_static_figure_has_regions_points_and_bars():
 
 
 def test_app_update_changes_figure_in_place():
-    app = LongTailApp(rho=1, **SMALL)
+    app = longtail_app(rho=1, **SMALL)
     fig = app.figure
     before_tail = len(fig.data[5].x)
     before_z = np.array(fig.data[0].z).copy()
     view = app.update(rho=100, profile="step")
     assert app.figure is fig
-    assert app.rho.value == pytest.approx(100) and app.profile.value == "step"
+    assert app.values() == {"rho": pytest.approx(100), "profile": "step"}
     assert len(fig.data[5].x) == view.data.counts[4] == 2 < before_tail
     assert not np.array_equal(np.array(fig.data[0].z), before_z)
     assert "rho = 100" in app.readout.value
 
 
 def test_slider_move_triggers_the_callback():
-    app = LongTailApp(rho=1, **SMALL)
-    app.rho.value = 50  # as a learner dragging the slider would
+    app = longtail_app(rho=1, **SMALL)
+    app.controls["rho"].value = 50  # as a learner dragging the slider would
     assert app.view.data.info["rho"] == pytest.approx(50)
     assert len(app.figure.data[5].x) == app.view.data.counts[4]
+
+
+def test_app_rejects_unknown_control():
+    app = longtail_app(rho=1, **SMALL)
+    with pytest.raises(ValueError, match="unknown control"):
+        app.update(tau=2)
+
+
+def test_logit_margin_view_and_app():
+    from elm_lite.widgets import LOGIT_METHODS, logit_margin_app, logit_margin_figure, logit_margin_view
+    view = logit_margin_view("CE", rho=100, epochs=60)
+    assert np.allclose(view.pairwise_margins, 0)  # plain CE demands no margin
+    types = [t.type for t in logit_margin_figure(view).data]
+    assert types == ["heatmap"] * 3 + ["scatter"] * 5 + ["bar"]
+    app = logit_margin_app("CE", tau=1.0, rho=100, epochs=60)
+    band_before = np.array(app.figure.data[1].z).sum()
+    view = app.update(method="LA loss")
+    assert np.array(app.figure.data[1].z).sum() > band_before == 0  # LA draws a margin band
+    assert "LA loss" in app.readout.value and "Bayes-balanced" in app.readout.value
+    for method in LOGIT_METHODS:  # every selector entry trains and draws
+        app.update(method=method)
