@@ -52,11 +52,17 @@ def median_ms(fn, repeats: int) -> float:
 
 
 def bench_callbacks(repeats: int) -> list[tuple[str, float, str]]:
-    from elm_lite.widgets import longtail_app
-    app = longtail_app(rho=100)
-    values = iter([10, 100] * repeats + [10])
-    return [("01 rho slider (regenerate + retrain + redraw)",
-             median_ms(lambda: app.update(rho=next(values)), repeats), "< 300 ms")]
+    """Each callback alternates between two values so that every call really recomputes."""
+    from elm_lite.widgets import logit_margin_app, longtail_app
+
+    def alternate(app, name, a, b):
+        values = iter([a, b] * (repeats + 1))
+        return median_ms(lambda: app.update(**{name: next(values)}), repeats)
+
+    lt, lm = longtail_app(rho=100), logit_margin_app("LA loss", rho=100)
+    return [("01 rho slider (regenerate + retrain + redraw)", alternate(lt, "rho", 10, 100), "< 300 ms"),
+            ("02 tau slider (retrain LA + redraw)", alternate(lm, "tau", 0.5, 1.0), "< 200 ms"),
+            ("02 loss selector (retrain + redraw)", alternate(lm, "method", "CE", "LDAM"), "< 200 ms")]
 
 
 def main() -> None:

@@ -144,3 +144,15 @@ def training_curves_figure(history: History, title: str = "Training") -> go.Figu
                       yaxis=dict(title="loss"),
                       yaxis2=dict(title="balanced accuracy", overlaying="y", side="right", range=[0, 1]))
     return fig
+
+
+def lines_figure(x, lines: dict[str, np.ndarray], x_title: str, y_title: str, title: str = "",
+                 hlines: dict[str, float] | None = None, percent: bool = True) -> go.Figure:
+    """One line per entry of ``lines`` over ``x``, plus optional dashed horizontal references."""
+    fig = go.Figure([go.Scatter(x=list(x), y=list(y), mode="lines+markers", name=name) for name, y in lines.items()])
+    for name, value in (hlines or {}).items():
+        fig.add_hline(y=value, line_dash="dash", annotation_text=name, annotation_position="top left")
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, width=640, height=380)
+    if percent:
+        fig.update_yaxes(tickformat=".0%")
+    return fig

@@ -176,13 +176,15 @@ LOGIT_METHODS = {
 
 
 def train_logit_method(method: str, data: ToyData, tau: float = 1.0, seed: int = 0, epochs: int = 100,
-                       lr: float = 0.1) -> tuple[nn.Module, nn.Module]:
+                       lr: float = 0.1, weight_decay: float | None = None) -> tuple[nn.Module, nn.Module]:
     """Train the toy model with one of :data:`LOGIT_METHODS`; returns ``(model, loss)``.
     For post-hoc LA the returned model is wrapped so that it predicts with adjusted logits;
-    ``tau`` applies to the LA loss and to post-hoc LA. LDAM-DRW re-weights the last quarter."""
+    ``tau`` applies to the LA loss and to post-hoc LA. LDAM-DRW re-weights the last quarter.
+    ``weight_decay=None`` takes the method's default (the hinge losses need some, as an SVM does)."""
     if method not in LOGIT_METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {list(LOGIT_METHODS)}.")
-    name, kwargs, cosine, posthoc, weight_decay = LOGIT_METHODS[method]
+    name, kwargs, cosine, posthoc, default_weight_decay = LOGIT_METHODS[method]
+    weight_decay = default_weight_decay if weight_decay is None else weight_decay
     kwargs = dict(kwargs)
     if name == "la":
         kwargs["tau"] = tau
@@ -211,11 +213,12 @@ class LogitMarginView:
 
 def logit_margin_view(method: str = "LA loss", tau: float = 1.0, rho: float = 100.0, *, kind: str = "gaussian",
                       n_classes: int = 5, n_max: int = 500, seed: int = 0, epochs: int = 100,
-                      lr: float = 0.1, n_eval: int = 5000) -> LogitMarginView:
+                      lr: float = 0.1, weight_decay: float | None = None,
+                      n_eval: int = 5000) -> LogitMarginView:
     """Train ``method`` on the Gaussian toy problem and measure its errors and the Bayes-balanced
     classifier's on the same fresh balanced sample (``n_eval`` points per class)."""
     data = make_toy(kind, n_classes, n_max, rho, seed=seed)
-    model, loss = train_logit_method(method, data, tau, seed, epochs, lr)
+    model, loss = train_logit_method(method, data, tau, seed, epochs, lr, weight_decay)
     margins = loss.pairwise_margins().numpy() if hasattr(loss, "pairwise_margins") else np.zeros((n_classes,) * 2)
     return LogitMarginView(method, tau, data, model, margins,
                            errors=monte_carlo_errors(lambda x: predict(model, x), data, n_eval),
