@@ -1,0 +1,159 @@
+"""The widget notebooks in a real JupyterLab, driven by headless Chromium (Playwright).
+
+For each notebook that builds a widget app: run all cells, check that every plotly figure and every
+slider renders (no "Error displaying widget"), move a slider with the mouse and check that the
+app's figure data changed. Screenshots go to ``artifacts/browser/``.
+
+Needs Debian's ``chromium`` (``apt-get install chromium``; ``.ci/run`` installs it) and the
+``playwright`` Python package (a test dependency). Without them the test skips and says so.
+"""
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import nbformat
+import pytest
+
+from conftest import NOTEBOOKS, ROOT
+
+CHROMIUM = os.environ.get("ELM_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = ROOT / "artifacts" / "browser"
+WIDGET_NOTEBOOKS = [p for p in NOTEBOOKS if "_app(" in p.read_text()]
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"]
+
+# CI sets ELM_REQUIRE_BROWSER=1 so that a missing browser fails instead of skipping.
+if not os.path.exists(CHROMIUM):
+    message = (f"no Chromium at {CHROMIUM}: apt-get install chromium (or set ELM_CHROMIUM) to run the "
+               "browser test")
+    if os.environ.get("ELM_REQUIRE_BROWSER"):
+        raise RuntimeError(message)
+    pytest.skip(message, allow_module_level=True)
+playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright to run the browser test")
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A private JupyterLab on a free port, serving a copy of the notebooks (autosave cannot touch
+    the committed ones); shut down with its kernels at the end."""
+    work = tmp_path_factory.mktemp("lab")
+    for nb in NOTEBOOKS:
+        shutil.copy(nb, work / nb.name)
+    port, token = _free_port(), "elm-lite-test"
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(work / ".config"), JUPYTER_RUNTIME_DIR=str(work / ".runtime"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}", "--allow-root",
+         f"--LabApp.user_settings_dir={work / '.settings'}", f"--LabApp.workspaces_dir={work / '.workspaces'}",
+         "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(work / "lab.log", "w"))
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.terminate()
+        pytest.fail(f"JupyterLab did not start; log:\n{(work / 'lab.log').read_text()[-3000:]}")
+    yield base, token
+    req = urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST")
+    try:
+        urllib.request.urlopen(req, timeout=10)
+        proc.wait(timeout=30)
+    except Exception:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _wait_idle(page, timeout_s: float) -> None:
+    """Wait until the kernel status reads Idle and no cell shows the busy prompt ``[*]``."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        busy = page.locator(".jp-InputPrompt:has-text('[*]')").count()
+        status = page.locator(".jp-StatusBar-TextItem:has-text('Idle')").count()
+        if status and not busy:
+            return
+        page.wait_for_timeout(500)
+    raise AssertionError("the notebook did not finish running in time")
+
+
+FINGERPRINT = """el => JSON.stringify((el.data || []).map(t => [t.type, (t.x || []).length,
+    t.z ? JSON.stringify(t.z).length + ':' + JSON.stringify(t.z).split('1').length : '',
+    t.y ? JSON.stringify(t.y).slice(0, 200) : '']))"""
+
+
+@pytest.mark.parametrize("path", WIDGET_NOTEBOOKS, ids=lambda p: p.name)
+def test_widgets_render_and_react_in_jupyterlab(path, lab, browser):
+    base, token = lab
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    stem = path.stem
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{base}/lab/tree/{path.name}?reset&token={token}")
+    page.wait_for_selector(".jp-Notebook", timeout=60_000)
+    page.wait_for_selector(".jp-StatusBar-TextItem:has-text('Idle')", timeout=60_000)
+    for toast in page.locator(".jp-toast-button:has-text('No')").all():  # the news / update toast
+        toast.click()
+    page.locator(".jp-Notebook").click()
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    page.wait_for_timeout(2000)
+    _wait_idle(page, timeout_s=300)
+
+    app = page.locator(".widget-vbox").first
+    app.scroll_into_view_if_needed()
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(ARTIFACTS / f"{stem}-1-after-run.png"), full_page=False)
+
+    assert page.locator("text=Error displaying widget").count() == 0, "a widget failed to render"
+    assert page.locator(".jp-OutputArea-output [data-mime-type='application/vnd.jupyter.stderr']:has-text('Traceback')").count() == 0
+    n_code_figures = len([c for c in nbformat.read(path, 4).cells if c.cell_type == "code" and ".show()" in c.source])
+    assert page.locator(".js-plotly-plot").count() >= n_code_figures + 1, "missing plotly figures"
+    sliders = app.locator(".widget-slider")
+    assert sliders.count() >= 1, "the app shows no slider"
+    figure = app.locator(".js-plotly-plot").first
+    assert figure.is_visible()
+    before = figure.evaluate(FINGERPRINT)
+    readout_before = app.locator(".widget-html").last.inner_text()
+
+    handle = sliders.first.locator(".noUi-handle")
+    box = handle.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] - 80, box["y"] + box["height"] / 2, steps=8)
+    page.mouse.up()
+    deadline = time.time() + 60
+    while time.time() < deadline and figure.evaluate(FINGERPRINT) == before:
+        page.wait_for_timeout(500)
+    page.wait_for_timeout(1000)
+    app.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / f"{stem}-2-after-slider.png"), full_page=False)
+    assert figure.evaluate(FINGERPRINT) != before, "moving the slider did not change the figure"
+    assert app.locator(".widget-html").last.inner_text() != readout_before, "the readout did not update"
+    assert not [e for e in errors if "widget" in e.lower()], errors
+    page.close()
