@@ -77,9 +77,10 @@ def batch_class_stats(counts, batch_size: int) -> dict[str, np.ndarray]:
 
 @dataclass
 class ToyData:
-    """A 2-D long-tailed classification problem with a balanced test set.
+    """A long-tailed classification problem (2-D unless ``info["dim"]`` says otherwise) with a
+    balanced test set.
 
-    ``x_*`` are float32 arrays of shape ``(N, 2)``; ``y_*`` int64 of shape ``(N,)``;
+    ``x_*`` are float32 arrays of shape ``(N, dim)``; ``y_*`` int64 of shape ``(N,)``;
     ``counts`` the training counts per class, head first. For ``kind="gaussian"``,
     ``means`` ``(C, 2)`` and ``covs`` ``(C, 2, 2)`` give the exact class-conditional densities.
     """
@@ -103,17 +104,22 @@ class ToyData:
         return self.counts / self.counts.sum()
 
     def bounds(self, pad: float = 0.5) -> tuple[float, float, float, float]:
-        """``(x_min, x_max, y_min, y_max)`` covering train and test points."""
+        """``(x_min, x_max, y_min, y_max)`` covering train and test points (first two coordinates)."""
         pts = np.concatenate([self.x_train, self.x_test])
-        lo, hi = pts.min(0) - pad, pts.max(0) + pad
+        lo, hi = pts[:, :2].min(0) - pad, pts[:, :2].max(0) + pad
         return float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])
 
 
-def _gaussian_params(n_classes: int, separation: float, noise: float):
-    angles = 2 * np.pi * np.arange(n_classes) / n_classes + np.pi / 2
-    means = separation * np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    covs = np.stack([noise**2 * np.eye(2)] * n_classes)
-    return means, covs
+def _gaussian_params(n_classes: int, separation: float, noise: float, dim: int, seed: int):
+    """2-D: means on a circle of radius ``separation``. Higher ``dim``: means at distance
+    ``separation`` from the origin along random orthonormal directions (needs dim >= C)."""
+    if dim == 2:
+        angles = 2 * np.pi * np.arange(n_classes) / n_classes + np.pi / 2
+        means = separation * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    else:
+        q, _ = np.linalg.qr(np.random.default_rng([seed, 7]).normal(size=(dim, dim)))
+        means = separation * q[:n_classes]
+    return means, np.stack([noise**2 * np.eye(dim)] * n_classes)
 
 
 def _sample_class(kind, c, n, n_classes, rng, separation, noise, means, covs):
@@ -133,7 +139,7 @@ def _sample_class(kind, c, n, n_classes, rng, separation, noise, means, covs):
 
 def make_toy(kind: str = "gaussian", n_classes: int = 5, n_max: int = 500, rho: float = 100.0,
              profile: str = "exp", n_test_per_class: int = 500, seed: int = 0,
-             separation: float = 2.5, noise: float = 1.0) -> ToyData:
+             separation: float = 2.5, noise: float = 1.0, dim: int = 2) -> ToyData:
     """Sample a long-tailed 2-D toy problem; the test set is balanced.
 
     Args:
@@ -142,6 +148,7 @@ def make_toy(kind: str = "gaussian", n_classes: int = 5, n_max: int = 500, rho: 
         n_classes, n_max, rho, profile: as in :func:`longtail_counts`; class 0 is the head.
         n_test_per_class: test examples per class (balanced).
         seed: the whole sample (train and test) is a function of this seed.
+        dim: input dimension; only ``"gaussian"`` supports ``dim > 2`` (then ``dim >= n_classes``).
     """
     if kind not in TOY_KINDS:
         raise ValueError(f"kind must be one of {TOY_KINDS}, got {kind!r}.")
@@ -150,8 +157,12 @@ def make_toy(kind: str = "gaussian", n_classes: int = 5, n_max: int = 500, rho: 
     for name, value in (("separation", separation), ("noise", noise)):
         if not (isinstance(value, numbers.Real) and np.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
+    dim = _check_positive_int("dim", dim, minimum=2)
+    if dim != 2 and (kind != "gaussian" or dim < n_classes):
+        raise ValueError(f"dim={dim} needs kind='gaussian' and dim >= n_classes={n_classes} "
+                         f"(kind={kind!r}); the curved kinds are 2-D only.")
     rng = np.random.default_rng(seed)
-    means, covs = _gaussian_params(n_classes, separation, noise) if kind == "gaussian" else (None, None)
+    means, covs = _gaussian_params(n_classes, separation, noise, dim, seed) if kind == "gaussian" else (None, None)
 
     def sample(sizes):
         xs = [_sample_class(kind, c, int(n), n_classes, rng, separation, noise, means, covs)
@@ -164,12 +175,12 @@ def make_toy(kind: str = "gaussian", n_classes: int = 5, n_max: int = 500, rho: 
     order = rng.permutation(len(y_train))
     return ToyData(kind, x_train[order], y_train[order], x_test, y_test, counts, means, covs,
                    info=dict(n_max=n_max, rho=float(rho), profile=profile, seed=seed,
-                             separation=separation, noise=noise))
+                             separation=separation, noise=noise, dim=dim))
 
 
 def sample_balanced(data: ToyData, n_per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A fresh balanced sample from the same class-conditional distributions as ``data``:
-    ``x (C * n_per_class, 2)`` float32, ``y`` int64."""
+    ``x (C * n_per_class, dim)`` float32, ``y`` int64."""
     n_per_class = _check_positive_int("n_per_class", n_per_class)
     rng = np.random.default_rng(seed)
     info = data.info
@@ -187,7 +198,7 @@ def class_log_densities(data: ToyData, x) -> np.ndarray:
     for c, (mu, cov) in enumerate(zip(data.means, data.covs)):
         diff = x - mu
         maha = np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff)
-        out[:, c] = -0.5 * (maha + np.log(np.linalg.det(cov)) + 2 * np.log(2 * np.pi))
+        out[:, c] = -0.5 * (maha + np.log(np.linalg.det(cov)) + len(mu) * np.log(2 * np.pi))
     return out
 
 
@@ -211,3 +222,17 @@ def monte_carlo_errors(predict_fn, data: ToyData, n_per_class: int = 20_000, see
         "balanced_se": float(np.sqrt(np.sum(per_class * (1 - per_class) / n_per_class)) / data.n_classes),
         "standard": float(np.dot(data.prior, per_class)),
     }
+
+
+def anchor_positive_prob(counts, batch_size: int) -> np.ndarray:
+    """For an anchor of each class in a uniformly drawn batch (without replacement), the
+    probability that the batch holds at least one *other* example of its class -- a positive
+    for a supervised-contrastive loss. Shape ``(C,)``. (With two views per image, or class
+    prototypes in the contrast set, every anchor has a positive.)"""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    batch_size = _check_positive_int("batch_size", batch_size)
+    if batch_size > total:
+        raise ValueError(f"batch_size={batch_size} exceeds the dataset size {total}.")
+    k = np.arange(batch_size - 1)  # the other B-1 slots, drawn from the other N-1 examples
+    return np.array([1 - np.prod(np.clip(total - n - k, 0, None) / (total - 1 - k)) for n in counts])

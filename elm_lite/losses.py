@@ -269,6 +269,226 @@ class PosthocAdjusted(nn.Module):
         return logits - self.offsets.to(logits.dtype), z
 
 
+# ----------------------------------------------------------------------------- embedding losses
+
+MARGIN_SCHEDULES = ("n^-1/4", "log_prior")
+MARGIN_PLACEMENTS = ("positive", "negative")
+ANCHOR_AVERAGES = ("all", "class")
+
+
+def embedding_margins(counts, delta_max: float = 0.2, schedule: str = "n^-1/4") -> torch.Tensor:
+    """Per-class embedding margins ``delta_y`` (cosine units), largest (``delta_max``) for the
+    rarest class. ``"n^-1/4"``: ``delta_y`` proportional to ``n_y^(-1/4)``; ``"log_prior"``:
+    proportional to ``-log pi_y``. Shape ``(C,)``."""
+    if schedule not in MARGIN_SCHEDULES:
+        raise ValueError(f"schedule must be one of {MARGIN_SCHEDULES}, got {schedule!r}.")
+    delta_max = _check_range("delta_max", delta_max, 0.0, 2.0)
+    if schedule == "n^-1/4":
+        return ldam_margins(counts, delta_max)
+    m = -log_prior(counts)
+    return m * (delta_max / m.max())
+
+
+def _check_embeddings(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accept ``(B, E)`` or ``(B, V, E)`` (V views of each sample); return ``(B*V, E)`` and the
+    matching labels ``(B*V,)``."""
+    if not isinstance(z, torch.Tensor) or not z.is_floating_point():
+        raise ValueError(f"embeddings must be a floating-point tensor, got {type(z).__name__} "
+                         f"{getattr(z, 'dtype', '')}.")
+    if z.ndim not in (2, 3):
+        raise ValueError(f"embeddings must have shape (batch, dim) or (batch, views, dim), got {tuple(z.shape)}.")
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.ndim != 1:
+        raise ValueError(f"labels must be a 1-D integer tensor, got {getattr(labels, 'dtype', type(labels))} "
+                         f"of shape {tuple(getattr(labels, 'shape', ()))}.")
+    if labels.shape[0] != z.shape[0]:
+        raise ValueError(f"labels have {labels.shape[0]} entries but the embeddings a batch of {z.shape[0]}.")
+    if labels.numel() and labels.min() < 0:
+        raise ValueError(f"labels must be >= 0, got {int(labels.min())}.")
+    if not torch.isfinite(z).all():
+        raise ValueError("embeddings contain NaN or inf.")
+    if z.ndim == 3:
+        views = z.shape[1]
+        return z.reshape(-1, z.shape[-1]), labels.repeat_interleave(views)
+    return z, labels
+
+
+def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature: float,
+                      anchor_margins: torch.Tensor | None = None, placement: str = "positive",
+                      prototypes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The supervised-contrastive loss of every anchor, with optional per-anchor margins.
+
+    z ``(N, E)`` (normalised here), labels ``(N,)``; every row is an anchor. ``prototypes``
+    ``(C, E)`` (row c has label c) join the contrast set but are not anchors. For anchor i with
+    positives P(i) (same label, i excluded) and similarity ``s = cos``:
+
+    - ``placement="positive"``: ``-1/|P| sum_p log e^{(s_ip - d_i)/T} / (e^{(s_ip - d_i)/T} + sum_{a != i, p} e^{s_ia/T})``
+    - ``placement="negative"``: ``-1/|P| sum_p log e^{s_ip/T} / sum_{a != i} e^{(s_ia + d_i [y_a != y_i])/T}``
+
+    With no margins both are SupCon's L_out (Khosla et al. 2020). The ``(N, N + C)`` similarity
+    matrix is built once. Returns ``(loss per anchor (N,), has_positive (N,) bool)``; anchors
+    without a positive have loss 0.
+    """
+    n = len(z)
+    z = F.normalize(z, dim=1)
+    pool, pool_labels = z, labels
+    if prototypes is not None:
+        protos = F.normalize(prototypes.to(z.dtype), dim=1)
+        pool = torch.cat([z, protos])
+        pool_labels = torch.cat([labels, torch.arange(len(protos), device=labels.device)])
+    logits = z @ pool.T / temperature                                   # (N, N + C), built once
+    not_self = torch.ones_like(logits, dtype=torch.bool)
+    not_self[:, :n].fill_diagonal_(False)
+    positive = (labels[:, None] == pool_labels[None, :]) & not_self
+    n_pos = positive.sum(1)
+    delta = (torch.zeros(n, dtype=z.dtype, device=z.device) if anchor_margins is None
+             else anchor_margins.to(z.dtype)) / temperature              # (N,) in logit units
+    masked = logits.masked_fill(~not_self, float("-inf"))
+    if placement == "negative":
+        shifted = masked + delta[:, None] * (~positive & not_self)
+        per_pair = torch.logsumexp(shifted, 1, keepdim=True) - logits       # -log(e^{s_ip/T} / denom)
+    else:
+        log_all = torch.logsumexp(masked, 1, keepdim=True)                 # log sum_{a != i} e^{s_ia/T}
+        frac = (logits - log_all).clamp(max=-1e-6)                          # log share of pair (i, p), < 0
+        log_rest = log_all + torch.log(-torch.expm1(frac))                  # log sum_{a != i, p} e^{s_ia/T}
+        margined = logits - delta[:, None]
+        per_pair = torch.logaddexp(margined, log_rest) - margined
+    per_anchor = (per_pair * positive).sum(1) / n_pos.clamp(min=1)
+    return per_anchor, n_pos > 0
+
+
+class SupConLoss(nn.Module):
+    """Supervised contrastive loss (Khosla et al. 2020, the L_out form) on L2-normalised embeddings.
+
+    ``forward(z, labels, prototypes=None)``: z ``(B, E)`` or ``(B, V, E)`` for V views per sample,
+    labels ``(B,)``, optional prototypes ``(C, E)`` -> scalar, the mean over anchors that have at
+    least one positive (``anchor_average="all"``), or the mean over classes of the per-class mean
+    (``"class"``, as balanced contrastive learning does, so the head does not dominate). Anchors with no positive are skipped and counted in ``last_stats``; if no
+    anchor has one the loss is 0 (finite, zero gradient). Safe range: ``temperature`` in [0.05, 1].
+    """
+    placement = "positive"
+
+    def __init__(self, temperature: float = 0.1, anchor_average: str = "all"):
+        super().__init__()
+        self.temperature = _check_range("temperature", temperature, 1e-3, 100.0)
+        if anchor_average not in ANCHOR_AVERAGES:
+            raise ValueError(f"anchor_average must be one of {ANCHOR_AVERAGES}, got {anchor_average!r}.")
+        self.anchor_average = anchor_average
+        self.last_stats: dict = {}
+
+    def anchor_margins(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """Margin of each anchor, shape ``(N,)``; none for plain SupCon."""
+        return None
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor | None = None) -> torch.Tensor:
+        z, labels = _check_embeddings(z, labels)
+        if prototypes is not None and (prototypes.ndim != 2 or prototypes.shape[1] != z.shape[1]):
+            raise ValueError(f"prototypes must have shape (classes, {z.shape[1]}), got {tuple(prototypes.shape)}.")
+        per_anchor, has_pos = contrastive_terms(z, labels, self.temperature, self.anchor_margins(labels),
+                                                self.placement, prototypes)
+        self.last_stats = {"anchors": len(labels), "with_positive": int(has_pos.sum())}
+        if not has_pos.any():
+            return (z * 0).sum()
+        if self.anchor_average == "all":
+            return per_anchor[has_pos].mean()
+        # "class": average within each class first, so a tail class weighs as much as the head (BCL)
+        onehot = F.one_hot(labels[has_pos]).to(per_anchor.dtype)                 # (A, classes)
+        per_class = onehot.T @ per_anchor[has_pos] / onehot.sum(0).clamp(min=1)
+        return per_class[onehot.sum(0) > 0].mean()
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
+
+
+class EmbeddingMarginLoss(SupConLoss):
+    """Supervised contrastive loss with class-dependent embedding margins (the ELM embedding term
+    as reconstructed in DESIGN.md section 1 -- the paper's exact constants are not known).
+
+    The anchor of class y gets margin ``delta_y`` from :func:`embedding_margins` (largest for the
+    rarest class): on its positives (``placement="positive"``: a tail anchor's positives must be
+    closer than its other neighbours by ``delta_y``) or on its negatives (``"negative"``).
+    ``delta_max = 0`` gives exactly :class:`SupConLoss`. Input as for :class:`SupConLoss`; labels
+    must lie in ``[0, C)``. Safe ranges: ``delta_max`` in [0, 1], ``temperature`` in [0.05, 1].
+    """
+
+    def __init__(self, counts, temperature: float = 0.1, delta_max: float = 0.2, schedule: str = "n^-1/4",
+                 placement: str = "positive", anchor_average: str = "all"):
+        super().__init__(temperature, anchor_average)
+        if placement not in MARGIN_PLACEMENTS:
+            raise ValueError(f"placement must be one of {MARGIN_PLACEMENTS}, got {placement!r}.")
+        self.placement, self.schedule, self.delta_max = placement, schedule, delta_max
+        self.register_buffer("margins", embedding_margins(counts, delta_max, schedule))
+
+    def anchor_margins(self, labels: torch.Tensor) -> torch.Tensor:
+        if labels.numel() and labels.max() >= len(self.margins):
+            raise ValueError(f"labels must lie in [0, {len(self.margins)}) to match the class counts, "
+                             f"got max {int(labels.max())}.")
+        return self.margins[labels]
+
+    def extra_repr(self) -> str:
+        return (f"temperature={self.temperature}, delta_max={self.delta_max}, schedule={self.schedule!r}, "
+                f"placement={self.placement!r}")
+
+
+# ----------------------------------------------------------------------------- ELM: both margins
+
+
+class ELMLoss(nn.Module):
+    """Embedding and Logit Margins: ``L = L_logit(f(x), y) + lam * L_emb(z, y)``.
+
+    ``L_logit`` is :class:`LogitAdjustedLoss` (``logit="la"``, strength ``tau``) or :class:`LDAMLoss`
+    (``logit="ldam"``, cosine logits, ``max_m``, ``s``); ``L_emb`` is :class:`EmbeddingMarginLoss`
+    (``temperature``, ``delta_max``, ``schedule``, ``placement``). ``lam = 0`` is the logit loss alone.
+    This is our reading of arXiv 2204.13208 (DESIGN.md section 1): the form is the paper's, the
+    constants and switches are not from its text and are parameters here.
+
+    ``forward(logits, z, labels, prototypes=None)``: logits ``(B, C)`` or ``(B, V, C)``, z ``(B, E)``
+    or ``(B, V, E)`` for V views, labels ``(B,)`` -> ``(total, {"logit", "embedding"})``.
+    ``use_prototypes=True`` asks the training loop to pass the classifier weights ``(C, E)`` as
+    extra positives; ``lam_warmup`` ramps ``lam`` linearly over that many epochs.
+    Safe ranges: ``lam`` in [0, 2], ``tau`` in [0, 3], ``temperature`` in [0.05, 1], ``delta_max`` in [0, 1].
+    """
+    uses_embedding = True
+
+    def __init__(self, counts, logit: str = "la", tau: float = 1.0, lam: float = 0.5, temperature: float = 0.1,
+                 delta_max: float = 0.2, schedule: str = "n^-1/4", placement: str = "positive",
+                 anchor_average: str = "all", use_prototypes: bool = False, lam_warmup: int = 0,
+                 max_m: float = 0.5, s: float = 30.0):
+        super().__init__()
+        if logit == "la":
+            self.logit_loss = LogitAdjustedLoss(counts, tau)
+        elif logit == "ldam":
+            self.logit_loss = LDAMLoss(counts, max_m, s)
+        else:
+            raise ValueError(f"logit must be 'la' or 'ldam', got {logit!r}.")
+        self.embedding_loss = EmbeddingMarginLoss(counts, temperature, delta_max, schedule, placement, anchor_average)
+        self.lam = _check_range("lam", lam, 0.0, 100.0)
+        if isinstance(lam_warmup, bool) or not isinstance(lam_warmup, int) or lam_warmup < 0:
+            raise ValueError(f"lam_warmup must be an integer >= 0 (epochs), got {lam_warmup!r}.")
+        self.use_prototypes, self.lam_warmup = use_prototypes, lam_warmup
+        self.current_lam = lam if lam_warmup == 0 else 0.0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Advance the ``lam`` warm-up and the logit loss's own schedule (LDAM's DRW)."""
+        self.current_lam = self.lam * (min(1.0, epoch / self.lam_warmup) if self.lam_warmup else 1.0)
+        if hasattr(self.logit_loss, "set_epoch"):
+            self.logit_loss.set_epoch(epoch)
+
+    def forward(self, logits: torch.Tensor, z: torch.Tensor, labels: torch.Tensor,
+                prototypes: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        if not isinstance(logits, torch.Tensor) or logits.ndim not in (2, 3) or (
+                isinstance(z, torch.Tensor) and logits.shape[:-1] != z.shape[:-1]):
+            raise ValueError(f"logits (batch[, views], classes) and embeddings (batch[, views], dim) must "
+                             f"agree in batch and views; got {tuple(getattr(logits, 'shape', ()))} and "
+                             f"{tuple(getattr(z, 'shape', ()))}.")
+        flat_labels = labels.repeat_interleave(logits.shape[1]) if logits.ndim == 3 and isinstance(labels, torch.Tensor) else labels
+        logit_term = self.logit_loss(logits.reshape(-1, logits.shape[-1]), flat_labels)
+        embedding_term = self.embedding_loss(z, labels, prototypes)
+        return logit_term + self.current_lam * embedding_term, {"logit": logit_term, "embedding": embedding_term}
+
+    def extra_repr(self) -> str:
+        return f"lam={self.lam}, lam_warmup={self.lam_warmup}, use_prototypes={self.use_prototypes}"
+
+
 # ----------------------------------------------------------------------------- registry
 
 LOSSES = {
@@ -277,12 +497,13 @@ LOSSES = {
     "balanced_softmax": BalancedSoftmaxLoss,
     "ldam": LDAMLoss,
     "hinge": MulticlassHingeLoss,
+    "elm": ELMLoss,
 }
 
 
 def get(name: str, counts, **kwargs) -> nn.Module:
     """Build a loss by name: ``"ce"`` (plain cross-entropy, i.e. LA with ``tau=0``), ``"la"``,
-    ``"balanced_softmax"``, ``"ldam"``, ``"hinge"``; ``kwargs`` go to its constructor."""
+    ``"balanced_softmax"``, ``"ldam"``, ``"hinge"``, ``"elm"``; ``kwargs`` go to its constructor."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}.")
     try:

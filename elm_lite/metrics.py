@@ -84,3 +84,40 @@ def shot_accuracy(y_true, y_pred, train_counts, many: int = 100, few: int = 20) 
         vals = acc[(split == name) & ~np.isnan(acc)]
         out[name] = float(vals.mean()) if vals.size else float("nan")
     return out
+
+
+def embedding_spread(z, y, n_classes: int | None = None) -> np.ndarray:
+    """Per-class spread of embeddings ``z`` ``(N, E)`` with labels ``y`` ``(N,)``, shape ``(C,)``:
+    ``1 - mean_i cos(z_i, mu_c)`` over the L2-normalised embeddings of class ``c``, ``mu_c``
+    their mean. 0 for a perfectly tight cluster, 1 for directions that cancel out;
+    ``nan`` for a class with no example."""
+    if hasattr(z, "detach"):
+        z = z.detach().cpu().numpy()
+    z = np.asarray(z, dtype=np.float64)
+    y = _labels("y", y)
+    if z.ndim != 2 or len(z) != len(y):
+        raise ValueError(f"z must have shape (N, E) with N = len(y) = {len(y)}, got {z.shape}.")
+    n_classes = int(y.max(initial=-1) + 1) if n_classes is None else n_classes
+    _labels("y", y, n_classes)
+    unit = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    spread = np.full(n_classes, np.nan)
+    for c in range(n_classes):
+        members = unit[y == c]
+        if len(members):
+            mu = members.mean(0)
+            mu = mu / max(np.linalg.norm(mu), 1e-12)
+            spread[c] = 1 - float(np.mean(members @ mu))
+    return spread
+
+
+def spread_summary(spread, train_counts, many: int = 100, few: int = 20) -> dict[str, float]:
+    """Mean spread of the many / medium / few classes, and ``tail_head_ratio`` = few / many
+    (``nan`` where a split is empty)."""
+    split = shot_split(train_counts, many, few)
+    spread = np.asarray(spread, dtype=float)
+    out = {}
+    for name in SPLITS:
+        vals = spread[(split == name) & ~np.isnan(spread)]
+        out[name] = float(vals.mean()) if vals.size else float("nan")
+    out["tail_head_ratio"] = out["few"] / out["many"] if out["many"] > 0 else float("nan")
+    return out

@@ -156,3 +156,84 @@ def lines_figure(x, lines: dict[str, np.ndarray], x_title: str, y_title: str, ti
     if percent:
         fig.update_yaxes(tickformat=".0%")
     return fig
+
+
+def pca_basis(z: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean (E,), components (k, E))`` of the top-``k`` principal directions of ``z`` ``(N, E)``."""
+    z = np.asarray(z, dtype=float)
+    mean = z.mean(0)
+    _, _, vt = np.linalg.svd(z - mean, full_matrices=False)
+    return mean, vt[:k]
+
+
+def for_display(z: np.ndarray, basis=None) -> np.ndarray:
+    """Embeddings ready to draw: 2-D and 3-D as they are, higher dimensions projected on 3
+    principal directions (``basis`` from :func:`pca_basis`, fitted on ``z`` if not given)."""
+    z = np.asarray(z, dtype=float)
+    if z.shape[1] <= 3:
+        return z
+    mean, comps = basis if basis is not None else pca_basis(z)
+    return (z - mean) @ comps.T
+
+
+def embedding_traces(z: np.ndarray, y: np.ndarray, counts, max_per_class: int = 300, basis=None) -> list:
+    """One scatter per class of embeddings ``z`` ``(N, E)``; 3-D (or projected, see
+    :func:`for_display`) uses ``Scatter3d``."""
+    z = for_display(z, basis)
+    traces = []
+    for k in range(len(counts)):
+        pts = z[np.asarray(y) == k][:max_per_class]
+        common = dict(mode="markers", name=f"class {k} (n={counts[k]})")
+        if z.shape[1] == 3:
+            traces.append(go.Scatter3d(x=pts[:, 0], y=pts[:, 1], z=pts[:, 2], marker=dict(size=2.5, color=class_color(k)), **common))
+        else:
+            traces.append(go.Scatter(x=pts[:, 0], y=pts[:, 1], marker=dict(size=4, color=class_color(k)), **common))
+    return traces
+
+
+SCENE_AXIS = dict(showticklabels=False, title="")
+
+
+def _embedding_layout(fig: go.Figure, dim: int, title: str) -> go.Figure:
+    if dim > 3:
+        title += f" ({dim}-D, shown on its 3 principal directions)"
+    fig.update_layout(title=title, width=640, height=540, legend=dict(itemsizing="constant"),
+                      margin=dict(l=0, r=0, t=40, b=0))
+    if dim >= 3:
+        fig.update_layout(scene=dict(xaxis=SCENE_AXIS, yaxis=SCENE_AXIS, zaxis=SCENE_AXIS, aspectmode="cube"))
+    else:
+        fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    return fig
+
+
+def embedding_figure(z: np.ndarray, y: np.ndarray, counts, title: str = "test embeddings") -> go.Figure:
+    """Embeddings coloured by class: on the circle (2-D), the sphere (3-D) or projected (more)."""
+    return _embedding_layout(go.Figure(embedding_traces(z, y, counts)), np.asarray(z).shape[1], title)
+
+
+def embedding_frames_figure(frames: list, y: np.ndarray, counts, title: str, prefix: str = "") -> go.Figure:
+    """Scrub through ``frames`` ``[(label, z (M, E))]`` with a slider that runs in the browser
+    alone (no kernel): training epochs, or a precomputed sweep. One projection for all frames."""
+    first_label, first = frames[0]
+    basis = pca_basis(frames[-1][1]) if first.shape[1] > 3 else None
+    fig = go.Figure(embedding_traces(first, y, counts, basis=basis),
+                    frames=[go.Frame(data=embedding_traces(z, y, counts, basis=basis), name=str(label))
+                            for label, z in frames])
+    steps = [dict(method="animate", label=str(label),
+                  args=[[str(label)], dict(mode="immediate", frame=dict(duration=0, redraw=True))])
+             for label, _ in frames]
+    fig.update_layout(
+        updatemenus=[dict(type="buttons", x=0, y=0, xanchor="left", yanchor="top", buttons=[
+            dict(label="play", method="animate",
+                 args=[None, dict(frame=dict(duration=400, redraw=True), fromcurrent=True)])])],
+        sliders=[dict(steps=steps, currentvalue=dict(prefix=prefix), x=0.12, len=0.88, y=0, yanchor="top")])
+    return _embedding_layout(fig, first.shape[1], title)
+
+
+def spread_vs_count_figure(spreads: dict[str, np.ndarray], counts, title: str = "embedding spread vs class size") -> go.Figure:
+    """Per-class spread (y) against training count (log x), one line per method."""
+    fig = go.Figure([go.Scatter(x=list(counts), y=list(s), mode="lines+markers", name=name) for name, s in spreads.items()])
+    fig.update_layout(title=title, xaxis_title="training examples of the class (log scale)",
+                      yaxis_title="spread = 1 - mean cos(z, class mean)", width=640, height=380)
+    fig.update_xaxes(type="log")
+    return fig

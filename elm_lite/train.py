@@ -58,12 +58,25 @@ def _check_xy(x, y, n_classes: int | None):
     return x, y
 
 
-def compute_loss(loss_fn: Callable, logits: torch.Tensor, embedding: torch.Tensor,
-                 y: torch.Tensor) -> torch.Tensor:
-    """Call ``loss_fn(logits, y)``, or ``loss_fn(logits, embedding, y)`` for losses that set
-    ``uses_embedding = True``; a loss returning ``(total, parts)`` contributes ``total``."""
-    out = loss_fn(logits, embedding, y) if getattr(loss_fn, "uses_embedding", False) else loss_fn(logits, y)
+def compute_loss(loss_fn: Callable, logits: torch.Tensor, embedding: torch.Tensor, y: torch.Tensor,
+                 prototypes: torch.Tensor | None = None) -> torch.Tensor:
+    """Call ``loss_fn(logits, y)``, or ``loss_fn(logits, embedding, y[, prototypes])`` for losses
+    that set ``uses_embedding = True``; a loss returning ``(total, parts)`` contributes ``total``.
+    With several views (``logits`` ``(B, V, C)``) a logit-only loss sees every view."""
+    if getattr(loss_fn, "uses_embedding", False):
+        out = loss_fn(logits, embedding, y, prototypes) if prototypes is not None else loss_fn(logits, embedding, y)
+    elif logits.ndim == 3:
+        out = loss_fn(logits.reshape(-1, logits.shape[-1]), y.repeat_interleave(logits.shape[1]))
+    else:
+        out = loss_fn(logits, y)
     return out[0] if isinstance(out, tuple) else out
+
+
+def gaussian_jitter(sigma: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A toy augmentation: ``x -> x + sigma * noise`` (for two-view contrastive training)."""
+    if not sigma >= 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma!r}.")
+    return lambda x: x + sigma * torch.randn_like(x)
 
 
 @torch.no_grad()
@@ -85,7 +98,8 @@ def predict(model: nn.Module, x, batch_size: int = 4096) -> np.ndarray:
 
 def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int = 200,
         batch_size: int | None = None, lr: float = 0.05, weight_decay: float = 0.0,
-        x_val=None, y_val=None, seed: int = 0, progress: bool = True,
+        x_val=None, y_val=None, seed: int = 0, progress: bool = True, n_views: int = 1,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         on_epoch_end: Callable[[int, nn.Module], None] | None = None) -> History:
     """Train ``model`` with Adam on ``(x, y)`` and return its :class:`History`.
 
@@ -95,9 +109,12 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
         batch_size: ``None`` trains full-batch (fast and deterministic for toy data).
         x_val, y_val: optional held-out data; its balanced accuracy is recorded per epoch.
         seed: fixes the batch order (model initialisation is the caller's, see :func:`set_seed`).
+        n_views, augment: with ``n_views > 1`` each batch is seen as ``n_views`` augmented views
+            (``augment(x)`` each); the loss gets logits ``(B, V, C)`` and embeddings ``(B, V, E)``.
         on_epoch_end: called as ``on_epoch_end(epoch, model)`` after each epoch (e.g. snapshots).
 
-    A loss with a ``set_epoch(epoch)`` method is told the epoch (from 1) before each epoch.
+    A loss with a ``set_epoch(epoch)`` method is told the epoch (from 1) before each epoch; one with
+    ``use_prototypes = True`` gets the model's classifier weights ``model.head.weight`` ``(C, E)``.
     """
     n_classes = getattr(model, "n_classes", None)
     x, y = _check_xy(x, y, n_classes)
@@ -109,12 +126,19 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
         raise ValueError(f"lr must be > 0, got {lr!r}.")
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be None (full batch) or an integer >= 1, got {batch_size!r}.")
+    if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 1:
+        raise ValueError(f"n_views must be an integer >= 1, got {n_views!r}.")
+    if n_views > 1 and augment is None:
+        raise ValueError("n_views > 1 needs an augment function (e.g. gaussian_jitter(0.3)); identical "
+                         "views would only duplicate each example.")
     loss_fn = loss_fn or nn.CrossEntropyLoss()
+    use_prototypes = getattr(loss_fn, "use_prototypes", False)
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
     if hasattr(loss_fn, "to"):
         loss_fn.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    params = list(model.parameters()) + [p for p in getattr(loss_fn, "parameters", lambda: [])()]
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     bs = batch_size or len(x)
     history, start = History(), time.perf_counter()
@@ -127,15 +151,20 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
         total, seen, preds, labels = 0.0, 0, [], []
         for i in range(0, len(x), bs):
             idx = order[i:i + bs] if order is not None else slice(None)
-            logits, emb = model(x[idx])
-            loss = compute_loss(loss_fn, logits, emb, y[idx])
+            xb, yb = x[idx], y[idx]
+            if n_views > 1:  # (V*B, D) -> model -> (B, V, ...)
+                logits, emb = model(torch.cat([augment(xb) for _ in range(n_views)]))
+                logits, emb = (t.view(n_views, len(yb), -1).transpose(0, 1) for t in (logits, emb))
+            else:
+                logits, emb = model(augment(xb) if augment else xb)
+            loss = compute_loss(loss_fn, logits, emb, yb, model.head.weight if use_prototypes else None)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            n = len(logits)
+            n = len(yb)
             total, seen = total + loss.item() * n, seen + n
-            preds.append(logits.detach().argmax(1).cpu())
-            labels.append(y[idx].cpu())
+            preds.append(logits.detach().reshape(n, -1, logits.shape[-1])[:, 0].argmax(1).cpu())
+            labels.append(yb.cpu())
         history.epoch.append(epoch)
         history.loss.append(total / seen)
         # measured on the batches as they were trained on (no extra forward pass)

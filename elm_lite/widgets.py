@@ -15,9 +15,11 @@ from torch import nn
 
 from . import losses, metrics
 from .data import PROFILES, ToyData, batch_class_stats, bayes_predict, make_toy, monte_carlo_errors
+from .experiments import (ELM_TOY_LOSS, EMBEDDING_RECIPE, EmbeddingRun, run_summary,
+                          train_embedding_model)
 from .models import toy_model
-from .plots import (_discrete_colorscale, accuracy_bar_trace, boundary_mask, grid_logits, margin_band_mask,
-                    mask_trace, point_traces, region_traces)
+from .plots import (SCENE_AXIS, _discrete_colorscale, accuracy_bar_trace, boundary_mask, embedding_traces,
+                    grid_logits, margin_band_mask, mask_trace, point_traces, region_traces)
 from .train import History, fit, predict
 
 
@@ -265,3 +267,67 @@ def logit_margin_app(method: str = "LA loss", tau: float = 1.0, rho: float = 100
                                      continuous_update=False),
                 "rho": _rho_slider(rho)}
     return App(controls, partial(logit_margin_view, **view_kwargs), logit_margin_figure, logit_margin_readout)
+
+
+# ----------------------------------------------------------------------------- notebook 04: embedding margins
+
+
+@dataclass
+class EmbeddingMarginView:
+    """One retrain of notebook 04's app, next to the logit-adjustment baseline."""
+    lam: float
+    delta_max: float
+    temperature: float
+    data: ToyData
+    run: EmbeddingRun
+    baseline: EmbeddingRun
+
+
+def embedding_margin_view(lam: float = 1.0, delta_max: float = 0.5, temperature: float = 0.1, *,
+                          data: ToyData, baseline: EmbeddingRun, seed: int = 0, **recipe) -> EmbeddingMarginView:
+    """Train LA + ``lam`` * embedding-margin loss with :data:`EMBEDDING_RECIPE` (overridable)."""
+    loss = losses.ELMLoss(data.counts, **{**ELM_TOY_LOSS, "lam": lam, "delta_max": delta_max,
+                                          "temperature": temperature})
+    run = train_embedding_model(data, loss, seed=seed, **{**EMBEDDING_RECIPE, **recipe})
+    return EmbeddingMarginView(lam, delta_max, temperature, data, run, baseline)
+
+
+def embedding_margin_figure(view: EmbeddingMarginView, widget: bool = False) -> go.Figure:
+    """Left: test embeddings (3-D or projected). Right: spread per class vs the LA baseline."""
+    data = view.data
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.08,
+                        specs=[[{"type": "scene"}, {"type": "xy"}]],
+                        subplot_titles=("test embeddings (3 principal directions)", "test spread per class"))
+    for trace in embedding_traces(view.run.z_test, data.y_test, data.counts, max_per_class=150):
+        fig.add_trace(trace, row=1, col=1)
+    classes = [f"{k}<br>n={n}" for k, n in enumerate(data.counts)]
+    fig.add_trace(go.Bar(x=classes, y=view.baseline.spread, name="LA alone", marker_color="#bbbbbb"), row=1, col=2)
+    fig.add_trace(go.Bar(x=classes, y=view.run.spread, name="LA + embedding term", marker_color="#d62728"), row=1, col=2)
+    fig.update_layout(width=1000, height=500, barmode="group", font=dict(size=11), margin=dict(t=50, b=20, l=0),
+                      legend=dict(itemsizing="constant", orientation="h", x=0, y=-0.12),
+                      scene=dict(xaxis=SCENE_AXIS, yaxis=SCENE_AXIS, zaxis=SCENE_AXIS, aspectmode="cube"))
+    fig.update_yaxes(range=[0, 0.8], title="1 - mean cos(z, class mean)", row=1, col=2)
+    return go.FigureWidget(fig) if widget else fig
+
+
+def embedding_margin_readout(view: EmbeddingMarginView) -> str:
+    counts = view.data.counts
+    now, base = run_summary(view.run, counts), run_summary(view.baseline, counts)
+    return (f"<b>lambda = {view.lam:g}, delta_max = {view.delta_max:g}, T = {view.temperature:g}</b>: "
+            f"tail (few) spread <b>{now['spread_few']:.3f}</b> (LA alone {base['spread_few']:.3f}), "
+            f"head (many) spread {now['spread_many']:.3f} ({base['spread_many']:.3f})<br>"
+            f"balanced accuracy <b>{now['balanced_accuracy']:.1%}</b> (LA alone {base['balanced_accuracy']:.1%}); "
+            f"few-shot accuracy {now['acc_few']:.1%} ({base['acc_few']:.1%})")
+
+
+def embedding_margin_app(lam: float = 1.0, delta_max: float = 0.5, temperature: float = 0.1, *,
+                         data: ToyData, baseline: EmbeddingRun, **view_kwargs) -> App:
+    """Notebook 04: ``lambda``, ``delta_max`` and temperature sliders retrain the small model."""
+    import ipywidgets as W
+    slider = dict(continuous_update=False, style={"description_width": "initial"})
+    controls = {"lam": W.FloatSlider(value=lam, min=0, max=2, step=0.25, description="lambda", **slider),
+                "delta_max": W.FloatSlider(value=delta_max, min=0, max=1, step=0.1, description="delta_max", **slider),
+                "temperature": W.FloatLogSlider(value=temperature, base=10, min=-1.3, max=0, step=0.1,
+                                                description="temperature", **slider)}
+    compute = partial(embedding_margin_view, data=data, baseline=baseline, **view_kwargs)
+    return App(controls, compute, embedding_margin_figure, embedding_margin_readout)

@@ -71,3 +71,17 @@ def test_logit_margin_view_and_app():
     assert "LA loss" in app.readout.value and "Bayes-balanced" in app.readout.value
     for method in LOGIT_METHODS:  # every selector entry trains and draws
         app.update(method=method)
+
+
+def test_embedding_margin_app_updates_in_place():
+    import elm_lite as el
+    from elm_lite import losses as L
+    from elm_lite.experiments import EMBEDDING_TOY, train_embedding_model
+    from elm_lite.widgets import embedding_margin_app
+    data = el.make_toy(**{**EMBEDDING_TOY, "n_max": 100, "rho": 20})
+    baseline = train_embedding_model(data, L.get("la", data.counts), epochs=3)
+    app = embedding_margin_app(data=data, baseline=baseline, epochs=3)
+    bars = np.array(app.figure.data[-1].y)
+    app.update(lam=0.0)
+    assert app.values()["lam"] == 0.0 and "lambda = 0" in app.readout.value
+    assert not np.allclose(np.array(app.figure.data[-1].y), bars)

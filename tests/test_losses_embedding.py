@@ -1,0 +1,241 @@
+"""Embedding losses (SupCon, embedding margins, ELM) against explicit loop references, an
+independent oracle (pytorch-metric-learning), identities, and bad input."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from elm_lite import losses as L
+from elm_lite.metrics import embedding_spread, spread_summary
+
+COUNTS = [500, 158, 50, 15, 5]
+
+
+def ref_margin_contrastive(z, labels, temperature, margins=None, placement="positive", prototypes=None,
+                           average="all"):
+    """DESIGN.md section 1, written with loops over anchors, positives and the contrast set."""
+    z = [[a / math.sqrt(sum(b * b for b in v)) for a in v] for v in z.tolist()]
+    labels = labels.tolist()
+    pool, pool_labels = list(z), list(labels)
+    if prototypes is not None:
+        for c, p in enumerate(prototypes.tolist()):
+            pool.append([a / math.sqrt(sum(b * b for b in p)) for a in p])
+            pool_labels.append(c)
+    dot = lambda u, v: sum(a * b for a, b in zip(u, v))  # noqa: E731
+    per_anchor = {}
+    for i, (zi, yi) in enumerate(zip(z, labels)):
+        d = 0.0 if margins is None else margins[yi]
+        positives = [p for p in range(len(pool)) if p != i and pool_labels[p] == yi]
+        if not positives:
+            continue
+        terms = []
+        for p in positives:
+            s_ip = dot(zi, pool[p])
+            others = [a for a in range(len(pool)) if a not in (i, p)]
+            if placement == "positive":
+                num = math.exp((s_ip - d) / temperature)
+                den = num + sum(math.exp(dot(zi, pool[a]) / temperature) for a in others)
+            else:
+                num = math.exp(s_ip / temperature)
+                den = num + sum(math.exp((dot(zi, pool[a]) + (d if pool_labels[a] != yi else 0.0)) / temperature)
+                                for a in others)
+            terms.append(-math.log(num / den))
+        per_anchor[i] = sum(terms) / len(terms)
+    if not per_anchor:
+        return 0.0
+    if average == "all":
+        return sum(per_anchor.values()) / len(per_anchor)
+    by_class = {}
+    for i, v in per_anchor.items():
+        by_class.setdefault(labels[i], []).append(v)
+    return sum(sum(v) / len(v) for v in by_class.values()) / len(by_class)
+
+
+def embeddings(b=14, e=4, c=5, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, e, generator=g, dtype=dtype), torch.randint(0, c, (b,), generator=g)
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.5])
+@pytest.mark.parametrize("average", ["all", "class"])
+def test_supcon_matches_reference(temperature, average):
+    z, y = embeddings()
+    got = L.SupConLoss(temperature, anchor_average=average)(z, y).item()
+    assert got == pytest.approx(ref_margin_contrastive(z, y, temperature, average=average), rel=1e-9)
+
+
+def test_supcon_matches_pytorch_metric_learning():
+    pml = pytest.importorskip("pytorch_metric_learning.losses")
+    for seed in range(3):
+        z, y = embeddings(b=32, e=8, c=4, seed=seed)
+        for t in (0.07, 0.2, 1.0):
+            oracle = pml.SupConLoss(temperature=t)(z, y)
+            torch.testing.assert_close(L.SupConLoss(t)(z, y), oracle, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("placement", ["positive", "negative"])
+@pytest.mark.parametrize("schedule", ["n^-1/4", "log_prior"])
+@pytest.mark.parametrize("dim", [2, 6])
+def test_embedding_margin_matches_reference(placement, schedule, dim):
+    z, y = embeddings(e=dim, seed=dim)
+    loss = L.EmbeddingMarginLoss(COUNTS, 0.2, delta_max=0.4, schedule=schedule, placement=placement)
+    margins = L.embedding_margins(COUNTS, 0.4, schedule).tolist()
+    assert loss(z, y).item() == pytest.approx(ref_margin_contrastive(z, y, 0.2, margins, placement), rel=1e-9)
+
+
+def test_views_and_prototypes_match_reference():
+    z, y = embeddings(b=6, e=3, seed=3)
+    z2 = torch.stack([z, z + 0.1 * torch.randn_like(z)], 1)  # (B, 2, E)
+    protos = torch.randn(5, 3, dtype=torch.float64)
+    loss = L.EmbeddingMarginLoss(COUNTS, 0.3, delta_max=0.5)
+    margins = L.embedding_margins(COUNTS, 0.5).tolist()
+    expected = ref_margin_contrastive(z2.reshape(-1, 3), y.repeat_interleave(2), 0.3, margins, prototypes=protos)
+    assert loss(z2, y, protos).item() == pytest.approx(expected, rel=1e-9)
+    assert loss.last_stats == {"anchors": 12, "with_positive": 12}
+
+
+def test_float32_close_to_float64():
+    z, y = embeddings(b=64, e=16, seed=4)
+    loss = L.EmbeddingMarginLoss(COUNTS, 0.1, 0.3)
+    torch.testing.assert_close(loss(z.float(), y).double(), loss(z, y), rtol=1e-4, atol=1e-5)
+
+
+def test_gradcheck():
+    z, y = embeddings(b=8, e=3, seed=5)
+    for loss in (L.EmbeddingMarginLoss(COUNTS, 0.5, 0.3), L.EmbeddingMarginLoss(COUNTS, 0.5, 0.3, placement="negative")):
+        assert torch.autograd.gradcheck(lambda t: loss(t, y), (z.clone().requires_grad_(),))
+
+
+def test_delta_zero_equals_supcon_and_loss_grows_with_delta():
+    z, y = embeddings(b=40, e=5, seed=6)
+    base = L.SupConLoss(0.2)(z, y)
+    for placement in ("positive", "negative"):
+        torch.testing.assert_close(L.EmbeddingMarginLoss(COUNTS, 0.2, 0.0, placement=placement)(z, y), base)
+        values = [L.EmbeddingMarginLoss(COUNTS, 0.2, d, placement=placement)(z, y).item()
+                  for d in np.linspace(0, 1, 11)]
+        assert all(b > a for a, b in zip(values, values[1:])), values
+
+
+def test_margins_largest_for_rarest_class():
+    for schedule in ("n^-1/4", "log_prior"):
+        m = L.embedding_margins(COUNTS, 0.3, schedule)
+        assert m.argmax() == 4 and m.max().item() == pytest.approx(0.3)
+        assert torch.all(m[1:] >= m[:-1])
+
+
+def test_no_positive_gives_zero_finite_loss_and_gradient():
+    z = torch.randn(5, 3, requires_grad=True)
+    y = torch.arange(5)
+    loss = L.EmbeddingMarginLoss(COUNTS, 0.1, 0.5)
+    out = loss(z, y)
+    out.backward()
+    assert out.item() == 0.0 and torch.isfinite(z.grad).all() and (z.grad == 0).all()
+    assert loss.last_stats == {"anchors": 5, "with_positive": 0}
+
+
+def test_anchors_without_positive_are_skipped_not_nan():
+    z, _ = embeddings(b=6, e=3, seed=7)
+    y = torch.tensor([0, 0, 1, 2, 3, 4])  # only the two class-0 anchors have a positive
+    z.requires_grad_()
+    loss = L.SupConLoss(0.1)
+    out = loss(z, y)
+    out.backward()
+    assert torch.isfinite(out) and torch.isfinite(z.grad).all()
+    assert loss.last_stats["with_positive"] == 2
+    assert out.item() == pytest.approx(ref_margin_contrastive(z.detach(), y, 0.1), rel=1e-6)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: L.SupConLoss(0.0), "temperature"),
+    (lambda: L.SupConLoss(-1.0), "temperature"),
+    (lambda: L.EmbeddingMarginLoss(COUNTS, delta_max=-0.1), "delta_max"),
+    (lambda: L.EmbeddingMarginLoss(COUNTS, schedule="linear"), "schedule"),
+    (lambda: L.EmbeddingMarginLoss(COUNTS, placement="both"), "placement"),
+    (lambda: L.EmbeddingMarginLoss([5, 0]), "> 0"),
+    (lambda: L.SupConLoss(anchor_average="median"), "anchor_average"),
+    (lambda: L.SupConLoss()(torch.randn(4), torch.tensor([0, 1, 0, 1])), "shape"),
+    (lambda: L.SupConLoss()(torch.randn(4, 2), torch.tensor([0, 1, 0])), "batch of 4"),
+    (lambda: L.SupConLoss()(torch.randn(4, 2), torch.tensor([0.0, 1.0, 0.0, 1.0])), "integer"),
+    (lambda: L.SupConLoss()(torch.full((2, 2), float("nan")), torch.tensor([0, 0])), "NaN"),
+    (lambda: L.EmbeddingMarginLoss(COUNTS)(torch.randn(3, 2), torch.tensor([0, 5, 5])), r"\[0, 5\)"),
+    (lambda: L.SupConLoss()(torch.randn(3, 2), torch.tensor([0, 0, 1]), torch.randn(2, 3)), "prototypes"),
+])
+def test_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# ----------------------------------------------------------------------------- ELM
+
+
+def test_elm_lam_zero_is_exactly_the_logit_term():
+    logits, y = torch.randn(12, 5, dtype=torch.float64), torch.randint(0, 5, (12,))
+    z = torch.randn(12, 3, dtype=torch.float64)
+    total, parts = L.ELMLoss(COUNTS, lam=0.0)(logits, z, y)
+    assert torch.equal(total, L.LogitAdjustedLoss(COUNTS)(logits, y))
+    assert torch.equal(parts["logit"], total)
+
+
+def test_elm_parts_add_up_and_gradients_reach_both_inputs():
+    logits = torch.randn(12, 2, 5, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(12, 2, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 5, (12,))
+    loss = L.ELMLoss(COUNTS, lam=0.7, delta_max=0.3)
+    total, parts = loss(logits, z, y)
+    torch.testing.assert_close(total, parts["logit"] + 0.7 * parts["embedding"])
+    torch.testing.assert_close(parts["logit"], L.LogitAdjustedLoss(COUNTS)(logits.reshape(-1, 5), y.repeat_interleave(2)))
+    torch.testing.assert_close(parts["embedding"], L.EmbeddingMarginLoss(COUNTS, 0.1, 0.3)(z, y))
+    total.backward()
+    assert logits.grad.abs().sum() > 0 and z.grad.abs().sum() > 0
+
+
+def test_elm_warmup_and_ldam():
+    loss = L.ELMLoss(COUNTS, logit="ldam", lam=1.0, lam_warmup=4)
+    assert loss.current_lam == 0.0
+    loss.set_epoch(2)
+    assert loss.current_lam == pytest.approx(0.5)
+    loss.set_epoch(10)
+    assert loss.current_lam == 1.0
+    total, _ = loss(torch.tanh(torch.randn(6, 5)), torch.randn(6, 3), torch.randint(0, 5, (6,)))
+    assert torch.isfinite(total)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(logit="hinge"), "logit must be"), (dict(lam=-1), "lam"), (dict(lam_warmup=-1), "lam_warmup"),
+    (dict(temperature=0), "temperature"),
+])
+def test_elm_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        L.ELMLoss(COUNTS, **kwargs)
+
+
+def test_elm_shape_mismatch():
+    with pytest.raises(ValueError, match="agree in batch"):
+        L.ELMLoss(COUNTS)(torch.randn(4, 5), torch.randn(3, 2), torch.tensor([0, 1, 2, 3]))
+
+
+# ----------------------------------------------------------------------------- spread
+
+
+def test_embedding_spread_by_hand():
+    tight = np.array([[2.0, 0.0], [1.0, 0.0], [5.0, 0.0]])
+    assert embedding_spread(tight, [0, 0, 0]).tolist() == [0.0]
+    # two unit vectors at +-60 degrees: mean direction (1, 0), cos = 0.5 each
+    angle = np.pi / 3
+    pair = np.array([[np.cos(angle), np.sin(angle)], [np.cos(angle), -np.sin(angle)]])
+    assert embedding_spread(pair, [0, 0])[0] == pytest.approx(0.5)
+    # orthogonal pair: mean at 45 degrees, cos = sqrt(2)/2
+    spread = embedding_spread(np.array([[1.0, 0], [0, 3.0], [1, 1]]), [1, 1, 0], n_classes=3)
+    assert spread[0] == pytest.approx(0.0) and spread[1] == pytest.approx(1 - np.sqrt(0.5)) and np.isnan(spread[2])
+
+
+def test_spread_summary():
+    out = spread_summary([0.1, 0.2, 0.4, 0.8], [500, 50, 10, 5])
+    assert out["many"] == pytest.approx(0.1) and out["medium"] == pytest.approx(0.2)
+    assert out["few"] == pytest.approx(0.6) and out["tail_head_ratio"] == pytest.approx(6.0)
+
+
+def test_spread_bad_input():
+    with pytest.raises(ValueError, match="shape"):
+        embedding_spread(np.zeros(3), [0, 0, 0])
