@@ -5,6 +5,7 @@
 
 1. notebooks: each notebook executed top to bottom with its defaults (papermill), wall seconds.
 2. callbacks: median latency of each widget callback (recompute + redraw the FigureWidget).
+3. losses: forward+backward time of the embedding losses relative to cross-entropy, per batch size.
 """
 from __future__ import annotations
 
@@ -59,15 +60,50 @@ def bench_callbacks(repeats: int) -> list[tuple[str, float, str]]:
         values = iter([a, b] * (repeats + 1))
         return median_ms(lambda: app.update(**{name: next(values)}), repeats)
 
+    import elm_lite as el
+    from elm_lite import losses
+    from elm_lite.experiments import EMBEDDING_RECIPE, EMBEDDING_TOY, train_embedding_model
+    from elm_lite.widgets import embedding_margin_app
+
     lt, lm = longtail_app(rho=100), logit_margin_app("LA loss", rho=100)
+    data = el.make_toy(**EMBEDDING_TOY)
+    baseline = train_embedding_model(data, losses.get("la", data.counts), **{**EMBEDDING_RECIPE, "n_views": 1, "jitter": 0.0})
+    em = embedding_margin_app(data=data, baseline=baseline)
+    slow = max(3, repeats // 3)
     return [("01 rho slider (regenerate + retrain + redraw)", alternate(lt, "rho", 10, 100), "< 300 ms"),
             ("02 tau slider (retrain LA + redraw)", alternate(lm, "tau", 0.5, 1.0), "< 200 ms"),
-            ("02 loss selector (retrain + redraw)", alternate(lm, "method", "CE", "LDAM"), "< 200 ms")]
+            ("02 loss selector (retrain + redraw)", alternate(lm, "method", "CE", "LDAM"), "< 200 ms"),
+            ("04 delta_max slider (retrain MLP + redraw)", median_ms(
+                lambda: em.update(delta_max=0.5 if em.values()["delta_max"] != 0.5 else 0.2), slow), "< 2000 ms")]
+
+
+def bench_losses(repeats: int) -> list[tuple[int, float, float, float]]:
+    """(batch, CE ms, embedding-margin ms, ELM ms): forward+backward on one batch, embedding dim 128,
+    100 classes; CE on logits of a linear head over the same embeddings."""
+    import torch
+    from elm_lite import losses
+    counts = [int(500 * 0.01 ** (i / 99)) for i in range(100)]
+    rows = []
+    for batch in (256, 512, 1024):
+        gen = torch.Generator().manual_seed(0)
+        z = torch.randn(batch, 128, generator=gen, requires_grad=True)
+        head = torch.randn(128, 100, generator=gen, requires_grad=True)
+        y = torch.randint(0, 100, (batch,), generator=gen)
+        ce, emb, elm = losses.get("ce", counts), losses.EmbeddingMarginLoss(counts, 0.1, 0.5), losses.ELMLoss(counts)
+
+        def step(fn):
+            z.grad = head.grad = None
+            fn().backward()
+
+        rows.append((batch, median_ms(lambda: step(lambda: ce(z @ head, y)), repeats),
+                     median_ms(lambda: step(lambda: emb(z, y)), repeats),
+                     median_ms(lambda: step(lambda: elm(z @ head, z, y)[0]), repeats)))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["notebooks", "callbacks"])
+    parser.add_argument("--only", choices=["notebooks", "callbacks", "losses"])
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     print(f"machine: {machine()}\n")
@@ -80,6 +116,12 @@ def main() -> None:
         print(f"{'widget callback':50s} {'median ms':>10s}  target")
         for name, ms, target in bench_callbacks(args.repeats):
             print(f"{name:50s} {ms:10.0f}  {target}")
+        print("(the precomputed sweeps and epoch animations are plotly frames: they scrub in the browser, no kernel)\n")
+    if args.only in (None, "losses"):
+        print(f"{'batch':>6s} {'CE ms':>8s} {'emb-margin ms':>14s} {'ratio':>6s} {'ELM ms':>8s} {'ratio':>6s}"
+              "   (forward+backward, dim 128, 100 classes)")
+        for batch, ce, emb, elm in bench_losses(args.repeats):
+            print(f"{batch:6d} {ce:8.2f} {emb:14.2f} {emb / ce:6.1f} {elm:8.2f} {elm / ce:6.1f}")
 
 
 if __name__ == "__main__":

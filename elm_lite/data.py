@@ -236,3 +236,146 @@ def anchor_positive_prob(counts, batch_size: int) -> np.ndarray:
         raise ValueError(f"batch_size={batch_size} exceeds the dataset size {total}.")
     k = np.arange(batch_size - 1)  # the other B-1 slots, drawn from the other N-1 examples
     return np.array([1 - np.prod(np.clip(total - n - k, 0, None) / (total - 1 - k)) for n in counts])
+
+
+# ----------------------------------------------------------------------------- CIFAR-LT
+
+CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
+CIFAR_URLS = {"cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+              "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"}
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def longtail_indices(labels, rho: float, seed: int = 0) -> np.ndarray:
+    """Indices of the long-tailed subset, built as the LDAM-DRW code (and later work) builds CIFAR-LT:
+    class ``i`` keeps ``n_i = int(n_max * (1/rho) ** (i / (C-1)))`` examples, ``n_max`` being the
+    size of class 0; one ``RandomState(seed)`` shuffles each class's indices in turn (class order)
+    and the first ``n_i`` are kept. Returns int64 indices ``(sum n_i,)``, grouped by class."""
+    labels = np.asarray(labels)
+    n_classes = int(labels.max()) + 1
+    counts = longtail_counts(int(np.sum(labels == 0)), n_classes, rho, "exp")
+    rng = np.random.RandomState(seed)  # the same stream as np.random.seed(seed) + np.random.shuffle
+    keep = []
+    for c, n in enumerate(counts):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < n:
+            raise ValueError(f"class {c} has {len(idx)} examples, fewer than the {n} the profile asks for.")
+        rng.shuffle(idx)
+        keep.append(idx[:n])
+    return np.concatenate(keep).astype(np.int64)
+
+
+@dataclass
+class ImageData:
+    """A long-tailed image training set and its balanced test set.
+
+    ``x_*`` uint8 ``(N, 32, 32, 3)`` (HWC, RGB), ``y_*`` int64 ``(N,)``; ``counts`` ``(C,)``."""
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    counts: np.ndarray
+    source: str
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.counts)
+
+
+def _check_image_arrays(arrays: dict, n_classes: int, where: str) -> dict:
+    missing = [k for k in NPZ_KEYS if k not in arrays]
+    if missing:
+        raise ValueError(f"{where} lacks the arrays {missing}; it needs {list(NPZ_KEYS)} "
+                         "(x_* uint8 of shape (N, 32, 32, 3), y_* integer labels of shape (N,)).")
+    out = {k: np.asarray(arrays[k]) for k in NPZ_KEYS}
+    for split in ("train", "test"):
+        x, y = out[f"x_{split}"], out[f"y_{split}"]
+        if x.ndim != 4 or x.shape[1:] != (32, 32, 3):
+            raise ValueError(f"{where}: x_{split} must have shape (N, 32, 32, 3), got {x.shape}.")
+        if y.shape != (len(x),):
+            raise ValueError(f"{where}: y_{split} must have shape ({len(x)},), got {y.shape}.")
+        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes:
+            raise ValueError(f"{where}: y_{split} must hold integer labels in [0, {n_classes}).")
+        out[f"y_{split}"] = y.astype(np.int64)
+        out[f"x_{split}"] = x.astype(np.uint8)
+    return out
+
+
+def _read_cifar_batches(folder, name: str) -> dict:
+    """Read the extracted official python-format archive (``cifar-10-batches-py`` or
+    ``cifar-100-python``)."""
+    import pickle
+    from pathlib import Path
+
+    folder = Path(folder)
+
+    def load(file):
+        with open(folder / file, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+        x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return x, np.asarray(d[b"labels" if name == "cifar10" else b"fine_labels"], dtype=np.int64)
+
+    train_files = [f"data_batch_{i}" for i in range(1, 6)] if name == "cifar10" else ["train"]
+    parts = [load(f) for f in train_files]
+    x_test, y_test = load("test_batch" if name == "cifar10" else "test")
+    return {"x_train": np.concatenate([p[0] for p in parts]), "y_train": np.concatenate([p[1] for p in parts]),
+            "x_test": x_test, "y_test": y_test}
+
+
+def load_cifar_lt(name: str = "cifar10", rho: float = 100.0, seed: int = 0, root: str = "data/cifar",
+                  download: bool = False, npz: str | None = None) -> ImageData:
+    """CIFAR-10-LT / CIFAR-100-LT: the long-tailed training subset of :func:`longtail_indices` and
+    the untouched balanced test set.
+
+    Sources, first found wins: ``npz`` (a file with ``x_train, y_train, x_test, y_test``); the
+    extracted official archive under ``root`` (``cifar-10-batches-py`` / ``cifar-100-python``);
+    with ``download=True``, torchvision's checksum-verified download into ``root``.
+    """
+    from pathlib import Path
+
+    if name not in CIFAR_CLASSES:
+        raise ValueError(f"name must be one of {sorted(CIFAR_CLASSES)}, got {name!r}.")
+    rho = _check_rho(rho)
+    n_classes, root = CIFAR_CLASSES[name], Path(root)
+    folder = root / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+    if npz is not None:
+        if not Path(npz).is_file():
+            raise FileNotFoundError(f"npz={str(npz)!r} does not exist.")
+        with np.load(npz, allow_pickle=False) as f:
+            arrays, source = _check_image_arrays(dict(f), n_classes, f"npz file {npz}"), f"npz:{npz}"
+    else:
+        if not folder.is_dir() and download:
+            try:
+                import torchvision
+            except ImportError:
+                raise RuntimeError("download=True needs torchvision (pip install torchvision), or download "
+                                   f"{CIFAR_URLS[name]} yourself and extract it into {root}/.") from None
+            getattr(torchvision.datasets, "CIFAR10" if name == "cifar10" else "CIFAR100")(root, train=True, download=True)
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{name} not found: expected the extracted archive at {folder}. Either pass download=True "
+                f"(needs torchvision and network), or download {CIFAR_URLS[name]} and extract it into "
+                f"{root}/, or pass npz=PATH to a .npz with arrays {list(NPZ_KEYS)}.")
+        arrays, source = _check_image_arrays(_read_cifar_batches(folder, name), n_classes, str(folder)), str(folder)
+    keep = longtail_indices(arrays["y_train"], rho, seed)
+    y_train = arrays["y_train"][keep]
+    return ImageData(name, arrays["x_train"][keep], y_train, arrays["x_test"], arrays["y_test"],
+                     np.bincount(y_train, minlength=n_classes), source,
+                     info=dict(rho=rho, seed=seed, indices=keep))
+
+
+def fake_cifar(n_classes: int = 10, n_per_class: int = 50, n_test_per_class: int = 20, seed: int = 0) -> dict:
+    """Generated 32x32 RGB images with the CIFAR array layout (for tests and smoke runs): each
+    class is a noisy colour gradient, learnable by a small CNN. Returns the four npz arrays."""
+    rng = np.random.default_rng(seed)
+    protos = rng.uniform(0, 255, size=(n_classes, 1, 1, 3)) * np.linspace(0.3, 1, 32)[None, :, None, None]
+
+    def make(n):
+        y = np.repeat(np.arange(n_classes), n)
+        x = protos[y] + rng.normal(0, 40, size=(len(y), 32, 32, 3))
+        return np.clip(x, 0, 255).astype(np.uint8), y
+    x_train, y_train = make(n_per_class)
+    x_test, y_test = make(n_test_per_class)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}

@@ -46,8 +46,8 @@ def _as_tensor(name: str, a, dtype: torch.dtype) -> torch.Tensor:
 def _check_xy(x, y, n_classes: int | None):
     x = _as_tensor("x", x, torch.float32)
     y = _as_tensor("y", y, torch.long)
-    if x.ndim != 2:
-        raise ValueError(f"x must have shape (N, D), got {tuple(x.shape)}.")
+    if x.ndim < 2:
+        raise ValueError(f"x must have shape (N, D) or (N, ...) for images, got {tuple(x.shape)}.")
     if y.ndim != 1 or len(y) != len(x):
         raise ValueError(f"y must have shape (N,) with N = len(x) = {len(x)}, got {tuple(y.shape)}.")
     if len(y) == 0:
@@ -176,3 +176,22 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
             on_epoch_end(epoch, model)
     history.seconds = time.perf_counter() - start
     return history
+
+
+def crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """The standard CIFAR augmentation on a batch ``(B, H, W, C)`` or ``(B, C, H, W)`` tensor:
+    a random ``H x W`` crop of the zero-padded image and a random horizontal flip, per image,
+    on whatever device the batch is on."""
+    channels_last = x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3)
+    img = x.permute(0, 3, 1, 2) if channels_last else x
+    b, _, h, w = img.shape
+    padded = torch.nn.functional.pad(img, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
+    dx = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]   # (B, 1, H, 1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]   # (B, 1, 1, W)
+    flip = torch.rand(b, device=x.device) < 0.5
+    cols = torch.where(flip[:, None, None, None], 2 * dx[:, None, None, None] + w - 1 - cols, cols)
+    out = padded[torch.arange(b, device=x.device)[:, None, None, None],
+                 torch.arange(img.shape[1], device=x.device)[None, :, None, None], rows, cols]
+    return out.permute(0, 2, 3, 1) if channels_last else out

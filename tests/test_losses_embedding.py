@@ -239,3 +239,25 @@ def test_spread_summary():
 def test_spread_bad_input():
     with pytest.raises(ValueError, match="shape"):
         embedding_spread(np.zeros(3), [0, 0, 0])
+
+
+def test_similarity_matrix_is_built_once_per_step():
+    """The O(B^2) similarity matrix costs one matrix product per forward pass, whatever the options."""
+    from torch.overrides import TorchFunctionMode
+
+    class CountMatmuls(TorchFunctionMode):
+        count = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.mm, torch.einsum):
+                CountMatmuls.count += 1
+            return func(*args, **(kwargs or {}))
+
+    z, y = embeddings(b=32, e=8, seed=8)
+    for loss in (L.EmbeddingMarginLoss(COUNTS, 0.1, 0.5), L.EmbeddingMarginLoss(COUNTS, 0.1, 0.5, placement="negative"),
+                 L.SupConLoss(0.1, anchor_average="class")):
+        CountMatmuls.count = 0
+        with CountMatmuls():
+            loss(z.reshape(16, 2, 8), y[:16], torch.randn(5, 8, dtype=torch.float64))
+        # one similarity matrix; the class-averaged mean adds one (classes x anchors) product
+        assert CountMatmuls.count == (2 if loss.anchor_average == "class" else 1)
