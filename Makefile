@@ -6,7 +6,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: course test install clean
+.PHONY: course test install clean workshop html
 
 # JupyterLab refuses to run as root unless told (containers, CI machines)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -16,6 +16,14 @@ course: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# workshop mode: the notebooks as apps (code hidden), for a presenter
+workshop: $(VENV)/.installed
+	$(BIN)/voila notebooks/ --no-browser
+
+# readable without running: executed notebooks as HTML pages in site/ (SMOKE=1 for quick sizes)
+html: $(VENV)/.installed
+	$(BIN)/python tools/build_html.py $(if $(SMOKE),--smoke)
 
 install: $(VENV)/.installed
 

@@ -66,16 +66,17 @@ def embed(model: nn.Module, x) -> tuple[np.ndarray, np.ndarray]:
 def train_embedding_model(data: ToyData, loss: nn.Module, *, embed_dim: int = 8, hidden: int = 64,
                           epochs: int = 30, batch_size: int | None = 128, lr: float = 0.01, seed: int = 0,
                           n_views: int = 1, jitter: float = 0.0, snapshot_every: int = 0,
-                          snapshot_points: int = 60, progress: bool = False) -> EmbeddingRun:
+                          snapshot_points: int = 60, cosine: bool = False, progress: bool = False) -> EmbeddingRun:
     """Train an :class:`~elm_lite.models.MLP` with a normalised ``embed_dim`` embedding on ``data``.
 
     ``n_views``/``jitter``: views made by Gaussian input jitter (also used with ``n_views=1`` if
     ``jitter > 0``). ``snapshot_every``: record the test embeddings of the first
     ``snapshot_points`` test points per class every that many epochs (for animations).
+    ``cosine``: a cosine classifier head (for LDAM).
     """
     set_seed(seed)
     dim = data.x_train.shape[1]
-    model = MLP(dim, data.n_classes, hidden=hidden, depth=2, embed_dim=embed_dim, normalize=True)
+    model = MLP(dim, data.n_classes, hidden=hidden, depth=2, embed_dim=embed_dim, normalize=True, cosine=cosine)
     keep = np.concatenate([np.flatnonzero(data.y_test == c)[:snapshot_points] for c in range(data.n_classes)])
     snapshots = []
 
@@ -104,23 +105,25 @@ def run_summary(run: EmbeddingRun, counts, many: int = 100, few: int = 20) -> di
            for k in metrics.SPLITS}
     spread = metrics.spread_summary(run.spread, counts, many, few)
     return {"balanced_accuracy": run.balanced_accuracy, **acc,
-            "spread_many": spread["many"], "spread_few": spread["few"],
+            "spread_many": spread["many"], "spread_medium": spread["medium"], "spread_few": spread["few"],
             "train_spread_few": metrics.spread_summary(run.train_spread, counts, many, few)["few"]}
 
 
-def compare(methods: dict, data: ToyData, seeds=(0, 1, 2), progress: bool = False, **recipe) -> list[dict]:
+def compare(methods: dict, data, seeds=(0, 1, 2), progress: bool = False, train=None, **recipe) -> list[dict]:
     """Train every method on the same data and seeds under one recipe.
 
     ``methods``: name -> ``(make_loss, overrides)`` where ``make_loss(counts)`` builds a fresh loss
     and ``overrides`` changes recipe entries for that method (e.g. ``{"n_views": 1, "jitter": 0}``).
+    ``train``: :func:`train_embedding_model` (toy data, the default) or :func:`train_image_model`.
     Returns one row per (method, seed): ``{"method", "seed", **run_summary}``.
     """
+    train = train or train_embedding_model
     from tqdm.auto import tqdm
     rows = []
     jobs = [(name, seed) for name in methods for seed in seeds]
-    for name, seed in tqdm(jobs, desc="comparison", disable=not progress, leave=False):
+    for name, seed in tqdm(jobs, desc="comparison", disable=not progress):
         make_loss, overrides = methods[name]
-        run = train_embedding_model(data, make_loss(data.counts), seed=seed, **{**recipe, **overrides})
+        run = train(data, make_loss(data.counts), seed=seed, **{**recipe, **overrides})
         rows.append({"method": name, "seed": seed, **run_summary(run, data.counts)})
     return rows
 
@@ -139,3 +142,92 @@ def summarize(rows: list[dict], columns=("balanced_accuracy", "acc_few", "spread
             cells.append(f"{vals.mean():>14.3f} ± {vals.std():.3f}" if vals.size else f"{'n/a':>22s}")
         lines.append(f"{name:{width}s}" + "".join(cells) + f"   {len(mine)}")
     return "\n".join(lines)
+
+
+IMAGE_RECIPE = dict(
+    model="small_cnn",   # "small_cnn" (CPU-sized, 0.1 M parameters) or "resnet32" (0.46 M)
+    epochs=10,           # passes over CIFAR-10-LT (10 is "a few": minutes per run on 2 CPU cores)
+    batch_size=128,      # mini-batch size
+    lr=1e-3,             # Adam learning rate
+    weight_decay=5e-4,   # L2 penalty
+    n_views=1,           # 2 for the embedding-term methods (two crop+flip views)
+    projection_dim=64,   # projection head for the contrastive term (None: contrast the features)
+)
+
+
+@torch.no_grad()
+def _image_eval(model: nn.Module, x: np.ndarray, batch: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    out = [(lambda t: (model.head(t).numpy(), t.numpy()))(model.backbone_features(torch.as_tensor(x[i:i + batch]).float()))
+           for i in range(0, len(x), batch)]
+    return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
+
+
+def train_image_model(data, loss: nn.Module, *, model: str = "small_cnn", epochs: int = 10, batch_size: int = 128,
+                      lr: float = 1e-3, weight_decay: float = 5e-4, n_views: int = 1, projection_dim: int | None = 64,
+                      cosine: bool = False, seed: int = 0, progress: bool = False) -> EmbeddingRun:
+    """Train a CIFAR model (crop+flip augmentation) on an :class:`~elm_lite.data.ImageData` on the
+    CPU; spread is measured on the backbone features the classifier reads."""
+    from .models import ResNet32, SmallCNN
+    from .train import crop_flip
+    if model not in ("small_cnn", "resnet32"):
+        raise ValueError(f"model must be 'small_cnn' or 'resnet32', got {model!r}.")
+    set_seed(seed)
+    uses_embedding = getattr(loss, "uses_embedding", False)
+    net = (SmallCNN if model == "small_cnn" else ResNet32)(data.n_classes, cosine=cosine,
+                                                           projection_dim=projection_dim if uses_embedding else None)
+    history = fit(net, data.x_train, data.y_train, loss, epochs=epochs, batch_size=batch_size, lr=lr,
+                  weight_decay=weight_decay, seed=seed, progress=progress, n_views=n_views, augment=crop_flip)
+    logits, feats = _image_eval(net, data.x_test)
+    _, train_feats = _image_eval(net, data.x_train)
+    y_pred = logits.argmax(1)
+    return EmbeddingRun(net, history,
+                        balanced_accuracy=metrics.balanced_accuracy(data.y_test, y_pred, data.n_classes),
+                        per_class_accuracy=metrics.per_class_accuracy(data.y_test, y_pred, data.n_classes),
+                        spread=metrics.embedding_spread(feats, data.y_test, data.n_classes),
+                        train_spread=metrics.embedding_spread(train_feats, data.y_train, data.n_classes),
+                        z_test=feats)
+
+
+def margin_spread_simulation(noise: float, margin: float, n_train: int = 5, dim: int = 8, draws: int = 200,
+                             n_test: int = 4000, seed: int = 0) -> dict[str, float]:
+    """The margin/spread argument in one class: tail embeddings ``normalize(mu + noise * g)`` on the
+    unit sphere in ``dim`` dimensions (``g`` standard normal / sqrt(dim)); a linear boundary facing
+    the head is placed ``margin`` below the tail's lowest *training* point (a max-margin fit on
+    ``n_train`` examples). Returns the tail's expected test error over ``draws`` training sets, and
+    its measured spread (``1 - mean cos(z, class mean)``)."""
+    if not (noise >= 0 and margin >= 0 and n_train >= 1):
+        raise ValueError(f"need noise >= 0, margin >= 0 and n_train >= 1; got {noise}, {margin}, {n_train}.")
+    rng = np.random.default_rng(seed)
+    mu, w = np.eye(dim)[0], (np.eye(dim)[0] - np.eye(dim)[1]) / np.sqrt(2)   # tail mean; normal facing the head
+
+    def sample(*shape):
+        z = mu + noise * rng.normal(size=(*shape, dim)) / np.sqrt(dim)
+        return z / np.linalg.norm(z, axis=-1, keepdims=True)
+    test = sample(n_test)
+    score_test = test @ w                                                   # (n_test,)
+    bias = (sample(draws, n_train) @ w).min(1) - margin                    # (draws,): boundary offset
+    error = float(np.mean(score_test[None, :] < bias[:, None]))
+    centre = test.mean(0) / np.linalg.norm(test.mean(0))
+    return {"error": error, "spread": float(1 - np.mean(test @ centre))}
+
+
+RESULTS_URL = "https://raw.githubusercontent.com/elm-lite/elm_lite/main/data/results/{name}"
+
+
+def load_results(name: str) -> dict:
+    """A results file shipped in the repository's ``data/results/`` (measured runs), read from the
+    checkout, or -- when the package was installed without it (Colab) -- from GitHub."""
+    import json
+    import pathlib
+    import urllib.request
+
+    local = pathlib.Path(__file__).resolve().parents[1] / "data" / "results" / name
+    if local.is_file():
+        return json.loads(local.read_text())
+    try:
+        with urllib.request.urlopen(RESULTS_URL.format(name=name), timeout=20) as r:
+            return json.loads(r.read())
+    except OSError as e:
+        raise FileNotFoundError(f"results file {name!r} is neither at {local} nor reachable at "
+                                f"{RESULTS_URL.format(name=name)} ({e}).") from None

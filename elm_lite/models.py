@@ -115,6 +115,10 @@ class _ImageModel(nn.Module):
         z = F.normalize(self.projection(h), dim=1) if self.projection is not None else h
         return self.head(h), z
 
+    def backbone_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The features the classifier reads, ``(B, feat_dim)`` (spread is measured on these)."""
+        return self.features(self.standardize(x))
+
 
 class SmallCNN(_ImageModel):
     """Three conv blocks (32-64-128 channels) for CPU-sized CIFAR runs; about 0.1 M parameters."""

@@ -2,13 +2,24 @@
 an existing figure in place; figure builders assemble them for static display."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 import torch
 from torch import nn
 
 from .data import ToyData
 from .train import History, predict_logits
+
+# In Jupyter, figures also carry an HTML rendering (plotly.js from its CDN), so that notebooks
+# exported to HTML or opened in nbviewer keep interactive figures. Colab's renderer is left alone.
+# ELM_PLOTLY_RENDERER overrides (tools/build_html.py embeds plotly.js for offline pages).
+if os.environ.get("ELM_PLOTLY_RENDERER"):
+    pio.renderers.default = os.environ["ELM_PLOTLY_RENDERER"]
+elif "plotly_mimetype" in str(pio.renderers.default) and "notebook" not in str(pio.renderers.default):
+    pio.renderers.default = "plotly_mimetype+notebook_connected"
 
 CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                 "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")

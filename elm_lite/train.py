@@ -142,7 +142,7 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
     gen = torch.Generator().manual_seed(seed)
     bs = batch_size or len(x)
     history, start = History(), time.perf_counter()
-    bar = tqdm(range(1, epochs + 1), desc="training", disable=not progress, leave=False)
+    bar = tqdm(range(1, epochs + 1), desc="training", disable=not progress)
     for epoch in bar:
         model.train()
         if hasattr(loss_fn, "set_epoch"):  # e.g. LDAM's deferred re-weighting

@@ -15,8 +15,8 @@ from torch import nn
 
 from . import losses, metrics
 from .data import PROFILES, ToyData, batch_class_stats, bayes_predict, make_toy, monte_carlo_errors
-from .experiments import (ELM_TOY_LOSS, EMBEDDING_RECIPE, EmbeddingRun, run_summary,
-                          train_embedding_model)
+from .experiments import (ELM_TOY_LOSS, EMBEDDING_RECIPE, EmbeddingRun, margin_spread_simulation,
+                          run_summary, train_embedding_model)
 from .models import toy_model
 from .plots import (SCENE_AXIS, _discrete_colorscale, accuracy_bar_trace, boundary_mask, embedding_traces,
                     grid_logits, margin_band_mask, mask_trace, point_traces, region_traces)
@@ -331,3 +331,63 @@ def embedding_margin_app(lam: float = 1.0, delta_max: float = 0.5, temperature: 
                                                 description="temperature", **slider)}
     compute = partial(embedding_margin_view, data=data, baseline=baseline, **view_kwargs)
     return App(controls, compute, embedding_margin_figure, embedding_margin_readout)
+
+
+# ----------------------------------------------------------------------------- notebook 05: margin vs spread
+
+NOISES = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+MARGINS = (0.0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
+
+
+@dataclass
+class MarginSpreadView:
+    """The tail's test error along a spread sweep (fixed margin) and a margin sweep (fixed spread)."""
+    noise: float
+    margin: float
+    n_train: int
+    current: dict
+    by_spread: list   # [(spread, error)] for NOISES at this margin
+    by_margin: list   # [(margin, error)] for MARGINS at this noise
+
+
+def margin_spread_view(noise: float = 1.0, margin: float = 0.1, n_train: int = 5) -> MarginSpreadView:
+    sim = margin_spread_simulation
+    by_spread = [(r["spread"], r["error"]) for r in (sim(v, margin, n_train) for v in NOISES)]
+    by_margin = [(m, sim(noise, m, n_train)["error"]) for m in MARGINS]
+    return MarginSpreadView(noise, margin, n_train, sim(noise, margin, n_train), by_spread, by_margin)
+
+
+def margin_spread_figure(view: MarginSpreadView, widget: bool = False) -> go.Figure:
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=(f"tail test error vs spread (margin {view.margin:g})",
+                                        f"tail test error vs margin (spread {view.current['spread']:.2f})"))
+    sx, sy = zip(*view.by_spread)
+    mx, my = zip(*view.by_margin)
+    fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines+markers", name="vary the spread"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=[view.current["spread"]], y=[view.current["error"]], mode="markers",
+                             marker=dict(size=14, color="#d62728"), name="you are here"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=mx, y=my, mode="lines+markers", name="vary the margin"), row=1, col=2)
+    fig.add_trace(go.Scatter(x=[view.margin], y=[view.current["error"]], mode="markers",
+                             marker=dict(size=14, color="#d62728"), showlegend=False), row=1, col=2)
+    fig.update_xaxes(title="spread of the tail's embeddings", row=1, col=1)
+    fig.update_xaxes(title="margin (cosine units)", row=1, col=2)
+    fig.update_yaxes(title="tail test error", tickformat=".0%", rangemode="tozero")
+    fig.update_layout(width=980, height=420, font=dict(size=11), legend=dict(orientation="h", x=0, y=-0.2))
+    return go.FigureWidget(fig) if widget else fig
+
+
+def margin_spread_readout(view: MarginSpreadView) -> str:
+    return (f"{view.n_train} training examples, spread <b>{view.current['spread']:.3f}</b>, margin "
+            f"<b>{view.margin:g}</b>: expected tail test error <b>{view.current['error']:.1%}</b> "
+            f"(with no margin it would be about 1/(n+1) = {1 / (view.n_train + 1):.1%})")
+
+
+def margin_spread_app(noise: float = 1.0, margin: float = 0.1, n_train: int = 5) -> App:
+    """Notebook 05: the generalisation argument; sliders for the spread, the margin and n."""
+    import ipywidgets as W
+    slider = dict(continuous_update=False, style={"description_width": "initial"})
+    controls = {"noise": W.FloatLogSlider(value=noise, base=10, min=-1.3, max=0.5, step=0.05,
+                                          description="spread (noise)", **slider),
+                "margin": W.FloatSlider(value=margin, min=0, max=0.4, step=0.025, description="margin", **slider),
+                "n_train": W.IntSlider(value=n_train, min=1, max=50, description="tail examples", **slider)}
+    return App(controls, margin_spread_view, margin_spread_figure, margin_spread_readout)

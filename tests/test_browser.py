@@ -134,14 +134,19 @@ def test_widgets_render_and_react_in_jupyterlab(path, lab, browser):
     assert page.locator(".jp-OutputArea-output [data-mime-type='application/vnd.jupyter.stderr']:has-text('Traceback')").count() == 0
     n_code_figures = len([c for c in nbformat.read(path, 4).cells if c.cell_type == "code" and ".show()" in c.source])
     assert page.locator(".js-plotly-plot").count() >= n_code_figures + 1, "missing plotly figures"
-    sliders = app.locator(".widget-slider")
-    assert sliders.count() >= 1, "the app shows no slider"
+    assert app.locator(".widget-slider").count() >= 1, "the app shows no slider"
+    _drag_slider_and_check(page, app, ARTIFACTS / f"{stem}-2-after-slider.png")
+    assert not [e for e in errors if "widget" in e.lower()], errors
+    page.close()
+
+
+def _drag_slider_and_check(page, app, screenshot) -> None:
+    """Drag the app's first slider with the mouse; the figure's data and the readout must change."""
     figure = app.locator(".js-plotly-plot").first
     assert figure.is_visible()
     before = figure.evaluate(FINGERPRINT)
     readout_before = app.locator(".widget-html").last.inner_text()
-
-    handle = sliders.first.locator(".noUi-handle")
+    handle = app.locator(".widget-slider").first.locator(".noUi-handle")
     box = handle.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.down()
@@ -152,8 +157,37 @@ def test_widgets_render_and_react_in_jupyterlab(path, lab, browser):
         page.wait_for_timeout(500)
     page.wait_for_timeout(1000)
     app.scroll_into_view_if_needed()
-    page.screenshot(path=str(ARTIFACTS / f"{stem}-2-after-slider.png"), full_page=False)
+    page.screenshot(path=str(screenshot), full_page=False)
     assert figure.evaluate(FINGERPRINT) != before, "moving the slider did not change the figure"
     assert app.locator(".widget-html").last.inner_text() != readout_before, "the readout did not update"
-    assert not [e for e in errors if "widget" in e.lower()], errors
-    page.close()
+
+
+def test_workshop_mode_voila_serves_an_app(browser, tmp_path):
+    """`make workshop` serves the notebooks with Voila: a slider there moves the figure too."""
+    nb = next(p for p in WIDGET_NOTEBOOKS if p.name.startswith("01_"))
+    shutil.copy(nb, tmp_path / nb.name)
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "voila", str(tmp_path / nb.name), "--no-browser",
+                             f"--port={port}", "--Voila.ip=127.0.0.1"],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "voila.log", "w"))
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        deadline = time.time() + 60
+        while True:
+            try:
+                page.goto(f"http://127.0.0.1:{port}/", timeout=120_000)
+                break
+            except Exception:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise AssertionError(f"voila did not answer:\n{(tmp_path / 'voila.log').read_text()[-2000:]}")
+                time.sleep(1)
+        page.wait_for_selector(".widget-vbox .js-plotly-plot", timeout=180_000)
+        app = page.locator(".widget-vbox").first
+        app.scroll_into_view_if_needed()
+        page.wait_for_timeout(1500)
+        assert page.locator("text=Error displaying widget").count() == 0
+        _drag_slider_and_check(page, app, ARTIFACTS / "voila-01-after-slider.png")
+        page.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

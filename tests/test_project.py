@@ -42,3 +42,15 @@ def test_notebook_is_stored_clean_with_parameters(path):
     assert "SMOKE" in tagged[0].source, f"{path.name}: the parameters cell must define SMOKE"
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "## Summary" in text and "## Exercises" in text, f"{path.name}: needs Summary and Exercises"
+
+
+def test_html_pages_build(tmp_path):
+    """`make html` (tools/build_html.py) writes an index and a page with interactive figures."""
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, str(ROOT / "tools" / "build_html.py"), "--smoke", "--only",
+                    "01_long_tail_problem", "--out", str(tmp_path)], check=True, capture_output=True)
+    page = (tmp_path / "01_long_tail_problem.html").read_text()
+    assert "01_long_tail_problem.html" in (tmp_path / "index.html").read_text()
+    assert page.count("Plotly.newPlot(") >= 5  # the figures, with plotly.js embedded
+    assert not (tmp_path / "01_long_tail_problem.ipynb").exists()

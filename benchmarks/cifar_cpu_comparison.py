@@ -1,0 +1,78 @@
+"""CPU-sized real-image comparison on CIFAR-10-LT (rho = 100): CE, LA, LDAM-DRW, SupCon + LA and
+ELM under one recipe (a small CNN, a few epochs), mean +- std over seeds. Prints the table with the
+machine named and writes it as JSON (the file notebook 05 shows).
+
+    python benchmarks/cifar_cpu_comparison.py --npz ../shared/data/cifar10_from_jpeg.npz \\
+        --seeds 0 1 --epochs 10 --out data/results/cifar10_lt_cpu.json
+
+Without --npz the loader looks for the extracted archive under data/cifar (see load_cifar_lt);
+if no CIFAR-10 is found the script says so and exits without writing anything.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def methods(epochs: int) -> dict:
+    from elm_lite import losses
+    from elm_lite.experiments import ELM_TOY_LOSS
+    elm = dict(ELM_TOY_LOSS)
+    return {
+        "CE": (lambda c: losses.get("ce", c), {}),
+        "LA": (lambda c: losses.get("la", c), {}),
+        "LDAM-DRW": (lambda c: losses.get("ldam", c, drw_epoch=max(1, (3 * epochs) // 4)), {"cosine": True}),
+        "SupCon + LA": (lambda c: losses.ELMLoss(c, **{**elm, "delta_max": 0.0}), {"n_views": 2}),
+        "ELM": (lambda c: losses.ELMLoss(c, **elm), {"n_views": 2}),
+    }
+
+
+def main() -> None:
+    from run_benchmarks import machine
+    from elm_lite.data import load_cifar_lt
+    from elm_lite.experiments import IMAGE_RECIPE, compare, summarize, train_image_model
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--npz", help="a .npz with x_train, y_train, x_test, y_test (CIFAR-10)")
+    p.add_argument("--root", default=str(ROOT / "data" / "cifar"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--epochs", type=int, default=IMAGE_RECIPE["epochs"])
+    p.add_argument("--methods", nargs="+", help="a subset of the method names")
+    p.add_argument("--out", help="write the rows and the table as JSON here")
+    args = p.parse_args()
+    try:
+        data = load_cifar_lt("cifar10", rho=100, seed=0, root=args.root, npz=args.npz)
+    except FileNotFoundError as e:
+        print(f"skipped: {e}")
+        return
+    chosen = methods(args.epochs)
+    if args.methods:
+        chosen = {k: v for k, v in chosen.items() if k in args.methods}
+    recipe = {**IMAGE_RECIPE, "epochs": args.epochs}
+    start = time.perf_counter()
+    rows = compare(chosen, data, seeds=tuple(args.seeds), progress=True, train=train_image_model, **recipe)
+    seconds = time.perf_counter() - start
+    # CIFAR-10-LT has no class under 20 images: its tail is the "medium" split (83 and 50 images)
+    columns = ("balanced_accuracy", "acc_many", "acc_medium", "spread_medium", "spread_many")
+    table = summarize(rows, columns)
+    print(f"machine: {machine()}\ndata: {data.source}, CIFAR-10-LT rho=100, {len(data.y_train)} training images\n"
+          f"recipe: {recipe}\n{table}\n{seconds:.0f} s in all")
+    if args.out:
+        out = pathlib.Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"machine": machine(), "data": data.source, "recipe": recipe,
+                                   "seeds": args.seeds, "seconds": seconds, "rows": rows, "table": table,
+                                   "python": platform.python_version()}, indent=1))
+        tmp.replace(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""Self-checks for the notebooks' exercises.
+
+Each ``check_*`` runs the learner's function on random inputs, compares it with the course's
+reference implementation and prints (and returns) a helpful verdict: when the answer matches a
+typical mistake, the message names that mistake. A learner function that raises or returns the
+wrong shape gets a message, never a traceback from inside the checker. Solutions live apart,
+in :mod:`elm_lite.solutions`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from . import losses, metrics
+from .data import batch_class_stats
+
+
+@dataclass
+class CheckResult:
+    passed: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        return ("PASSED: " if self.passed else "NOT YET: ") + self.message
+
+
+def _as_array(value) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=float)
+
+
+def _run(fn: Callable, cases: list, reference: Callable, mistakes: dict[str, Callable], tol: float = 1e-5) -> CheckResult:
+    """Compare ``fn(*case)`` with ``reference(*case)`` on every case; on a mismatch, name the first
+    typical mistake whose output matches the learner's."""
+    for case in cases:
+        expected = _as_array(reference(*case))
+        try:
+            got = fn(*case)
+        except Exception as e:  # the learner's code failed: report it, do not crash
+            return CheckResult(False, f"your function raised {type(e).__name__}: {e}")
+        try:
+            got = _as_array(got)
+        except (TypeError, ValueError):
+            return CheckResult(False, f"your function returned {type(got).__name__}, expected numbers of shape "
+                                      f"{expected.shape}.")
+        if got.shape != expected.shape:
+            return CheckResult(False, f"your function returned shape {got.shape}, expected {expected.shape}.")
+        if not np.allclose(got, expected, rtol=tol, atol=tol, equal_nan=True):
+            for hint, wrong in mistakes.items():
+                try:
+                    if np.allclose(got, _as_array(wrong(*case)), rtol=tol, atol=tol, equal_nan=True):
+                        return CheckResult(False, hint)
+                except Exception:
+                    continue
+            return CheckResult(False, f"values differ: expected {np.round(expected, 4).tolist()}, "
+                                      f"got {np.round(got, 4).tolist()}.")
+    return CheckResult(True, f"matches the reference on {len(cases)} random cases.")
+
+
+def _report(result: CheckResult) -> CheckResult:
+    print(repr(result))
+    return result
+
+
+def _random_counts(rng, c):
+    return np.sort(rng.integers(1, 500, size=c))[::-1].astype(float)
+
+
+# ----------------------------------------------------------------------------- notebook 01
+
+
+def check_balanced_error(fn: Callable) -> CheckResult:
+    """Exercise 01.1: ``fn(cm)`` -> balanced error from a confusion matrix (rows: true class);
+    classes with no test example are left out."""
+    rng = np.random.default_rng(0)
+    cases = [(rng.integers(0, 20, size=(c, c)),) for c in (2, 3, 5)]
+    cm = rng.integers(1, 20, size=(4, 4))
+    cm[2] = 0  # a class with no test example
+    cases.append((cm,))
+
+    def reference(m):
+        support = m.sum(1)
+        return 1 - np.mean(np.diag(m)[support > 0] / support[support > 0])
+    return _report(_run(fn, cases, reference, {
+        "you computed the standard error (all mistakes / all examples); the balanced error averages the "
+        "per-class error rates, each class counting the same":
+            lambda m: 1 - np.trace(m) / m.sum(),
+        "that is the balanced accuracy; the question asks for the error, 1 - accuracy":
+            lambda m: np.mean(np.diag(m)[m.sum(1) > 0] / m.sum(1)[m.sum(1) > 0]),
+        "you divided by column sums (predictions per class); per-class error divides by the row sums "
+        "(true examples per class)":
+            lambda m: 1 - np.nanmean(np.diag(m) / np.where(m.sum(0) > 0, m.sum(0), np.nan)),
+        "a class with no test example should be left out, not counted as 0 % or 100 % error":
+            lambda m: 1 - np.mean(np.diag(m) / np.maximum(m.sum(1), 1)),
+    }))
+
+
+def check_p_no_example(fn: Callable) -> CheckResult:
+    """Exercise 01.3: ``fn(n_c, total, batch)`` -> P(a batch drawn without replacement holds no
+    example of a class with ``n_c`` of ``total`` examples)."""
+    cases = [(5, 728, 32), (15, 728, 32), (50, 12406, 128), (1, 10, 9)]
+    return _report(_run(fn, cases, lambda n, total, b: batch_class_stats([n, total - n], b)["p_none"][0], {
+        "that is the with-replacement answer (1 - n/N)^B; a batch is drawn without replacement, so each "
+        "draw changes the pool: multiply (N - n - k) / (N - k) for k = 0 .. B-1":
+            lambda n, total, b: (1 - n / total) ** b,
+        "that is the probability of at least one example; the question asks for none":
+            lambda n, total, b: 1 - batch_class_stats([n, total - n], b)["p_none"][0],
+    }))
+
+
+# ----------------------------------------------------------------------------- notebook 02
+
+
+def _logit_cases(seed=0):
+    rng = np.random.default_rng(seed)
+    cases = []
+    for c, tau in ((3, 1.0), (5, 0.5), (4, 2.0)):
+        logits = torch.tensor(rng.normal(size=(7, c)) * 2)
+        labels = torch.tensor(rng.integers(0, c, size=7))
+        cases.append((logits, labels, torch.tensor(_random_counts(rng, c)), tau))
+    return cases
+
+
+def check_la_loss(fn: Callable) -> CheckResult:
+    """Exercise 02.1: ``fn(logits, labels, counts, tau)`` -> logit-adjusted cross-entropy (mean)."""
+    def log_prior(counts):
+        return torch.log(counts / counts.sum())
+    return _report(_run(fn, _logit_cases(), lambda lo, y, n, tau: losses.LogitAdjustedLoss(n, tau).double()(lo, y), {
+        "wrong sign: the LA loss *adds* tau * log(prior) to the logits during training (subtracting is the "
+        "post-hoc rule used at prediction time)":
+            lambda lo, y, n, tau: F.cross_entropy(lo - tau * log_prior(n), y),
+        "tau is missing: scale the adjustment by tau":
+            lambda lo, y, n, tau: F.cross_entropy(lo + log_prior(n), y),
+        "you returned the sum over the batch; take the mean":
+            lambda lo, y, n, tau: F.cross_entropy(lo + tau * log_prior(n), y, reduction="sum"),
+        "that is plain cross-entropy: the adjustment tau * log(prior) is not applied":
+            lambda lo, y, n, tau: F.cross_entropy(lo, y),
+        "you used the prior itself, not its logarithm":
+            lambda lo, y, n, tau: F.cross_entropy(lo + tau * n / n.sum(), y),
+    }))
+
+
+def check_ldam_margins(fn: Callable) -> CheckResult:
+    """Exercise 02.2: ``fn(counts, max_m)`` -> LDAM margins ``m_y`` proportional to ``n_y^(-1/4)``,
+    the largest equal to ``max_m``."""
+    rng = np.random.default_rng(1)
+    cases = [(_random_counts(rng, c), m) for c, m in ((3, 0.5), (6, 0.3), (10, 1.0))]
+
+    def scaled(m, max_m):
+        return m * max_m / np.max(m)
+    return _report(_run(fn, cases, lambda n, max_m: losses.ldam_margins(n, max_m), {
+        "exponent: LDAM's margins scale as n^(-1/4), not n^(-1/2)":
+            lambda n, max_m: scaled(np.asarray(n) ** -0.5, max_m),
+        "the margins must be largest for the *rarest* class: use a negative exponent, n^(-1/4)":
+            lambda n, max_m: scaled(np.asarray(n) ** 0.25, max_m),
+        "not scaled: divide by the largest n^(-1/4) and multiply by max_m so the rarest class gets max_m":
+            lambda n, max_m: np.asarray(n) ** -0.25,
+        "scaled so that the margins *sum* to max_m; the *largest* one should equal max_m":
+            lambda n, max_m: np.asarray(n) ** -0.25 * max_m / np.sum(np.asarray(n) ** -0.25),
+    }))
+
+
+# ----------------------------------------------------------------------------- notebook 03
+
+
+def check_spread(fn: Callable) -> CheckResult:
+    """Exercise 03.1: ``fn(z, y, c)`` -> spread of class ``c``: ``1 - mean cos(z_i, mu_c)`` over the
+    normalised embeddings of class ``c``."""
+    rng = np.random.default_rng(2)
+    cases = []
+    for n, e in ((20, 2), (30, 3), (25, 8)):
+        z = rng.normal(size=(n, e)) * rng.uniform(0.5, 3, size=(n, 1)) + rng.normal(size=e)
+        y = rng.integers(0, 3, size=n)
+        cases.append((z, y, int(y[0])))
+
+    def unit(a):
+        return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+    def mean_cos(members, mu):
+        return np.mean(members @ mu / (np.linalg.norm(members, axis=1) * np.linalg.norm(mu)))
+    return _report(_run(fn, cases, lambda z, y, c: metrics.embedding_spread(z, y)[c], {
+        "normalise the embeddings before averaging: the class mean of raw vectors is pulled toward the "
+        "longest ones":
+            lambda z, y, c: 1 - mean_cos(unit(z[y == c]), z[y == c].mean(0)),
+        "you returned the mean cosine (tightness); the spread is 1 - mean cosine":
+            lambda z, y, c: metrics.embedding_spread(z, y)[c] * -1 + 1,
+        "cosine needs unit vectors: you took plain dot products with an unnormalised mean":
+            lambda z, y, c: 1 - np.mean(unit(z[y == c]) @ unit(z[y == c]).mean(0)),
+    }))
+
+
+# ----------------------------------------------------------------------------- notebook 04
+
+
+def check_has_positive(fn: Callable) -> CheckResult:
+    """Exercise 04.1: ``fn(labels)`` -> bool array: does each anchor have another example of its class?"""
+    rng = np.random.default_rng(3)
+    cases = [(rng.integers(0, k, size=n),) for n, k in ((10, 8), (32, 5), (6, 6))]
+    return _report(_run(fn, cases, lambda y: np.bincount(y)[y] > 1, {
+        "an anchor is not its own positive: count the *other* examples with the same label":
+            lambda y: np.bincount(y)[y] > 0,
+        "you returned the number of positives; the question asks whether there is one (a bool per anchor)":
+            lambda y: np.bincount(y)[y] - 1,
+    }))
+
+
+# ----------------------------------------------------------------------------- notebook 05
+
+
+def check_elm(fn: Callable) -> CheckResult:
+    """Exercise 05.1: ``fn(logits, z, labels, counts, lam)`` -> the ELM total loss with the default
+    embedding term (``losses.EmbeddingMarginLoss(counts)``)."""
+    rng = np.random.default_rng(4)
+    cases = []
+    for b, lam in ((16, 0.5), (24, 1.0), (12, 2.0)):
+        counts = torch.tensor(_random_counts(rng, 4))
+        cases.append((torch.tensor(rng.normal(size=(b, 4))), torch.tensor(rng.normal(size=(b, 3))),
+                      torch.tensor(rng.integers(0, 4, size=b)), counts, lam))
+
+    def parts(lo, z, y, n):
+        return losses.LogitAdjustedLoss(n).double()(lo, y), losses.EmbeddingMarginLoss(n).double()(z, y)
+    return _report(_run(fn, cases, lambda lo, z, y, n, lam: losses.ELMLoss(n, lam=lam).double()(lo, z, y)[0], {
+        "lambda is missing: weight the embedding term by lam":
+            lambda lo, z, y, n, lam: sum(parts(lo, z, y, n)),
+        "lambda weights the *embedding* term, not the logit term":
+            lambda lo, z, y, n, lam: lam * parts(lo, z, y, n)[0] + parts(lo, z, y, n)[1],
+        "the logit term should be the logit-adjusted loss, not plain cross-entropy":
+            lambda lo, z, y, n, lam: F.cross_entropy(lo, y) + lam * parts(lo, z, y, n)[1],
+    }))

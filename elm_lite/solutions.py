@@ -1,0 +1,57 @@
+"""Reference solutions to the notebooks' exercises, kept apart from the exercise text so a
+teacher can hand out notebooks without answers. Each function passes its ``check_*`` in
+:mod:`elm_lite.exercises`."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from . import losses
+
+
+def balanced_error(cm) -> float:
+    """01.1: mean per-class error from a confusion matrix (rows: true class), untested classes left out."""
+    cm = np.asarray(cm, dtype=float)
+    support = cm.sum(1)
+    tested = support > 0
+    return float(1 - np.mean(np.diag(cm)[tested] / support[tested]))
+
+
+def p_no_example(n_c: int, total: int, batch: int) -> float:
+    """01.3: P(no example of the class in a batch drawn without replacement)."""
+    k = np.arange(batch)
+    return float(np.prod(np.clip(total - n_c - k, 0, None) / (total - k)))
+
+
+def my_la_loss(logits: torch.Tensor, labels: torch.Tensor, counts, tau: float) -> torch.Tensor:
+    """02.1: logit-adjusted cross-entropy."""
+    counts = torch.as_tensor(counts, dtype=logits.dtype)
+    return F.cross_entropy(logits + tau * torch.log(counts / counts.sum()), labels)
+
+
+def my_ldam_margins(counts, max_m: float) -> np.ndarray:
+    """02.2: margins proportional to n^(-1/4), the largest equal to max_m."""
+    m = np.asarray(counts, dtype=float) ** -0.25
+    return m * max_m / m.max()
+
+
+def my_spread(z, y, c: int) -> float:
+    """03.1: 1 - mean cos(z_i, mu_c) over the normalised embeddings of class c."""
+    members = np.asarray(z, dtype=float)[np.asarray(y) == c]
+    members = members / np.linalg.norm(members, axis=1, keepdims=True)
+    mu = members.mean(0)
+    return float(1 - np.mean(members @ (mu / np.linalg.norm(mu))))
+
+
+def has_positive(labels) -> np.ndarray:
+    """04.1: whether each anchor has another example of its class in the batch."""
+    labels = np.asarray(labels)
+    return (labels[:, None] == labels[None, :]).sum(1) > 1
+
+
+def my_elm(logits, z, labels, counts, lam: float) -> torch.Tensor:
+    """05.1: logit-adjusted CE plus lam times the default embedding-margin term."""
+    logit_term = losses.LogitAdjustedLoss(counts).to(logits.dtype)(logits, labels)
+    embedding_term = losses.EmbeddingMarginLoss(counts).to(z.dtype)(z, labels)
+    return logit_term + lam * embedding_term

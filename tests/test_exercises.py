@@ -1,0 +1,71 @@
+"""Every reference solution passes its check; typical wrong answers fail with the intended hint;
+a broken learner function never crashes a check."""
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from elm_lite import exercises as ex
+from elm_lite import losses, solutions
+
+
+@pytest.mark.parametrize("check,solution", [
+    (ex.check_balanced_error, solutions.balanced_error),
+    (ex.check_p_no_example, solutions.p_no_example),
+    (ex.check_la_loss, solutions.my_la_loss),
+    (ex.check_ldam_margins, solutions.my_ldam_margins),
+    (ex.check_spread, solutions.my_spread),
+    (ex.check_has_positive, solutions.has_positive),
+    (ex.check_elm, solutions.my_elm),
+])
+def test_solutions_pass(check, solution, capsys):
+    assert check(solution).passed
+    assert "PASSED" in capsys.readouterr().out
+
+
+def log_prior(n):
+    return torch.log(n / n.sum())
+
+
+@pytest.mark.parametrize("check,wrong,hint", [
+    (ex.check_balanced_error, lambda m: 1 - np.trace(m) / m.sum(), "standard error"),
+    (ex.check_balanced_error, lambda m: 1 - solutions.balanced_error(m), "balanced accuracy"),
+    (ex.check_p_no_example, lambda n, t, b: (1 - n / t) ** b, "without replacement"),
+    (ex.check_la_loss, lambda lo, y, n, tau: F.cross_entropy(lo - tau * log_prior(n), y), "wrong sign"),
+    (ex.check_la_loss, lambda lo, y, n, tau: F.cross_entropy(lo + log_prior(n), y), "tau is missing"),
+    (ex.check_la_loss, lambda lo, y, n, tau: F.cross_entropy(lo, y), "plain cross-entropy"),
+    (ex.check_ldam_margins, lambda n, m: solutions.my_ldam_margins(n, m) ** 2 / m, "n^(-1/2)"),
+    (ex.check_ldam_margins, lambda n, m: np.asarray(n) ** -0.25, "not scaled"),
+    (ex.check_ldam_margins, lambda n, m: np.asarray(n, float) ** 0.25 * m / np.max(np.asarray(n, float) ** 0.25), "rarest"),
+    (ex.check_spread, lambda z, y, c: 1 - solutions.my_spread(z, y, c), "1 - mean cosine"),
+    (ex.check_has_positive, lambda y: np.bincount(y)[y] > 0, "not its own positive"),
+    (ex.check_elm, lambda lo, z, y, n, lam: solutions.my_elm(lo, z, y, n, 1.0), "lambda is missing"),
+])
+def test_typical_mistakes_get_their_hint(check, wrong, hint):
+    result = check(wrong)
+    assert not result.passed and hint in result.message, result.message
+
+
+def test_log_counts_instead_of_log_prior_is_accepted():
+    """Adding log n instead of log pi shifts every logit of a row by the same constant: same loss."""
+    def with_counts(lo, y, n, tau):
+        return F.cross_entropy(lo + tau * torch.log(n), y)
+    assert ex.check_la_loss(with_counts).passed
+
+
+@pytest.mark.parametrize("check", [ex.check_balanced_error, ex.check_la_loss, ex.check_spread, ex.check_elm,
+                                   ex.check_ldam_margins, ex.check_has_positive, ex.check_p_no_example])
+def test_checks_never_crash(check):
+    def raises(*args):
+        raise ZeroDivisionError("oops")
+    result = check(raises)
+    assert not result.passed and "raised ZeroDivisionError: oops" in result.message
+    result = check(lambda *args: np.zeros((2, 7)))
+    assert not result.passed and "shape" in result.message
+    result = check(lambda *args: "a string")
+    assert not result.passed
+
+
+def test_unrecognised_mistake_shows_expected_and_got():
+    result = ex.check_ldam_margins(lambda n, m: np.full(len(n), 0.123))
+    assert not result.passed and "expected" in result.message and "0.123" in result.message
