@@ -88,14 +88,19 @@ def train_embedding_model(data: ToyData, loss: nn.Module, *, embed_dim: int = 8,
                   seed=seed, progress=progress, n_views=n_views,
                   augment=gaussian_jitter(jitter) if jitter > 0 else None, on_epoch_end=snapshot)
     logits, z_test = embed(model, data.x_test)
-    _, z_train = embed(model, data.x_train)
+    return measure_run(model, history, data, logits, z_test, embed(model, data.x_train)[1], snapshots)
+
+
+def measure_run(model: nn.Module, history: History, data, logits: np.ndarray, z_test: np.ndarray,
+                z_train: np.ndarray, snapshots: list | None = None) -> EmbeddingRun:
+    """Package a trained model with its test accuracy and its test / training embedding spread."""
     y_pred = logits.argmax(1)
     return EmbeddingRun(model, history,
                         balanced_accuracy=metrics.balanced_accuracy(data.y_test, y_pred, data.n_classes),
                         per_class_accuracy=metrics.per_class_accuracy(data.y_test, y_pred, data.n_classes),
                         spread=metrics.embedding_spread(z_test, data.y_test, data.n_classes),
                         train_spread=metrics.embedding_spread(z_train, data.y_train, data.n_classes),
-                        z_test=z_test, snapshots=snapshots)
+                        z_test=z_test, snapshots=snapshots or [])
 
 
 def run_summary(run: EmbeddingRun, counts, many: int = 100, few: int = 20) -> dict[str, float]:
@@ -179,14 +184,7 @@ def train_image_model(data, loss: nn.Module, *, model: str = "small_cnn", epochs
     history = fit(net, data.x_train, data.y_train, loss, epochs=epochs, batch_size=batch_size, lr=lr,
                   weight_decay=weight_decay, seed=seed, progress=progress, n_views=n_views, augment=crop_flip)
     logits, feats = _image_eval(net, data.x_test)
-    _, train_feats = _image_eval(net, data.x_train)
-    y_pred = logits.argmax(1)
-    return EmbeddingRun(net, history,
-                        balanced_accuracy=metrics.balanced_accuracy(data.y_test, y_pred, data.n_classes),
-                        per_class_accuracy=metrics.per_class_accuracy(data.y_test, y_pred, data.n_classes),
-                        spread=metrics.embedding_spread(feats, data.y_test, data.n_classes),
-                        train_spread=metrics.embedding_spread(train_feats, data.y_train, data.n_classes),
-                        z_test=feats)
+    return measure_run(net, history, data, logits, feats, _image_eval(net, data.x_train)[1])
 
 
 def margin_spread_simulation(noise: float, margin: float, n_train: int = 5, dim: int = 8, draws: int = 200,
