@@ -243,6 +243,8 @@ def anchor_positive_prob(counts, batch_size: int) -> np.ndarray:
 CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
 CIFAR_URLS = {"cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
               "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"}
+CIFAR_MD5 = {"cifar10": "c58f30108f718f92721af3b95e74349a",   # the archives' published checksums
+             "cifar100": "eb9058c3a382ffc7106e4002c42a8d85"}
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
@@ -324,6 +326,35 @@ def _read_cifar_batches(folder, name: str) -> dict:
             "x_test": x_test, "y_test": y_test}
 
 
+def download_cifar(name: str, root) -> None:
+    """Download the official archive into ``root``, check its MD5 against :data:`CIFAR_MD5` and
+    extract it. Nothing is left behind on failure (a partial or corrupt download is deleted)."""
+    import hashlib
+    import tarfile
+    import urllib.request
+    from pathlib import Path
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / (Path(CIFAR_URLS[name]).name + ".part")
+    try:
+        urllib.request.urlretrieve(CIFAR_URLS[name], archive)
+        digest = hashlib.md5(archive.read_bytes()).hexdigest()
+        if digest != CIFAR_MD5[name]:
+            raise ValueError(f"the downloaded {name} archive has MD5 {digest}, expected {CIFAR_MD5[name]}: "
+                             "the download is corrupt or not the official file.")
+        with tarfile.open(archive) as tar:
+            members = [m for m in tar.getmembers() if m.isfile() or m.isdir()]
+            if any(Path(m.name).is_absolute() or ".." in Path(m.name).parts for m in members):
+                raise ValueError(f"the {name} archive holds paths outside its folder; refusing to extract it.")
+            tar.extractall(root, members=members)
+    except OSError as e:
+        raise FileNotFoundError(f"could not download {CIFAR_URLS[name]} ({e}). Download it by hand, extract it "
+                                f"into {root}/, or pass npz=PATH.") from None
+    finally:
+        archive.unlink(missing_ok=True)
+
+
 def load_cifar_lt(name: str = "cifar10", rho: float = 100.0, seed: int = 0, root: str = "data/cifar",
                   download: bool = False, npz: str | None = None) -> ImageData:
     """CIFAR-10-LT / CIFAR-100-LT: the long-tailed training subset of :func:`longtail_indices` and
@@ -331,7 +362,7 @@ def load_cifar_lt(name: str = "cifar10", rho: float = 100.0, seed: int = 0, root
 
     Sources, first found wins: ``npz`` (a file with ``x_train, y_train, x_test, y_test``); the
     extracted official archive under ``root`` (``cifar-10-batches-py`` / ``cifar-100-python``);
-    with ``download=True``, torchvision's checksum-verified download into ``root``.
+    with ``download=True``, :func:`download_cifar` fetches and checks it first (no torchvision needed).
     """
     from pathlib import Path
 
@@ -347,16 +378,11 @@ def load_cifar_lt(name: str = "cifar10", rho: float = 100.0, seed: int = 0, root
             arrays, source = _check_image_arrays(dict(f), n_classes, f"npz file {npz}"), f"npz:{npz}"
     else:
         if not folder.is_dir() and download:
-            try:
-                import torchvision
-            except ImportError:
-                raise RuntimeError("download=True needs torchvision (pip install torchvision), or download "
-                                   f"{CIFAR_URLS[name]} yourself and extract it into {root}/.") from None
-            getattr(torchvision.datasets, "CIFAR10" if name == "cifar10" else "CIFAR100")(root, train=True, download=True)
+            download_cifar(name, root)
         if not folder.is_dir():
             raise FileNotFoundError(
                 f"{name} not found: expected the extracted archive at {folder}. Either pass download=True "
-                f"(needs torchvision and network), or download {CIFAR_URLS[name]} and extract it into "
+                f"(needs network), or download {CIFAR_URLS[name]} and extract it into "
                 f"{root}/, or pass npz=PATH to a .npz with arrays {list(NPZ_KEYS)}.")
         arrays, source = _check_image_arrays(_read_cifar_batches(folder, name), n_classes, str(folder)), str(folder)
     keep = longtail_indices(arrays["y_train"], rho, seed)

@@ -80,7 +80,7 @@ def train_embedding_model(data: ToyData, loss: nn.Module, *, embed_dim: int = 8,
     keep = np.concatenate([np.flatnonzero(data.y_test == c)[:snapshot_points] for c in range(data.n_classes)])
     snapshots = []
 
-    def snapshot(epoch, m):
+    def snapshot(epoch, m, _history):
         if snapshot_every and (epoch == 1 or epoch % snapshot_every == 0):
             snapshots.append((epoch, embed(m, data.x_test[keep])[1]))
 

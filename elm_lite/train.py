@@ -1,9 +1,11 @@
 """One small training loop for the toy-scale notebooks (CPU friendly)."""
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -96,12 +98,36 @@ def predict(model: nn.Module, x, batch_size: int = 4096) -> np.ndarray:
     return predict_logits(model, x, batch_size).argmax(1).numpy()
 
 
+def save_atomic(obj, path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: an interruption never leaves
+    a half-written file under ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path) -> dict:
+    """Read a checkpoint written by :func:`fit`; a damaged file gets a clear error."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ValueError(f"checkpoint {path} is damaged or incomplete ({type(e).__name__}: {e}); delete it "
+                         "to start afresh, or restore it from a backup.") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "epoch" not in ckpt:
+        raise ValueError(f"{path} is not a checkpoint written by elm_lite.fit.")
+    return ckpt
+
+
 def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int = 200,
         batch_size: int | None = None, lr: float = 0.05, weight_decay: float = 0.0,
         x_val=None, y_val=None, seed: int = 0, progress: bool = True, n_views: int = 1,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        on_epoch_end: Callable[[int, nn.Module], None] | None = None) -> History:
-    """Train ``model`` with Adam on ``(x, y)`` and return its :class:`History`.
+        on_epoch_end: Callable[[int, nn.Module, History], None] | None = None,
+        optimizer: str = "adam", lr_schedule: Callable[[int], float] | None = None, drop_last: bool = False,
+        bf16: bool = False, checkpoint=None, checkpoint_every: int = 10, resume: bool = False) -> History:
+    """Train ``model`` on ``(x, y)`` and return its :class:`History`. One loop for every scale.
 
     Args:
         x, y: training inputs ``(N, D)`` float and labels ``(N,)`` int.
@@ -111,7 +137,14 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
         seed: fixes the batch order (model initialisation is the caller's, see :func:`set_seed`).
         n_views, augment: with ``n_views > 1`` each batch is seen as ``n_views`` augmented views
             (``augment(x)`` each); the loss gets logits ``(B, V, C)`` and embeddings ``(B, V, E)``.
-        on_epoch_end: called as ``on_epoch_end(epoch, model)`` after each epoch (e.g. snapshots).
+        on_epoch_end: called as ``on_epoch_end(epoch, model, history)`` after each epoch (snapshots,
+            live plots).
+        optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9); ``lr_schedule(epoch)`` multiplies ``lr``
+            (epochs count from 1); ``drop_last`` keeps every batch the same shape (CUDA graphs).
+        bf16: autocast the forward pass to bfloat16 (CUDA).
+        checkpoint, checkpoint_every, resume: save model, optimizer, RNG states and history to the
+            file ``checkpoint`` (atomically) every ``checkpoint_every`` epochs and at the end; with
+            ``resume=True`` an existing checkpoint is loaded and training continues after its epoch.
 
     A loss with a ``set_epoch(epoch)`` method is told the epoch (from 1) before each epoch; one with
     ``use_prototypes = True`` gets the model's classifier weights ``model.head.weight`` ``(C, E)``.
@@ -137,44 +170,81 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
     x, y = x.to(device), y.to(device)
     if hasattr(loss_fn, "to"):
         loss_fn.to(device)
+    was_training = model.training
+    try:  # a wrong input shape is reported here, not from deep inside a layer mid-training
+        with torch.no_grad():
+            model.eval()
+            model(x[:2])
+    except RuntimeError as e:
+        raise ValueError(f"the model cannot take inputs of shape {tuple(x.shape[1:])} (x has shape "
+                         f"{tuple(x.shape)}): {e}") from None
+    finally:
+        model.train(was_training)
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}.")
     params = list(model.parameters()) + [p for p in getattr(loss_fn, "parameters", lambda: [])()]
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    opt = (torch.optim.Adam(params, lr=lr, weight_decay=weight_decay) if optimizer == "adam" else
+           torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay))
     gen = torch.Generator().manual_seed(seed)
     bs = batch_size or len(x)
-    history, start = History(), time.perf_counter()
-    bar = tqdm(range(1, epochs + 1), desc="training", disable=not progress)
+    history, first_epoch = History(), 1
+    fingerprint = {"examples": len(x), "input": list(x.shape[1:]), "parameters": sum(p.numel() for p in params),
+                   "batch_size": bs, "lr": lr, "optimizer": optimizer, "n_views": n_views, "seed": seed}
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        ckpt = load_checkpoint(checkpoint)
+        if ckpt.get("fingerprint") != fingerprint:
+            raise ValueError(f"checkpoint {checkpoint} was written by a different run ({ckpt.get('fingerprint')}, "
+                             f"this run: {fingerprint}); use another output folder or delete the checkpoint.")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if ckpt.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        history, first_epoch = History(**ckpt["history"]), ckpt["epoch"] + 1
+    start = time.perf_counter() - history.seconds
+    n_batches = len(x) // bs if drop_last and len(x) >= bs else -(-len(x) // bs)
+    bar = tqdm(range(first_epoch, epochs + 1), desc="training", disable=not progress)
     for epoch in bar:
         model.train()
         if hasattr(loss_fn, "set_epoch"):  # e.g. LDAM's deferred re-weighting
             loss_fn.set_epoch(epoch)
+        for group in opt.param_groups:
+            group["lr"] = lr * (lr_schedule(epoch) if lr_schedule else 1.0)
         order = torch.randperm(len(x), generator=gen).to(device) if bs < len(x) else None
-        total, seen, preds, labels = 0.0, 0, [], []
-        for i in range(0, len(x), bs):
+        total, preds, labels = torch.zeros((), device=device), [], []
+        for i in range(0, n_batches * bs, bs):
             idx = order[i:i + bs] if order is not None else slice(None)
             xb, yb = x[idx], y[idx]
-            if n_views > 1:  # (V*B, D) -> model -> (B, V, ...)
-                logits, emb = model(torch.cat([augment(xb) for _ in range(n_views)]))
-                logits, emb = (t.view(n_views, len(yb), -1).transpose(0, 1) for t in (logits, emb))
-            else:
-                logits, emb = model(augment(xb) if augment else xb)
-            loss = compute_loss(loss_fn, logits, emb, yb, model.head.weight if use_prototypes else None)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                if n_views > 1:  # (V*B, D) -> model -> (B, V, ...)
+                    logits, emb = model(torch.cat([augment(xb) for _ in range(n_views)]))
+                    logits, emb = (t.view(n_views, len(yb), -1).transpose(0, 1) for t in (logits, emb))
+                else:
+                    logits, emb = model(augment(xb) if augment else xb)
+                loss = compute_loss(loss_fn, logits.float(), emb.float(), yb,
+                                    model.head.weight if use_prototypes else None)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            n = len(yb)
-            total, seen = total + loss.item() * n, seen + n
-            preds.append(logits.detach().reshape(n, -1, logits.shape[-1])[:, 0].argmax(1).cpu())
-            labels.append(yb.cpu())
+            total += loss.detach() * len(yb)      # stays on the device: no sync per step
+            preds.append(logits.detach().reshape(len(yb), -1, logits.shape[-1])[:, 0].argmax(1))
+            labels.append(yb)
         history.epoch.append(epoch)
-        history.loss.append(total / seen)
+        history.loss.append(total.item() / sum(len(t) for t in labels))
         # measured on the batches as they were trained on (no extra forward pass)
-        history.train_balanced_accuracy.append(balanced_accuracy(torch.cat(labels), torch.cat(preds)))
+        history.train_balanced_accuracy.append(balanced_accuracy(torch.cat(labels).cpu(), torch.cat(preds).cpu()))
         if x_val is not None:
             history.val_balanced_accuracy.append(balanced_accuracy(y_val, predict(model, x_val)))
         bar.set_postfix(loss=f"{history.loss[-1]:.3f}", bal_acc=f"{history.train_balanced_accuracy[-1]:.3f}")
         if on_epoch_end is not None:
-            on_epoch_end(epoch, model)
-    history.seconds = time.perf_counter() - start
+            on_epoch_end(epoch, model, history)
+        history.seconds = time.perf_counter() - start
+        if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
+            save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                         "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                         "history": history.as_dict(), "fingerprint": fingerprint}, checkpoint)
     return history
 
 

@@ -391,3 +391,25 @@ def margin_spread_app(noise: float = 1.0, margin: float = 0.1, n_train: int = 5)
                 "margin": W.FloatSlider(value=margin, min=0, max=0.4, step=0.025, description="margin", **slider),
                 "n_train": W.IntSlider(value=n_train, min=1, max=50, description="tail examples", **slider)}
     return App(controls, margin_spread_view, margin_spread_figure, margin_spread_readout)
+
+
+# ----------------------------------------------------------------------------- notebook 06: live curves
+
+
+class LiveCurves:
+    """A training-curve figure that grows while :func:`~elm_lite.train.fit` runs: pass
+    ``live.on_epoch_end`` as ``on_epoch_end`` and display ``live.figure``."""
+
+    def __init__(self, title: str = "training"):
+        fig = make_subplots(specs=[[{"secondary_y": True}]])
+        fig.add_trace(go.Scatter(x=[], y=[], name="loss"), secondary_y=False)
+        fig.add_trace(go.Scatter(x=[], y=[], name="balanced accuracy (train batches)"), secondary_y=True)
+        fig.update_layout(title=title, xaxis_title="epoch", width=720, height=340)
+        fig.update_yaxes(title="loss", secondary_y=False)
+        fig.update_yaxes(title="balanced accuracy", range=[0, 1], secondary_y=True)
+        self.figure = go.FigureWidget(fig)
+
+    def on_epoch_end(self, epoch: int, model, history: History) -> None:
+        with self.figure.batch_update():
+            self.figure.data[0].update(x=history.epoch, y=history.loss)
+            self.figure.data[1].update(x=history.epoch, y=history.train_balanced_accuracy)

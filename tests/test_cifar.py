@@ -142,3 +142,40 @@ def test_small_cnn_learns_generated_images():
         augment=crop_flip)
     acc = (predict(model, arrays["x_test"]) == arrays["y_test"]).mean()
     assert acc > 0.6  # chance is 0.25
+
+
+def _fake_archive(tmp_path):
+    import io
+    import tarfile
+    arrays = fake_cifar(10, n_per_class=20, n_test_per_class=2)
+    path = tmp_path / "cifar-10-python.tar.gz"
+    x = arrays["x_train"].transpose(0, 3, 1, 2).reshape(200, -1)
+    with tarfile.open(path, "w:gz") as tar:
+        def add(name, obj):
+            raw = pickle.dumps(obj)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+        for i in range(5):
+            add(f"data_batch_{i + 1}", {b"data": x[i::5], b"labels": arrays["y_train"][i::5].tolist()})
+        add("test_batch", {b"data": arrays["x_test"].transpose(0, 3, 1, 2).reshape(20, -1), b"labels": arrays["y_test"].tolist()})
+    return path
+
+
+def test_download_checks_the_md5_and_extracts(tmp_path, monkeypatch):
+    import hashlib
+    from elm_lite import data as D
+    archive = _fake_archive(tmp_path)
+    monkeypatch.setitem(D.CIFAR_URLS, "cifar10", archive.as_uri())
+    monkeypatch.setitem(D.CIFAR_MD5, "cifar10", hashlib.md5(archive.read_bytes()).hexdigest())
+    data = load_cifar_lt("cifar10", rho=2, root=tmp_path / "root", download=True)
+    assert data.counts[0] == 20 and data.counts[-1] == 10
+    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["cifar-10-batches-py"]
+
+
+def test_corrupt_download_is_rejected_and_removed(tmp_path, monkeypatch):
+    from elm_lite import data as D
+    monkeypatch.setitem(D.CIFAR_URLS, "cifar10", _fake_archive(tmp_path).as_uri())
+    with pytest.raises(ValueError, match="MD5"):
+        load_cifar_lt("cifar10", root=tmp_path / "root", download=True)
+    assert list((tmp_path / "root").iterdir()) == []

@@ -32,18 +32,20 @@ def test_fit_minibatches_mlp_and_is_reproducible():
 def test_on_epoch_end_is_called():
     calls = []
     fit(LinearModel(2, 2), np.zeros((4, 2)), [0, 1, 0, 1], epochs=3, progress=False,
-        on_epoch_end=lambda e, m: calls.append(e))
-    assert calls == [1, 2, 3]
+        on_epoch_end=lambda e, m, h: calls.append((e, len(h.loss))))
+    assert calls == [(1, 1), (2, 2), (3, 3)]
 
 
 @pytest.mark.parametrize("x,y,kwargs,match", [
     (np.zeros((4, 2)), [0, 1, 0], {}, "y must have shape"),
-    (np.zeros((4, 2, 1)), [0, 1, 0, 1], {}, "x must have shape"),
+    (np.zeros((4, 2, 1)), [0, 1, 0, 1], {}, r"cannot take inputs of shape \(2, 1\)"),
+    (np.zeros(4), [0, 1, 0, 1], {}, "x must have shape"),
     (np.zeros((4, 2)), [0, 1, 0, 5], {}, r"labels must be in \[0, 2\)"),
     (np.zeros((4, 2)), [0.0, 1.0, 0.0, 1.0], {}, "integer class labels"),
     (np.zeros((4, 2)), [0, 1, 0, 1], dict(epochs=0), "epochs"),
     (np.zeros((4, 2)), [0, 1, 0, 1], dict(lr=-1.0), "lr"),
     (np.zeros((4, 2)), [0, 1, 0, 1], dict(batch_size=0), "batch_size"),
+    (np.zeros((4, 2)), [0, 1, 0, 1], dict(optimizer="lbfgs"), "optimizer"),
 ])
 def test_fit_bad_input(x, y, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -1,0 +1,116 @@
+"""Full-scale machinery on CPU with generated images: recipe, CLI, checkpoints and resume."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from elm_lite.cli import main
+from elm_lite.data import fake_cifar, load_cifar_lt
+from elm_lite.fullscale import lr_multiplier, make_loss, speed_ladder, summarize_runs, train_cifar
+from elm_lite.train import load_checkpoint
+
+TINY = dict(model="small_cnn", epochs=4, batch_size=32, lr=0.05, projection_dim=16)
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "fake.npz"
+    np.savez(path, **fake_cifar(10, n_per_class=40, n_test_per_class=10))
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(npz):
+    return load_cifar_lt("cifar10", rho=10, npz=npz)
+
+
+def test_standard_schedule():
+    lr = [lr_multiplier(e, 200, 5, (0.8, 0.9), (0.01, 0.0001)) for e in range(1, 201)]
+    assert lr[0] == pytest.approx(0.2) and lr[4] == 1.0 and lr[159] == 1.0
+    assert lr[160] == 0.01 and lr[179] == 0.01 and lr[180] == 0.0001 and lr[199] == 0.0001
+
+
+def test_run_writes_results_and_improves_over_chance(data, tmp_path):
+    results = train_cifar(data, "la", out_dir=tmp_path, progress=False, **{**TINY, "epochs": 6})
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["balanced_accuracy"] == results["balanced_accuracy"] > 0.3  # chance is 0.1
+    for key in ("per_class_accuracy", "shot_accuracy", "per_class_spread", "seconds_per_epoch", "hardware", "versions"):
+        assert key in saved
+    assert len(saved["per_class_spread"]) == 10 and (tmp_path / "embeddings.npz").exists()
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_elm_run_uses_two_views_and_a_projection(data, tmp_path):
+    results = train_cifar(data, "elm", progress=False, **{**TINY, "epochs": 1})
+    assert np.isfinite(results["history"]["loss"][0])
+
+
+def test_interrupted_run_resumes_to_the_same_result(data, tmp_path):
+    full = train_cifar(data, "la", out_dir=tmp_path / "full", checkpoint_every=2, progress=False, **TINY)
+    # "kill" after the epoch-2 checkpoint: a run of 2 epochs leaves exactly that checkpoint
+    train_cifar(data, "la", out_dir=tmp_path / "cut", checkpoint_every=2, progress=False, **{**TINY, "epochs": 2})
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 2
+    resumed = train_cifar(data, "la", out_dir=tmp_path / "cut", checkpoint_every=2, resume=True, progress=False, **TINY)
+    assert resumed["history"]["epoch"] == [1, 2, 3, 4]
+    np.testing.assert_allclose(resumed["history"]["loss"], full["history"]["loss"], rtol=1e-5)
+    np.testing.assert_allclose(resumed["per_class_accuracy"], full["per_class_accuracy"])
+
+
+def test_truncated_checkpoint_is_detected(data, tmp_path):
+    train_cifar(data, "la", out_dir=tmp_path, checkpoint_every=1, progress=False, **{**TINY, "epochs": 1})
+    ckpt = tmp_path / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    with pytest.raises(ValueError, match="damaged or incomplete"):
+        train_cifar(data, "la", out_dir=tmp_path, resume=True, progress=False, **TINY)
+
+
+def test_cli_train(npz, tmp_path, capsys):
+    main(["train", "--dataset", "cifar10-lt", "--rho", "10", "--npz", str(npz), "--loss", "ldam-drw",
+          "--model", "small_cnn", "--epochs", "2", "--batch-size", "32", "--out", str(tmp_path / "run")])
+    assert "balanced accuracy" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["loss"] == "ldam-drw"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--dataset", "imagenet-lt", "--out", "x"], "invalid choice"),
+    (["train", "--loss", "focal", "--out", "x"], "invalid choice"),
+])
+def test_cli_rejects_unknown_names(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_cli_bad_data_leaves_nothing_behind(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit, match="rho"):
+        main(["train", "--rho", "0.5", "--npz", "missing.npz", "--out", str(out)])
+    with pytest.raises(SystemExit, match="cifar-10-python.tar.gz"):
+        main(["train", "--root", str(tmp_path / "none"), "--out", str(out)])
+    assert not out.exists()
+
+
+def test_unknown_loss_and_recipe_entries(data):
+    with pytest.raises(ValueError, match="unknown loss"):
+        make_loss("focal", data.counts, 10)
+    with pytest.raises(ValueError, match="unknown recipe entries"):
+        train_cifar(data, "la", progress=False, momentum=0.5)
+
+
+def test_speed_ladder_runs_on_cpu(data):
+    table = speed_ladder(data, device="cpu", epochs=1, model="small_cnn", batch_size=32)
+    assert table.count("\n") == 5 and "DataLoader" in table and "compile" in table
+
+
+def test_summarize_runs(data):
+    runs = [train_cifar(data, loss, seed=s, progress=False, **{**TINY, "epochs": 1}) for loss in ("ce", "la") for s in (0, 1)]
+    table = summarize_runs(runs)
+    lines = table.splitlines()
+    assert len(lines) == 3 and "ce" in lines[1] and "la" in lines[2] and " 2 " in lines[1]
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(data, tmp_path):
+    train_cifar(data, "la", out_dir=tmp_path, checkpoint_every=1, progress=False, **{**TINY, "epochs": 1})
+    with pytest.raises(ValueError, match="different run"):
+        train_cifar(data, "la", out_dir=tmp_path, resume=True, progress=False, **{**TINY, "batch_size": 16})
