@@ -60,6 +60,15 @@ def make_loss(name: str, counts, epochs: int) -> torch.nn.Module:
     return losses.get(name, counts)
 
 
+def _init_distributed() -> tuple[int, int]:
+    """Join the process group that ``torchrun`` describes (WORLD_SIZE > 1); returns (world, rank)."""
+    from torch import distributed as dist
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_world_size(), dist.get_rank()) if world > 1 else (1, 0)
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -105,6 +114,10 @@ def train_cifar(data: ImageData, loss_name: str = "la", *, out_dir=None, seed: i
     if unknown:
         raise ValueError(f"unknown recipe entries {sorted(unknown)}; known: {sorted(CIFAR_RECIPE)}.")
     dev = resolve_device(device)
+    world, rank = _init_distributed()
+    if world > 1 and dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(dev)
     loss = make_loss(loss_name, data.counts, recipe["epochs"])
     uses_embedding = getattr(loss, "uses_embedding", False)
     set_seed(seed)
@@ -113,8 +126,13 @@ def train_cifar(data: ImageData, loss_name: str = "la", *, out_dir=None, seed: i
         projection_dim=recipe["projection_dim"] if uses_embedding else None).to(dev)
     if dev.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
-    runner = torch.compile(net, mode="reduce-overhead") if compile else net
-    out = Path(out_dir) if out_dir is not None else None
+    runner = net
+    if world > 1:  # data parallel: synchronised batch norm on GPUs, one global batch (see fit)
+        if dev.type == "cuda":
+            runner = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        runner = torch.nn.parallel.DistributedDataParallel(runner, device_ids=[dev.index] if dev.type == "cuda" else None)
+    runner = torch.compile(runner, mode="reduce-overhead") if compile else runner
+    out = Path(out_dir) if out_dir is not None and rank == 0 else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     schedule = lambda e: lr_multiplier(e, recipe["epochs"], recipe["warmup_epochs"],  # noqa: E731
@@ -125,7 +143,7 @@ def train_cifar(data: ImageData, loss_name: str = "la", *, out_dir=None, seed: i
                   weight_decay=recipe["weight_decay"], optimizer="sgd", lr_schedule=schedule, drop_last=True,
                   n_views=recipe["embedding_views"] if uses_embedding else 1, augment=crop_flip, seed=seed,
                   bf16=dev.type == "cuda" if bf16 is None else bf16, progress=progress,
-                  checkpoint=out / "checkpoint.pt" if out is not None else None,
+                  checkpoint=Path(out_dir) / "checkpoint.pt" if out_dir is not None else None,
                   checkpoint_every=checkpoint_every, resume=resume, on_epoch_end=on_epoch_end)
     logits, feats = evaluate(net, data.x_test, dev)
     y_pred = logits.argmax(1)

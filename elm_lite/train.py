@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch import distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -58,6 +59,36 @@ def _check_xy(x, y, n_classes: int | None):
         raise ValueError(f"labels must be in [0, {n_classes}) for a model with {n_classes} outputs; "
                          f"got min {int(y.min())}, max {int(y.max())}.")
     return x, y
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 that keeps the graph: the backward pass sums every process's gradient
+    for this process's rows (an all-reduce, which gloo supports too)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rows, ctx.rank = len(x), dist.get_rank()
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
+def gather_batch(t: torch.Tensor) -> torch.Tensor:
+    """This process's rows ``(b, ...)`` -> the global batch ``(world * b, ...)``, in rank order.
+    Every process then computes the same loss on the global batch; with DDP's gradient averaging
+    the update equals a single process's on that batch (each process's gradient for its own rows
+    is summed over the processes by the backward all-reduce, then averaged by DDP)."""
+    if not t.requires_grad:
+        parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, t.contiguous())
+        return torch.cat(parts)
+    return _GatherWithGrad.apply(t)
 
 
 def compute_loss(loss_fn: Callable, logits: torch.Tensor, embedding: torch.Tensor, y: torch.Tensor,
@@ -148,8 +179,16 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
 
     A loss with a ``set_epoch(epoch)`` method is told the epoch (from 1) before each epoch; one with
     ``use_prototypes = True`` gets the model's classifier weights ``model.head.weight`` ``(C, E)``.
+
+    Under ``torchrun`` (a process group initialised and ``model`` wrapped in DDP), ``batch_size`` is
+    the global batch: each process trains on its share, and logits, embeddings and labels are
+    gathered (:func:`gather_batch`) so that the loss -- including the contrastive term, whose
+    negatives and positives are the *global* batch -- is the single-process loss. Random
+    augmentation is drawn per process; an incomplete last batch is dropped. Only rank 0 writes
+    checkpoints.
     """
-    n_classes = getattr(model, "n_classes", None)
+    core = getattr(model, "module", model)  # the model itself under DistributedDataParallel
+    n_classes = getattr(core, "n_classes", None)
     x, y = _check_xy(x, y, n_classes)
     if x_val is not None:
         x_val, y_val = _check_xy(x_val, y_val, n_classes)
@@ -188,6 +227,10 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
     gen = torch.Generator().manual_seed(seed)
     bs = batch_size or len(x)
     history, first_epoch = History(), 1
+    world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_available() and dist.is_initialized() else (1, 0)
+    if bs % world:
+        raise ValueError(f"batch_size={bs} must be divisible by the number of processes ({world}).")
+    drop_last = drop_last or world > 1  # equal shards in every step
     fingerprint = {"examples": len(x), "input": list(x.shape[1:]), "parameters": sum(p.numel() for p in params),
                    "batch_size": bs, "lr": lr, "optimizer": optimizer, "n_views": n_views, "seed": seed}
     if resume and checkpoint is not None and Path(checkpoint).exists():
@@ -195,7 +238,7 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
         if ckpt.get("fingerprint") != fingerprint:
             raise ValueError(f"checkpoint {checkpoint} was written by a different run ({ckpt.get('fingerprint')}, "
                              f"this run: {fingerprint}); use another output folder or delete the checkpoint.")
-        model.load_state_dict(ckpt["model"])
+        core.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
@@ -214,16 +257,20 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
         order = torch.randperm(len(x), generator=gen).to(device) if bs < len(x) else None
         total, preds, labels = torch.zeros((), device=device), [], []
         for i in range(0, n_batches * bs, bs):
-            idx = order[i:i + bs] if order is not None else slice(None)
-            xb, yb = x[idx], y[idx]
+            idx = order[i:i + bs] if order is not None else None
+            if world > 1:  # this process's share of the global batch
+                idx = (idx if idx is not None else torch.arange(len(x), device=device))[rank::world]
+            xb, yb = (x, y) if idx is None else (x[idx], y[idx])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 if n_views > 1:  # (V*B, D) -> model -> (B, V, ...)
                     logits, emb = model(torch.cat([augment(xb) for _ in range(n_views)]))
                     logits, emb = (t.view(n_views, len(yb), -1).transpose(0, 1) for t in (logits, emb))
                 else:
                     logits, emb = model(augment(xb) if augment else xb)
+                if world > 1:  # every process sees the global batch (the contrastive term needs it)
+                    logits, emb, yb = gather_batch(logits), gather_batch(emb), gather_batch(yb)
                 loss = compute_loss(loss_fn, logits.float(), emb.float(), yb,
-                                    model.head.weight if use_prototypes else None)
+                                    core.head.weight if use_prototypes else None)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -240,8 +287,8 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
         if on_epoch_end is not None:
             on_epoch_end(epoch, model, history)
         history.seconds = time.perf_counter() - start
-        if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
-            save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+        if checkpoint is not None and rank == 0 and (epoch % checkpoint_every == 0 or epoch == epochs):
+            save_atomic({"model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                          "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                          "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                          "history": history.as_dict(), "fingerprint": fingerprint}, checkpoint)
