@@ -34,6 +34,20 @@ def methods(epochs: int) -> dict:
     }
 
 
+def elm_variants() -> dict:
+    """What we tried when ELM did not beat LA: weaker embedding term, warmer temperature, contrasting
+    the backbone features themselves (no projection head), the margin on the negatives."""
+    from elm_lite import losses
+    from elm_lite.experiments import ELM_TOY_LOSS
+    elm = dict(ELM_TOY_LOSS)
+    return {
+        "ELM, lambda 0.25": (lambda c: losses.ELMLoss(c, **{**elm, "lam": 0.25}), {"n_views": 2}),
+        "ELM, temperature 0.5": (lambda c: losses.ELMLoss(c, **{**elm, "temperature": 0.5}), {"n_views": 2}),
+        "ELM, no projection head": (lambda c: losses.ELMLoss(c, **elm), {"n_views": 2, "projection_dim": None}),
+        "ELM, margin on negatives": (lambda c: losses.ELMLoss(c, **{**elm, "placement": "negative"}), {"n_views": 2}),
+    }
+
+
 def main() -> None:
     from run_benchmarks import machine
     from elm_lite.data import load_cifar_lt
@@ -45,6 +59,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--epochs", type=int, default=IMAGE_RECIPE["epochs"])
     p.add_argument("--methods", nargs="+", help="a subset of the method names")
+    p.add_argument("--variants", action="store_true", help="run the ELM variants instead of the five methods")
     p.add_argument("--out", help="write the rows and the table as JSON here")
     args = p.parse_args()
     try:
@@ -52,7 +67,7 @@ def main() -> None:
     except FileNotFoundError as e:
         print(f"skipped: {e}")
         return
-    chosen = methods(args.epochs)
+    chosen = elm_variants() if args.variants else methods(args.epochs)
     if args.methods:
         chosen = {k: v for k, v in chosen.items() if k in args.methods}
     recipe = {**IMAGE_RECIPE, "epochs": args.epochs}
