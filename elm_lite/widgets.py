@@ -234,7 +234,8 @@ def logit_margin_figure(view: LogitMarginView, widget: bool = False) -> go.Figur
     xs, ys, logits = grid_logits(view.model, data.bounds())
     grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
     bayes_labels = bayes_predict(data, grid).reshape(len(ys), len(xs))
-    fig = _two_panel(f"{view.method}: margin band (grey), Bayes-balanced boundary (black)",
+    # titles stay fixed (an app updates traces in place, not titles): the readout names the method
+    fig = _two_panel("regions, margin band (grey), Bayes-balanced boundary (black)",
                      "per-class accuracy (balanced sample)")
     plane = [go.Heatmap(x=xs, y=ys, z=logits.argmax(-1), zmin=-0.5, zmax=data.n_classes - 0.5,
                         colorscale=_discrete_colorscale(data.n_classes), opacity=0.3, showscale=False,
@@ -359,8 +360,8 @@ def margin_spread_view(noise: float = 1.0, margin: float = 0.1, n_train: int = 5
 
 def margin_spread_figure(view: MarginSpreadView, widget: bool = False) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
-                        subplot_titles=(f"tail test error vs spread (margin {view.margin:g})",
-                                        f"tail test error vs margin (spread {view.current['spread']:.2f})"))
+                        subplot_titles=("tail test error vs spread, at the chosen margin",
+                                        "tail test error vs margin, at the chosen spread"))
     sx, sy = zip(*view.by_spread)
     mx, my = zip(*view.by_margin)
     fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines+markers", name="vary the spread"), row=1, col=1)
