@@ -227,9 +227,9 @@ def logit_margin_view(method: str = "LA loss", tau: float = 1.0, rho: float = 10
                            bayes=monte_carlo_errors(lambda x: bayes_predict(data, x), data, n_eval))
 
 
-def logit_margin_figure(view: LogitMarginView, widget: bool = False) -> go.Figure:
+def logit_margin_figure(view: LogitMarginView, widget: bool = False, title: str | None = None) -> go.Figure:
     """Decision regions, margin band (grey), Bayes-balanced boundary (black), training points;
-    per-class accuracy on the right."""
+    per-class accuracy on the right. ``title`` (static figures): a heading above both panels."""
     data = view.data
     xs, ys, logits = grid_logits(view.model, data.bounds())
     grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
@@ -245,7 +245,10 @@ def logit_margin_figure(view: LogitMarginView, widget: bool = False) -> go.Figur
     for trace in plane + point_traces(data):
         fig.add_trace(trace, row=1, col=1)
     fig.add_trace(accuracy_bar_trace(1 - view.errors["per_class"], data.counts), row=1, col=2)
-    return _finish_two_panel(fig, widget)
+    fig = _finish_two_panel(fig, widget)
+    if title:
+        fig.update_layout(title=dict(text=title, y=0.98), margin=dict(t=90))
+    return fig
 
 
 def logit_margin_readout(view: LogitMarginView) -> str:
