@@ -181,7 +181,7 @@ def for_display(z: np.ndarray, basis=None) -> np.ndarray:
     """Embeddings ready to draw: 2-D and 3-D as they are, higher dimensions projected on 3
     principal directions (``basis`` from :func:`pca_basis`, fitted on ``z`` if not given)."""
     z = np.asarray(z, dtype=float)
-    if z.shape[1] <= 3:
+    if basis is None and z.shape[1] <= 3:
         return z
     mean, comps = basis if basis is not None else pca_basis(z)
     return (z - mean) @ comps.T
@@ -205,21 +205,27 @@ def embedding_traces(z: np.ndarray, y: np.ndarray, counts, max_per_class: int = 
 SCENE_AXIS = dict(showticklabels=False, title="")
 
 
-def _embedding_layout(fig: go.Figure, dim: int, title: str) -> go.Figure:
-    if dim > 3:
-        title += f" ({dim}-D, shown on its 3 principal directions)"
+def _embedding_layout(fig: go.Figure, dim: int, shown: int, title: str) -> go.Figure:
+    if dim > shown:
+        title += f" ({dim}-D, shown on its {shown} principal directions)"
     fig.update_layout(title=title, width=640, height=540, legend=dict(itemsizing="constant"),
                       margin=dict(l=0, r=0, t=40, b=0))
-    if dim >= 3:
+    if shown == 3:
         fig.update_layout(scene=dict(xaxis=SCENE_AXIS, yaxis=SCENE_AXIS, zaxis=SCENE_AXIS, aspectmode="cube"))
     else:
         fig.update_yaxes(scaleanchor="x", scaleratio=1)
     return fig
 
 
-def embedding_figure(z: np.ndarray, y: np.ndarray, counts, title: str = "test embeddings") -> go.Figure:
-    """Embeddings coloured by class: on the circle (2-D), the sphere (3-D) or projected (more)."""
-    return _embedding_layout(go.Figure(embedding_traces(z, y, counts)), np.asarray(z).shape[1], title)
+def embedding_figure(z: np.ndarray, y: np.ndarray, counts, title: str = "test embeddings", dims: int = 3) -> go.Figure:
+    """Embeddings coloured by class: on the circle (2-D), the sphere (3-D), or projected on their
+    ``dims`` (2 or 3) principal directions when they have more dimensions."""
+    z = np.asarray(z)
+    if dims not in (2, 3):
+        raise ValueError(f"dims must be 2 or 3, got {dims!r}.")
+    basis = pca_basis(z, dims) if z.shape[1] > dims else None
+    shown = min(z.shape[1], dims)
+    return _embedding_layout(go.Figure(embedding_traces(z, y, counts, basis=basis)), z.shape[1], shown, title)
 
 
 def embedding_frames_figure(frames: list, y: np.ndarray, counts, title: str, prefix: str = "") -> go.Figure:
@@ -238,7 +244,7 @@ def embedding_frames_figure(frames: list, y: np.ndarray, counts, title: str, pre
             dict(label="play", method="animate",
                  args=[None, dict(frame=dict(duration=400, redraw=True), fromcurrent=True)])])],
         sliders=[dict(steps=steps, currentvalue=dict(prefix=prefix), x=0.12, len=0.88, y=0, yanchor="top")])
-    return _embedding_layout(fig, first.shape[1], title)
+    return _embedding_layout(fig, first.shape[1], min(first.shape[1], 3), title)
 
 
 def spread_vs_count_figure(spreads: dict[str, np.ndarray], counts, title: str = "embedding spread vs class size") -> go.Figure:

@@ -54,3 +54,12 @@ def test_snapshots_for_animation():
     run = train_embedding_model(data, L.get("la", data.counts), epochs=4, snapshot_every=2, snapshot_points=5)
     assert [e for e, _ in run.snapshots] == [1, 2, 4]
     assert run.snapshots[0][1].shape == (5 * data.n_classes, EMBEDDING_RECIPE["embed_dim"])
+
+
+def test_embedding_figure_projects_to_two_or_three_dimensions():
+    from elm_lite import plots
+    z, y = np.random.default_rng(0).normal(size=(40, 8)), np.repeat(np.arange(4), 10)
+    flat = plots.embedding_figure(z, y, [10] * 4, dims=2)
+    assert flat.data[0].type == "scatter" and "2 principal directions" in flat.layout.title.text
+    assert plots.embedding_figure(z, y, [10] * 4).data[0].type == "scatter3d"
+    assert plots.embedding_figure(z[:, :2], y, [10] * 4).data[0].type == "scatter"
