@@ -64,15 +64,27 @@ def main() -> None:
     args = p.parse_args()
     try:
         data = load_cifar_lt("cifar10", rho=100, seed=0, root=args.root, npz=args.npz)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         print(f"skipped: {e}")
         return
     chosen = elm_variants() if args.variants else methods(args.epochs)
     if args.methods:
         chosen = {k: v for k, v in chosen.items() if k in args.methods}
     recipe = {**IMAGE_RECIPE, "epochs": args.epochs}
+    # progress survives an interruption: finished rows go to OUT.partial.json and are not redone
+    partial = pathlib.Path(args.out).with_suffix(".partial.json") if args.out else None
+    done = json.loads(partial.read_text())["rows"] if partial and partial.exists() else []
+    if done:
+        print(f"resuming: {len(done)} finished runs read from {partial}")
+
+    def save(rows):
+        if partial:
+            tmp = partial.with_name(partial.name + ".tmp")
+            tmp.write_text(json.dumps({"recipe": recipe, "rows": rows}))
+            tmp.replace(partial)
     start = time.perf_counter()
-    rows = compare(chosen, data, seeds=tuple(args.seeds), progress=True, train=train_image_model, **recipe)
+    rows = compare(chosen, data, seeds=tuple(args.seeds), progress=True, train=train_image_model, done=done,
+                   on_row=save, **recipe)
     seconds = time.perf_counter() - start
     # CIFAR-10-LT has no class under 20 images: its tail is the "medium" split (83 and 50 images)
     columns = ("balanced_accuracy", "acc_many", "acc_medium", "spread_medium", "spread_many")
@@ -87,6 +99,8 @@ def main() -> None:
                                    "seeds": args.seeds, "seconds": seconds, "rows": rows, "table": table,
                                    "python": platform.python_version()}, indent=1))
         tmp.replace(out)
+        if partial and partial.exists():
+            partial.unlink()
 
 
 if __name__ == "__main__":

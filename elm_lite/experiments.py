@@ -114,22 +114,31 @@ def run_summary(run: EmbeddingRun, counts, many: int = 100, few: int = 20) -> di
             "train_spread_few": metrics.spread_summary(run.train_spread, counts, many, few)["few"]}
 
 
-def compare(methods: dict, data, seeds=(0, 1, 2), progress: bool = False, train=None, **recipe) -> list[dict]:
+def compare(methods: dict, data, seeds=(0, 1, 2), progress: bool = False, train=None, done=(),
+            on_row=None, **recipe) -> list[dict]:
     """Train every method on the same data and seeds under one recipe.
 
     ``methods``: name -> ``(make_loss, overrides)`` where ``make_loss(counts)`` builds a fresh loss
     and ``overrides`` changes recipe entries for that method (e.g. ``{"n_views": 1, "jitter": 0}``).
     ``train``: :func:`train_embedding_model` (toy data, the default) or :func:`train_image_model`.
-    Returns one row per (method, seed): ``{"method", "seed", **run_summary}``.
+    ``done``: rows of an earlier, interrupted call -- their (method, seed) are not trained again;
+    ``on_row(rows)`` is called after every new row (e.g. to save progress).
+    Returns one row per (method, seed): ``{"method", "seed", **run_summary}``, in job order.
     """
     train = train or train_embedding_model
     from tqdm.auto import tqdm
+    finished = {(r["method"], r["seed"]): r for r in done}
     rows = []
     jobs = [(name, seed) for name in methods for seed in seeds]
     for name, seed in tqdm(jobs, desc="comparison", disable=not progress):
+        if (name, seed) in finished:
+            rows.append(finished[(name, seed)])
+            continue
         make_loss, overrides = methods[name]
         run = train(data, make_loss(data.counts), seed=seed, **{**recipe, **overrides})
         rows.append({"method": name, "seed": seed, **run_summary(run, data.counts)})
+        if on_row is not None:
+            on_row(rows)
     return rows
 
 

@@ -63,3 +63,14 @@ def test_embedding_figure_projects_to_two_or_three_dimensions():
     assert flat.data[0].type == "scatter" and "2 principal directions" in flat.layout.title.text
     assert plots.embedding_figure(z, y, [10] * 4).data[0].type == "scatter3d"
     assert plots.embedding_figure(z[:, :2], y, [10] * 4).data[0].type == "scatter"
+
+
+def test_compare_resumes_from_finished_rows():
+    data = el.make_toy(**{**EMBEDDING_TOY, "n_max": 60, "rho": 10})
+    methods = {"CE": (lambda c: L.get("ce", c), NO_VIEWS), "LA": (lambda c: L.get("la", c), NO_VIEWS)}
+    saved = []
+    rows = compare(methods, data, seeds=(0,), on_row=lambda r: saved.append(len(r)), **{**EMBEDDING_RECIPE, "epochs": 2})
+    assert saved == [1, 2]
+    marker = {**rows[0], "balanced_accuracy": -1.0}  # a finished row is reused, not retrained
+    again = compare(methods, data, seeds=(0,), done=[marker], **{**EMBEDDING_RECIPE, "epochs": 2})
+    assert again[0]["balanced_accuracy"] == -1.0 and again[1]["balanced_accuracy"] == rows[1]["balanced_accuracy"]
