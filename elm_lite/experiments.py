@@ -169,19 +169,12 @@ IMAGE_RECIPE = dict(
 )
 
 
-@torch.no_grad()
-def _image_eval(model: nn.Module, x: np.ndarray, batch: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    model.eval()
-    out = [(lambda t: (model.head(t).numpy(), t.numpy()))(model.backbone_features(torch.as_tensor(x[i:i + batch]).float()))
-           for i in range(0, len(x), batch)]
-    return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
-
-
 def train_image_model(data, loss: nn.Module, *, model: str = "small_cnn", epochs: int = 10, batch_size: int = 128,
                       lr: float = 1e-3, weight_decay: float = 5e-4, n_views: int = 1, projection_dim: int | None = 64,
                       cosine: bool = False, seed: int = 0, progress: bool = False) -> EmbeddingRun:
     """Train a CIFAR model (crop+flip augmentation) on an :class:`~elm_lite.data.ImageData` on the
     CPU; spread is measured on the backbone features the classifier reads."""
+    from .fullscale import evaluate
     from .models import ResNet32, SmallCNN
     from .train import crop_flip
     if model not in ("small_cnn", "resnet32"):
@@ -192,8 +185,9 @@ def train_image_model(data, loss: nn.Module, *, model: str = "small_cnn", epochs
                                                            projection_dim=projection_dim if uses_embedding else None)
     history = fit(net, data.x_train, data.y_train, loss, epochs=epochs, batch_size=batch_size, lr=lr,
                   weight_decay=weight_decay, seed=seed, progress=progress, n_views=n_views, augment=crop_flip)
-    logits, feats = _image_eval(net, data.x_test)
-    return measure_run(net, history, data, logits, feats, _image_eval(net, data.x_train)[1])
+    cpu = torch.device("cpu")
+    logits, feats = evaluate(net, data.x_test, cpu)
+    return measure_run(net, history, data, logits, feats, evaluate(net, data.x_train, cpu)[1])
 
 
 def margin_spread_simulation(noise: float, margin: float, n_train: int = 5, dim: int = 8, draws: int = 200,
