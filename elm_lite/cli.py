@@ -46,10 +46,12 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     train.add_argument("--compile", action="store_true", help="torch.compile(mode='reduce-overhead')")
     train.add_argument("--no-bf16", action="store_true", help="train in float32 on a GPU too")
-    bench = sub.add_parser("bench", help="speed ladder: DataLoader fp32 -> GPU-resident -> bf16 -> compile")
+    bench = sub.add_parser("bench", help="speed ladder: DataLoader fp32 -> GPU-resident -> bf16 -> compile -> ELM")
     _data_args(bench)
     bench.add_argument("--epochs", type=int, default=3, help="timed epochs per rung (after one warm-up)")
     bench.add_argument("--data-seed", type=int, default=0)
+    bench.add_argument("--out", help="also write the ladder as OUT/ladder.json")
+    bench.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rung (quick)")
     args = parser.parse_args(argv)
     try:
         data = _load(args)
@@ -65,5 +67,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{args.dataset} rho={args.rho:g} {args.loss}: balanced accuracy {results['balanced_accuracy']:.2%} "
               f"({shots}); {results['seconds_per_epoch']:.2f} s/epoch on {results['hardware']}; wrote {args.out}/")
     else:
-        from .fullscale import speed_ladder
-        print(speed_ladder(data, device=args.device, epochs=args.epochs))
+        from pathlib import Path
+
+        from .fullscale import ladder_table, speed_ladder, write_json_atomic
+        ladder = speed_ladder(data, device=args.device, epochs=args.epochs, compile=not args.no_compile)
+        print(ladder_table(ladder))
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            write_json_atomic(ladder, Path(args.out) / "ladder.json")

@@ -118,6 +118,7 @@ def train_cifar(data: ImageData, loss_name: str = "la", *, out_dir=None, seed: i
     if world > 1 and dev.type == "cuda":
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(dev)
+    torch.backends.cudnn.benchmark = dev.type == "cuda"  # static shapes: let cuDNN pick the fastest kernels
     loss = make_loss(loss_name, data.counts, recipe["epochs"])
     uses_embedding = getattr(loss, "uses_embedding", False)
     set_seed(seed)
@@ -156,6 +157,8 @@ def train_cifar(data: ImageData, loss_name: str = "la", *, out_dir=None, seed: i
         "shot_accuracy": metrics.shot_accuracy(data.y_test, y_pred, data.counts),
         "per_class_spread": spread.tolist(), "spread": metrics.spread_summary(spread, data.counts),
         "history": history.as_dict(), "seconds_per_epoch": history.seconds / max(len(history.epoch), 1),
+        "first_epoch_seconds": history.elapsed[0] if history.elapsed else None,  # holds compilation
+        "steady_seconds_per_epoch": float(np.median(np.diff(history.elapsed))) if len(history.elapsed) > 1 else None,
         "total_seconds": time.perf_counter() - start, "hardware": hardware(dev),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "elm_lite": __version__},
         "compile": compile, "bf16": dev.type == "cuda" if bf16 is None else bf16,
@@ -180,19 +183,23 @@ def _epoch_times(run_epochs) -> list[float]:
 
 
 def speed_ladder(data: ImageData, device: str = "auto", epochs: int = 3, model: str = "resnet32",
-                 batch_size: int = 128) -> str:
-    """Seconds per epoch of the LA loss on ``data`` for each step of the ladder, same machine, one
-    call: (1) a DataLoader with CPU augmentation in fp32, (2) data and augmentation resident on
-    the device, (3) + bf16 autocast and channels_last, (4) + ``torch.compile``. One warm-up epoch
-    per rung is timed apart (it holds compilation)."""
+                 batch_size: int = 128, run_epochs: int = 200, compile: bool = True) -> dict:
+    """Seconds per epoch on ``data`` for each step of the ladder, same machine, one call, LA loss:
+    (1) a DataLoader with CPU augmentation in fp32, (2) data and augmentation resident on the
+    device, (3) + bf16 autocast and channels_last, (4) + ``torch.compile``; then (5) the ELM loss
+    (two views, projection head, contrastive term) on rung 4. One warm-up epoch per rung is timed
+    apart (it holds compilation). ``compile=False`` leaves rung 4 out and times the ELM loss on
+    rung 3 (a quick ladder; a full ``train --compile`` run then measures the compiled rung). Returns ``{"setup": ..., "rows": [{"rung", "first_epoch_s",
+    "steady_s_per_epoch", "run_s"} | {"rung", "error"}]}``; ``run_s`` = first epoch + the
+    median steady epoch x (``run_epochs`` - 1). :func:`ladder_table` prints it."""
     dev = resolve_device(device)
+    torch.backends.cudnn.benchmark = dev.type == "cuda"
     build = {"resnet32": ResNet32, "small_cnn": SmallCNN}[model]
-    loss = losses.get("la", data.counts).to(dev)
-    rows = []
 
     def dataloader_rung(tick):
         set_seed(0)
         net = build(data.n_classes).to(dev)
+        loss = losses.get("la", data.counts).to(dev)
         opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
         dataset = torch.utils.data.TensorDataset(torch.as_tensor(data.x_train), torch.as_tensor(data.y_train))
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
@@ -209,35 +216,50 @@ def speed_ladder(data: ImageData, device: str = "auto", epochs: int = 3, model: 
                 opt.step()
             tick(epoch)
 
-    def resident_rung(bf16: bool, compiled: bool):
+    def resident_rung(bf16: bool, compiled: bool, loss_name: str = "la"):
         def run(tick):
             set_seed(0)
-            net = build(data.n_classes).to(dev)
+            loss = make_loss(loss_name, data.counts, run_epochs)
+            views = CIFAR_RECIPE["embedding_views"] if getattr(loss, "uses_embedding", False) else 1
+            net = build(data.n_classes, projection_dim=CIFAR_RECIPE["projection_dim"] if views > 1 else None).to(dev)
             if bf16 and dev.type == "cuda":
                 net = net.to(memory_format=torch.channels_last)
             fit(torch.compile(net, mode="reduce-overhead") if compiled else net,
                 torch.as_tensor(data.x_train, device=dev), torch.as_tensor(data.y_train, device=dev), loss,
                 epochs=epochs + 1, batch_size=batch_size, lr=0.1, weight_decay=2e-4, optimizer="sgd",
-                drop_last=True, augment=crop_flip, bf16=bf16 and dev.type == "cuda", progress=False,
-                on_epoch_end=tick)
+                drop_last=True, n_views=views, augment=crop_flip, bf16=bf16 and dev.type == "cuda",
+                progress=False, on_epoch_end=tick)
         return run
 
     rungs = [("DataLoader, CPU augmentation, fp32", dataloader_rung),
              ("GPU-resident data + augmentation, fp32", resident_rung(False, False)),
-             ("+ bf16 autocast + channels_last", resident_rung(True, False)),
-             ("+ torch.compile (reduce-overhead)", resident_rung(True, True))]
+             ("+ bf16 autocast + channels_last", resident_rung(True, False))]
+    if compile:
+        rungs.append(("+ torch.compile (reduce-overhead)", resident_rung(True, True)))
+    rungs.append(("ELM loss (2 views, projection), as above", resident_rung(True, compile, "elm")))
+    rows = []
     for name, run in rungs:
         try:
             times = _epoch_times(run)
         except Exception as e:  # e.g. compile unavailable: report the rung, keep the ladder
-            rows.append(f"{name:42s} failed: {type(e).__name__}: {str(e)[:80]}")
+            rows.append({"rung": name, "error": f"{type(e).__name__}: {str(e)[:200]}"})
             continue
         steady = float(np.median(times[1:]))
-        rows.append(f"{name:42s} {times[0]:9.2f} {steady:9.3f} {times[0] + steady * 199:12.0f}")
-    header = (f"speed ladder: {data.name}-LT rho={data.info.get('rho')}, {len(data.y_train)} images, {model}, "
-              f"LA loss, batch {batch_size}, on {hardware(dev)} (torch {torch.__version__})\n"
-              f"{'rung':42s} {'1st epoch':>9s} {'s/epoch':>9s} {'200 epochs':>12s}")
-    return "\n".join([header, *rows])
+        rows.append({"rung": name, "first_epoch_s": times[0], "steady_s_per_epoch": steady,
+                     "run_s": times[0] + steady * (run_epochs - 1)})
+    setup = (f"{data.name}-LT rho={data.info.get('rho')}, {len(data.y_train)} images, {model}, batch {batch_size}, "
+             f"{epochs} timed epochs per rung after a warm-up, on {hardware(dev)} (torch {torch.__version__})")
+    return {"setup": setup, "run_epochs": run_epochs, "rows": rows}
+
+
+def ladder_table(ladder: dict) -> str:
+    """The speed ladder of :func:`speed_ladder` as a text table."""
+    lines = [f"speed ladder: {ladder['setup']}",
+             f"{'rung':42s} {'1st epoch':>9s} {'s/epoch':>9s} {str(ladder['run_epochs']) + ' epochs':>12s}"]
+    for r in ladder["rows"]:
+        lines.append(f"{r['rung']:42s} failed: {r['error'][:80]}" if "error" in r else
+                     f"{r['rung']:42s} {r['first_epoch_s']:9.2f} {r['steady_s_per_epoch']:9.3f} {r['run_s']:12.0f}")
+    return "\n".join(lines)
 
 
 def _mean(values) -> float:

@@ -31,6 +31,7 @@ class History:
     loss: list = field(default_factory=list)
     train_balanced_accuracy: list = field(default_factory=list)
     val_balanced_accuracy: list = field(default_factory=list)
+    elapsed: list = field(default_factory=list)  # seconds since the start at each epoch's end
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -210,10 +211,11 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
     if hasattr(loss_fn, "to"):
         loss_fn.to(device)
     was_training = model.training
+    eager = getattr(model, "_orig_mod", model)  # under torch.compile: check without compiling a 2-row graph
     try:  # a wrong input shape is reported here, not from deep inside a layer mid-training
         with torch.no_grad():
-            model.eval()
-            model(x[:2])
+            eager.eval()
+            eager(x[:2])
     except RuntimeError as e:
         raise ValueError(f"the model cannot take inputs of shape {tuple(x.shape[1:])} (x has shape "
                          f"{tuple(x.shape)}): {e}") from None
@@ -287,6 +289,7 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
         if on_epoch_end is not None:
             on_epoch_end(epoch, model, history)
         history.seconds = time.perf_counter() - start
+        history.elapsed.append(history.seconds)
         if checkpoint is not None and rank == 0 and (epoch % checkpoint_every == 0 or epoch == epochs):
             save_atomic({"model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                          "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),

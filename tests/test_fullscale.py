@@ -7,7 +7,7 @@ import torch
 
 from elm_lite.cli import main
 from elm_lite.data import fake_cifar, load_cifar_lt
-from elm_lite.fullscale import lr_multiplier, make_loss, speed_ladder, summarize_runs, train_cifar
+from elm_lite.fullscale import ladder_table, lr_multiplier, make_loss, speed_ladder, summarize_runs, train_cifar
 from elm_lite.train import load_checkpoint
 
 TINY = dict(model="small_cnn", epochs=4, batch_size=32, lr=0.05, projection_dim=16)
@@ -99,8 +99,13 @@ def test_unknown_loss_and_recipe_entries(data):
 
 
 def test_speed_ladder_runs_on_cpu(data):
-    table = speed_ladder(data, device="cpu", epochs=1, model="small_cnn", batch_size=32)
-    assert table.count("\n") == 5 and "DataLoader" in table and "compile" in table
+    ladder = speed_ladder(data, device="cpu", epochs=1, model="small_cnn", batch_size=32, run_epochs=10)
+    assert [r["rung"].split()[0] for r in ladder["rows"]] == ["DataLoader,", "GPU-resident", "+", "+", "ELM"]
+    for row in ladder["rows"]:
+        if "error" not in row:  # run_s extrapolates the first epoch plus nine steady ones
+            assert row["run_s"] == pytest.approx(row["first_epoch_s"] + 9 * row["steady_s_per_epoch"])
+    table = ladder_table(ladder)
+    assert table.count("\n") == 6 and "DataLoader" in table and "compile" in table and "ELM" in table
 
 
 def test_summarize_runs(data):

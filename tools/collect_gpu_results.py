@@ -1,19 +1,53 @@
-"""Gather the results.json files of full-scale runs (e.g. the device check's output folder) into
-data/results/cifar_lt_gpu.json, the file notebook 06 shows.
+"""Gather the device check's output (benchmarks/gpu_check.py: its runs.tar.gz, or folders holding
+results.json / ladder.json files) into the files notebook 06 shows:
 
-    python tools/collect_gpu_results.py RUNS_DIR [RUNS_DIR ...]
+    data/results/cifar_lt_gpu.json             every run's results.json, and the speed ladder
+    data/results/cifar_lt_gpu_embeddings.npz   the test-feature samples of the seed-0 runs
+
+    python tools/collect_gpu_results.py runs.tar.gz [FOLDER ...]
 """
 import json
 import pathlib
 import sys
+import tarfile
+import tempfile
 
-from elm_lite.fullscale import summarize_runs
+import numpy as np
+
+from elm_lite.fullscale import ladder_table, summarize_runs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-runs = [json.loads(p.read_text()) for d in sys.argv[1:] for p in sorted(pathlib.Path(d).rglob("results.json"))]
-if not runs:
+folders = []
+for arg in sys.argv[1:]:
+    if arg.endswith(".tar.gz"):
+        folders.append(pathlib.Path(tempfile.mkdtemp()))
+        with tarfile.open(arg) as tar:
+            tar.extractall(folders[-1], filter="data")
+    else:
+        folders.append(pathlib.Path(arg))
+found = [p for d in folders for p in sorted(d.rglob("results.json"))]
+if not found:
     sys.exit("no results.json found under " + " ".join(sys.argv[1:]))
+runs = [json.loads(p.read_text()) for p in found]
+ladder = next((json.loads(p.read_text()) for d in folders for p in d.rglob("ladder.json")), None)
+if ladder is not None:  # the compiled rungs are the full runs' own timings (not extrapolated)
+    for r in sorted(runs, key=lambda r: r["loss"] != "la"):
+        if r["compile"] and r["seed"] == 0 and r["loss"] in ("la", "elm"):
+            name = "+ torch.compile, whole LA run" if r["loss"] == "la" else "ELM loss, whole compiled run"
+            ladder["rows"].append({"rung": f"{name} ({r['recipe']['epochs']} ep)",
+                                   "first_epoch_s": r["first_epoch_seconds"],
+                                   "steady_s_per_epoch": r["steady_seconds_per_epoch"], "run_s": r["total_seconds"]})
 out = ROOT / "data" / "results" / "cifar_lt_gpu.json"
-out.write_text(json.dumps({"hardware": ", ".join(sorted({r["hardware"] for r in runs})), "runs": runs}, indent=1))
+out.write_text(json.dumps({"hardware": ", ".join(sorted({r["hardware"] for r in runs})), "ladder": ladder,
+                           "runs": runs}, indent=1))
+samples = {}
+for path, r in zip(found, runs):
+    emb = path.parent / "embeddings.npz"
+    if r["seed"] == 0 and emb.exists():
+        with np.load(emb) as f:
+            samples[f"{r['loss']}_features"], samples[f"{r['loss']}_labels"] = f["features"], f["labels"]
+np.savez_compressed(out.with_name("cifar_lt_gpu_embeddings.npz"), **samples)
 print(summarize_runs(runs))
-print(f"wrote {out}")
+if ladder is not None:
+    print(ladder_table(ladder))
+print(f"wrote {out} and {out.with_name('cifar_lt_gpu_embeddings.npz')}")
