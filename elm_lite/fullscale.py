@@ -257,8 +257,10 @@ def ladder_table(ladder: dict) -> str:
     lines = [f"speed ladder: {ladder['setup']}",
              f"{'rung':42s} {'1st epoch':>9s} {'s/epoch':>9s} {str(ladder['run_epochs']) + ' epochs':>12s}"]
     for r in ladder["rows"]:
+        measured = r.get("measured_run")  # a row taken from a whole run rather than a few epochs
         lines.append(f"{r['rung']:42s} failed: {r['error'][:80]}" if "error" in r else
-                     f"{r['rung']:42s} {r['first_epoch_s']:9.2f} {r['steady_s_per_epoch']:9.3f} {r['run_s']:12.0f}")
+                     f"{r['rung']:42s} {r['first_epoch_s']:9.2f} {r['steady_s_per_epoch']:9.3f} {r['run_s']:12.0f}"
+                     + (f"   (measured: {measured['epochs']} epochs in {measured['total_s']:.0f} s)" if measured else ""))
     return "\n".join(lines)
 
 
