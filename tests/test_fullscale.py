@@ -119,3 +119,34 @@ def test_resume_refuses_a_checkpoint_of_another_run(data, tmp_path):
     train_cifar(data, "la", out_dir=tmp_path, checkpoint_every=1, progress=False, **{**TINY, "epochs": 1})
     with pytest.raises(ValueError, match="different run"):
         train_cifar(data, "la", out_dir=tmp_path, resume=True, progress=False, **{**TINY, "batch_size": 16})
+
+
+def test_collect_tool_gathers_a_runs_tarball(data, tmp_path):
+    """tools/collect_gpu_results.py: the device check's runs.tar.gz -> the two files notebook 06 reads."""
+    import subprocess
+    import sys
+    import tarfile
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    runs = tmp_path / "runs"
+    for loss in ("la", "elm"):
+        train_cifar(data, loss, out_dir=runs / f"{loss}_s0", progress=False, **{**TINY, "epochs": 1})
+    (runs / "ladder").mkdir()
+    ladder = {"setup": "tiny", "run_epochs": 200, "rows": [{"rung": "a", "first_epoch_s": 2.0, "steady_s_per_epoch": 1.0, "run_s": 201.0}]}
+    (runs / "ladder" / "ladder.json").write_text(json.dumps(ladder))
+    with tarfile.open(tmp_path / "runs.tar.gz", "w:gz") as tar:
+        for p in sorted(runs.glob("*/*")):
+            if p.name in ("results.json", "embeddings.npz", "ladder.json"):
+                tar.add(p, arcname=str(p.relative_to(runs)))
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run([sys.executable, str(root / "tools" / "collect_gpu_results.py"), str(tmp_path / "runs.tar.gz"),
+                           "--out", str(out)], capture_output=True, text=True, cwd=root)
+    assert done.returncode == 0, done.stderr
+    shipped = json.loads((out / "cifar_lt_gpu.json").read_text())
+    assert sorted(r["loss"] for r in shipped["runs"]) == ["elm", "la"]
+    # the ladder gains the whole runs' compiled rungs only for compiled runs (these were not)
+    assert [r["rung"] for r in shipped["ladder"]["rows"]] == ["a"]
+    with np.load(out / "cifar_lt_gpu_embeddings.npz") as f:
+        assert sorted(f.files) == ["elm_features", "elm_labels", "la_features", "la_labels"]
+        assert len(f["la_features"]) == len(f["la_labels"]) > 0

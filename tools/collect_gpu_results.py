@@ -4,8 +4,9 @@ results.json / ladder.json files) into the files notebook 06 shows:
     data/results/cifar_lt_gpu.json             every run's results.json, and the speed ladder
     data/results/cifar_lt_gpu_embeddings.npz   the test-feature samples of the seed-0 runs
 
-    python tools/collect_gpu_results.py runs.tar.gz [FOLDER ...]
+    python tools/collect_gpu_results.py runs.tar.gz [FOLDER ...] [--out DIR]   (DIR: data/results)
 """
+import argparse
 import json
 import pathlib
 import sys
@@ -17,8 +18,12 @@ import numpy as np
 from elm_lite.fullscale import ladder_table, summarize_runs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("sources", nargs="+", help="runs.tar.gz files or folders holding results.json files")
+parser.add_argument("--out", default=str(ROOT / "data" / "results"), help="folder for the two output files")
+args = parser.parse_args()
 folders = []
-for arg in sys.argv[1:]:
+for arg in args.sources:
     if arg.endswith(".tar.gz"):
         folders.append(pathlib.Path(tempfile.mkdtemp()))
         with tarfile.open(arg) as tar:
@@ -27,7 +32,7 @@ for arg in sys.argv[1:]:
         folders.append(pathlib.Path(arg))
 found = [p for d in folders for p in sorted(d.rglob("results.json"))]
 if not found:
-    sys.exit("no results.json found under " + " ".join(sys.argv[1:]))
+    sys.exit("no results.json found under " + " ".join(args.sources))
 runs = [json.loads(p.read_text()) for p in found]
 ladder = next((json.loads(p.read_text()) for d in folders for p in d.rglob("ladder.json")), None)
 if ladder is not None:  # the compiled rungs come from whole runs: their own first and steady epochs
@@ -39,7 +44,7 @@ if ladder is not None:  # the compiled rungs come from whole runs: their own fir
                 "steady_s_per_epoch": r["steady_seconds_per_epoch"],
                 "run_s": r["first_epoch_seconds"] + r["steady_seconds_per_epoch"] * (ladder["run_epochs"] - 1),
                 "measured_run": {"epochs": r["recipe"]["epochs"], "total_s": r["total_seconds"]}})
-out = ROOT / "data" / "results" / "cifar_lt_gpu.json"
+out = pathlib.Path(args.out) / "cifar_lt_gpu.json"
 out.write_text(json.dumps({"hardware": ", ".join(sorted({r["hardware"] for r in runs})), "ladder": ladder,
                            "runs": runs}, indent=1))
 samples = {}

@@ -1,0 +1,54 @@
+"""The measured results shipped in data/results/ are complete and say what the docs say they say."""
+import numpy as np
+import pytest
+
+from elm_lite.experiments import load_results
+from elm_lite.fullscale import ladder_table, summarize_runs
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    return load_results("cifar_lt_gpu.json")
+
+
+def _mean(runs, loss, key=lambda r: r["balanced_accuracy"]):
+    values = [key(r) for r in runs if r["loss"] == loss]
+    assert values, f"no {loss} run shipped"
+    return float(np.mean(values))
+
+
+def test_gpu_runs_are_complete_and_use_the_standard_construction(gpu):
+    assert "H200" in gpu["hardware"]
+    for r in gpu["runs"]:
+        assert r["dataset"] == "cifar10" and r["rho"] == 100 and sum(r["counts"]) == 12406
+        assert r["recipe"]["model"] == "resnet32" and r["compile"] and r["bf16"]
+        assert len(r["per_class_accuracy"]) == len(r["per_class_spread"]) == 10
+        assert len(r["history"]["epoch"]) == r["recipe"]["epochs"] == 120  # as notebook 06 and the README say
+    assert sorted((r["loss"], r["seed"]) for r in gpu["runs"]) == [("ce", 0), ("elm", 0), ("la", 0), ("la", 1)]
+    assert summarize_runs(gpu["runs"]).count("\n") == 3
+
+
+def test_gpu_results_match_the_prose(gpu):
+    """Notebook 06 and the README: LA beats CE by about 7 points; ELM is within a point of LA (not
+    the 1.5-point gain checked for); ELM's medium-split (tail) spread is higher than LA's."""
+    runs = gpu["runs"]
+    ce, la, elm = (_mean(runs, loss) for loss in ("ce", "la", "elm"))
+    assert 0.06 < la - ce < 0.09
+    assert abs(elm - la) < 0.01
+    tail = lambda r: r["spread"]["medium"]  # noqa: E731 -- CIFAR-10-LT's few split is empty
+    assert _mean(runs, "elm", tail) > _mean(runs, "la", tail)
+
+
+def test_gpu_ladder_has_every_rung_with_times(gpu):
+    rows = gpu["ladder"]["rows"]
+    assert [r["rung"].split()[0] for r in rows] == ["DataLoader,", "GPU-resident", "+", "ELM", "+", "ELM"]
+    assert all(r["steady_s_per_epoch"] > 0 and r["run_s"] > r["first_epoch_s"] for r in rows)
+    compiled = {r["rung"]: r for r in rows if "measured_run" in r}
+    assert len(compiled) == 2 and "measured" in ladder_table(gpu["ladder"])
+
+
+def test_gpu_embedding_samples(gpu):
+    sample = load_results("cifar_lt_gpu_embeddings.npz")
+    for loss in ("ce", "la", "elm"):
+        z, y = sample[f"{loss}_features"], sample[f"{loss}_labels"]
+        assert z.shape == (1000, 64) and np.bincount(y).tolist() == [100] * 10
