@@ -408,9 +408,11 @@ class LiveCurves:
         fig = make_subplots(specs=[[{"secondary_y": True}]])
         fig.add_trace(go.Scatter(x=[], y=[], name="loss"), secondary_y=False)
         fig.add_trace(go.Scatter(x=[], y=[], name="balanced accuracy (train batches)"), secondary_y=True)
-        fig.update_layout(title=title, xaxis_title="epoch", width=720, height=340)
+        fig.update_layout(title=title, xaxis_title="epoch", width=720, height=360,
+                          legend=dict(orientation="h", y=-0.3))
         fig.update_yaxes(title="loss", secondary_y=False)
-        fig.update_yaxes(title="balanced accuracy", range=[0, 1], secondary_y=True)
+        fig.update_yaxes(title="balanced accuracy", range=[0, 1], tickmode="linear", tick0=0, dtick=0.25,
+                         tickformat=".0%", showgrid=False, secondary_y=True)
         self.figure = go.FigureWidget(fig)
 
     def on_epoch_end(self, epoch: int, model, history: History) -> None:

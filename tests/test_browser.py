@@ -49,7 +49,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A private JupyterLab on a free port, serving a copy of the notebooks (autosave cannot touch
-    the committed ones); shut down with its kernels at the end."""
+    the committed ones) from the folder ``work``; yields ``(url, token, work)``; shut down with its
+    kernels at the end."""
     work = tmp_path_factory.mktemp("lab")
     for nb in NOTEBOOKS:
         shutil.copy(nb, work / nb.name)
@@ -72,7 +73,7 @@ def lab(tmp_path_factory):
     else:
         proc.terminate()
         pytest.fail(f"JupyterLab did not start; log:\n{(work / 'lab.log').read_text()[-3000:]}")
-    yield base, token
+    yield base, token, work
     req = urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST")
     try:
         urllib.request.urlopen(req, timeout=10)
@@ -108,7 +109,7 @@ FINGERPRINT = """el => JSON.stringify((el.data || []).map(t => [t.type, (t.x || 
 
 @pytest.mark.parametrize("path", WIDGET_NOTEBOOKS, ids=lambda p: p.name)
 def test_widgets_render_and_react_in_jupyterlab(path, lab, browser):
-    base, token = lab
+    base, token, _ = lab
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     stem = path.stem
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -191,3 +192,36 @@ def test_workshop_mode_voila_serves_an_app(browser, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+LIVE_NOTEBOOK = next(p for p in NOTEBOOKS if p.name.startswith("06_"))
+
+
+def test_live_training_curves_grow_in_jupyterlab(lab, browser, tmp_path):
+    """Notebook 06's LiveCurves (a FigureWidget the training loop updates after every epoch) renders in
+    JupyterLab and ends with one point per epoch. A CPU-sized run: 3 epochs on generated images."""
+    base, token, work = lab
+    nb = nbformat.read(LIVE_NOTEBOOK, 4)
+    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nb.cells.insert(at + 1, nbformat.v4.new_code_cell(
+        f'DOWNLOAD, ROOT, EPOCHS, MODEL, OUT = False, "no-cifar-here", 3, "small_cnn", r"{tmp_path / "run"}"'))
+    name = "06_live_test.ipynb"
+    nbformat.write(nb, work / name)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{base}/lab/tree/{name}?reset&token={token}")
+    page.wait_for_selector(".jp-Notebook", timeout=60_000)
+    page.wait_for_selector(".jp-StatusBar-TextItem:has-text('Idle')", timeout=60_000)
+    page.locator(".jp-Notebook").click()
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    page.wait_for_timeout(2000)
+    _wait_idle(page, timeout_s=300)
+    assert page.locator("text=Error displaying widget").count() == 0
+    assert page.locator(".jp-OutputArea-output [data-mime-type='application/vnd.jupyter.stderr']:has-text('Traceback')").count() == 0
+    curves = page.locator(".jp-OutputArea-output .js-plotly-plot").first
+    curves.scroll_into_view_if_needed()
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(ARTIFACTS / "06-live-curves.png"), full_page=False)
+    points = curves.evaluate("el => (el.data || []).map(t => (t.x || []).length)")
+    assert points == [3, 3], f"the live curves should hold one point per epoch, got {points}"
+    page.close()

@@ -179,3 +179,11 @@ def test_corrupt_download_is_rejected_and_removed(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="MD5"):
         load_cifar_lt("cifar10", root=tmp_path / "root", download=True)
     assert list((tmp_path / "root").iterdir()) == []
+
+
+def test_unreachable_download_says_what_to_do_and_leaves_nothing(tmp_path, monkeypatch):
+    from elm_lite import data as D
+    monkeypatch.setitem(D.CIFAR_URLS, "cifar10", "http://127.0.0.1:9/cifar-10-python.tar.gz")  # nothing listens
+    with pytest.raises(FileNotFoundError, match="could not download .*by hand.*npz=PATH"):
+        load_cifar_lt("cifar10", root=tmp_path / "root", download=True)
+    assert list((tmp_path / "root").iterdir()) == []
