@@ -150,3 +150,15 @@ def test_collect_tool_gathers_a_runs_tarball(data, tmp_path):
     with np.load(out / "cifar_lt_gpu_embeddings.npz") as f:
         assert sorted(f.files) == ["elm_features", "elm_labels", "la_features", "la_labels"]
         assert len(f["la_features"]) == len(f["la_labels"]) > 0
+
+
+def test_step_anatomy_benchmark_counts_each_phase():
+    """benchmarks/step_anatomy.py: every phase of a step is counted; ELM runs more eager operations."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from step_anatomy import one_step
+    la, elm = (one_step(loss, torch.device("cpu"), batch_size=16) for loss in ("la", "elm"))
+    assert len(la) == len(elm) == 8 and all(n > 0 for n in la.values())
+    eager = lambda t: sum(n for phase, n in t.items() if "compiled" not in phase)  # noqa: E731
+    assert eager(elm) > 2 * eager(la)  # the contrastive term and the second view
