@@ -189,9 +189,11 @@ def speed_ladder(data: ImageData, device: str = "auto", epochs: int = 3, model: 
     device, (3) + bf16 autocast and channels_last, (4) + ``torch.compile``; then (5) the ELM loss
     (two views, projection head, contrastive term) on rung 4. One warm-up epoch per rung is timed
     apart (it holds compilation). ``compile=False`` leaves rung 4 out and times the ELM loss on
-    rung 3 (a quick ladder; a full ``train --compile`` run then measures the compiled rung). Returns ``{"setup": ..., "rows": [{"rung", "first_epoch_s",
-    "steady_s_per_epoch", "run_s"} | {"rung", "error"}]}``; ``run_s`` = first epoch + the
-    median steady epoch x (``run_epochs`` - 1). :func:`ladder_table` prints it."""
+    rung 3 (a quick ladder; a whole ``train --compile`` run then measures the compiled rung).
+
+    Returns ``{"setup", "run_epochs", "rows": [{"rung", "first_epoch_s", "steady_s_per_epoch",
+    "run_s"} | {"rung", "error"}]}`` with ``run_s`` = first epoch + median steady epoch x
+    (``run_epochs`` - 1); :func:`ladder_table` prints it."""
     dev = resolve_device(device)
     torch.backends.cudnn.benchmark = dev.type == "cuda"
     build = {"resnet32": ResNet32, "small_cnn": SmallCNN}[model]
