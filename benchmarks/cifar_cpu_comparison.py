@@ -52,6 +52,7 @@ def main() -> None:
     from run_benchmarks import machine
     from elm_lite.data import load_cifar_lt
     from elm_lite.experiments import IMAGE_RECIPE, compare, summarize, train_image_model
+    from elm_lite.fullscale import write_json_atomic
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--npz", help="a .npz with x_train, y_train, x_test, y_test (CIFAR-10)")
@@ -79,9 +80,7 @@ def main() -> None:
 
     def save(rows):
         if partial:
-            tmp = partial.with_name(partial.name + ".tmp")
-            tmp.write_text(json.dumps({"recipe": recipe, "rows": rows}))
-            tmp.replace(partial)
+            write_json_atomic({"recipe": recipe, "rows": rows}, partial)
     start = time.perf_counter()
     rows = compare(chosen, data, seeds=tuple(args.seeds), progress=True, train=train_image_model, done=done,
                    on_row=save, **recipe)
@@ -93,12 +92,8 @@ def main() -> None:
           f"recipe: {recipe}\n{table}\n{seconds:.0f} s in all")
     if args.out:
         out = pathlib.Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"machine": machine(), "data": data.source, "recipe": recipe,
-                                   "seeds": args.seeds, "seconds": seconds, "rows": rows, "table": table,
-                                   "python": platform.python_version()}, indent=1))
-        tmp.replace(out)
+        write_json_atomic({"machine": machine(), "data": data.source, "recipe": recipe, "seeds": args.seeds,
+                           "seconds": seconds, "rows": rows, "table": table, "python": platform.python_version()}, out)
         if partial and partial.exists():
             partial.unlink()
 

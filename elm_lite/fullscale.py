@@ -95,7 +95,10 @@ def evaluate(model, x: np.ndarray, device: torch.device, batch: int = 1000) -> t
     return torch.cat(logits).numpy(), torch.cat(feats).numpy()
 
 
-def write_json_atomic(obj, path: Path) -> None:
+def write_json_atomic(obj, path) -> None:
+    """Write ``obj`` as JSON to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1))
     os.replace(tmp, path)

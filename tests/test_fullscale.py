@@ -162,3 +162,10 @@ def test_step_anatomy_benchmark_counts_each_phase():
     assert len(la) == len(elm) == 8 and all(n > 0 for n in la.values())
     eager = lambda t: sum(n for phase, n in t.items() if "compiled" not in phase)  # noqa: E731
     assert eager(elm) > 2 * eager(la)  # the contrastive term and the second view
+
+
+def test_write_json_atomic_creates_the_folder_and_leaves_no_temporary(tmp_path):
+    from elm_lite.fullscale import write_json_atomic
+    target = tmp_path / "new" / "folder" / "results.json"
+    write_json_atomic({"a": 1}, target)
+    assert json.loads(target.read_text()) == {"a": 1} and [p.name for p in target.parent.iterdir()] == ["results.json"]
