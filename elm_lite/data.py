@@ -58,17 +58,23 @@ def longtail_counts(n_max: int, n_classes: int, rho: float, profile: str = "exp"
     return np.asarray(counts, dtype=np.int64)
 
 
+def _counts_and_batch(counts, batch_size) -> tuple[np.ndarray, int, int]:
+    """Checked ``(counts as int64, total, batch_size)`` for drawing batches from those counts."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    batch_size = _check_positive_int("batch_size", batch_size)
+    if batch_size > total:
+        raise ValueError(f"batch_size={batch_size} exceeds the dataset size {total}.")
+    return counts, total, batch_size
+
+
 def batch_class_stats(counts, batch_size: int) -> dict[str, np.ndarray]:
     """What a uniformly drawn mini-batch (without replacement) holds of each class.
 
     Returns ``expected`` (mean count per class, shape ``(C,)``) and ``p_none`` (probability the
     batch holds no example of the class, exact hypergeometric).
     """
-    counts = np.asarray(counts, dtype=np.int64)
-    total = int(counts.sum())
-    batch_size = _check_positive_int("batch_size", batch_size)
-    if batch_size > total:
-        raise ValueError(f"batch_size={batch_size} exceeds the dataset size {total}.")
+    counts, total, batch_size = _counts_and_batch(counts, batch_size)
     k = np.arange(batch_size)
     # P(no example of class c) = prod_k (N - n_c - k) / (N - k)
     p_none = np.array([np.prod(np.clip(total - n - k, 0, None) / (total - k)) for n in counts])
@@ -229,11 +235,7 @@ def anchor_positive_prob(counts, batch_size: int) -> np.ndarray:
     probability that the batch holds at least one *other* example of its class -- a positive
     for a supervised-contrastive loss. Shape ``(C,)``. (With two views per image, or class
     prototypes in the contrast set, every anchor has a positive.)"""
-    counts = np.asarray(counts, dtype=np.int64)
-    total = int(counts.sum())
-    batch_size = _check_positive_int("batch_size", batch_size)
-    if batch_size > total:
-        raise ValueError(f"batch_size={batch_size} exceeds the dataset size {total}.")
+    counts, total, batch_size = _counts_and_batch(counts, batch_size)
     k = np.arange(batch_size - 1)  # the other B-1 slots, drawn from the other N-1 examples
     return np.array([1 - np.prod(np.clip(total - n - k, 0, None) / (total - 1 - k)) for n in counts])
 

@@ -102,20 +102,14 @@ def _wait_idle(page, timeout_s: float) -> None:
     raise AssertionError("the notebook did not finish running in time")
 
 
-FINGERPRINT = """el => JSON.stringify((el.data || []).map(t => [t.type, (t.x || []).length,
-    t.z ? JSON.stringify(t.z).length + ':' + JSON.stringify(t.z).split('1').length : '',
-    t.y ? JSON.stringify(t.y).slice(0, 200) : '']))"""
-
-
-@pytest.mark.parametrize("path", WIDGET_NOTEBOOKS, ids=lambda p: p.name)
-def test_widgets_render_and_react_in_jupyterlab(path, lab, browser):
-    base, token, _ = lab
+def _run_all_cells(browser, base: str, token: str, name: str):
+    """Open notebook ``name`` in the lab, Run All Cells, wait until idle; returns ``(page, errors)``
+    (the page's JavaScript errors, collected as they happen)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    stem = path.stem
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{base}/lab/tree/{path.name}?reset&token={token}")
+    page.goto(f"{base}/lab/tree/{name}?reset&token={token}")
     page.wait_for_selector(".jp-Notebook", timeout=60_000)
     page.wait_for_selector(".jp-StatusBar-TextItem:has-text('Idle')", timeout=60_000)
     for toast in page.locator(".jp-toast-button:has-text('No')").all():  # the news / update toast
@@ -125,6 +119,19 @@ def test_widgets_render_and_react_in_jupyterlab(path, lab, browser):
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
     page.wait_for_timeout(2000)
     _wait_idle(page, timeout_s=300)
+    return page, errors
+
+
+FINGERPRINT = """el => JSON.stringify((el.data || []).map(t => [t.type, (t.x || []).length,
+    t.z ? JSON.stringify(t.z).length + ':' + JSON.stringify(t.z).split('1').length : '',
+    t.y ? JSON.stringify(t.y).slice(0, 200) : '']))"""
+
+
+@pytest.mark.parametrize("path", WIDGET_NOTEBOOKS, ids=lambda p: p.name)
+def test_widgets_render_and_react_in_jupyterlab(path, lab, browser):
+    base, token, _ = lab
+    stem = path.stem
+    page, errors = _run_all_cells(browser, base, token, path.name)
 
     app = page.locator(".widget-vbox").first
     app.scroll_into_view_if_needed()
@@ -207,15 +214,7 @@ def test_live_training_curves_grow_in_jupyterlab(lab, browser, tmp_path):
         f'DOWNLOAD, ROOT, EPOCHS, MODEL, OUT = False, "no-cifar-here", 3, "small_cnn", r"{tmp_path / "run"}"'))
     name = "06_live_test.ipynb"
     nbformat.write(nb, work / name)
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(f"{base}/lab/tree/{name}?reset&token={token}")
-    page.wait_for_selector(".jp-Notebook", timeout=60_000)
-    page.wait_for_selector(".jp-StatusBar-TextItem:has-text('Idle')", timeout=60_000)
-    page.locator(".jp-Notebook").click()
-    page.get_by_role("menuitem", name="Run", exact=True).click()
-    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-    page.wait_for_timeout(2000)
-    _wait_idle(page, timeout_s=300)
+    page, errors = _run_all_cells(browser, base, token, name)
     assert page.locator("text=Error displaying widget").count() == 0
     assert page.locator(".jp-OutputArea-output [data-mime-type='application/vnd.jupyter.stderr']:has-text('Traceback')").count() == 0
     curves = page.locator(".jp-OutputArea-output .js-plotly-plot").first
@@ -224,4 +223,5 @@ def test_live_training_curves_grow_in_jupyterlab(lab, browser, tmp_path):
     page.screenshot(path=str(ARTIFACTS / "06-live-curves.png"), full_page=False)
     points = curves.evaluate("el => (el.data || []).map(t => (t.x || []).length)")
     assert points == [3, 3], f"the live curves should hold one point per epoch, got {points}"
+    assert not [e for e in errors if "widget" in e.lower()], errors
     page.close()
