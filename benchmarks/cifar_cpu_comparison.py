@@ -21,37 +21,23 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def methods(epochs: int) -> dict:
-    from elm_lite import losses
-    from elm_lite.experiments import ELM_TOY_LOSS
-    elm = dict(ELM_TOY_LOSS)
-    return {
-        "CE": (lambda c: losses.get("ce", c), {}),
-        "LA": (lambda c: losses.get("la", c), {}),
-        "LDAM-DRW": (lambda c: losses.get("ldam", c, drw_epoch=max(1, (3 * epochs) // 4)), {"cosine": True}),
-        "SupCon + LA": (lambda c: losses.ELMLoss(c, **{**elm, "delta_max": 0.0}), {"n_views": 2}),
-        "ELM": (lambda c: losses.ELMLoss(c, **elm), {"n_views": 2}),
-    }
-
-
 def elm_variants() -> dict:
     """What we tried when ELM did not beat LA: weaker embedding term, warmer temperature, contrasting
     the backbone features themselves (no projection head), the margin on the negatives."""
-    from elm_lite import losses
-    from elm_lite.experiments import ELM_TOY_LOSS
-    elm = dict(ELM_TOY_LOSS)
-    return {
-        "ELM, lambda 0.25": (lambda c: losses.ELMLoss(c, **{**elm, "lam": 0.25}), {"n_views": 2}),
-        "ELM, temperature 0.5": (lambda c: losses.ELMLoss(c, **{**elm, "temperature": 0.5}), {"n_views": 2}),
-        "ELM, no projection head": (lambda c: losses.ELMLoss(c, **elm), {"n_views": 2, "projection_dim": None}),
-        "ELM, margin on negatives": (lambda c: losses.ELMLoss(c, **{**elm, "placement": "negative"}), {"n_views": 2}),
-    }
+    from elm_lite import methods
+    elm = methods.get("elm")
+    return {v.label: v for v in (elm.variant("ELM, lambda 0.25", lam=0.25),
+                                 elm.variant("ELM, temperature 0.5", temperature=0.5),
+                                 elm.variant("ELM, no projection head", recipe={"projection_dim": None}),
+                                 elm.variant("ELM, margin on negatives", placement="negative"))}
 
 
 def main() -> None:
     from run_benchmarks import machine
     from elm_lite.data import load_cifar_lt
-    from elm_lite.experiments import IMAGE_RECIPE, compare, summarize, train_image_model
+    from elm_lite import methods
+    from elm_lite.experiments import compare, summarize, train_image_model
+    from elm_lite.recipes import IMAGE_RECIPE
     from elm_lite.fullscale import write_json_atomic
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,7 +54,7 @@ def main() -> None:
     except (FileNotFoundError, ValueError) as e:
         print(f"skipped: {e}")
         return
-    chosen = elm_variants() if args.variants else methods(args.epochs)
+    chosen = elm_variants() if args.variants else methods.by_label(methods.COMPARISON)
     if args.methods:
         chosen = {k: v for k, v in chosen.items() if k in args.methods}
     recipe = {**IMAGE_RECIPE, "epochs": args.epochs}
@@ -83,7 +69,7 @@ def main() -> None:
             write_json_atomic({"recipe": recipe, "rows": rows}, partial)
     start = time.perf_counter()
     rows = compare(chosen, data, seeds=tuple(args.seeds), progress=True, train=train_image_model, done=done,
-                   on_row=save, **recipe)
+                   on_row=save, epochs=args.epochs)
     seconds = time.perf_counter() - start
     # CIFAR-10-LT has no class under 20 images: its tail is the "medium" split (83 and 50 images)
     columns = ("balanced_accuracy", "acc_many", "acc_medium", "spread_medium", "spread_many")

@@ -61,18 +61,19 @@ def bench_callbacks(repeats: int) -> list[tuple[str, float, str]]:
         return median_ms(lambda: app.update(**{name: next(values)}), repeats)
 
     import elm_lite as el
-    from elm_lite import losses
-    from elm_lite.experiments import EMBEDDING_RECIPE, EMBEDDING_TOY, train_embedding_model
+    from elm_lite import methods
+    from elm_lite.experiments import train_embedding_model
+    from elm_lite.recipes import EMBEDDING_TOY
     from elm_lite.widgets import embedding_margin_app
 
-    lt, lm = longtail_app(rho=100), logit_margin_app("LA loss", rho=100)
+    lt, lm = longtail_app(rho=100), logit_margin_app("la", rho=100)
     data = el.make_toy(**EMBEDDING_TOY)
-    baseline = train_embedding_model(data, losses.get("la", data.counts), **{**EMBEDDING_RECIPE, "n_views": 1, "jitter": 0.0})
+    baseline = train_embedding_model(data, methods.get("la"))
     em = embedding_margin_app(data=data, baseline=baseline)
     slow = max(3, repeats // 3)
     return [("01 rho slider (regenerate + retrain + redraw)", alternate(lt, "rho", 10, 100), "< 300 ms"),
             ("02 tau slider (retrain LA + redraw)", alternate(lm, "tau", 0.5, 1.0), "< 200 ms"),
-            ("02 loss selector (retrain + redraw)", alternate(lm, "method", "CE", "LDAM"), "< 200 ms"),
+            ("02 loss selector (retrain + redraw)", alternate(lm, "method", "ce", "ldam"), "< 200 ms"),
             ("04 delta_max slider (retrain MLP + redraw)", median_ms(
                 lambda: em.update(delta_max=0.5 if em.values()["delta_max"] != 0.5 else 0.2), slow), "< 2000 ms")]
 
@@ -81,7 +82,7 @@ def bench_losses(repeats: int) -> list[tuple[int, float, float, float]]:
     """(batch, CE ms, embedding-margin ms, ELM ms): forward+backward on one batch, embedding dim 128,
     100 classes; CE on logits of a linear head over the same embeddings."""
     import torch
-    from elm_lite import losses
+    from elm_lite import losses, methods
     counts = [int(500 * 0.01 ** (i / 99)) for i in range(100)]
     rows = []
     for batch in (256, 512, 1024):
@@ -89,7 +90,7 @@ def bench_losses(repeats: int) -> list[tuple[int, float, float, float]]:
         z = torch.randn(batch, 128, generator=gen, requires_grad=True)
         head = torch.randn(128, 100, generator=gen, requires_grad=True)
         y = torch.randint(0, 100, (batch,), generator=gen)
-        ce, emb, elm = losses.get("ce", counts), losses.EmbeddingMarginLoss(counts, 0.1, 0.5), losses.ELMLoss(counts)
+        ce, emb, elm = methods.get("ce").build_loss(counts), losses.EmbeddingMarginLoss(counts, 0.1, 0.5), losses.ELMLoss(counts)
 
         def step(fn):
             z.grad = head.grad = None

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from elm_lite.fullscale import CIFAR_RECIPE, make_loss
+from elm_lite import methods
+from elm_lite.recipes import CIFAR_RECIPE
 from elm_lite.models import ResNet32
 from elm_lite.train import compute_loss, crop_flip
 
@@ -43,11 +44,12 @@ class OpCounter(TorchDispatchMode):
 def one_step(loss_name: str, device: torch.device, batch_size: int) -> dict:
     """Operation counts per phase of the second training step (the first one builds optimizer state)."""
     counts = np.array([5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50])
-    loss_fn = make_loss(loss_name, counts, CIFAR_RECIPE["epochs"]).to(device)
-    views = CIFAR_RECIPE["embedding_views"] if getattr(loss_fn, "uses_embedding", False) else 1
+    method = methods.get(loss_name)
+    loss_fn, views = method.build_loss(counts, CIFAR_RECIPE["epochs"]).to(device), method.views
     model = ResNet32(10, projection_dim=CIFAR_RECIPE["projection_dim"] if views > 1 else None).to(device)
     # foreach=True: the multi-tensor SGD that torch picks by default on CUDA (a few ops for all parameters)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4, foreach=True)
+    opt = torch.optim.SGD(model.parameters(), lr=CIFAR_RECIPE["lr"], momentum=0.9,
+                          weight_decay=CIFAR_RECIPE["weight_decay"], foreach=True)
     x = torch.rand(1024, 32, 32, 3, device=device) * 255
     y = torch.as_tensor(np.repeat(np.arange(10), 103)[:1024], device=device)
     counter = OpCounter()

@@ -28,13 +28,14 @@ def _load(args):
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .fullscale import CIFAR_RECIPE, LOSS_NAMES
+    from .methods import FULLSCALE_METHODS
+    from .recipes import CIFAR_RECIPE
     parser = argparse.ArgumentParser(prog="python -m elm_lite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="one CIFAR-LT run with the standard recipe")
     _data_args(train)
-    train.add_argument("--loss", choices=LOSS_NAMES, default="la")
+    train.add_argument("--loss", choices=FULLSCALE_METHODS, default="la")
     train.add_argument("--epochs", type=int, default=CIFAR_RECIPE["epochs"])
     train.add_argument("--model", choices=("resnet32", "small_cnn"), default=CIFAR_RECIPE["model"])
     train.add_argument("--batch-size", type=int, default=CIFAR_RECIPE["batch_size"])

@@ -269,6 +269,17 @@ def longtail_indices(labels, rho: float, seed: int = 0) -> np.ndarray:
     return np.concatenate(keep).astype(np.int64)
 
 
+def content_hash(*arrays: np.ndarray) -> str:
+    """SHA-256 of the arrays' shapes, dtypes and bytes: equal exactly when the data are equal."""
+    import hashlib
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 @dataclass
 class ImageData:
     """A long-tailed image training set and its balanced test set.
@@ -288,22 +299,42 @@ class ImageData:
         return len(self.counts)
 
 
+def _check_images(x: np.ndarray, key: str, where: str) -> np.ndarray:
+    """``x`` as uint8 ``(N, 32, 32, 3)``; floats or out-of-range integers are refused, never cast."""
+    if x.ndim != 4 or x.shape[1:] != (32, 32, 3):
+        raise ValueError(f"{where}: {key} must have shape (N, 32, 32, 3) (height, width, RGB), got {x.shape}; "
+                         "for (N, 3, 32, 32) arrays use x.transpose(0, 2, 3, 1).")
+    if np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{where}: {key} must be uint8 pixels in [0, 255], got dtype {x.dtype}; for floats in "
+                         "[0, 1] convert with (x * 255).round().astype(np.uint8).")
+    if not np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"{where}: {key} must be uint8 pixels in [0, 255], got dtype {x.dtype}.")
+    if x.dtype != np.uint8 and x.size and (x.min() < 0 or x.max() > 255):
+        raise ValueError(f"{where}: {key} must hold pixels in [0, 255], got values from {x.min()} to {x.max()}; "
+                         "rescale to [0, 255] and convert with .astype(np.uint8).")
+    return x.astype(np.uint8, copy=False)
+
+
 def _check_image_arrays(arrays: dict, n_classes: int, where: str) -> dict:
+    """The four arrays checked: images uint8 ``(N, 32, 32, 3)``, labels int64 ``(N,)`` in
+    ``[0, n_classes)`` with every class present in both splits."""
     missing = [k for k in NPZ_KEYS if k not in arrays]
     if missing:
         raise ValueError(f"{where} lacks the arrays {missing}; it needs {list(NPZ_KEYS)} "
                          "(x_* uint8 of shape (N, 32, 32, 3), y_* integer labels of shape (N,)).")
     out = {k: np.asarray(arrays[k]) for k in NPZ_KEYS}
     for split in ("train", "test"):
-        x, y = out[f"x_{split}"], out[f"y_{split}"]
-        if x.ndim != 4 or x.shape[1:] != (32, 32, 3):
-            raise ValueError(f"{where}: x_{split} must have shape (N, 32, 32, 3), got {x.shape}.")
+        x, y = _check_images(out[f"x_{split}"], f"x_{split}", where), out[f"y_{split}"]
         if y.shape != (len(x),):
             raise ValueError(f"{where}: y_{split} must have shape ({len(x)},), got {y.shape}.")
         if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes:
-            raise ValueError(f"{where}: y_{split} must hold integer labels in [0, {n_classes}).")
-        out[f"y_{split}"] = y.astype(np.int64)
-        out[f"x_{split}"] = x.astype(np.uint8)
+            raise ValueError(f"{where}: y_{split} must hold integer labels in [0, {n_classes}), got dtype "
+                             f"{y.dtype}, values {y.min()}..{y.max()}.")
+        absent = sorted(set(range(n_classes)) - set(np.unique(y).tolist()))
+        if absent:
+            raise ValueError(f"{where}: y_{split} has no example of class(es) {absent[:10]} of the {n_classes} "
+                             f"classes; pass the full data set (or the dataset with {len(np.unique(y))} classes).")
+        out[f"x_{split}"], out[f"y_{split}"] = x, y.astype(np.int64)
     return out
 
 
@@ -359,12 +390,28 @@ def download_cifar(name: str, root) -> None:
         archive.unlink(missing_ok=True)
 
 
+def _read_npz(npz) -> dict:
+    """The arrays of an ``.npz`` file; a missing, truncated or foreign file gets a clear error."""
+    import zipfile
+    from pathlib import Path
+
+    if not str(npz) or not Path(npz).is_file():
+        raise FileNotFoundError(f"npz={str(npz)!r} does not exist (or is not a file).")
+    try:
+        with np.load(npz, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        raise ValueError(f"npz={str(npz)!r} is not a readable .npz file ({type(e).__name__}: {e}); it may be "
+                         "truncated: copy it again, or rebuild it with numpy.savez.") from None
+
+
 def load_cifar_lt(name: str = "cifar10", rho: float = 100.0, seed: int = 0, root: str = "data/cifar",
-                  download: bool = False, npz: str | None = None) -> ImageData:
+                  download: bool = False, npz: str | None = None, arrays: dict | None = None) -> ImageData:
     """CIFAR-10-LT / CIFAR-100-LT: the long-tailed training subset of :func:`longtail_indices` and
     the untouched balanced test set.
 
-    Sources, first found wins: ``npz`` (a file with ``x_train, y_train, x_test, y_test``); the
+    Sources, first found wins: ``arrays`` (a dict with ``x_train, y_train, x_test, y_test``, e.g.
+    from :func:`fake_cifar`); ``npz`` (a file with those arrays); the
     extracted official archive under ``root`` (``cifar-10-batches-py`` / ``cifar-100-python``);
     with ``download=True``, :func:`download_cifar` fetches and checks it first (no torchvision needed).
     """
@@ -375,11 +422,10 @@ def load_cifar_lt(name: str = "cifar10", rho: float = 100.0, seed: int = 0, root
     rho = _check_rho(rho)
     n_classes, root = CIFAR_CLASSES[name], Path(root)
     folder = root / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
-    if npz is not None:
-        if not Path(npz).is_file():
-            raise FileNotFoundError(f"npz={str(npz)!r} does not exist.")
-        with np.load(npz, allow_pickle=False) as f:
-            arrays, source = _check_image_arrays(dict(f), n_classes, f"npz file {npz}"), f"npz:{npz}"
+    if arrays is not None:
+        arrays, source = _check_image_arrays(arrays, n_classes, "arrays"), "arrays (in memory)"
+    elif npz is not None:
+        arrays, source = _check_image_arrays(_read_npz(npz), n_classes, f"npz file {npz}"), f"npz:{npz}"
     else:
         if not folder.is_dir() and download:
             download_cifar(name, root)

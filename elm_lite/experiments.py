@@ -8,36 +8,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import metrics
+from . import losses, metrics
 from .data import ToyData
-from .models import MLP
-from .train import History, fit, gaussian_jitter, set_seed
-
-
-# The embedding toy problem of notebooks 03-05 and its recipe, each knob with its meaning and range.
-EMBEDDING_TOY = dict(
-    kind="gaussian",   # isotropic Gaussian classes with known densities
-    n_classes=8,       # classes; counts 500, 258, 134, 69, 35, 18, 9, 5 with the values below
-    n_max=500,         # head-class training examples (100-2000)
-    rho=100,           # imbalance ratio (1-1000)
-    dim=16,            # input dimension (>= n_classes): high enough that a few examples under-cover a class
-    separation=3.0,    # distance of each class mean from the origin (2-5: harder to easier)
-)
-EMBEDDING_RECIPE = dict(
-    embed_dim=8,       # normalised embedding dimension (3 is too crowded for 8 classes, see notebook 04)
-    epochs=30,         # passes over the training set (10-200)
-    batch_size=128,    # mini-batch size; with 5 tail examples most batches hold no tail positive
-    lr=0.01,           # Adam learning rate (1e-3 - 3e-2)
-    n_views=2,         # views per example (1 or 2): two views give every anchor a positive
-    jitter=1.0,        # std of the Gaussian input jitter that makes the views (0-1.5; class noise is 1)
-)
-ELM_TOY_LOSS = dict(
-    tau=1.0,           # logit-adjustment strength (0-3)
-    lam=1.0,           # weight of the embedding term (0-2); 0 = logit adjustment alone
-    temperature=0.1,   # contrastive temperature (0.05-1)
-    delta_max=0.5,     # embedding margin of the rarest class, cosine units (0-1)
-    anchor_average="class",  # average the contrastive loss per class first ("all": per anchor)
-)
+from .methods import Method
+from .models import MLP, ResNet32, SmallCNN
+from .recipes import EMBEDDING_RECIPE, IMAGE_RECIPE
+from .train import History, crop_flip, evaluate_features, fit, gaussian_jitter, set_seed
 
 
 @dataclass
@@ -63,20 +39,34 @@ def embed(model: nn.Module, x) -> tuple[np.ndarray, np.ndarray]:
     return logits.numpy(), z.numpy()
 
 
-def train_embedding_model(data: ToyData, loss: nn.Module, *, embed_dim: int = 8, hidden: int = 64,
-                          epochs: int = 30, batch_size: int | None = 128, lr: float = 0.01, seed: int = 0,
-                          n_views: int = 1, jitter: float = 0.0, snapshot_every: int = 0,
-                          snapshot_points: int = 60, cosine: bool = False, progress: bool = False) -> EmbeddingRun:
-    """Train an :class:`~elm_lite.models.MLP` with a normalised ``embed_dim`` embedding on ``data``.
+def _recipe(defaults: dict, method: Method, overrides: dict) -> dict:
+    """``defaults``, then the method's own entries, then the caller's; unknown keys are refused."""
+    recipe = {**defaults, **method.recipe, **overrides}
+    unknown = set(recipe) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown recipe entries {sorted(unknown)}; this recipe has {sorted(defaults)}.")
+    return recipe
 
-    ``n_views``/``jitter``: views made by Gaussian input jitter (also used with ``n_views=1`` if
-    ``jitter > 0``). ``snapshot_every``: record the test embeddings of the first
-    ``snapshot_points`` test points per class every that many epochs (for animations).
-    ``cosine``: a cosine classifier head (for LDAM).
+
+def _posthoc(method: Method, logits: np.ndarray, counts) -> np.ndarray:
+    """The logits a method predicts with: post-hoc adjusted (tau = 1) for ``method.posthoc``."""
+    return losses.posthoc_adjust(torch.as_tensor(logits), counts).numpy() if method.posthoc else logits
+
+
+def train_embedding_model(data: ToyData, method: Method, *, seed: int = 0, snapshot_every: int = 0,
+                          snapshot_points: int = 60, progress: bool = False, **recipe) -> EmbeddingRun:
+    """Train an :class:`~elm_lite.models.MLP` with a normalised embedding on ``data`` with ``method``
+    under :data:`~elm_lite.recipes.EMBEDDING_RECIPE` (entries overridable as keywords).
+
+    A method with two views sees two Gaussian-jittered copies of each batch (std ``jitter``).
+    ``snapshot_every``: record the test embeddings of the first ``snapshot_points`` test points
+    per class every that many epochs (for animations).
     """
+    r = _recipe(EMBEDDING_RECIPE, method, recipe)
     set_seed(seed)
     dim = data.x_train.shape[1]
-    model = MLP(dim, data.n_classes, hidden=hidden, depth=2, embed_dim=embed_dim, normalize=True, cosine=cosine)
+    model = MLP(dim, data.n_classes, hidden=r["hidden"], depth=2, embed_dim=r["embed_dim"], normalize=True,
+                cosine=method.cosine)
     keep = np.concatenate([np.flatnonzero(data.y_test == c)[:snapshot_points] for c in range(data.n_classes)])
     snapshots = []
 
@@ -84,11 +74,13 @@ def train_embedding_model(data: ToyData, loss: nn.Module, *, embed_dim: int = 8,
         if snapshot_every and (epoch == 1 or epoch % snapshot_every == 0):
             snapshots.append((epoch, embed(m, data.x_test[keep])[1]))
 
-    history = fit(model, data.x_train, data.y_train, loss, epochs=epochs, batch_size=batch_size, lr=lr,
-                  seed=seed, progress=progress, n_views=n_views,
-                  augment=gaussian_jitter(jitter) if jitter > 0 else None, on_epoch_end=snapshot)
+    history = fit(model, data.x_train, data.y_train, method.build_loss(data.counts, r["epochs"]),
+                  epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"], seed=seed, progress=progress,
+                  n_views=method.views, augment=gaussian_jitter(r["jitter"]) if method.views > 1 else None,
+                  on_epoch_end=snapshot)
     logits, z_test = embed(model, data.x_test)
-    return measure_run(model, history, data, logits, z_test, embed(model, data.x_train)[1], snapshots)
+    return measure_run(model, history, data, _posthoc(method, logits, data.counts), z_test,
+                       embed(model, data.x_train)[1], snapshots)
 
 
 def measure_run(model: nn.Module, history: History, data, logits: np.ndarray, z_test: np.ndarray,
@@ -118,9 +110,9 @@ def compare(methods: dict, data, seeds=(0, 1, 2), progress: bool = False, train=
             on_row=None, **recipe) -> list[dict]:
     """Train every method on the same data and seeds under one recipe.
 
-    ``methods``: name -> ``(make_loss, overrides)`` where ``make_loss(counts)`` builds a fresh loss
-    and ``overrides`` changes recipe entries for that method (e.g. ``{"n_views": 1, "jitter": 0}``).
-    ``train``: :func:`train_embedding_model` (toy data, the default) or :func:`train_image_model`.
+    ``methods``: label -> :class:`~elm_lite.methods.Method` (e.g. :func:`elm_lite.methods.by_label`).
+    ``train``: :func:`train_embedding_model` (toy data, the default) or :func:`train_image_model`;
+    ``recipe`` entries override that function's recipe.
     ``done``: rows of an earlier, interrupted call -- their (method, seed) are not trained again;
     ``on_row(rows)`` is called after every new row (e.g. to save progress).
     Returns one row per (method, seed): ``{"method", "seed", **run_summary}``, in job order.
@@ -134,8 +126,7 @@ def compare(methods: dict, data, seeds=(0, 1, 2), progress: bool = False, train=
         if (name, seed) in finished:
             rows.append(finished[(name, seed)])
             continue
-        make_loss, overrides = methods[name]
-        run = train(data, make_loss(data.counts), seed=seed, **{**recipe, **overrides})
+        run = train(data, methods[name], seed=seed, **recipe)
         rows.append({"method": name, "seed": seed, **run_summary(run, data.counts)})
         if on_row is not None:
             on_row(rows)
@@ -158,36 +149,25 @@ def summarize(rows: list[dict], columns=("balanced_accuracy", "acc_few", "spread
     return "\n".join(lines)
 
 
-IMAGE_RECIPE = dict(
-    model="small_cnn",   # "small_cnn" (CPU-sized, 0.1 M parameters) or "resnet32" (0.46 M)
-    epochs=10,           # passes over CIFAR-10-LT (10 is "a few": minutes per run on 2 CPU cores)
-    batch_size=128,      # mini-batch size
-    lr=1e-3,             # Adam learning rate
-    weight_decay=5e-4,   # L2 penalty
-    n_views=1,           # 2 for the embedding-term methods (two crop+flip views)
-    projection_dim=64,   # projection head for the contrastive term (None: contrast the features)
-)
-
-
-def train_image_model(data, loss: nn.Module, *, model: str = "small_cnn", epochs: int = 10, batch_size: int = 128,
-                      lr: float = 1e-3, weight_decay: float = 5e-4, n_views: int = 1, projection_dim: int | None = 64,
-                      cosine: bool = False, seed: int = 0, progress: bool = False) -> EmbeddingRun:
-    """Train a CIFAR model (crop+flip augmentation) on an :class:`~elm_lite.data.ImageData` on the
-    CPU; spread is measured on the backbone features the classifier reads."""
-    from .fullscale import evaluate
-    from .models import ResNet32, SmallCNN
-    from .train import crop_flip
-    if model not in ("small_cnn", "resnet32"):
-        raise ValueError(f"model must be 'small_cnn' or 'resnet32', got {model!r}.")
+def train_image_model(data, method: Method, *, seed: int = 0, progress: bool = False, **recipe) -> EmbeddingRun:
+    """Train a CIFAR model (crop+flip augmentation, Adam) on an :class:`~elm_lite.data.ImageData` on
+    the CPU with ``method`` under :data:`~elm_lite.recipes.IMAGE_RECIPE` (entries overridable as
+    keywords); spread is measured on the backbone features the classifier reads."""
+    r = _recipe(IMAGE_RECIPE, method, recipe)
+    if r["model"] not in ("small_cnn", "resnet32"):
+        raise ValueError(f"model must be 'small_cnn' or 'resnet32', got {r['model']!r}.")
     set_seed(seed)
-    uses_embedding = getattr(loss, "uses_embedding", False)
-    net = (SmallCNN if model == "small_cnn" else ResNet32)(data.n_classes, cosine=cosine,
-                                                           projection_dim=projection_dim if uses_embedding else None)
-    history = fit(net, data.x_train, data.y_train, loss, epochs=epochs, batch_size=batch_size, lr=lr,
-                  weight_decay=weight_decay, seed=seed, progress=progress, n_views=n_views, augment=crop_flip)
+    loss = method.build_loss(data.counts, r["epochs"])
+    net = (SmallCNN if r["model"] == "small_cnn" else ResNet32)(
+        data.n_classes, cosine=method.cosine,
+        projection_dim=r["projection_dim"] if getattr(loss, "uses_embedding", False) else None)
+    history = fit(net, data.x_train, data.y_train, loss, epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"],
+                  weight_decay=r["weight_decay"], seed=seed, progress=progress, n_views=method.views,
+                  augment=crop_flip)
     cpu = torch.device("cpu")
-    logits, feats = evaluate(net, data.x_test, cpu)
-    return measure_run(net, history, data, logits, feats, evaluate(net, data.x_train, cpu)[1])
+    logits, feats = evaluate_features(net, data.x_test, cpu)
+    return measure_run(net, history, data, _posthoc(method, logits, data.counts), feats,
+                       evaluate_features(net, data.x_train, cpu)[1])
 
 
 def margin_spread_simulation(noise: float, margin: float, n_train: int = 5, dim: int = 8, draws: int = 200,

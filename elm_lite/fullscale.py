@@ -10,30 +10,27 @@ import json
 import os
 import platform
 import time
+import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import __version__, losses, metrics
-from .data import ImageData
+from . import __version__, methods, metrics
+from .data import ImageData, content_hash
+from .methods import Method
 from .models import ResNet32, SmallCNN
-from .train import crop_flip, fit, set_seed
+from .recipes import CIFAR_RECIPE
+from .results import SCHEMA_VERSION, check_run_results
+from .train import crop_flip, evaluate_features, fit, set_seed
 
-# The standard CIFAR-LT recipe (LDAM-DRW and later work), each knob with its meaning.
-CIFAR_RECIPE = dict(
-    model="resnet32",         # ResNet-32, 0.46 M parameters ("small_cnn" for CPU-sized runs)
-    epochs=200,               # passes over the long-tailed training set
-    batch_size=128,           # per step (per process under torchrun: the global batch is split)
-    lr=0.1,                   # SGD learning rate, momentum 0.9
-    weight_decay=2e-4,        # L2 penalty
-    warmup_epochs=5,          # linear warm-up from lr/5 to lr
-    decay_at=(0.8, 0.9),      # fractions of the run where lr drops (epochs 160 and 180 of 200)
-    decay_to=(0.01, 0.0001),  # ... to these multiples of lr
-    projection_dim=128,       # projection head for the embedding term (ELM / SupCon)
-    embedding_views=2,        # two crop+flip views per image for the embedding term
-)
-LOSS_NAMES = ("ce", "la", "ldam", "ldam-drw", "elm", "supcon-la")
+MODELS = {"resnet32": ResNet32, "small_cnn": SmallCNN}
+
+
+def lr_schedule(recipe: dict, epoch: int) -> float:
+    """The recipe's learning-rate multiplier at ``epoch`` (counting from 1)."""
+    return lr_multiplier(epoch, recipe["epochs"], recipe["warmup_epochs"], recipe["decay_at"], recipe["decay_to"])
 
 
 def lr_multiplier(epoch: int, epochs: int, warmup_epochs: int, decay_at, decay_to) -> float:
@@ -45,19 +42,6 @@ def lr_multiplier(epoch: int, epochs: int, warmup_epochs: int, decay_at, decay_t
         if epoch > round(frac * epochs):
             factor = to
     return factor
-
-
-def make_loss(name: str, counts, epochs: int) -> torch.nn.Module:
-    """The loss of a run by name (:data:`LOSS_NAMES`); ELM uses :data:`~elm_lite.experiments.ELM_TOY_LOSS`'s
-    reading of the paper (our constants, not the paper's text)."""
-    from .experiments import ELM_TOY_LOSS
-    if name not in LOSS_NAMES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {LOSS_NAMES}.")
-    if name in ("ldam", "ldam-drw"):
-        return losses.LDAMLoss(counts, drw_epoch=round(0.8 * epochs) if name == "ldam-drw" else None)
-    if name in ("elm", "supcon-la"):
-        return losses.ELMLoss(counts, **{**ELM_TOY_LOSS, **({"delta_max": 0.0} if name == "supcon-la" else {})})
-    return losses.get(name, counts)
 
 
 def _init_distributed() -> tuple[int, int]:
@@ -83,18 +67,6 @@ def hardware(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
 
 
-@torch.no_grad()
-def evaluate(model, x: np.ndarray, device: torch.device, batch: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    """``(logits (N, C), backbone features (N, F))`` of an image model, in eval mode."""
-    model.eval()
-    logits, feats = [], []
-    for i in range(0, len(x), batch):
-        h = model.backbone_features(torch.as_tensor(x[i:i + batch], device=device).float())
-        logits.append(model.head(h).float().cpu())
-        feats.append(h.float().cpu())
-    return torch.cat(logits).numpy(), torch.cat(feats).numpy()
-
-
 def write_json_atomic(obj, path) -> None:
     """Write ``obj`` as JSON to a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
@@ -104,56 +76,137 @@ def write_json_atomic(obj, path) -> None:
     os.replace(tmp, path)
 
 
-def train_cifar(data: ImageData, loss_name: str = "la", *, out_dir=None, seed: int = 0, device: str = "auto",
-                compile: bool = False, bf16: bool | None = None, checkpoint_every: int = 10, resume: bool = False,
-                progress: bool = True, on_epoch_end=None, **recipe) -> dict:
-    """Train one CIFAR-LT run with :data:`CIFAR_RECIPE` (entries overridable as keywords) and return
-    its results; with ``out_dir``, also write ``checkpoint.pt`` (atomically, every
-    ``checkpoint_every`` epochs; ``resume=True`` continues from it), ``results.json`` and
-    ``embeddings.npz`` (a sample of test features for plots). ``bf16=None`` means "on a GPU".
-    ``on_epoch_end(epoch, model, history)`` is passed to :func:`~elm_lite.train.fit` (live curves)."""
-    recipe = {**CIFAR_RECIPE, **recipe}
+def check_recipe(recipe: dict) -> dict:
+    """:data:`CIFAR_RECIPE` updated by ``recipe``; unknown entries and out-of-range values are refused."""
     unknown = set(recipe) - set(CIFAR_RECIPE)
     if unknown:
         raise ValueError(f"unknown recipe entries {sorted(unknown)}; known: {sorted(CIFAR_RECIPE)}.")
+    r = {**CIFAR_RECIPE, **recipe}
+
+    def need(ok: bool, key: str, expectation: str) -> None:
+        if not ok:
+            raise ValueError(f"recipe entry {key}={r[key]!r} is out of range: it must be {expectation}.")
+
+    def integer(v, low):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+    need(r["model"] in MODELS, "model", f"one of {sorted(MODELS)}")
+    need(integer(r["epochs"], 1), "epochs", "an integer >= 1")
+    need(integer(r["batch_size"], 1), "batch_size", "an integer >= 1")
+    need(isinstance(r["lr"], (int, float)) and 0 < r["lr"] < float("inf"), "lr", "a finite number > 0")
+    need(isinstance(r["weight_decay"], (int, float)) and 0 <= r["weight_decay"] < float("inf"), "weight_decay",
+         "a finite number >= 0")
+    need(integer(r["warmup_epochs"], 0), "warmup_epochs", "an integer >= 0")
+    need(len(r["decay_at"]) == len(r["decay_to"]) and all(0 < f <= 1 for f in r["decay_at"]), "decay_at",
+         f"fractions in (0, 1], one per decay_to entry ({len(r['decay_to'])})")
+    need(all(0 <= m < float("inf") for m in r["decay_to"]), "decay_to", "multipliers >= 0")
+    need(integer(r["projection_dim"], 1), "projection_dim", "an integer >= 1")
+    return r
+
+
+def run_identity(data: ImageData, method: Method, recipe: dict) -> dict:
+    """Everything besides the training loop's own settings that changes what a run trains: the
+    method and its constants, the data (name, imbalance, subset seed and a content hash of the
+    arrays actually trained on) and the whole recipe. Checkpoints must match it to be resumed."""
+    return {"method": method.identity(), "dataset": data.name, "rho": data.info.get("rho"),
+            "data_seed": data.info.get("seed"), "data_sha256": content_hash(data.x_train, data.y_train),
+            "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}}
+
+
+def prepare_run_folder(out_dir, resume: bool, overwrite: bool) -> Path | None:
+    """The checked run folder (created), or ``None`` without one. A folder holding a checkpoint is
+    used only with ``resume`` (continue it) or ``overwrite`` (start over); ``resume`` without a
+    checkpoint warns that the run starts fresh."""
+    if out_dir is None:
+        if resume:
+            raise ValueError("resume=True needs out_dir: the folder whose checkpoint.pt to continue.")
+        return None
+    if not str(out_dir).strip():
+        raise ValueError("out_dir is empty; name a folder for the run, e.g. runs/la-s0.")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir {out} exists and is not a folder; name a folder for the run.")
+    checkpoint = out / "checkpoint.pt"
+    if checkpoint.exists() and not (resume or overwrite):
+        raise ValueError(f"{out} already holds a run (checkpoint.pt); continue it with resume=True (--resume), "
+                         "start over with overwrite=True (--overwrite), or use another folder.")
+    if resume and not checkpoint.exists():
+        warnings.warn(f"resume: no checkpoint in {out}; starting a fresh run.", stacklevel=3)
+    if overwrite and not resume:
+        checkpoint.unlink(missing_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create the run folder {out}: {e.strerror or e}") from None
+    return out
+
+
+def build_image_model(method: Method, n_classes: int, recipe: dict, device: torch.device) -> torch.nn.Module:
+    """The recipe's model for ``method`` (cosine head for LDAM, projection head for the embedding
+    term) on ``device`` (channels_last on a GPU)."""
+    uses_embedding = getattr(method.loss, "uses_embedding", False)
+    net = MODELS[recipe["model"]](n_classes, cosine=method.cosine,
+                                  projection_dim=recipe["projection_dim"] if uses_embedding else None).to(device)
+    return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
+
+
+def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, seed: int = 0, device: str = "auto",
+                compile: bool = False, bf16: bool | None = None, checkpoint_every: int = 10, resume: bool = False,
+                overwrite: bool = False, progress: bool = True, on_epoch_end=None, **recipe) -> dict:
+    """Train one CIFAR-LT run with :data:`CIFAR_RECIPE` (entries overridable as keywords) and return
+    its results (:class:`~elm_lite.results.RunResults`); with ``out_dir``, also write
+    ``checkpoint.pt`` (atomically, every ``checkpoint_every`` epochs), ``results.json`` and
+    ``embeddings.npz`` (a sample of test features for plots). ``resume=True`` continues the same
+    run from its checkpoint (another run's is refused, see :func:`run_identity`);
+    ``overwrite=True`` starts over in a folder that holds one. ``bf16=None`` means "on a GPU".
+    ``on_epoch_end(epoch, model, history)`` is passed to :func:`~elm_lite.train.fit` (live curves)."""
+    recipe = check_recipe(recipe)
+    method = methods.get(method) if isinstance(method, str) else method
     dev = resolve_device(device)
     world, rank = _init_distributed()
     if world > 1 and dev.type == "cuda":
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(dev)
+    out = prepare_run_folder(out_dir, resume, overwrite) if rank == 0 else None
     torch.backends.cudnn.benchmark = dev.type == "cuda"  # static shapes: let cuDNN pick the fastest kernels
-    loss = make_loss(loss_name, data.counts, recipe["epochs"])
-    uses_embedding = getattr(loss, "uses_embedding", False)
+    loss = method.build_loss(data.counts, recipe["epochs"])
     set_seed(seed)
-    net = {"resnet32": ResNet32, "small_cnn": SmallCNN}[recipe["model"]](
-        data.n_classes, cosine=loss_name.startswith("ldam"),
-        projection_dim=recipe["projection_dim"] if uses_embedding else None).to(dev)
-    if dev.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
+    net = build_image_model(method, data.n_classes, recipe, dev)
     runner = net
     if world > 1:  # data parallel: synchronised batch norm on GPUs, one global batch (see fit)
         if dev.type == "cuda":
             runner = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
         runner = torch.nn.parallel.DistributedDataParallel(runner, device_ids=[dev.index] if dev.type == "cuda" else None)
     runner = torch.compile(runner, mode="reduce-overhead") if compile else runner
-    out = Path(out_dir) if out_dir is not None and rank == 0 else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    schedule = lambda e: lr_multiplier(e, recipe["epochs"], recipe["warmup_epochs"],  # noqa: E731
-                                       recipe["decay_at"], recipe["decay_to"])
+    bf16 = dev.type == "cuda" if bf16 is None else bf16
     start = time.perf_counter()
     history = fit(runner, torch.as_tensor(data.x_train, device=dev), torch.as_tensor(data.y_train, device=dev),
                   loss, epochs=recipe["epochs"], batch_size=recipe["batch_size"], lr=recipe["lr"],
-                  weight_decay=recipe["weight_decay"], optimizer="sgd", lr_schedule=schedule, drop_last=True,
-                  n_views=recipe["embedding_views"] if uses_embedding else 1, augment=crop_flip, seed=seed,
-                  bf16=dev.type == "cuda" if bf16 is None else bf16, progress=progress,
+                  weight_decay=recipe["weight_decay"], optimizer="sgd", lr_schedule=partial(lr_schedule, recipe),
+                  drop_last=True, n_views=method.views, augment=crop_flip, seed=seed, bf16=bf16, progress=progress,
                   checkpoint=Path(out_dir) / "checkpoint.pt" if out_dir is not None else None,
-                  checkpoint_every=checkpoint_every, resume=resume, on_epoch_end=on_epoch_end)
-    logits, feats = evaluate(net, data.x_test, dev)
+                  checkpoint_every=checkpoint_every, resume=resume, on_epoch_end=on_epoch_end,
+                  identity=run_identity(data, method, recipe))
+    logits, feats = evaluate_features(net, data.x_test, dev)
+    results = run_results(data, method, seed, recipe, logits, feats, history,
+                          setup={"total_seconds": time.perf_counter() - start, "hardware": hardware(dev),
+                                 "compile": compile, "bf16": bf16})
+    if out is not None:
+        keep = np.concatenate([np.flatnonzero(data.y_test == c)[:100] for c in range(data.n_classes)])
+        np.savez_compressed(out / "embeddings.npz", features=feats[keep].astype(np.float16), labels=data.y_test[keep])
+        write_json_atomic(results, out / "results.json")
+    return results
+
+
+def run_results(data: ImageData, method: Method, seed: int, recipe: dict, logits: np.ndarray, feats: np.ndarray,
+                history, setup: dict) -> dict:
+    """A run's results dict (the schema of :class:`~elm_lite.results.RunResults`) from its test
+    logits ``(N, C)`` and backbone features ``(N, F)``."""
     y_pred = logits.argmax(1)
     spread = metrics.embedding_spread(feats, data.y_test, data.n_classes)
-    results = {
-        "dataset": data.name, "rho": data.info.get("rho"), "loss": loss_name, "seed": seed, "recipe": recipe,
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": data.name, "rho": data.info.get("rho"), "loss": method.name, "seed": seed, "recipe": recipe,
         "counts": data.counts.tolist(), "source": data.source,
         "balanced_accuracy": metrics.balanced_accuracy(data.y_test, y_pred, data.n_classes),
         "per_class_accuracy": metrics.per_class_accuracy(data.y_test, y_pred, data.n_classes).tolist(),
@@ -162,15 +215,9 @@ def train_cifar(data: ImageData, loss_name: str = "la", *, out_dir=None, seed: i
         "history": history.as_dict(), "seconds_per_epoch": history.seconds / max(len(history.epoch), 1),
         "first_epoch_seconds": history.elapsed[0] if history.elapsed else None,  # holds compilation
         "steady_seconds_per_epoch": float(np.median(np.diff(history.elapsed))) if len(history.elapsed) > 1 else None,
-        "total_seconds": time.perf_counter() - start, "hardware": hardware(dev),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "elm_lite": __version__},
-        "compile": compile, "bf16": dev.type == "cuda" if bf16 is None else bf16,
+        **setup,
     }
-    if out is not None:
-        keep = np.concatenate([np.flatnonzero(data.y_test == c)[:100] for c in range(data.n_classes)])
-        np.savez_compressed(out / "embeddings.npz", features=feats[keep].astype(np.float16), labels=data.y_test[keep])
-        write_json_atomic(results, out / "results.json")
-    return results
 
 
 def _epoch_times(run_epochs) -> list[float]:
@@ -199,13 +246,14 @@ def speed_ladder(data: ImageData, device: str = "auto", epochs: int = 3, model: 
     (``run_epochs`` - 1); :func:`ladder_table` prints it."""
     dev = resolve_device(device)
     torch.backends.cudnn.benchmark = dev.type == "cuda"
-    build = {"resnet32": ResNet32, "small_cnn": SmallCNN}[model]
+    build = MODELS[model]
 
     def dataloader_rung(tick):
         set_seed(0)
         net = build(data.n_classes).to(dev)
-        loss = losses.get("la", data.counts).to(dev)
-        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
+        loss = methods.get("la").build_loss(data.counts).to(dev)
+        opt = torch.optim.SGD(net.parameters(), lr=CIFAR_RECIPE["lr"], momentum=0.9,
+                              weight_decay=CIFAR_RECIPE["weight_decay"])
         dataset = torch.utils.data.TensorDataset(torch.as_tensor(data.x_train), torch.as_tensor(data.y_train))
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
                                              num_workers=min(4, os.cpu_count() or 1),
@@ -224,14 +272,15 @@ def speed_ladder(data: ImageData, device: str = "auto", epochs: int = 3, model: 
     def resident_rung(bf16: bool, compiled: bool, loss_name: str = "la"):
         def run(tick):
             set_seed(0)
-            loss = make_loss(loss_name, data.counts, run_epochs)
-            views = CIFAR_RECIPE["embedding_views"] if getattr(loss, "uses_embedding", False) else 1
+            method = methods.get(loss_name)
+            loss, views = method.build_loss(data.counts, run_epochs), method.views
             net = build(data.n_classes, projection_dim=CIFAR_RECIPE["projection_dim"] if views > 1 else None).to(dev)
             if bf16 and dev.type == "cuda":
                 net = net.to(memory_format=torch.channels_last)
             fit(torch.compile(net, mode="reduce-overhead") if compiled else net,
                 torch.as_tensor(data.x_train, device=dev), torch.as_tensor(data.y_train, device=dev), loss,
-                epochs=epochs + 1, batch_size=batch_size, lr=0.1, weight_decay=2e-4, optimizer="sgd",
+                epochs=epochs + 1, batch_size=batch_size, lr=CIFAR_RECIPE["lr"],
+                weight_decay=CIFAR_RECIPE["weight_decay"], optimizer="sgd",
                 drop_last=True, n_views=views, augment=crop_flip, bf16=bf16 and dev.type == "cuda",
                 progress=False, on_epoch_end=tick)
         return run
@@ -279,7 +328,7 @@ def summarize_runs(runs: list[dict]) -> str:
     """A text table of results dicts (from :func:`train_cifar`), grouped by dataset, rho and loss:
     mean +- std over seeds of balanced accuracy, many / medium / few accuracy and tail spread."""
     groups: dict[tuple, list[dict]] = {}
-    for r in runs:
+    for r in map(check_run_results, runs):
         groups.setdefault((r["dataset"], r["rho"], r["loss"]), []).append(r)
     lines = [f"{'dataset':10s} {'rho':>5s} {'loss':10s} {'seeds':>5s} {'balanced acc':>15s} {'many':>7s} "
              f"{'medium':>7s} {'few':>7s} {'tail spread':>12s} {'s/epoch':>8s}"]

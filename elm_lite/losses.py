@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .recipes import ELM_RECOMMENDED
+
 # ----------------------------------------------------------------------------- input checks
 
 
@@ -401,7 +403,7 @@ class SupConLoss(nn.Module):
 
 class EmbeddingMarginLoss(SupConLoss):
     """Supervised contrastive loss with class-dependent embedding margins (the ELM embedding term
-    as reconstructed in DESIGN.md section 1 -- the paper's exact constants are not known).
+    as reconstructed in docs/design.md -- the paper's exact constants are not known).
 
     The anchor of class y gets margin ``delta_y`` from :func:`embedding_margins` (largest for the
     rarest class): on its positives (``placement="positive"``: a tail anchor's positives must be
@@ -438,8 +440,9 @@ class ELMLoss(nn.Module):
     ``L_logit`` is :class:`LogitAdjustedLoss` (``logit="la"``, strength ``tau``) or :class:`LDAMLoss`
     (``logit="ldam"``, cosine logits, ``max_m``, ``s``); ``L_emb`` is :class:`EmbeddingMarginLoss`
     (``temperature``, ``delta_max``, ``schedule``, ``placement``). ``lam = 0`` is the logit loss alone.
-    This is our reading of arXiv 2204.13208 (DESIGN.md section 1): the form is the paper's, the
-    constants and switches are not from its text and are parameters here.
+    This is our reading of arXiv 2204.13208 (docs/design.md): the form is the paper's, the
+    constants and switches are not from its text and are parameters here; the defaults are the
+    course's recommended constants, :data:`~elm_lite.recipes.ELM_RECOMMENDED`.
 
     ``forward(logits, z, labels, prototypes=None)``: logits ``(B, C)`` or ``(B, V, C)``, z ``(B, E)``
     or ``(B, V, E)`` for V views, labels ``(B,)`` -> ``(total, {"logit", "embedding"})``.
@@ -449,10 +452,11 @@ class ELMLoss(nn.Module):
     """
     uses_embedding = True
 
-    def __init__(self, counts, logit: str = "la", tau: float = 1.0, lam: float = 0.5, temperature: float = 0.1,
-                 delta_max: float = 0.2, schedule: str = "n^-1/4", placement: str = "positive",
-                 anchor_average: str = "all", use_prototypes: bool = False, lam_warmup: int = 0,
-                 max_m: float = 0.5, s: float = 30.0):
+    def __init__(self, counts, logit: str = "la", tau: float = ELM_RECOMMENDED["tau"],
+                 lam: float = ELM_RECOMMENDED["lam"], temperature: float = ELM_RECOMMENDED["temperature"],
+                 delta_max: float = ELM_RECOMMENDED["delta_max"], schedule: str = "n^-1/4",
+                 placement: str = "positive", anchor_average: str = ELM_RECOMMENDED["anchor_average"],
+                 use_prototypes: bool = False, lam_warmup: int = 0, max_m: float = 0.5, s: float = 30.0):
         super().__init__()
         if logit == "la":
             self.logit_loss = LogitAdjustedLoss(counts, tau)
@@ -487,26 +491,3 @@ class ELMLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"lam={self.lam}, lam_warmup={self.lam_warmup}, use_prototypes={self.use_prototypes}"
-
-
-# ----------------------------------------------------------------------------- registry
-
-LOSSES = {
-    "ce": lambda counts, **kw: LogitAdjustedLoss(counts, tau=0.0, **kw),
-    "la": LogitAdjustedLoss,
-    "balanced_softmax": BalancedSoftmaxLoss,
-    "ldam": LDAMLoss,
-    "hinge": MulticlassHingeLoss,
-    "elm": ELMLoss,
-}
-
-
-def get(name: str, counts, **kwargs) -> nn.Module:
-    """Build a loss by name: ``"ce"`` (plain cross-entropy, i.e. LA with ``tau=0``), ``"la"``,
-    ``"balanced_softmax"``, ``"ldam"``, ``"hinge"``, ``"elm"``; ``kwargs`` go to its constructor."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}.")
-    try:
-        return LOSSES[name](counts, **kwargs)
-    except TypeError as e:  # an unknown keyword: say which loss and what it takes
-        raise ValueError(f"bad arguments for loss {name!r}: {e}") from None

@@ -1,6 +1,7 @@
 """One small training loop for the toy-scale notebooks (CPU friendly)."""
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -56,6 +57,9 @@ def _check_xy(x, y, n_classes: int | None):
         raise ValueError(f"y must have shape (N,) with N = len(x) = {len(x)}, got {tuple(y.shape)}.")
     if len(y) == 0:
         raise ValueError("x and y are empty: nothing to train on.")
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        raise ValueError(f"x contains {int((~torch.isfinite(x)).sum())} NaN or inf values; clean or impute them "
+                         "before training (a NaN input makes every loss NaN).")
     if n_classes is not None and (y.min() < 0 or y.max() >= n_classes):
         raise ValueError(f"labels must be in [0, {n_classes}) for a model with {n_classes} outputs; "
                          f"got min {int(y.min())}, max {int(y.max())}.")
@@ -125,6 +129,19 @@ def predict_logits(model: nn.Module, x, batch_size: int = 4096) -> torch.Tensor:
     return out
 
 
+@torch.no_grad()
+def evaluate_features(model: nn.Module, x, device: torch.device, batch: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits (N, C), backbone features (N, F))`` of an image model (one with
+    ``backbone_features``) on images ``x`` ``(N, 32, 32, 3)``, in eval mode."""
+    model.eval()
+    logits, feats = [], []
+    for i in range(0, len(x), batch):
+        h = model.backbone_features(torch.as_tensor(x[i:i + batch], device=device).float())
+        logits.append(model.head(h).float().cpu())
+        feats.append(h.float().cpu())
+    return torch.cat(logits).numpy(), torch.cat(feats).numpy()
+
+
 def predict(model: nn.Module, x, batch_size: int = 4096) -> np.ndarray:
     """Predicted labels ``(N,)`` as an int64 NumPy array."""
     return predict_logits(model, x, batch_size).argmax(1).numpy()
@@ -152,17 +169,143 @@ def load_checkpoint(path) -> dict:
     return ckpt
 
 
+def _check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, checkpoint_every) -> None:
+    """Refuse a bad training setting before any work starts."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}.")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}.")
+    if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}.")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be None (full batch) or an integer >= 1, got {batch_size!r}.")
+    if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 1:
+        raise ValueError(f"n_views must be an integer >= 1, got {n_views!r}.")
+    if n_views > 1 and augment is None:
+        raise ValueError("n_views > 1 needs an augment function (e.g. gaussian_jitter(0.3)); identical "
+                         "views would only duplicate each example.")
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}.")
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be an integer >= 1 (epochs), got {checkpoint_every!r}.")
+
+
+def _check_model_takes(model: nn.Module, x: torch.Tensor) -> None:
+    """Run 2 rows through the eager model so that a wrong input shape is reported here, not from
+    deep inside a layer mid-training (under torch.compile: no extra 2-row graph is compiled)."""
+    eager, was_training = getattr(model, "_orig_mod", model), model.training
+    try:
+        with torch.no_grad():
+            eager.eval()
+            eager(x[:2])
+    except RuntimeError as e:
+        raise ValueError(f"the model cannot take inputs of shape {tuple(x.shape[1:])} (x has shape "
+                         f"{tuple(x.shape)}): {e}") from None
+    finally:
+        model.train(was_training)
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """``"adam"`` or ``"sgd"`` (momentum 0.9; the multi-tensor ``foreach`` update)."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, foreach=True)
+
+
+def fingerprint_differences(saved: dict | None, current: dict) -> list[str]:
+    """``"field: checkpoint X, this run Y"`` for every field in which two run fingerprints differ."""
+    saved = saved or {}
+    return [f"{k}: checkpoint {saved.get(k, '(absent)')!r}, this run {current.get(k, '(absent)')!r}"
+            for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+
+
+def _resume(checkpoint, fingerprint: dict, core: nn.Module, opt, gen) -> tuple[History, int]:
+    """Load ``checkpoint`` into model, optimizer and random states; returns (history, next epoch).
+    A checkpoint of a different run (any fingerprint field differs) is refused, naming the fields."""
+    ckpt = load_checkpoint(checkpoint)
+    differences = fingerprint_differences(ckpt.get("fingerprint"), fingerprint)
+    if differences:
+        raise ValueError(f"checkpoint {checkpoint} was written by a different run; it differs in "
+                         + "; ".join(differences) + ". Use another output folder, or start over "
+                         "(overwrite / delete the checkpoint).")
+    core.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    gen.set_state(ckpt["generator"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    if ckpt.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+    return History(**ckpt["history"]), ckpt["epoch"] + 1
+
+
+def _save(checkpoint, core: nn.Module, opt, gen, epoch: int, history: History, fingerprint: dict) -> None:
+    save_atomic({"model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                 "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                 "history": history.as_dict(), "fingerprint": fingerprint}, checkpoint)
+
+
+@dataclass
+class _Step:
+    """What one training step needs besides the batch (fixed for a whole :func:`fit`)."""
+    model: nn.Module
+    core: nn.Module
+    loss_fn: Callable
+    opt: torch.optim.Optimizer
+    n_views: int
+    augment: Callable | None
+    bf16: bool
+    world: int
+    use_prototypes: bool
+
+
+def train_step(s: _Step, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One SGD step on a batch ``xb`` ``(B, ...)``, ``yb`` ``(B,)``; returns (loss, logits of the
+    first view ``(B', C)``, labels ``(B',)``), ``B'`` the global batch under DDP. No host sync."""
+    with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=s.bf16):
+        if s.n_views > 1:  # (V*B, D) -> model -> (B, V, ...)
+            logits, emb = s.model(torch.cat([s.augment(xb) for _ in range(s.n_views)]))
+            logits, emb = (t.view(s.n_views, len(yb), -1).transpose(0, 1) for t in (logits, emb))
+        else:
+            logits, emb = s.model(s.augment(xb) if s.augment else xb)
+        if s.world > 1:  # every process sees the global batch (the contrastive term needs it)
+            logits, emb, yb = gather_batch(logits), gather_batch(emb), gather_batch(yb)
+        loss = compute_loss(s.loss_fn, logits.float(), emb.float(), yb,
+                            s.core.head.weight if s.use_prototypes else None)
+    s.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    s.opt.step()
+    return loss.detach(), logits.detach().reshape(len(yb), -1, logits.shape[-1])[:, 0], yb
+
+
+def train_epoch(s: _Step, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor | None, batch_size: int,
+                n_batches: int, rank: int) -> tuple[float, float]:
+    """One pass over ``(x, y)`` in ``order`` (``None``: one full batch); returns (mean loss,
+    balanced accuracy on the batches as trained). Syncs with the device once, at the end."""
+    total, preds, labels = torch.zeros((), device=x.device), [], []
+    for i in range(0, n_batches * batch_size, batch_size):
+        idx = order[i:i + batch_size] if order is not None else None
+        if s.world > 1:  # this process's share of the global batch
+            idx = (idx if idx is not None else torch.arange(len(x), device=x.device))[rank::s.world]
+        loss, logits, yb = train_step(s, *((x, y) if idx is None else (x[idx], y[idx])))
+        total += loss * len(yb)      # stays on the device: no sync per step
+        preds.append(logits.argmax(1))
+        labels.append(yb)
+    labels = torch.cat(labels)
+    return total.item() / len(labels), balanced_accuracy(labels.cpu(), torch.cat(preds).cpu())
+
+
 def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int = 200,
         batch_size: int | None = None, lr: float = 0.05, weight_decay: float = 0.0,
         x_val=None, y_val=None, seed: int = 0, progress: bool = True, n_views: int = 1,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         on_epoch_end: Callable[[int, nn.Module, History], None] | None = None,
         optimizer: str = "adam", lr_schedule: Callable[[int], float] | None = None, drop_last: bool = False,
-        bf16: bool = False, checkpoint=None, checkpoint_every: int = 10, resume: bool = False) -> History:
+        bf16: bool = False, checkpoint=None, checkpoint_every: int = 10, resume: bool = False,
+        identity: dict | None = None) -> History:
     """Train ``model`` on ``(x, y)`` and return its :class:`History`. One loop for every scale.
 
     Args:
-        x, y: training inputs ``(N, D)`` float and labels ``(N,)`` int.
+        x, y: training inputs ``(N, D)`` (or images) and labels ``(N,)`` int.
         loss_fn: default plain cross-entropy; see :func:`compute_loss` for the calling convention.
         batch_size: ``None`` trains full-batch (fast and deterministic for toy data).
         x_val, y_val: optional held-out data; its balanced accuracy is recorded per epoch.
@@ -170,14 +313,18 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
         n_views, augment: with ``n_views > 1`` each batch is seen as ``n_views`` augmented views
             (``augment(x)`` each); the loss gets logits ``(B, V, C)`` and embeddings ``(B, V, E)``.
         on_epoch_end: called as ``on_epoch_end(epoch, model, history)`` after each epoch (snapshots,
-            live plots).
+            live plots), after the checkpoint; its time is not training time.
         optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9); ``lr_schedule(epoch)`` multiplies ``lr``
             (epochs count from 1); ``drop_last`` keeps every batch the same shape (CUDA graphs).
         bf16: autocast the forward pass to bfloat16 (CUDA).
         checkpoint, checkpoint_every, resume: save model, optimizer, RNG states and history to the
             file ``checkpoint`` (atomically) every ``checkpoint_every`` epochs and at the end; with
-            ``resume=True`` an existing checkpoint is loaded and training continues after its epoch.
+            ``resume=True`` an existing checkpoint of the *same run* is loaded and training continues
+            after its epoch. ``identity``: what else defines the run (loss, data, recipe), added to
+            the fingerprint that a checkpoint must match.
 
+    ``History.seconds`` and ``elapsed`` count training only (not validation or ``on_epoch_end``).
+    Training stops with ``FloatingPointError`` at the first epoch whose loss is not finite.
     A loss with a ``set_epoch(epoch)`` method is told the epoch (from 1) before each epoch; one with
     ``use_prototypes = True`` gets the model's classifier weights ``model.head.weight`` ``(C, E)``.
 
@@ -189,112 +336,59 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
     checkpoints.
     """
     core = getattr(model, "module", model)  # the model itself under DistributedDataParallel
-    n_classes = getattr(core, "n_classes", None)
-    x, y = _check_xy(x, y, n_classes)
+    params = list(model.parameters()) + list(getattr(loss_fn, "parameters", lambda: [])())
+    if not params:
+        raise ValueError(f"the model ({type(core).__name__}) has no parameters to train.")
+    x, y = _check_xy(x, y, getattr(core, "n_classes", None))
     if x_val is not None:
-        x_val, y_val = _check_xy(x_val, y_val, n_classes)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}.")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}.")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be None (full batch) or an integer >= 1, got {batch_size!r}.")
-    if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 1:
-        raise ValueError(f"n_views must be an integer >= 1, got {n_views!r}.")
-    if n_views > 1 and augment is None:
-        raise ValueError("n_views > 1 needs an augment function (e.g. gaussian_jitter(0.3)); identical "
-                         "views would only duplicate each example.")
+        x_val, y_val = _check_xy(x_val, y_val, getattr(core, "n_classes", None))
+    _check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, checkpoint_every)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
-    use_prototypes = getattr(loss_fn, "use_prototypes", False)
-    device = next(model.parameters()).device
+    device = params[0].device
     x, y = x.to(device), y.to(device)
     if hasattr(loss_fn, "to"):
         loss_fn.to(device)
-    was_training = model.training
-    eager = getattr(model, "_orig_mod", model)  # under torch.compile: check without compiling a 2-row graph
-    try:  # a wrong input shape is reported here, not from deep inside a layer mid-training
-        with torch.no_grad():
-            eager.eval()
-            eager(x[:2])
-    except RuntimeError as e:
-        raise ValueError(f"the model cannot take inputs of shape {tuple(x.shape[1:])} (x has shape "
-                         f"{tuple(x.shape)}): {e}") from None
-    finally:
-        model.train(was_training)
-    if optimizer not in ("adam", "sgd"):
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}.")
-    params = list(model.parameters()) + [p for p in getattr(loss_fn, "parameters", lambda: [])()]
-    opt = (torch.optim.Adam(params, lr=lr, weight_decay=weight_decay) if optimizer == "adam" else
-           torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay))
-    gen = torch.Generator().manual_seed(seed)
-    bs = batch_size or len(x)
-    history, first_epoch = History(), 1
+    _check_model_takes(model, x)
     world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_available() and dist.is_initialized() else (1, 0)
+    bs = batch_size or len(x)
     if bs % world:
         raise ValueError(f"batch_size={bs} must be divisible by the number of processes ({world}).")
     drop_last = drop_last or world > 1  # equal shards in every step
+    opt, gen = make_optimizer(optimizer, params, lr, weight_decay), torch.Generator().manual_seed(seed)
     fingerprint = {"examples": len(x), "input": list(x.shape[1:]), "parameters": sum(p.numel() for p in params),
-                   "batch_size": bs, "lr": lr, "optimizer": optimizer, "n_views": n_views, "seed": seed}
+                   "batch_size": bs, "lr": lr, "weight_decay": weight_decay, "optimizer": optimizer,
+                   "n_views": n_views, "seed": seed, "epochs": epochs, **(identity or {})}
+    history, first_epoch = History(), 1
     if resume and checkpoint is not None and Path(checkpoint).exists():
-        ckpt = load_checkpoint(checkpoint)
-        if ckpt.get("fingerprint") != fingerprint:
-            raise ValueError(f"checkpoint {checkpoint} was written by a different run ({ckpt.get('fingerprint')}, "
-                             f"this run: {fingerprint}); use another output folder or delete the checkpoint.")
-        core.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        gen.set_state(ckpt["generator"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        if ckpt.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
-        history, first_epoch = History(**ckpt["history"]), ckpt["epoch"] + 1
-    start = time.perf_counter() - history.seconds
+        history, first_epoch = _resume(checkpoint, fingerprint, core, opt, gen)
+    step = _Step(model, core, loss_fn, opt, n_views, augment, bf16, world, getattr(loss_fn, "use_prototypes", False))
     n_batches = len(x) // bs if drop_last and len(x) >= bs else -(-len(x) // bs)
     bar = tqdm(range(first_epoch, epochs + 1), desc="training", disable=not progress)
     for epoch in bar:
+        start = time.perf_counter()
         model.train()
         if hasattr(loss_fn, "set_epoch"):  # e.g. LDAM's deferred re-weighting
             loss_fn.set_epoch(epoch)
         for group in opt.param_groups:
             group["lr"] = lr * (lr_schedule(epoch) if lr_schedule else 1.0)
         order = torch.randperm(len(x), generator=gen).to(device) if bs < len(x) else None
-        total, preds, labels = torch.zeros((), device=device), [], []
-        for i in range(0, n_batches * bs, bs):
-            idx = order[i:i + bs] if order is not None else None
-            if world > 1:  # this process's share of the global batch
-                idx = (idx if idx is not None else torch.arange(len(x), device=device))[rank::world]
-            xb, yb = (x, y) if idx is None else (x[idx], y[idx])
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                if n_views > 1:  # (V*B, D) -> model -> (B, V, ...)
-                    logits, emb = model(torch.cat([augment(xb) for _ in range(n_views)]))
-                    logits, emb = (t.view(n_views, len(yb), -1).transpose(0, 1) for t in (logits, emb))
-                else:
-                    logits, emb = model(augment(xb) if augment else xb)
-                if world > 1:  # every process sees the global batch (the contrastive term needs it)
-                    logits, emb, yb = gather_batch(logits), gather_batch(emb), gather_batch(yb)
-                loss = compute_loss(loss_fn, logits.float(), emb.float(), yb,
-                                    core.head.weight if use_prototypes else None)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach() * len(yb)      # stays on the device: no sync per step
-            preds.append(logits.detach().reshape(len(yb), -1, logits.shape[-1])[:, 0].argmax(1))
-            labels.append(yb)
+        loss, train_acc = train_epoch(step, x, y, order, bs, n_batches, rank)
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"the training loss became {loss} in epoch {epoch}: check the inputs for NaN or inf and the "
+                f"labels, or lower the learning rate (lr={lr}). Nothing of this epoch was saved.")
+        history.seconds += time.perf_counter() - start   # the clock stops before validation
         history.epoch.append(epoch)
-        history.loss.append(total.item() / sum(len(t) for t in labels))
-        # measured on the batches as they were trained on (no extra forward pass)
-        history.train_balanced_accuracy.append(balanced_accuracy(torch.cat(labels).cpu(), torch.cat(preds).cpu()))
+        history.loss.append(loss)
+        history.elapsed.append(history.seconds)
+        history.train_balanced_accuracy.append(train_acc)
         if x_val is not None:
             history.val_balanced_accuracy.append(balanced_accuracy(y_val, predict(model, x_val)))
-        bar.set_postfix(loss=f"{history.loss[-1]:.3f}", bal_acc=f"{history.train_balanced_accuracy[-1]:.3f}")
+        bar.set_postfix(loss=f"{loss:.3f}", bal_acc=f"{train_acc:.3f}")
+        if checkpoint is not None and rank == 0 and (epoch % checkpoint_every == 0 or epoch == epochs):
+            _save(checkpoint, core, opt, gen, epoch, history, fingerprint)
         if on_epoch_end is not None:
             on_epoch_end(epoch, model, history)
-        history.seconds = time.perf_counter() - start
-        history.elapsed.append(history.seconds)
-        if checkpoint is not None and rank == 0 and (epoch % checkpoint_every == 0 or epoch == epochs):
-            save_atomic({"model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                         "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                         "history": history.as_dict(), "fingerprint": fingerprint}, checkpoint)
     return history
 
 

@@ -13,11 +13,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from torch import nn
 
-from . import losses, metrics
+from . import losses, methods, metrics
 from .data import PROFILES, ToyData, batch_class_stats, bayes_predict, make_toy, monte_carlo_errors
-from .experiments import (ELM_TOY_LOSS, EMBEDDING_RECIPE, EmbeddingRun, margin_spread_simulation,
-                          run_summary, train_embedding_model)
+from .experiments import EmbeddingRun, margin_spread_simulation, run_summary, train_embedding_model
 from .models import toy_model
+from .recipes import LONGTAIL_TOY, LOGIT_TOY
 from .plots import (SCENE_AXIS, _discrete_colorscale, accuracy_bar_trace, boundary_mask, embedding_traces,
                     grid_logits, margin_band_mask, mask_trace, point_traces, region_traces)
 from .train import History, fit, predict
@@ -38,7 +38,8 @@ class LongTailView:
 
 
 def longtail_view(rho: float = 100.0, profile: str = "exp", *, kind: str = "gaussian", n_classes: int = 5,
-                  n_max: int = 500, seed: int = 0, epochs: int = 200, lr: float = 0.05, batch_size: int = 32,
+                  n_max: int = 500, seed: int = 0, epochs: int = LONGTAIL_TOY["epochs"],
+                  lr: float = LONGTAIL_TOY["lr"], batch_size: int = LONGTAIL_TOY["batch_size"],
                   many: int = 100, few: int = 20) -> LongTailView:
     """Sample the toy problem, train plain ERM (cross-entropy) and evaluate on the balanced test set."""
     data = make_toy(kind, n_classes, n_max, rho, profile, seed=seed)
@@ -164,39 +165,20 @@ def longtail_app(rho: float = 100.0, profile: str = "exp", **view_kwargs) -> App
 
 # ----------------------------------------------------------------------------- notebook 02: logit margins
 
-LOGIT_METHODS = {
-    # name shown to the learner: (loss name, loss kwargs, cosine head, post-hoc LA, weight decay)
-    "CE": ("ce", {}, False, False, 0.0),
-    "CE + post-hoc LA": ("ce", {}, False, True, 0.0),
-    "LA loss": ("la", {}, False, False, 0.0),
-    "Balanced Softmax": ("balanced_softmax", {}, False, False, 0.0),
-    "LDAM": ("ldam", {}, True, False, 0.0),
-    "LDAM-DRW": ("ldam", {"drw": True}, True, False, 0.0),
-    "hinge, equal margins": ("hinge", {"schedule": "equal"}, False, False, 1e-3),
-    "hinge, n^-1/4 margins": ("hinge", {"schedule": "n^-1/4"}, False, False, 1e-3),
-}
-
-
-def train_logit_method(method: str, data: ToyData, tau: float = 1.0, seed: int = 0, epochs: int = 100,
-                       lr: float = 0.1, weight_decay: float | None = None) -> tuple[nn.Module, nn.Module]:
-    """Train the toy model with one of :data:`LOGIT_METHODS`; returns ``(model, loss)``.
-    For post-hoc LA the returned model is wrapped so that it predicts with adjusted logits;
-    ``tau`` applies to the LA loss and to post-hoc LA. LDAM-DRW re-weights the last quarter.
-    ``weight_decay=None`` takes the method's default (the hinge losses need some, as an SVM does)."""
-    if method not in LOGIT_METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {list(LOGIT_METHODS)}.")
-    name, kwargs, cosine, posthoc, default_weight_decay = LOGIT_METHODS[method]
-    weight_decay = default_weight_decay if weight_decay is None else weight_decay
-    kwargs = dict(kwargs)
-    if name == "la":
-        kwargs["tau"] = tau
-    if kwargs.pop("drw", False):
-        kwargs["drw_epoch"] = max(1, (3 * epochs) // 4)
-    loss = losses.get(name, data.counts, **kwargs)
-    model = toy_model(data.kind, data.n_classes, seed, cosine=cosine)
+def train_logit_method(method: str, data: ToyData, tau: float = 1.0, seed: int = 0,
+                       epochs: int = LOGIT_TOY["epochs"], lr: float = LOGIT_TOY["lr"],
+                       weight_decay: float | None = None) -> tuple[nn.Module, nn.Module]:
+    """Train the toy model with the registered method ``method`` (one of
+    :data:`~elm_lite.methods.LOGIT_MARGIN_METHODS`); returns ``(model, loss)``.
+    ``tau`` applies to the LA loss and to post-hoc LA (whose returned model predicts with adjusted
+    logits). ``weight_decay=None`` takes the method's recipe (the hinge losses need some, as an SVM does)."""
+    m = methods.get(method)
+    weight_decay = {**LOGIT_TOY, **m.recipe}["weight_decay"] if weight_decay is None else weight_decay
+    loss = m.build_loss(data.counts, epochs, **({"tau": tau} if method == "la" else {}))
+    model = toy_model(data.kind, data.n_classes, seed, cosine=m.cosine)
     fit(model, data.x_train, data.y_train, loss, epochs=epochs, lr=lr, weight_decay=weight_decay,
         seed=seed, progress=False)
-    if posthoc:
+    if m.posthoc:
         return losses.PosthocAdjusted(model, data.counts, tau), losses.LogitAdjustedLoss(data.counts, tau)
     return model, loss
 
@@ -213,9 +195,9 @@ class LogitMarginView:
     bayes: dict
 
 
-def logit_margin_view(method: str = "LA loss", tau: float = 1.0, rho: float = 100.0, *, kind: str = "gaussian",
-                      n_classes: int = 5, n_max: int = 500, seed: int = 0, epochs: int = 100,
-                      lr: float = 0.1, weight_decay: float | None = None,
+def logit_margin_view(method: str = "la", tau: float = 1.0, rho: float = 100.0, *, kind: str = "gaussian",
+                      n_classes: int = 5, n_max: int = 500, seed: int = 0, epochs: int = LOGIT_TOY["epochs"],
+                      lr: float = LOGIT_TOY["lr"], weight_decay: float | None = None,
                       n_eval: int = 5000) -> LogitMarginView:
     """Train ``method`` on the Gaussian toy problem and measure its errors and the Bayes-balanced
     classifier's on the same fresh balanced sample (``n_eval`` points per class)."""
@@ -255,7 +237,7 @@ def logit_margin_readout(view: LogitMarginView) -> str:
     e, b = view.errors, view.bayes
     accs = ", ".join(f"{1 - err:.0%}" for err in e["per_class"])
     tail, head = view.data.n_classes - 1, 0
-    return (f"<b>{view.method}</b> (tau = {view.tau:g}, rho = {view.data.info['rho']:g}): "
+    return (f"<b>{methods.get(view.method).label}</b> (tau = {view.tau:g}, rho = {view.data.info['rho']:g}): "
             f"<b>balanced error {e['balanced']:.1%}</b> vs Bayes-balanced {b['balanced']:.1%} "
             f"(&plusmn; {max(e['balanced_se'], b['balanced_se']):.1%}); standard error {e['standard']:.1%}<br>"
             f"per-class accuracy, head to tail: {accs}<br>"
@@ -263,10 +245,11 @@ def logit_margin_readout(view: LogitMarginView) -> str:
             f"{view.pairwise_margins[tail, head]:.2f} (against itself: the head, {view.pairwise_margins[head, tail]:.2f})")
 
 
-def logit_margin_app(method: str = "LA loss", tau: float = 1.0, rho: float = 100.0, **view_kwargs) -> App:
+def logit_margin_app(method: str = "la", tau: float = 1.0, rho: float = 100.0, **view_kwargs) -> App:
     """Notebook 02: loss selector, ``tau`` and ``rho`` sliders; retrain the linear model, redraw."""
     import ipywidgets as W
-    controls = {"method": W.Dropdown(options=list(LOGIT_METHODS), value=method, description="loss"),
+    options = [(methods.get(name).label, name) for name in methods.LOGIT_MARGIN_METHODS]
+    controls = {"method": W.Dropdown(options=options, value=method, description="loss"),
                 "tau": W.FloatSlider(value=tau, min=0, max=3, step=0.1, description="tau",
                                      continuous_update=False),
                 "rho": _rho_slider(rho)}
@@ -289,10 +272,10 @@ class EmbeddingMarginView:
 
 def embedding_margin_view(lam: float = 1.0, delta_max: float = 0.5, temperature: float = 0.1, *,
                           data: ToyData, baseline: EmbeddingRun, seed: int = 0, **recipe) -> EmbeddingMarginView:
-    """Train LA + ``lam`` * embedding-margin loss with :data:`EMBEDDING_RECIPE` (overridable)."""
-    loss = losses.ELMLoss(data.counts, **{**ELM_TOY_LOSS, "lam": lam, "delta_max": delta_max,
-                                          "temperature": temperature})
-    run = train_embedding_model(data, loss, seed=seed, **{**EMBEDDING_RECIPE, **recipe})
+    """Train ELM with ``lam``, ``delta_max`` and ``temperature`` under
+    :data:`~elm_lite.recipes.EMBEDDING_RECIPE` (entries overridable as keywords)."""
+    method = methods.get("elm").variant("ELM (app)", lam=lam, delta_max=delta_max, temperature=temperature)
+    run = train_embedding_model(data, method, seed=seed, **recipe)
     return EmbeddingMarginView(lam, delta_max, temperature, data, run, baseline)
 
 

@@ -51,10 +51,10 @@ def test_la_beats_ce_and_approaches_bayes_balanced_on_default_toy():
     CPU: CE 23.7 %, LA 15.2 %, post-hoc LA 15.0 %, Bayes-balanced 14.0 % balanced error (notebook 02)."""
     d = make_toy("gaussian", 5, 500, 100, seed=0)
     err = {}
-    for method in ("CE", "LA loss", "CE + post-hoc LA"):
+    for method in ("ce", "la", "posthoc-la"):
         model, _ = train_logit_method(method, d, tau=1.0, seed=0)
         err[method] = monte_carlo_errors(lambda x: predict(model, x), d)["balanced"]
     bayes = monte_carlo_errors(lambda x: bayes_predict(d, x), d)["balanced"]
-    assert err["LA loss"] < err["CE"] - 0.05
-    assert err["CE + post-hoc LA"] < err["CE"] - 0.05
-    assert bayes <= err["LA loss"] < bayes + 0.03
+    assert err["la"] < err["ce"] - 0.05
+    assert err["posthoc-la"] < err["ce"] - 0.05
+    assert bayes <= err["la"] < bayes + 0.03

@@ -10,7 +10,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import elm_lite as el
 from elm_lite import losses
-from elm_lite.experiments import ELM_TOY_LOSS, EMBEDDING_TOY
+from elm_lite.recipes import ELM_RECOMMENDED, EMBEDDING_TOY
 
 TOLERANCE = 1e-4  # the gathered batch is a permutation of the single-process one: sums reorder
 
@@ -21,7 +21,7 @@ def _train(ddp: bool):
     model = el.MLP(16, data.n_classes, hidden=32, embed_dim=8, normalize=True)
     if ddp:
         model = DistributedDataParallel(model)
-    loss = losses.ELMLoss(data.counts, **{**ELM_TOY_LOSS, "anchor_average": "all"})
+    loss = losses.ELMLoss(data.counts, **{**ELM_RECOMMENDED, "anchor_average": "all"})
     history = el.fit(model, data.x_train, data.y_train, loss, epochs=3, batch_size=32, lr=0.01, progress=False,
                      drop_last=True)
     core = getattr(model, "module", model)

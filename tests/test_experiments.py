@@ -3,11 +3,9 @@ import numpy as np
 import pytest
 
 import elm_lite as el
-from elm_lite import losses as L
-from elm_lite.experiments import (ELM_TOY_LOSS, EMBEDDING_RECIPE, EMBEDDING_TOY, compare, run_summary, summarize,
-                                  train_embedding_model)
-
-NO_VIEWS = {"n_views": 1, "jitter": 0.0}
+from elm_lite import methods
+from elm_lite.experiments import compare, run_summary, summarize, train_embedding_model
+from elm_lite.recipes import EMBEDDING_RECIPE, EMBEDDING_TOY
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +15,7 @@ def toy():
 
 @pytest.fixture(scope="module")
 def la_run(toy):
-    return train_embedding_model(toy, L.get("la", toy.counts), seed=0, **{**EMBEDDING_RECIPE, **NO_VIEWS})
+    return train_embedding_model(toy, methods.get("la"), seed=0)
 
 
 def test_premise_tail_test_embeddings_are_diffuse_under_la(toy, la_run):
@@ -31,7 +29,7 @@ def test_premise_tail_test_embeddings_are_diffuse_under_la(toy, la_run):
 def test_embedding_margin_term_tightens_the_tail_without_hurting_balanced_accuracy(toy, la_run):
     """Measured (seed 0): few-shot spread 0.378 -> 0.090, balanced accuracy 76.4 % -> 84.7 %.
     Tolerance: balanced accuracy may not drop by more than 3 points."""
-    elm = train_embedding_model(toy, L.ELMLoss(toy.counts, **ELM_TOY_LOSS), seed=0, **EMBEDDING_RECIPE)
+    elm = train_embedding_model(toy, methods.get("elm"), seed=0)
     la, ours = run_summary(la_run, toy.counts), run_summary(elm, toy.counts)
     assert ours["spread_few"] < 0.5 * la["spread_few"]
     assert ours["balanced_accuracy"] > la["balanced_accuracy"] - 0.03
@@ -39,9 +37,7 @@ def test_embedding_margin_term_tightens_the_tail_without_hurting_balanced_accura
 
 def test_compare_returns_one_finite_row_per_method_and_seed():
     data = el.make_toy(**{**EMBEDDING_TOY, "n_max": 60, "rho": 10})
-    methods = {"CE": (lambda c: L.get("ce", c), NO_VIEWS),
-               "ELM": (lambda c: L.ELMLoss(c, **ELM_TOY_LOSS), {})}
-    rows = compare(methods, data, seeds=(0, 1), **{**EMBEDDING_RECIPE, "epochs": 2})
+    rows = compare(methods.by_label(("ce", "elm")), data, seeds=(0, 1), epochs=2)
     assert [(r["method"], r["seed"]) for r in rows] == [("CE", 0), ("CE", 1), ("ELM", 0), ("ELM", 1)]
     for r in rows:
         assert np.isfinite(r["balanced_accuracy"]) and np.isfinite(r["spread_few"])
@@ -51,7 +47,7 @@ def test_compare_returns_one_finite_row_per_method_and_seed():
 
 def test_snapshots_for_animation():
     data = el.make_toy(**{**EMBEDDING_TOY, "n_max": 60, "rho": 10})
-    run = train_embedding_model(data, L.get("la", data.counts), epochs=4, snapshot_every=2, snapshot_points=5)
+    run = train_embedding_model(data, methods.get("la"), epochs=4, snapshot_every=2, snapshot_points=5)
     assert [e for e, _ in run.snapshots] == [1, 2, 4]
     assert run.snapshots[0][1].shape == (5 * data.n_classes, EMBEDDING_RECIPE["embed_dim"])
 
@@ -67,10 +63,10 @@ def test_embedding_figure_projects_to_two_or_three_dimensions():
 
 def test_compare_resumes_from_finished_rows():
     data = el.make_toy(**{**EMBEDDING_TOY, "n_max": 60, "rho": 10})
-    methods = {"CE": (lambda c: L.get("ce", c), NO_VIEWS), "LA": (lambda c: L.get("la", c), NO_VIEWS)}
+    two = methods.by_label(("ce", "la"))
     saved = []
-    rows = compare(methods, data, seeds=(0,), on_row=lambda r: saved.append(len(r)), **{**EMBEDDING_RECIPE, "epochs": 2})
+    rows = compare(two, data, seeds=(0,), on_row=lambda r: saved.append(len(r)), epochs=2)
     assert saved == [1, 2]
     marker = {**rows[0], "balanced_accuracy": -1.0}  # a finished row is reused, not retrained
-    again = compare(methods, data, seeds=(0,), done=[marker], **{**EMBEDDING_RECIPE, "epochs": 2})
+    again = compare(two, data, seeds=(0,), done=[marker], epochs=2)
     assert again[0]["balanced_accuracy"] == -1.0 and again[1]["balanced_accuracy"] == rows[1]["balanced_accuracy"]

@@ -7,7 +7,7 @@ import torch
 
 from elm_lite.cli import main
 from elm_lite.data import fake_cifar, load_cifar_lt
-from elm_lite.fullscale import ladder_table, lr_multiplier, make_loss, speed_ladder, summarize_runs, train_cifar
+from elm_lite.fullscale import ladder_table, lr_multiplier, speed_ladder, summarize_runs, train_cifar
 from elm_lite.train import load_checkpoint
 
 TINY = dict(model="small_cnn", epochs=4, batch_size=32, lr=0.05, projection_dim=16)
@@ -48,8 +48,13 @@ def test_elm_run_uses_two_views_and_a_projection(data, tmp_path):
 
 def test_interrupted_run_resumes_to_the_same_result(data, tmp_path):
     full = train_cifar(data, "la", out_dir=tmp_path / "full", checkpoint_every=2, progress=False, **TINY)
-    # "kill" after the epoch-2 checkpoint: a run of 2 epochs leaves exactly that checkpoint
-    train_cifar(data, "la", out_dir=tmp_path / "cut", checkpoint_every=2, progress=False, **{**TINY, "epochs": 2})
+    # "kill" the same 4-epoch run right after its epoch-2 checkpoint
+    def kill_after_epoch_2(epoch, *_):
+        if epoch == 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train_cifar(data, "la", out_dir=tmp_path / "cut", checkpoint_every=2, progress=False,
+                    on_epoch_end=kill_after_epoch_2, **TINY)
     assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 2
     resumed = train_cifar(data, "la", out_dir=tmp_path / "cut", checkpoint_every=2, resume=True, progress=False, **TINY)
     assert resumed["history"]["epoch"] == [1, 2, 3, 4]
@@ -92,8 +97,8 @@ def test_cli_bad_data_leaves_nothing_behind(tmp_path):
 
 
 def test_unknown_loss_and_recipe_entries(data):
-    with pytest.raises(ValueError, match="unknown loss"):
-        make_loss("focal", data.counts, 10)
+    with pytest.raises(ValueError, match="unknown method 'focal'"):
+        train_cifar(data, "focal", progress=False)
     with pytest.raises(ValueError, match="unknown recipe entries"):
         train_cifar(data, "la", progress=False, momentum=0.5)
 
@@ -115,10 +120,50 @@ def test_summarize_runs(data):
     assert len(lines) == 3 and "ce" in lines[1] and "la" in lines[2] and " 2 " in lines[1]
 
 
-def test_resume_refuses_a_checkpoint_of_another_run(data, tmp_path):
-    train_cifar(data, "la", out_dir=tmp_path, checkpoint_every=1, progress=False, **{**TINY, "epochs": 1})
-    with pytest.raises(ValueError, match="different run"):
-        train_cifar(data, "la", out_dir=tmp_path, resume=True, progress=False, **{**TINY, "batch_size": 16})
+@pytest.mark.parametrize("change,field", [
+    ({"batch_size": 16}, "batch_size"),
+    ({"loss": "ce"}, "method"),                      # the issue's la -> ce
+    ({"loss": "ldam-drw", "first": "ldam"}, "method"),
+    ({"loss": "supcon-la", "first": "elm"}, "method"),
+    ({"epochs": 3}, "epochs"),                       # the schedule depends on the number of epochs
+    ({"lr": 0.02}, "lr"),
+    ({"weight_decay": 0.0}, "recipe"),
+    ({"seed": 1}, "seed"),
+    ({"data_seed": 1}, "data_seed"),
+    ({"data": "other"}, "data_sha256"),              # another npz of the same size
+])
+def test_resume_refuses_a_checkpoint_of_another_run(data, tmp_path, change, field):
+    """Run identity: any difference in what is trained is refused, naming the differing field."""
+    change = dict(change)
+    first, loss = change.pop("first", "la"), change.pop("loss", None)
+    seed, data_seed, other = change.pop("seed", 0), change.pop("data_seed", None), change.pop("data", None)
+    train_cifar(data, first, out_dir=tmp_path, checkpoint_every=1, progress=False, **{**TINY, "epochs": 2})
+    again = data
+    if data_seed is not None:
+        again = load_cifar_lt("cifar10", rho=10, seed=data_seed, arrays=fake_cifar(10, n_per_class=40))
+    if other is not None:
+        again = load_cifar_lt("cifar10", rho=10, arrays=fake_cifar(10, n_per_class=40, seed=7))
+    with pytest.raises(ValueError, match=f"different run.*{field}"):
+        train_cifar(again, loss or first, out_dir=tmp_path, resume=True, seed=seed, progress=False,
+                    **{**TINY, "epochs": 2, **change})
+
+
+def test_run_folder_is_never_overwritten_silently(data, tmp_path):
+    train_cifar(data, "la", out_dir=tmp_path, progress=False, **{**TINY, "epochs": 1})
+    with pytest.raises(ValueError, match="already holds a run.*--resume.*--overwrite"):
+        train_cifar(data, "la", out_dir=tmp_path, progress=False, **{**TINY, "epochs": 1})
+    again = train_cifar(data, "ce", out_dir=tmp_path, overwrite=True, progress=False, **{**TINY, "epochs": 1})
+    assert again["loss"] == "ce" and load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+    with pytest.warns(UserWarning, match="starting a fresh run"):
+        train_cifar(data, "la", out_dir=tmp_path / "new", resume=True, progress=False, **{**TINY, "epochs": 1})
+    with pytest.raises(ValueError, match="out_dir is empty"):
+        train_cifar(data, "la", out_dir="", progress=False, **{**TINY, "epochs": 1})
+
+
+def test_finished_run_resumed_with_fewer_epochs_is_refused(data, tmp_path):
+    train_cifar(data, "la", out_dir=tmp_path, progress=False, **{**TINY, "epochs": 2})
+    with pytest.raises(ValueError, match="epochs: checkpoint 2, this run 1"):
+        train_cifar(data, "la", out_dir=tmp_path, resume=True, progress=False, **{**TINY, "epochs": 1})
 
 
 def test_collect_tool_gathers_a_runs_tarball(data, tmp_path):

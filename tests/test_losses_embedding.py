@@ -14,7 +14,7 @@ COUNTS = [500, 158, 50, 15, 5]
 
 def ref_margin_contrastive(z, labels, temperature, margins=None, placement="positive", prototypes=None,
                            average="all"):
-    """DESIGN.md section 1, written with loops over anchors, positives and the contrast set."""
+    """The embedding term of docs/design.md, written with loops over anchors, positives and the contrast set."""
     z = [[a / math.sqrt(sum(b * b for b in v)) for a in v] for v in z.tolist()]
     labels = labels.tolist()
     pool, pool_labels = list(z), list(labels)
@@ -185,7 +185,7 @@ def test_elm_parts_add_up_and_gradients_reach_both_inputs():
     total, parts = loss(logits, z, y)
     torch.testing.assert_close(total, parts["logit"] + 0.7 * parts["embedding"])
     torch.testing.assert_close(parts["logit"], L.LogitAdjustedLoss(COUNTS)(logits.reshape(-1, 5), y.repeat_interleave(2)))
-    torch.testing.assert_close(parts["embedding"], L.EmbeddingMarginLoss(COUNTS, 0.1, 0.3)(z, y))
+    torch.testing.assert_close(parts["embedding"], L.EmbeddingMarginLoss(COUNTS, 0.1, 0.3, anchor_average="class")(z, y))
     total.backward()
     assert logits.grad.abs().sum() > 0 and z.grad.abs().sum() > 0
 

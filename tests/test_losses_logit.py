@@ -7,6 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from elm_lite import losses as L
+from elm_lite import methods
 from elm_lite.models import LinearModel
 
 COUNTS = [500, 158, 50, 15, 5]
@@ -125,7 +126,7 @@ def test_gradcheck(make):
 def test_tau_zero_is_plain_cross_entropy():
     logits, labels = batch(torch.float64)
     torch.testing.assert_close(L.LogitAdjustedLoss(COUNTS, 0.0)(logits, labels), F.cross_entropy(logits, labels))
-    torch.testing.assert_close(L.get("ce", COUNTS)(logits, labels), F.cross_entropy(logits, labels))
+    torch.testing.assert_close(methods.get("ce").build_loss(COUNTS)(logits, labels), F.cross_entropy(logits, labels))
 
 
 def test_la_tau_one_equals_balanced_softmax():
@@ -175,14 +176,6 @@ def test_losses_are_device_and_dtype_agnostic_buffers():
     assert loss.double()(logits, labels).dtype == torch.float64
 
 
-def test_registry():
-    assert isinstance(L.get("la", COUNTS, tau=2.0), L.LogitAdjustedLoss)
-    assert L.get("la", COUNTS, tau=2.0).tau == 2.0
-    assert isinstance(L.get("ldam", COUNTS), L.LDAMLoss)
-    assert isinstance(L.get("hinge", COUNTS), L.MulticlassHingeLoss)
-    assert isinstance(L.get("balanced_softmax", COUNTS), L.BalancedSoftmaxLoss)
-
-
 # ----------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("counts,match", [
@@ -218,8 +211,6 @@ def test_ldam_rejects_raw_logits():
 
 
 @pytest.mark.parametrize("call,match", [
-    (lambda: L.get("focal", COUNTS), "unknown loss 'focal'"),
-    (lambda: L.get("la", COUNTS, temperature=2), "bad arguments for loss 'la'"),
     (lambda: L.LogitAdjustedLoss(COUNTS, tau=-1), "tau"),
     (lambda: L.LDAMLoss(COUNTS, s=0), "s must be"),
     (lambda: L.LDAMLoss(COUNTS, drw_epoch=-2), "drw_epoch"),

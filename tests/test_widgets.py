@@ -59,27 +59,29 @@ def test_app_rejects_unknown_control():
 
 
 def test_logit_margin_view_and_app():
-    from elm_lite.widgets import LOGIT_METHODS, logit_margin_app, logit_margin_figure, logit_margin_view
-    view = logit_margin_view("CE", rho=100, epochs=60)
+    from elm_lite.methods import LOGIT_MARGIN_METHODS
+    from elm_lite.widgets import logit_margin_app, logit_margin_figure, logit_margin_view
+    view = logit_margin_view("ce", rho=100, epochs=60)
     assert np.allclose(view.pairwise_margins, 0)  # plain CE demands no margin
     types = [t.type for t in logit_margin_figure(view).data]
     assert types == ["heatmap"] * 3 + ["scatter"] * 5 + ["bar"]
-    app = logit_margin_app("CE", tau=1.0, rho=100, epochs=60)
+    app = logit_margin_app("ce", tau=1.0, rho=100, epochs=60)
     band_before = np.array(app.figure.data[1].z).sum()
-    view = app.update(method="LA loss")
+    view = app.update(method="la")
     assert np.array(app.figure.data[1].z).sum() > band_before == 0  # LA draws a margin band
-    assert "LA loss" in app.readout.value and "Bayes-balanced" in app.readout.value
-    for method in LOGIT_METHODS:  # every selector entry trains and draws
+    assert "<b>LA</b>" in app.readout.value and "Bayes-balanced" in app.readout.value
+    for method in LOGIT_MARGIN_METHODS:  # every selector entry trains and draws
         app.update(method=method)
 
 
 def test_embedding_margin_app_updates_in_place():
     import elm_lite as el
-    from elm_lite import losses as L
-    from elm_lite.experiments import EMBEDDING_TOY, train_embedding_model
+    from elm_lite import methods
+    from elm_lite.experiments import train_embedding_model
+    from elm_lite.recipes import EMBEDDING_TOY
     from elm_lite.widgets import embedding_margin_app
     data = el.make_toy(**{**EMBEDDING_TOY, "n_max": 100, "rho": 20})
-    baseline = train_embedding_model(data, L.get("la", data.counts), epochs=3)
+    baseline = train_embedding_model(data, methods.get("la"), epochs=3)
     app = embedding_margin_app(data=data, baseline=baseline, epochs=3)
     bars = np.array(app.figure.data[-1].y)
     app.update(lam=0.0)

@@ -1,0 +1,109 @@
+"""The method registry: every method of the course defined once.
+
+A *method* is a loss with its constants, plus what training must do for it: how many views of each
+example (two for the contrastive methods), a cosine classifier head (LDAM), deferred re-weighting
+(LDAM-DRW, from :data:`~elm_lite.recipes.DRW_START` of the run), post-hoc adjustment of the
+logits, and any recipe entries it changes. The CLI, the comparisons, the apps, the benchmarks and
+the notebooks all build their losses here::
+
+    method = methods.get("ldam-drw")
+    loss = method.build_loss(counts, epochs=200)     # LDAMLoss(counts, drw_epoch=160)
+    variant = methods.get("elm").variant("ELM, lambda 0.25", lam=0.25)
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from torch import nn
+
+from . import losses
+from .recipes import ELM_RECOMMENDED, drw_epoch
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method: ``loss(counts, **constants)`` trained with ``views`` views of each example."""
+    name: str                      # registry key and CLI name, e.g. "ldam-drw"
+    label: str                     # what tables and apps show, e.g. "LDAM-DRW"
+    loss: type                     # a loss class from elm_lite.losses
+    constants: Mapping = field(default_factory=dict)  # its constructor keywords
+    views: int = 1                 # views per example (2: two augmentations, for the contrastive term)
+    cosine: bool = False           # a cosine classifier head (logits in [-1, 1], as LDAM needs)
+    drw: bool = False              # class-balanced re-weighting from recipes.drw_epoch(epochs)
+    posthoc: bool = False          # predict with logits - tau * log(prior) (train plain CE)
+    recipe: Mapping = field(default_factory=dict)     # recipe entries this method changes
+    about: str = ""                # one line for learners
+
+    def build_loss(self, counts, epochs: int | None = None, **overrides) -> nn.Module:
+        """A fresh loss for training counts ``counts`` ``(C,)``; ``epochs`` places DRW (needed
+        when ``self.drw``); ``overrides`` change constants."""
+        kwargs = {**self.constants, **overrides}
+        if self.drw:
+            if epochs is None:
+                raise ValueError(f"method {self.name!r} re-weights late in training: pass epochs= so "
+                                 "that build_loss can place the switch.")
+            kwargs["drw_epoch"] = drw_epoch(epochs)
+        try:
+            return self.loss(counts, **kwargs)
+        except TypeError as e:  # an unknown keyword: say which method and what its loss takes
+            raise ValueError(f"bad constants for method {self.name!r} ({self.loss.__name__}): {e}") from None
+
+    def variant(self, label: str, *, views: int | None = None, recipe: Mapping | None = None,
+                **constants) -> Method:
+        """The same method with other constants, views or recipe entries (for sweeps and ablations)."""
+        return dataclasses.replace(self, label=label, constants={**self.constants, **constants},
+                                   views=self.views if views is None else views,
+                                   recipe={**self.recipe, **(recipe or {})})
+
+    def identity(self) -> dict:
+        """Everything that changes what this method trains, as plain JSON values (run fingerprints)."""
+        return {"method": self.name, "loss": self.loss.__name__, "constants": dict(self.constants),
+                "views": self.views, "cosine": self.cosine, "drw": self.drw, "posthoc": self.posthoc,
+                "recipe": dict(self.recipe)}
+
+
+_SUPCON_LA = {**ELM_RECOMMENDED, "delta_max": 0.0}
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("ce", "CE", losses.LogitAdjustedLoss, {"tau": 0.0},
+           about="plain cross-entropy (empirical risk minimisation)"),
+    Method("posthoc-la", "CE + post-hoc LA", losses.LogitAdjustedLoss, {"tau": 0.0}, posthoc=True,
+           about="train plain CE, predict with logits - tau * log(prior)"),
+    Method("la", "LA", losses.LogitAdjustedLoss, {"tau": 1.0},
+           about="logit-adjusted cross-entropy (Menon et al. 2021)"),
+    Method("balanced-softmax", "Balanced Softmax", losses.BalancedSoftmaxLoss,
+           about="cross-entropy on logits + log n_y (Ren et al. 2020)"),
+    Method("ldam", "LDAM", losses.LDAMLoss, cosine=True,
+           about="margins n_y^(-1/4) on cosine logits (Cao et al. 2019)"),
+    Method("ldam-drw", "LDAM-DRW", losses.LDAMLoss, cosine=True, drw=True,
+           about="LDAM with class-balanced re-weighting late in training"),
+    Method("hinge-equal", "hinge, equal margins", losses.MulticlassHingeLoss, {"schedule": "equal"},
+           recipe={"weight_decay": 1e-3}, about="multiclass SVM: every class needs the same margin"),
+    Method("hinge-n14", "hinge, n^-1/4 margins", losses.MulticlassHingeLoss, {"schedule": "n^-1/4"},
+           recipe={"weight_decay": 1e-3}, about="multiclass SVM with LDAM's margins n_y^(-1/4)"),
+    Method("supcon-la", "SupCon + LA", losses.ELMLoss, _SUPCON_LA, views=2,
+           about="LA plus a supervised contrastive term without embedding margins"),
+    Method("elm", "ELM", losses.ELMLoss, dict(ELM_RECOMMENDED), views=2,
+           about="LA plus the contrastive term with class-dependent embedding margins"),
+)}
+
+# The methods of notebook 02's logit-margin app (toy, linear/MLP models, one view).
+LOGIT_MARGIN_METHODS = ("ce", "posthoc-la", "la", "balanced-softmax", "ldam", "ldam-drw", "hinge-equal", "hinge-n14")
+# The methods a full-scale run or table can train (CLI choices).
+FULLSCALE_METHODS = ("ce", "la", "ldam", "ldam-drw", "supcon-la", "elm")
+# The comparison every scale shows: ERM, a logit margin, LDAM-DRW, the contrastive term, ELM.
+COMPARISON = ("ce", "la", "ldam-drw", "supcon-la", "elm")
+
+
+def get(name: str) -> Method:
+    """The registered method ``name`` (a key of :data:`METHODS`)."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}.")
+    return METHODS[name]
+
+
+def by_label(names=COMPARISON) -> dict[str, Method]:
+    """``{label: method}`` for the named methods, in order (the shape :func:`~elm_lite.experiments.compare` takes)."""
+    return {get(n).label: get(n) for n in names}

@@ -1,0 +1,92 @@
+"""Every recipe of the course, one dictionary per scale, each knob with its meaning and range.
+
+Function defaults and the command line read from here; change a recipe here and every notebook,
+benchmark and CLI run follows. This module imports nothing from the package (it is the bottom
+layer), so any module may read it.
+"""
+from __future__ import annotations
+
+# ----------------------------------------------------------------------------- toy scale (notebooks 01-02)
+
+# Notebook 01: plain ERM on 2-D Gaussian blobs, mini-batches so that "what a batch holds" is real.
+LONGTAIL_TOY = dict(
+    epochs=200,        # passes over the training set
+    lr=0.05,           # Adam learning rate
+    batch_size=32,     # mini-batch size (the readout counts tail examples per batch)
+)
+# Notebook 02: logit-margin losses on 2-D Gaussian blobs, full batch (deterministic, fast).
+LOGIT_TOY = dict(
+    epochs=100,        # passes over the training set (full batch: one step each)
+    lr=0.1,            # Adam learning rate
+    weight_decay=0.0,  # L2 penalty (the hinge methods set their own, as an SVM pairs with its norm)
+)
+
+# ----------------------------------------------------------------------------- toy scale (notebooks 03-05)
+
+# The embedding toy problem of notebooks 03-05.
+EMBEDDING_TOY = dict(
+    kind="gaussian",   # isotropic Gaussian classes with known densities
+    n_classes=8,       # classes; counts 500, 258, 134, 69, 35, 18, 9, 5 with the values below
+    n_max=500,         # head-class training examples (100-2000)
+    rho=100,           # imbalance ratio (1-1000)
+    dim=16,            # input dimension (>= n_classes): high enough that a few examples under-cover a class
+    separation=3.0,    # distance of each class mean from the origin (2-5: harder to easier)
+)
+# How a toy embedding model (MLP, normalised embedding) is trained on it.
+EMBEDDING_RECIPE = dict(
+    embed_dim=8,       # normalised embedding dimension (3 is too crowded for 8 classes, see notebook 04)
+    hidden=64,         # MLP width
+    epochs=30,         # passes over the training set (10-200)
+    batch_size=128,    # mini-batch size; with 5 tail examples most batches hold no tail positive
+    lr=0.01,           # Adam learning rate (1e-3 - 3e-2)
+    jitter=1.0,        # std of the Gaussian input jitter that makes a method's second view (0-1.5)
+)
+
+# ----------------------------------------------------------------------------- ELM constants
+
+# The course's recommended ELM constants: our reading of arXiv 2204.13208 (the paper's own
+# constants were not available to us), chosen on the toy problem of notebooks 04-05.
+# ``ELMLoss``'s defaults are these values.
+ELM_RECOMMENDED = dict(
+    tau=1.0,                 # logit-adjustment strength (0-3)
+    lam=1.0,                 # weight of the embedding term (0-2); 0 = logit adjustment alone
+    temperature=0.1,         # contrastive temperature (0.05-1)
+    delta_max=0.5,           # embedding margin of the rarest class, cosine units (0-1)
+    anchor_average="class",  # average the contrastive loss per class first ("all": per anchor)
+)
+
+# ----------------------------------------------------------------------------- real images
+
+# CPU-sized CIFAR-10-LT runs (notebook 05, benchmarks/cifar_cpu_comparison.py).
+IMAGE_RECIPE = dict(
+    model="small_cnn",   # "small_cnn" (CPU-sized, 0.1 M parameters) or "resnet32" (0.46 M)
+    epochs=10,           # passes over CIFAR-10-LT (10 is "a few": minutes per run on 2 CPU cores)
+    batch_size=128,      # mini-batch size
+    lr=1e-3,             # Adam learning rate
+    weight_decay=5e-4,   # L2 penalty
+    projection_dim=64,   # projection head for the contrastive term (None: contrast the features)
+)
+
+# The standard CIFAR-LT recipe (LDAM-DRW and later work) for full-scale GPU runs.
+CIFAR_RECIPE = dict(
+    model="resnet32",         # ResNet-32, 0.46 M parameters ("small_cnn" for CPU-sized runs)
+    epochs=200,               # passes over the long-tailed training set
+    batch_size=128,           # per step (under torchrun the global batch, split across processes)
+    lr=0.1,                   # SGD learning rate, momentum 0.9
+    weight_decay=2e-4,        # L2 penalty
+    warmup_epochs=5,          # linear warm-up from lr/5 to lr
+    decay_at=(0.8, 0.9),      # fractions of the run where lr drops (epochs 160 and 180 of 200)
+    decay_to=(0.01, 0.0001),  # ... to these multiples of lr
+    projection_dim=128,       # projection head for the embedding term (ELM / SupCon)
+)
+
+# LDAM-DRW's deferred re-weighting starts at this fraction of the run (epoch 160 of 200, as in
+# Cao et al. 2019); the one DRW rule of the course, used at every scale.
+DRW_START = 0.8
+
+
+def drw_epoch(epochs: int) -> int:
+    """The first epoch (counting from 1) of class-balanced re-weighting in a run of ``epochs``."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1 to place LDAM-DRW's re-weighting, got {epochs!r}.")
+    return max(1, round(DRW_START * epochs))

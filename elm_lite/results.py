@@ -1,0 +1,55 @@
+"""The declared schema of a run's results (``results.json``), read by every consumer.
+
+:func:`~elm_lite.fullscale.train_cifar` writes it; the CLI, the table, the collect tool, the
+shipped-results tests and notebook 06 read it through :func:`check_run_results`.
+"""
+from __future__ import annotations
+
+from typing import TypedDict
+
+SCHEMA_VERSION = 2  # 1: files written before the schema was declared (no "schema_version" key)
+
+
+class RunResults(TypedDict, total=False):
+    """One training run, test-set measurements included. Accuracies are fractions in [0, 1]."""
+    schema_version: int
+    dataset: str                     # "cifar10" or "cifar100"
+    rho: float                       # imbalance ratio of the training subset
+    loss: str                        # the method's registry name (elm_lite.methods)
+    seed: int
+    recipe: dict                     # the full recipe the run trained with
+    counts: list                     # training images per class (C,)
+    source: str                      # where the images came from
+    balanced_accuracy: float
+    per_class_accuracy: list         # (C,)
+    shot_accuracy: dict              # {"many", "medium", "few"}; nan for an empty split
+    per_class_spread: list           # (C,) backbone-feature spread
+    spread: dict                     # {"many", "medium", "few", "tail_head_ratio"}
+    history: dict                    # elm_lite.train.History.as_dict()
+    seconds_per_epoch: float         # training time only
+    first_epoch_seconds: float       # holds compilation
+    steady_seconds_per_epoch: float
+    total_seconds: float
+    hardware: str
+    versions: dict
+    compile: bool
+    bf16: bool
+
+
+REQUIRED = ("dataset", "rho", "loss", "seed", "recipe", "counts", "balanced_accuracy", "per_class_accuracy",
+            "shot_accuracy", "per_class_spread", "spread", "history", "seconds_per_epoch", "hardware")
+
+
+def check_run_results(obj: dict, where: str = "results") -> RunResults:
+    """``obj`` as :class:`RunResults`: refuses a newer schema than this package reads and a file
+    that lacks a required field; version-1 files (before the schema) read as they are."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where} must be a JSON object (a run's results), got {type(obj).__name__}.")
+    version = obj.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ValueError(f"{where} has schema_version {version!r}; this elm_lite reads up to {SCHEMA_VERSION}: "
+                         "upgrade elm_lite.")
+    missing = [k for k in REQUIRED if k not in obj]
+    if missing:
+        raise ValueError(f"{where} is not a run's results: it lacks {missing}.")
+    return RunResults(**obj)
