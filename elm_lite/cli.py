@@ -2,68 +2,124 @@
 
     python -m elm_lite train --dataset cifar10-lt --rho 100 --loss elm --epochs 200 --out runs/elm
     python -m elm_lite train ... --resume          # continue an interrupted run from its checkpoint
+    python -m elm_lite train ... --overwrite       # start over in a folder that holds a run
     python -m elm_lite bench --npz ../shared/data/cifar10_from_jpeg.npz   # the GPU speed ladder
+
+Every entry of the recipe (elm_lite.recipes.CIFAR_RECIPE) has its own flag (--weight-decay,
+--warmup-epochs, --decay-at 0.8,0.9, ...). A bad option or file ends in one line and exit code 2.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+
+from .methods import FULLSCALE_METHODS
+from .recipes import CIFAR_RECIPE
 
 DATASETS = {"cifar10-lt": "cifar10", "cifar100-lt": "cifar100"}
 
 
+def _number(kind, low: float, inclusive: bool = True, high: float = float("inf")):
+    """An argparse type: ``kind`` (int or float) in ``[low, high]`` (``(low, high]`` if not inclusive)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if value != value or value > high or value < low or (not inclusive and value == low):
+            bound = f"{'>=' if inclusive else '>'} {low:g}" + (f" and <= {high}" if high < float("inf") else "")
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+    return parse
+
+
+def _floats(text: str) -> tuple:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.8,0.9, got {text!r}") from None
+
+
+def _optional_int(text: str):
+    return None if text.lower() == "none" else _number(int, 1)(text)
+
+
+SEED = _number(int, 0, high=2**32 - 1)
+# one flag per recipe entry: (type, help)
+RECIPE_FLAGS = {
+    "model": (str, "resnet32 (the standard recipe) or small_cnn (CPU-sized)"),
+    "epochs": (_number(int, 1), "passes over the training set"),
+    "batch_size": (_number(int, 1), "images per step (the global batch under torchrun)"),
+    "lr": (_number(float, 0, inclusive=False), "SGD learning rate (momentum 0.9)"),
+    "weight_decay": (_number(float, 0), "L2 penalty"),
+    "warmup_epochs": (_number(int, 0), "linear learning-rate warm-up"),
+    "decay_at": (_floats, "fractions of the run where lr drops, e.g. 0.8,0.9"),
+    "decay_to": (_floats, "multiples of lr after each drop, e.g. 0.01,0.0001"),
+    "projection_dim": (_optional_int, "projection head size for the embedding term"),
+}
+assert set(RECIPE_FLAGS) == set(CIFAR_RECIPE), "every recipe entry needs its flag"
+
+
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", choices=sorted(DATASETS), default="cifar10-lt")
-    p.add_argument("--rho", type=float, default=100.0, help="imbalance ratio (>= 1)")
+    p.add_argument("--rho", type=_number(float, 1), default=100.0, help="imbalance ratio (>= 1)")
     p.add_argument("--npz", help="a .npz with x_train, y_train, x_test, y_test instead of the archive")
     p.add_argument("--root", default="data/cifar", help="where the extracted CIFAR archive lives")
-    p.add_argument("--download", action="store_true", help="download with torchvision if missing")
+    p.add_argument("--download", action="store_true",
+                   help="download the official archive (MD5-checked) into --root if it is missing")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--data-seed", type=SEED, default=0, help="the long-tailed subset (0 = the standard one)")
 
 
-def _load(args):
-    from .data import load_cifar_lt
-    return load_cifar_lt(DATASETS[args.dataset], rho=args.rho, seed=args.data_seed, root=args.root,
-                         download=args.download, npz=args.npz)
-
-
-def main(argv: list[str] | None = None) -> None:
-    from .methods import FULLSCALE_METHODS
-    from .recipes import CIFAR_RECIPE
-    parser = argparse.ArgumentParser(prog="python -m elm_lite", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m elm_lite", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="one CIFAR-LT run with the standard recipe")
     _data_args(train)
-    train.add_argument("--loss", choices=FULLSCALE_METHODS, default="la")
-    train.add_argument("--epochs", type=int, default=CIFAR_RECIPE["epochs"])
-    train.add_argument("--model", choices=("resnet32", "small_cnn"), default=CIFAR_RECIPE["model"])
-    train.add_argument("--batch-size", type=int, default=CIFAR_RECIPE["batch_size"])
-    train.add_argument("--lr", type=float, default=CIFAR_RECIPE["lr"])
-    train.add_argument("--seed", type=int, default=0, help="initialisation and batch order")
-    train.add_argument("--data-seed", type=int, default=0, help="the long-tailed subset (0 = the standard one)")
+    train.add_argument("--loss", choices=FULLSCALE_METHODS, default="la", help="the method (elm_lite.methods)")
+    train.add_argument("--seed", type=SEED, default=0, help="initialisation and batch order")
     train.add_argument("--out", required=True, help="folder for checkpoint.pt, results.json, embeddings.npz")
-    train.add_argument("--checkpoint-every", type=int, default=10)
-    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    train.add_argument("--checkpoint-every", type=_number(int, 1), default=10, help="epochs between checkpoints")
+    train.add_argument("--resume", action="store_true", help="continue the same run from OUT/checkpoint.pt")
+    train.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run")
     train.add_argument("--compile", action="store_true", help="torch.compile(mode='reduce-overhead')")
     train.add_argument("--no-bf16", action="store_true", help="train in float32 on a GPU too")
+    for key, (kind, text) in RECIPE_FLAGS.items():
+        train.add_argument("--" + key.replace("_", "-"), dest=key, type=kind, default=CIFAR_RECIPE[key],
+                           help=f"{text} (default {CIFAR_RECIPE[key]})")
     bench = sub.add_parser("bench", help="speed ladder: DataLoader fp32 -> GPU-resident -> bf16 -> compile -> ELM")
     _data_args(bench)
-    bench.add_argument("--epochs", type=int, default=3, help="timed epochs per rung (after one warm-up)")
-    bench.add_argument("--data-seed", type=int, default=0)
+    bench.add_argument("--epochs", type=_number(int, 1), default=3, help="timed epochs per rung (after one warm-up)")
     bench.add_argument("--out", help="also write the ladder as OUT/ladder.json")
     bench.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rung (quick)")
-    args = parser.parse_args(argv)
-    try:
-        data = _load(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        sys.exit(f"error: {e}")
+    return p
+
+
+def _check_before_work(args) -> None:
+    """What can be refused before any data is read or any model trained."""
+    from .fullscale import check_recipe, resolve_device
+    resolve_device(args.device)
+    if args.command == "train":
+        if not args.out.strip():
+            raise ValueError("--out is empty; name a folder for the run, e.g. --out runs/la-s0.")
+        if args.resume and args.overwrite:
+            raise ValueError("--resume continues a run and --overwrite starts it over: pass one of them.")
+        check_recipe({k: getattr(args, k) for k in CIFAR_RECIPE})
+
+
+def _run(args) -> None:
+    from .data import load_cifar_lt
+    data = load_cifar_lt(DATASETS[args.dataset], rho=args.rho, seed=args.data_seed, root=args.root,
+                         download=args.download, npz=args.npz)
     if args.command == "train":
         from .fullscale import train_cifar
         results = train_cifar(data, args.loss, out_dir=args.out, seed=args.seed, device=args.device,
                               compile=args.compile, bf16=False if args.no_bf16 else None,
-                              checkpoint_every=args.checkpoint_every, resume=args.resume,
-                              model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+                              checkpoint_every=args.checkpoint_every, resume=args.resume, overwrite=args.overwrite,
+                              **{k: getattr(args, k) for k in CIFAR_RECIPE})
         shots = ", ".join(f"{k} {v:.1%}" for k, v in results["shot_accuracy"].items() if v == v)
         print(f"{args.dataset} rho={args.rho:g} {args.loss}: balanced accuracy {results['balanced_accuracy']:.2%} "
               f"({shots}); {results['seconds_per_epoch']:.2f} s/epoch on {results['hardware']}; wrote {args.out}/")
@@ -74,5 +130,21 @@ def main(argv: list[str] | None = None) -> None:
         ladder = speed_ladder(data, device=args.device, epochs=args.epochs, compile=not args.no_compile)
         print(ladder_table(ladder))
         if args.out:
-            Path(args.out).mkdir(parents=True, exist_ok=True)
             write_json_atomic(ladder, Path(args.out) / "ladder.json")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse, check, run. Anticipated errors (bad options, missing or damaged files, a run that
+    diverged) end in one ``error:`` line and exit code 2; anything else keeps its traceback."""
+    args = parser().parse_args(argv)
+    warnings.filterwarnings("default", category=UserWarning, module="elm_lite")
+    try:
+        _check_before_work(args)
+        _run(args)
+    except (ValueError, FileNotFoundError, FloatingPointError, PermissionError, IsADirectoryError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # a full disk or a read-only folder: name the path
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        sys.exit(2)

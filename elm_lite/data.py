@@ -22,6 +22,8 @@ def _check_positive_int(name: str, value, minimum: int = 1) -> int:
 
 
 def _check_rho(rho) -> float:
+    if isinstance(rho, bool):
+        raise ValueError(f"rho (imbalance ratio n_max / n_min) must be a number >= 1, got {rho!r} (a bool).")
     try:
         rho = float(rho)
     except (TypeError, ValueError):
@@ -60,7 +62,11 @@ def longtail_counts(n_max: int, n_classes: int, rho: float, profile: str = "exp"
 
 def _counts_and_batch(counts, batch_size) -> tuple[np.ndarray, int, int]:
     """Checked ``(counts as int64, total, batch_size)`` for drawing batches from those counts."""
-    counts = np.asarray(counts, dtype=np.int64)
+    raw = np.asarray(counts)
+    if raw.ndim != 1 or raw.size == 0 or raw.dtype.kind not in "iuf" or np.any(raw < 0) or np.any(raw % 1):
+        raise ValueError(f"counts must be a 1-D sequence of non-negative whole numbers (examples per class), "
+                         f"got {counts!r}.")
+    counts = raw.astype(np.int64)
     total = int(counts.sum())
     batch_size = _check_positive_int("batch_size", batch_size)
     if batch_size > total:
@@ -359,21 +365,41 @@ def _read_cifar_batches(folder, name: str) -> dict:
             "x_test": x_test, "y_test": y_test}
 
 
-def download_cifar(name: str, root) -> None:
-    """Download the official archive into ``root``, check its MD5 against :data:`CIFAR_MD5` and
-    extract it. Nothing is left behind on failure (a partial or corrupt download is deleted)."""
-    import hashlib
-    import shutil
-    import tarfile
+def fetch_url(url: str, dest, deadline_s: float = 1800.0, read_timeout_s: float = 60.0,
+              progress: bool = True) -> None:
+    """Copy ``url`` into the file ``dest`` with a progress bar. Fails with ``TimeoutError`` when one
+    read waits longer than ``read_timeout_s`` or the whole transfer exceeds ``deadline_s`` (a server
+    that trickles one byte every few seconds is cut off, not waited for forever)."""
+    import time
     import urllib.request
+
+    from tqdm.auto import tqdm
+
+    start = time.monotonic()
+    with urllib.request.urlopen(url, timeout=read_timeout_s) as response, open(dest, "wb") as out, \
+            tqdm(total=int(response.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True,
+                 desc=f"downloading {url.rsplit('/', 1)[-1]}", disable=not progress) as bar:
+        while chunk := response.read1(1 << 16):  # returns what one read brought: the deadline is checked often
+            out.write(chunk)
+            bar.update(len(chunk))
+            if time.monotonic() - start > deadline_s:
+                raise TimeoutError(f"the download of {url} took longer than {deadline_s:.0f} s "
+                                   f"({bar.n} bytes received); the connection is too slow.")
+
+
+def download_cifar(name: str, root, deadline_s: float = 1800.0) -> None:
+    """Download the official archive into ``root`` (within ``deadline_s`` seconds, progress shown),
+    check its MD5 against :data:`CIFAR_MD5` and extract it. Nothing is left behind on failure (a
+    partial or corrupt download is deleted)."""
+    import hashlib
+    import tarfile
     from pathlib import Path
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     archive = root / (Path(CIFAR_URLS[name]).name + ".part")
     try:
-        with urllib.request.urlopen(CIFAR_URLS[name], timeout=60) as response, open(archive, "wb") as out:
-            shutil.copyfileobj(response, out)  # a dead network fails within a minute instead of hanging
+        fetch_url(CIFAR_URLS[name], archive, deadline_s)  # a dead network fails within a minute
         digest = hashlib.md5(archive.read_bytes()).hexdigest()
         if digest != CIFAR_MD5[name]:
             raise ValueError(f"the downloaded {name} archive has MD5 {digest}, expected {CIFAR_MD5[name]}: "

@@ -54,11 +54,22 @@ def _init_distributed() -> tuple[int, int]:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` (a GPU if one is visible), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a device that exists."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r} is not a device this course trains on; use 'auto', 'cpu', "
+                         "'cuda' or 'cuda:N'.")
+    if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but no CUDA GPU is visible; use device='cpu' or 'auto'.")
-    return torch.device(device)
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r} but only {torch.cuda.device_count()} GPU(s) are visible "
+                         f"(cuda:0 ... cuda:{torch.cuda.device_count() - 1}).")
+    return dev
 
 
 def hardware(device: torch.device) -> str:
@@ -244,6 +255,11 @@ def speed_ladder(data: ImageData, device: str = "auto", epochs: int = 3, model: 
     Returns ``{"setup", "run_epochs", "rows": [{"rung", "first_epoch_s", "steady_s_per_epoch",
     "run_s"} | {"rung", "error"}]}`` with ``run_s`` = first epoch + median steady epoch x
     (``run_epochs`` - 1); :func:`ladder_table` prints it."""
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("run_epochs", run_epochs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {sorted(MODELS)}, got {model!r}.")
     dev = resolve_device(device)
     torch.backends.cudnn.benchmark = dev.type == "cuda"
     build = MODELS[model]

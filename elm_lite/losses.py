@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -26,7 +27,11 @@ from .recipes import ELM_RECOMMENDED
 
 def as_counts(counts, name: str = "counts") -> torch.Tensor:
     """Validate class counts and return them as a float64 tensor of shape ``(C,)``."""
-    t = counts.detach().cpu() if isinstance(counts, torch.Tensor) else torch.as_tensor(counts)
+    if isinstance(counts, torch.Tensor):
+        t = counts.detach().cpu()
+    else:  # float64 from the start: [1, 1e-300] must not be rounded to [1, 0] before it is checked
+        arr = np.asarray(counts)
+        t = torch.as_tensor(arr.astype(np.float64) if arr.dtype.kind in "iuf" else arr)
     if t.is_complex() or t.dtype == torch.bool:
         raise ValueError(f"{name} must be real numbers, got dtype {t.dtype}.")
     t = t.to(torch.float64)
@@ -55,6 +60,9 @@ def check_logits_labels(logits: torch.Tensor, labels: torch.Tensor, n_classes: i
     if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
         raise ValueError(f"labels must have shape ({logits.shape[0]},) to match the logits' batch size, "
                          f"got {tuple(labels.shape)}.")
+    if logits.shape[0] == 0:
+        raise ValueError("the batch is empty (logits of shape (0, C)): a mean loss over no example is "
+                         "undefined; skip empty batches.")
     if labels.numel() and (labels.min() < 0 or labels.max() >= n_classes):
         raise ValueError(f"labels must lie in [0, {n_classes}), got min {int(labels.min())}, "
                          f"max {int(labels.max())}.")
@@ -222,7 +230,7 @@ class MulticlassHingeLoss(_CountsLoss):
         super().__init__(counts, validate)
         if schedule not in HINGE_SCHEDULES:
             raise ValueError(f"schedule must be one of {HINGE_SCHEDULES}, got {schedule!r}.")
-        margin = _check_range("margin", margin, 0.0, 100.0)
+        margin = _check_range("margin", margin, 0.0, 10.0)
         self.schedule = schedule
         margins = (torch.full((self.n_classes,), margin, dtype=torch.float64) if schedule == "equal"
                    else ldam_margins(counts, margin))

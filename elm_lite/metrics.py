@@ -27,12 +27,26 @@ def _labels(name: str, y, n_classes: int | None = None) -> np.ndarray:
     return y.astype(np.int64)
 
 
+MAX_CLASSES = 100_000  # a (C, C) confusion matrix beyond this would not fit in memory
+
+
+def _n_classes(n_classes, *labels) -> int:
+    """``n_classes`` checked, or inferred from the largest label."""
+    if n_classes is None:
+        n_classes = int(max(y.max(initial=-1) for y in labels) + 1)
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or not 1 <= n_classes <= MAX_CLASSES:
+        raise ValueError(f"n_classes must be an integer in [1, {MAX_CLASSES}] (inferred from the largest label "
+                         f"when not given), got {n_classes!r}; check the labels or pass n_classes.")
+    return int(n_classes)
+
+
 def _pair(y_true, y_pred, n_classes):
     y_true, y_pred = _labels("y_true", y_true), _labels("y_pred", y_pred)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true and y_pred must have the same length, got {len(y_true)} and {len(y_pred)}.")
-    if n_classes is None:
-        n_classes = int(max(y_true.max(initial=-1), y_pred.max(initial=-1)) + 1)
+    if not y_true.size:
+        raise ValueError("y_true and y_pred are empty: an accuracy over no example is undefined.")
+    n_classes = _n_classes(n_classes, y_true, y_pred)
     for name, y in (("y_true", y_true), ("y_pred", y_pred)):
         _labels(name, y, n_classes)  # range check against n_classes
     return y_true, y_pred, n_classes
@@ -97,7 +111,12 @@ def embedding_spread(z, y, n_classes: int | None = None) -> np.ndarray:
     y = _labels("y", y)
     if z.ndim != 2 or len(z) != len(y):
         raise ValueError(f"z must have shape (N, E) with N = len(y) = {len(y)}, got {z.shape}.")
-    n_classes = int(y.max(initial=-1) + 1) if n_classes is None else n_classes
+    if not len(y):
+        raise ValueError("z and y are empty: a spread over no embedding is undefined.")
+    if not np.isfinite(z).all():
+        raise ValueError(f"z contains {int((~np.isfinite(z)).sum())} NaN or inf values; embeddings must be "
+                         "finite (did training diverge?).")
+    n_classes = _n_classes(n_classes, y)
     _labels("y", y, n_classes)
     unit = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
     spread = np.full(n_classes, np.nan)

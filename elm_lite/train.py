@@ -123,7 +123,7 @@ def predict_logits(model: nn.Module, x, batch_size: int = 4096) -> torch.Tensor:
     was_training = model.training
     model.eval()
     x = _as_tensor("x", x, torch.float32)
-    device = next(model.parameters()).device
+    device = next(iter(model.parameters()), torch.zeros(())).device  # a model without parameters: CPU
     out = torch.cat([model(x[i:i + batch_size].to(device))[0].cpu() for i in range(0, len(x), batch_size)])
     model.train(was_training)
     return out
@@ -153,8 +153,12 @@ def save_atomic(obj, path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch reports a read-only folder without the path
+        raise OSError(f"cannot write the checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                      "check that the folder is writable and the disk has space.") from None
 
 
 def load_checkpoint(path) -> dict:

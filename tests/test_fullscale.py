@@ -87,12 +87,14 @@ def test_cli_rejects_unknown_names(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_cli_bad_data_leaves_nothing_behind(tmp_path):
+def test_cli_bad_data_leaves_nothing_behind(tmp_path, capsys):
     out = tmp_path / "run"
-    with pytest.raises(SystemExit, match="rho"):
+    with pytest.raises(SystemExit) as stop:
         main(["train", "--rho", "0.5", "--npz", "missing.npz", "--out", str(out)])
-    with pytest.raises(SystemExit, match="cifar-10-python.tar.gz"):
+    assert stop.value.code == 2 and "--rho: must be >= 1, got 0.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
         main(["train", "--root", str(tmp_path / "none"), "--out", str(out)])
+    assert stop.value.code == 2 and "cifar-10-python.tar.gz" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -54,3 +54,41 @@ def test_html_pages_build(tmp_path):
     assert "01_long_tail_problem.html" in (tmp_path / "index.html").read_text()
     assert page.count("Plotly.newPlot(") >= 5  # the figures, with plotly.js embedded
     assert not (tmp_path / "01_long_tail_problem.ipynb").exists()
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """module -> the package modules it imports (anywhere in the file, functions included)."""
+    import ast
+    package = ROOT / "elm_lite"
+    modules = {p.stem for p in package.glob("*.py")} - {"__init__", "__main__"}
+    graph = {}
+    for name in modules:
+        found = set()
+        for node in ast.walk(ast.parse((package / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found |= {node.module} if node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("elm_lite."):
+                found.add(node.module.split(".")[1])
+        graph[name] = {m.split(".")[0] for m in found} & modules
+    return graph
+
+
+def test_import_graph_is_a_strict_layering():
+    """No module imports one that imports it, directly or through others."""
+    graph = _package_imports()
+
+    def reaches(start, target, seen=()):
+        return any(m == target or (m not in seen and reaches(m, target, (*seen, m))) for m in graph[start])
+    cycles = [m for m in graph if reaches(m, m)]
+    assert not cycles, f"import cycles through {sorted(cycles)}: {graph}"
+    assert graph["recipes"] == set() and graph["results"] == set()
+
+
+def test_docs_are_self_contained():
+    """Every design reference points inside the repository (docs/design.md)."""
+    assert (ROOT / "docs" / "design.md").is_file()
+    outside = ("DESIGN" + ".md", "design " + "notes")  # spelled apart so that this test does not cite them
+    for path in [*ROOT.glob("elm_lite/*.py"), *ROOT.glob("tests/*.py"), *NOTEBOOKS, ROOT / "README.md"]:
+        text = path.read_text()
+        for phrase in outside:
+            assert phrase not in text, f"{path.name} cites {phrase!r}, which is not in the repository: docs/design.md"
