@@ -25,6 +25,8 @@ class EmbeddingRun:
     per_class_accuracy: np.ndarray
     spread: np.ndarray            # (C,) test-embedding spread per class
     train_spread: np.ndarray      # (C,) training-embedding spread per class
+    margin: np.ndarray            # (C,) test embedding margin per class (metrics.embedding_margin)
+    train_margin: np.ndarray      # (C,) training embedding margin per class
     z_test: np.ndarray            # (N, E) test embeddings
     snapshots: list = field(default_factory=list)  # [(epoch, z_snapshot (M, E))] if requested
 
@@ -92,6 +94,8 @@ def measure_run(model: nn.Module, history: History, data, logits: np.ndarray, z_
                         per_class_accuracy=metrics.per_class_accuracy(data.y_test, y_pred, data.n_classes),
                         spread=metrics.embedding_spread(z_test, data.y_test, data.n_classes),
                         train_spread=metrics.embedding_spread(z_train, data.y_train, data.n_classes),
+                        margin=metrics.embedding_margin(z_test, data.y_test, data.n_classes),
+                        train_margin=metrics.embedding_margin(z_train, data.y_train, data.n_classes),
                         z_test=z_test, snapshots=snapshots or [])
 
 
@@ -103,7 +107,9 @@ def run_summary(run: EmbeddingRun, counts, many: int = 100, few: int = 20) -> di
     spread = metrics.spread_summary(run.spread, counts, many, few)
     return {"balanced_accuracy": run.balanced_accuracy, **acc,
             "spread_many": spread["many"], "spread_medium": spread["medium"], "spread_few": spread["few"],
-            "train_spread_few": metrics.spread_summary(run.train_spread, counts, many, few)["few"]}
+            "train_spread_few": metrics.spread_summary(run.train_spread, counts, many, few)["few"],
+            "margin_few": metrics.spread_summary(run.margin, counts, many, few)["few"],
+            "train_margin_few": metrics.spread_summary(run.train_margin, counts, many, few)["few"]}
 
 
 def compare(methods: dict, data, seeds=(0, 1, 2), progress: bool = False, train=None, done=(),

@@ -215,6 +215,7 @@ def run_results(data: ImageData, method: Method, seed: int, recipe: dict, logits
     logits ``(N, C)`` and backbone features ``(N, F)``."""
     y_pred = logits.argmax(1)
     spread = metrics.embedding_spread(feats, data.y_test, data.n_classes)
+    margin = metrics.embedding_margin(feats, data.y_test, data.n_classes)
     return {
         "schema_version": SCHEMA_VERSION,
         "dataset": data.name, "rho": data.info.get("rho"), "loss": method.name, "seed": seed, "recipe": recipe,
@@ -223,6 +224,7 @@ def run_results(data: ImageData, method: Method, seed: int, recipe: dict, logits
         "per_class_accuracy": metrics.per_class_accuracy(data.y_test, y_pred, data.n_classes).tolist(),
         "shot_accuracy": metrics.shot_accuracy(data.y_test, y_pred, data.counts),
         "per_class_spread": spread.tolist(), "spread": metrics.spread_summary(spread, data.counts),
+        "per_class_margin": margin.tolist(), "margin": metrics.spread_summary(margin, data.counts),
         "history": history.as_dict(), "seconds_per_epoch": history.seconds / max(len(history.epoch), 1),
         "first_epoch_seconds": history.elapsed[0] if history.elapsed else None,  # holds compilation
         "steady_seconds_per_epoch": float(np.median(np.diff(history.elapsed))) if len(history.elapsed) > 1 else None,

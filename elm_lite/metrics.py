@@ -103,8 +103,18 @@ def shot_accuracy(y_true, y_pred, train_counts, many: int = 100, few: int = 20) 
 def embedding_spread(z, y, n_classes: int | None = None) -> np.ndarray:
     """Per-class spread of embeddings ``z`` ``(N, E)`` with labels ``y`` ``(N,)``, shape ``(C,)``:
     ``1 - mean_i cos(z_i, mu_c)`` over the L2-normalised embeddings of class ``c``, ``mu_c``
-    their mean. 0 for a perfectly tight cluster, 1 for directions that cancel out;
+    their normalised mean. 0 for a perfectly tight cluster, 1 for directions that cancel out;
     ``nan`` for a class with no example."""
+    unit, y, n_classes = _unit_rows(z, y, n_classes, "spread")
+    means = _class_means(unit, y, n_classes)
+    spread = np.full(n_classes, np.nan)
+    for c in np.unique(y):
+        spread[c] = 1 - float(np.mean(unit[y == c] @ means[c]))
+    return spread
+
+
+def _unit_rows(z, y, n_classes, what: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Checked ``(unit-normalised z (N, E), labels (N,), n_classes)`` for the embedding metrics."""
     if hasattr(z, "detach"):
         z = z.detach().cpu().numpy()
     z = np.asarray(z, dtype=np.float64)
@@ -112,21 +122,41 @@ def embedding_spread(z, y, n_classes: int | None = None) -> np.ndarray:
     if z.ndim != 2 or len(z) != len(y):
         raise ValueError(f"z must have shape (N, E) with N = len(y) = {len(y)}, got {z.shape}.")
     if not len(y):
-        raise ValueError("z and y are empty: a spread over no embedding is undefined.")
+        raise ValueError(f"z and y are empty: a {what} over no embedding is undefined.")
     if not np.isfinite(z).all():
         raise ValueError(f"z contains {int((~np.isfinite(z)).sum())} NaN or inf values; embeddings must be "
                          "finite (did training diverge?).")
     n_classes = _n_classes(n_classes, y)
     _labels("y", y, n_classes)
-    unit = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-    spread = np.full(n_classes, np.nan)
-    for c in range(n_classes):
-        members = unit[y == c]
-        if len(members):
-            mu = members.mean(0)
-            mu = mu / max(np.linalg.norm(mu), 1e-12)
-            spread[c] = 1 - float(np.mean(members @ mu))
-    return spread
+    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12), y, n_classes
+
+
+def _class_means(unit: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Normalised mean of each class's unit embeddings, ``(C, E)``; a row of nan for an absent class."""
+    means = np.full((n_classes, unit.shape[1]), np.nan)
+    for c in np.unique(y):
+        mu = unit[y == c].mean(0)
+        means[c] = mu / max(np.linalg.norm(mu), 1e-12)
+    return means
+
+
+def embedding_margin(z, y, n_classes: int | None = None) -> np.ndarray:
+    """Per-class mean embedding margin, shape ``(C,)``: for example i,
+    ``cos(z_i, mu_{y_i}) - max_{c != y_i} cos(z_i, mu_c)``, with ``mu_c`` the normalised mean of class
+    c's normalised embeddings in the same set; averaged over each class (nan for an absent class).
+    Positive: the example sits closer to its own class mean than to any other -- what an
+    embedding margin asks for. Classes absent from the set have no mean and are not competitors."""
+    unit, y, n_classes = _unit_rows(z, y, n_classes, "margin")
+    means = _class_means(unit, y, n_classes)
+    cos = unit @ np.nan_to_num(means).T                                  # (N, C)
+    cos[:, np.isnan(means[:, 0])] = -np.inf                              # absent classes compete with nobody
+    own = cos[np.arange(len(y)), y]
+    cos[np.arange(len(y)), y] = -np.inf
+    per_example = own - cos.max(1)                                       # -inf - ... only with one class
+    margin = np.full(n_classes, np.nan)
+    for c in np.unique(y):
+        margin[c] = float(per_example[y == c].mean())
+    return margin
 
 
 def spread_summary(spread, train_counts, many: int = 100, few: int = 20) -> dict[str, float]:

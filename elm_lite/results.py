@@ -25,6 +25,8 @@ class RunResults(TypedDict, total=False):
     shot_accuracy: dict              # {"many", "medium", "few"}; nan for an empty split
     per_class_spread: list           # (C,) backbone-feature spread
     spread: dict                     # {"many", "medium", "few", "tail_head_ratio"}
+    per_class_margin: list           # (C,) backbone-feature embedding margin (schema 2)
+    margin: dict                     # its many / medium / few means (schema 2)
     history: dict                    # elm_lite.train.History.as_dict()
     seconds_per_epoch: float         # training time only
     first_epoch_seconds: float       # holds compilation

@@ -304,7 +304,10 @@ def embedding_margin_readout(view: EmbeddingMarginView) -> str:
             f"tail (few) spread <b>{now['spread_few']:.3f}</b> (LA alone {base['spread_few']:.3f}), "
             f"head (many) spread {now['spread_many']:.3f} ({base['spread_many']:.3f})<br>"
             f"balanced accuracy <b>{now['balanced_accuracy']:.1%}</b> (LA alone {base['balanced_accuracy']:.1%}); "
-            f"few-shot accuracy {now['acc_few']:.1%} ({base['acc_few']:.1%})")
+            f"few-shot accuracy {now['acc_few']:.1%} ({base['acc_few']:.1%})<br>"
+            f"tail (few) embedding margin, training {now['train_margin_few']:.3f} ({base['train_margin_few']:.3f}), "
+            f"test {now['margin_few']:.3f} ({base['margin_few']:.3f}): cosine to the own class mean minus the "
+            f"largest cosine to another class mean")
 
 
 def embedding_margin_app(lam: float = 1.0, delta_max: float = 0.5, temperature: float = 0.1, *,

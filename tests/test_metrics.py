@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from elm_lite import metrics
 from elm_lite.metrics import (balanced_accuracy, confusion_matrix, per_class_accuracy, shot_accuracy,
                               shot_split)
 
@@ -62,3 +63,30 @@ def test_bad_labels(y_true, y_pred, n_classes, match):
 def test_shot_split_bad_thresholds():
     with pytest.raises(ValueError, match="few <= many"):
         shot_split([10, 5], many=5, few=10)
+
+
+def test_embedding_margin_hand_computed():
+    """Three classes on the unit circle. Class 0: (1, 0) and (0.6, 0.8), mean direction
+    (0.8, 0.4)/|.| = (2, 1)/sqrt 5; class 1: (0, 1); class 2: (-1, 0); class 3 absent.
+    Example (1, 0): own cos 2/sqrt 5 = 0.894427, best other max(cos to (0,1) = 0, cos to (-1,0) = -1) = 0
+    -> 0.894427. Example (0.6, 0.8): own (1.2 + 0.8)/sqrt 5 = 0.894427, best other 0.8 -> 0.094427.
+    Class 0 margin = mean = 0.494427. Class 1 (0, 1): own 1, best other 1/sqrt 5 = 0.447214 -> 0.552786.
+    Class 2 (-1, 0): own 1, best other max(-2/sqrt 5, 0) = 0 -> 1."""
+    z = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 2.0], [-3.0, 0.0]])  # norms do not matter
+    y = np.array([0, 0, 1, 2])
+    margin = metrics.embedding_margin(z, y, n_classes=4)
+    np.testing.assert_allclose(margin[:3], [0.494427, 0.552786, 1.0], atol=1e-6)
+    assert np.isnan(margin[3])
+
+
+def test_embedding_margin_is_negative_for_swapped_clusters_and_checks_input():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 50)
+    centres = np.array([[5.0, 0, 0], [0, 5.0, 0]])
+    z = centres[y] + rng.normal(size=(100, 3))
+    assert (metrics.embedding_margin(z, y) > 0.5).all()
+    y_wrong = y.copy()
+    y_wrong[:5] = 1  # five class-0 points labelled 1 sit far from class 1's mean
+    assert metrics.embedding_margin(z, y_wrong)[1] < metrics.embedding_margin(z, y)[1]
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.embedding_margin(np.full((2, 3), np.nan), [0, 1])
