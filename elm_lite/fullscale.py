@@ -143,8 +143,9 @@ def prepare_run_folder(out_dir, resume: bool, overwrite: bool) -> Path | None:
                          "start over with overwrite=True (--overwrite), or use another folder.")
     if resume and not checkpoint.exists():
         warnings.warn(f"resume: no checkpoint in {out}; starting a fresh run.", stacklevel=3)
-    if overwrite and not resume:
-        checkpoint.unlink(missing_ok=True)
+    if overwrite and not resume:  # nothing of the old run may pass for the new one if it stops early
+        for old in ("checkpoint.pt", "results.json", "embeddings.npz"):
+            (out / old).unlink(missing_ok=True)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -150,10 +150,22 @@ def test_resume_refuses_a_checkpoint_of_another_run(data, tmp_path, change, fiel
                     **{**TINY, "epochs": 2, **change})
 
 
+def test_every_recipe_entry_has_its_cli_flag():
+    from elm_lite.cli import RECIPE_FLAGS
+    from elm_lite.recipes import CIFAR_RECIPE
+    assert set(RECIPE_FLAGS) == set(CIFAR_RECIPE)
+
+
 def test_run_folder_is_never_overwritten_silently(data, tmp_path):
     train_cifar(data, "la", out_dir=tmp_path, progress=False, **{**TINY, "epochs": 1})
     with pytest.raises(ValueError, match="already holds a run.*--resume.*--overwrite"):
         train_cifar(data, "la", out_dir=tmp_path, progress=False, **{**TINY, "epochs": 1})
+    def stop_early(*_):  # the old run's results must not survive a new run that stops early
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train_cifar(data, "ce", out_dir=tmp_path, overwrite=True, progress=False, on_epoch_end=stop_early,
+                    **{**TINY, "epochs": 2})
+    assert not (tmp_path / "results.json").exists()
     again = train_cifar(data, "ce", out_dir=tmp_path, overwrite=True, progress=False, **{**TINY, "epochs": 1})
     assert again["loss"] == "ce" and load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
     with pytest.warns(UserWarning, match="starting a fresh run"):
