@@ -3,6 +3,7 @@
     python -m elm_lite train --dataset cifar10-lt --rho 100 --loss elm --epochs 200 --out runs/elm
     python -m elm_lite train ... --resume          # continue an interrupted run from its checkpoint
     python -m elm_lite train ... --overwrite       # start over in a folder that holds a run
+    python -m elm_lite table --losses ce,la,ldam-drw,supcon-la,elm --seeds 0,1,2 --out runs/table
     python -m elm_lite bench --npz ../shared/data/cifar10_from_jpeg.npz   # the GPU speed ladder
 
 Every entry of the recipe (elm_lite.recipes.CIFAR_RECIPE) has its own flag (--weight-decay,
@@ -14,7 +15,7 @@ import argparse
 import sys
 import warnings
 
-from .methods import FULLSCALE_METHODS
+from .methods import COMPARISON, FULLSCALE_METHODS
 from .recipes import CIFAR_RECIPE
 
 DATASETS = {"cifar10-lt": "cifar10", "cifar100-lt": "cifar100"}
@@ -40,6 +41,26 @@ def _floats(text: str) -> tuple:
         return tuple(float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.8,0.9, got {text!r}") from None
+
+
+def _names(text: str) -> tuple:
+    from .methods import COMPARISON, FULLSCALE_METHODS
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in FULLSCALE_METHODS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"expected comma-separated methods from {', '.join(FULLSCALE_METHODS)}, "
+                                         f"got {text!r}")
+    return names
+
+
+def _seeds(text: str) -> tuple:
+    try:
+        seeds = tuple(SEED(v) for v in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds >= 0 such as 0,1,2, got {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds repeat in {text!r}; each run needs its own seed")
+    return seeds
 
 
 def _optional_int(text: str):
@@ -86,9 +107,22 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run")
     train.add_argument("--compile", action="store_true", help="torch.compile(mode='reduce-overhead')")
     train.add_argument("--no-bf16", action="store_true", help="train in float32 on a GPU too")
-    for key, (kind, text) in RECIPE_FLAGS.items():
-        train.add_argument("--" + key.replace("_", "-"), dest=key, type=kind, default=CIFAR_RECIPE[key],
-                           help=f"{text} (default {CIFAR_RECIPE[key]})")
+    table = sub.add_parser("table", help="methods x seeds, trained together in groups (or --separate)")
+    _data_args(table)
+    table.add_argument("--losses", type=_names, default=COMPARISON, help="comma-separated methods")
+    table.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="comma-separated seeds")
+    table.add_argument("--out", required=True, help="folder for <loss>-s<seed>/results.json and table.json")
+    table.add_argument("--group-size", type=_number(int, 1), default=None,
+                       help="runs trained together (default: as many as the device holds, up to 16)")
+    table.add_argument("--separate", action="store_true", help="train each run alone (the reference path)")
+    table.add_argument("--overwrite", action="store_true", help="retrain runs whose results differ in setting")
+    table.add_argument("--checkpoint-every", type=_number(int, 1), default=10, help="epochs between checkpoints")
+    table.add_argument("--compile", action="store_true", help="torch.compile(mode='reduce-overhead')")
+    table.add_argument("--no-bf16", action="store_true", help="train in float32 on a GPU too")
+    for command in (train, table):
+        for key, (kind, text) in RECIPE_FLAGS.items():
+            command.add_argument("--" + key.replace("_", "-"), dest=key, type=kind, default=CIFAR_RECIPE[key],
+                                 help=f"{text} (default {CIFAR_RECIPE[key]})")
     bench = sub.add_parser("bench", help="speed ladder: DataLoader fp32 -> GPU-resident -> bf16 -> compile -> ELM")
     _data_args(bench)
     bench.add_argument("--epochs", type=_number(int, 1), default=3, help="timed epochs per rung (after one warm-up)")
@@ -101,10 +135,10 @@ def _check_before_work(args) -> None:
     """What can be refused before any data is read or any model trained."""
     from .fullscale import check_recipe, resolve_device
     resolve_device(args.device)
-    if args.command == "train":
+    if args.command in ("train", "table"):
         if not args.out.strip():
             raise ValueError("--out is empty; name a folder for the run, e.g. --out runs/la-s0.")
-        if args.resume and args.overwrite:
+        if getattr(args, "resume", False) and args.overwrite:
             raise ValueError("--resume continues a run and --overwrite starts it over: pass one of them.")
         check_recipe({k: getattr(args, k) for k in CIFAR_RECIPE})
 
@@ -122,6 +156,15 @@ def _run(args) -> None:
         shots = ", ".join(f"{k} {v:.1%}" for k, v in results["shot_accuracy"].items() if v == v)
         print(f"{args.dataset} rho={args.rho:g} {args.loss}: balanced accuracy {results['balanced_accuracy']:.2%} "
               f"({shots}); {results['seconds_per_epoch']:.2f} s/epoch on {results['hardware']}; wrote {args.out}/")
+    elif args.command == "table":
+        from .table import train_table
+        table = train_table(data, args.losses, args.seeds, args.out, device=args.device, compile=args.compile,
+                            bf16=False if args.no_bf16 else None, group_size=args.group_size, separate=args.separate,
+                            overwrite=args.overwrite, checkpoint_every=args.checkpoint_every,
+                            **{k: getattr(args, k) for k in CIFAR_RECIPE})
+        print(table["table"])
+        print(f"{len(table['runs'])} runs ({len(table['trained_now'])} trained now) in {table['wall_seconds']:.0f} s "
+              f"on {table['hardware']}; wrote {args.out}/table.json")
     else:
         from pathlib import Path
 

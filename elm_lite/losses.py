@@ -14,6 +14,7 @@ exceed ``f_j`` -- the common view in which hinge, LDAM and logit adjustment are 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -322,7 +323,7 @@ def _check_embeddings(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
     return z, labels
 
 
-def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature: float,
+def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
                       anchor_margins: torch.Tensor | None = None, placement: str = "positive",
                       prototypes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The supervised-contrastive loss of every anchor, with optional per-anchor margins.
@@ -336,34 +337,52 @@ def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature: float,
 
     With no margins both are SupCon's L_out (Khosla et al. 2020). The ``(N, N + C)`` similarity
     matrix is built once. Returns ``(loss per anchor (N,), has_positive (N,) bool)``; anchors
-    without a positive have loss 0.
+    without a positive have loss 0. Leading dimensions batch independent problems (K models):
+    z ``(K, N, E)``, labels and margins ``(K, N)``, prototypes ``(K, C, E)``, temperature ``(K,)``.
     """
-    n = len(z)
-    z = F.normalize(z, dim=1)
+    n = z.shape[-2]
+    z = F.normalize(z, dim=-1)
     pool, pool_labels = z, labels
     if prototypes is not None:
-        protos = F.normalize(prototypes.to(z.dtype), dim=1)
-        pool = torch.cat([z, protos])
-        pool_labels = torch.cat([labels, torch.arange(len(protos), device=labels.device)])
-    logits = z @ pool.T / temperature                                   # (N, N + C), built once
-    not_self = torch.ones_like(logits, dtype=torch.bool)
-    not_self[:, :n].fill_diagonal_(False)
-    positive = (labels[:, None] == pool_labels[None, :]) & not_self
-    n_pos = positive.sum(1)
-    delta = (torch.zeros(n, dtype=z.dtype, device=z.device) if anchor_margins is None
-             else anchor_margins.to(z.dtype)) / temperature              # (N,) in logit units
+        protos = F.normalize(prototypes.to(z.dtype), dim=-1)
+        pool = torch.cat([z, protos], -2)
+        proto_labels = torch.arange(protos.shape[-2], device=labels.device).expand(*labels.shape[:-1], -1)
+        pool_labels = torch.cat([labels, proto_labels], -1)
+    temperature = torch.as_tensor(temperature, dtype=z.dtype, device=z.device)[..., None, None]
+    logits = z @ pool.transpose(-1, -2) / temperature                   # (..., N, N + C), built once
+    not_self = ~torch.eye(n, pool.shape[-2], dtype=torch.bool, device=z.device)
+    positive = (labels[..., :, None] == pool_labels[..., None, :]) & not_self
+    n_pos = positive.sum(-1)
+    delta = (torch.zeros(labels.shape, dtype=z.dtype, device=z.device) if anchor_margins is None
+             else anchor_margins.to(z.dtype)) / temperature[..., 0]    # (..., N) in logit units
     masked = logits.masked_fill(~not_self, float("-inf"))
     if placement == "negative":
-        shifted = masked + delta[:, None] * (~positive & not_self)
-        per_pair = torch.logsumexp(shifted, 1, keepdim=True) - logits       # -log(e^{s_ip/T} / denom)
+        shifted = masked + delta[..., None] * (~positive & not_self)
+        per_pair = torch.logsumexp(shifted, -1, keepdim=True) - logits     # -log(e^{s_ip/T} / denom)
     else:
-        log_all = torch.logsumexp(masked, 1, keepdim=True)                 # log sum_{a != i} e^{s_ia/T}
+        log_all = torch.logsumexp(masked, -1, keepdim=True)                # log sum_{a != i} e^{s_ia/T}
         frac = (logits - log_all).clamp(max=-1e-6)                          # log share of pair (i, p), < 0
         log_rest = log_all + torch.log(-torch.expm1(frac))                  # log sum_{a != i, p} e^{s_ia/T}
-        margined = logits - delta[:, None]
+        margined = logits - delta[..., None]
         per_pair = torch.logaddexp(margined, log_rest) - margined
-    per_anchor = (per_pair * positive).sum(1) / n_pos.clamp(min=1)
+    per_anchor = (per_pair * positive).sum(-1) / n_pos.clamp(min=1)
     return per_anchor, n_pos > 0
+
+
+def average_anchors(per_anchor: torch.Tensor, has_positive: torch.Tensor, labels: torch.Tensor,
+                    n_classes: int, how: str) -> torch.Tensor:
+    """Mean of the anchors' losses ``(..., N)`` over those with a positive: over all of them
+    (``how="all"``) or per class first, then over the classes present (``"class"``, as balanced
+    contrastive learning does, so the head does not dominate). 0 where no anchor has a positive.
+    Shape ``(...)``."""
+    weight = has_positive.to(per_anchor.dtype)
+    if how == "all":
+        return (per_anchor * weight).sum(-1) / weight.sum(-1).clamp(min=1)
+    onehot = F.one_hot(labels, n_classes).to(per_anchor.dtype) * weight[..., None]     # (..., N, C)
+    per_class_count = onehot.sum(-2)
+    per_class = (onehot * per_anchor[..., None]).sum(-2) / per_class_count.clamp(min=1)
+    present = (per_class_count > 0).to(per_anchor.dtype)
+    return (per_class * present).sum(-1) / present.sum(-1).clamp(min=1)
 
 
 class SupConLoss(nn.Module):
@@ -372,8 +391,9 @@ class SupConLoss(nn.Module):
     ``forward(z, labels, prototypes=None)``: z ``(B, E)`` or ``(B, V, E)`` for V views per sample,
     labels ``(B,)``, optional prototypes ``(C, E)`` -> scalar, the mean over anchors that have at
     least one positive (``anchor_average="all"``), or the mean over classes of the per-class mean
-    (``"class"``, as balanced contrastive learning does, so the head does not dominate). Anchors with no positive are skipped and counted in ``last_stats``; if no
-    anchor has one the loss is 0 (finite, zero gradient). Safe range: ``temperature`` in [0.05, 1].
+    (``"class"``, see :func:`average_anchors`). Anchors with no positive are skipped and counted
+    in ``last_stats``; if no anchor has one the loss is 0 (finite, zero gradient).
+    Safe range: ``temperature`` in [0.05, 1].
     """
     placement = "positive"
 
@@ -396,14 +416,7 @@ class SupConLoss(nn.Module):
         per_anchor, has_pos = contrastive_terms(z, labels, self.temperature, self.anchor_margins(labels),
                                                 self.placement, prototypes)
         self.last_stats = {"anchors": len(labels), "with_positive": int(has_pos.sum())}
-        if not has_pos.any():
-            return (z * 0).sum()
-        if self.anchor_average == "all":
-            return per_anchor[has_pos].mean()
-        # "class": average within each class first, so a tail class weighs as much as the head (BCL)
-        onehot = F.one_hot(labels[has_pos]).to(per_anchor.dtype)                 # (A, classes)
-        per_class = onehot.T @ per_anchor[has_pos] / onehot.sum(0).clamp(min=1)
-        return per_class[onehot.sum(0) > 0].mean()
+        return average_anchors(per_anchor, has_pos, labels, int(labels.max()) + 1, self.anchor_average)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
@@ -499,3 +512,80 @@ class ELMLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"lam={self.lam}, lam_warmup={self.lam_warmup}, use_prototypes={self.use_prototypes}"
+
+
+# ----------------------------------------------------------------------------- K runs' losses at once
+
+
+def _cross_entropy_per_run(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None):
+    """Mean (or class-weighted mean) cross-entropy of each run: logits ``(K, N, C)``, labels
+    ``(K, N)``, weight ``(K, C)`` -> ``(K,)``."""
+    each = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
+    if weight is None:
+        return each.mean(-1)
+    w = weight.gather(1, labels)
+    return (each * w).sum(-1) / w.sum(-1)
+
+
+def _flat_views(t: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(K, B, V, D)`` -> ``(K, B * V, D)`` with labels ``(K, B)`` repeated per view (as the
+    single losses flatten views); ``(K, B, D)`` passes through."""
+    if t.ndim == 4:
+        return t.flatten(1, 2), labels.repeat_interleave(t.shape[2], dim=1)
+    return t, labels
+
+
+def stacked_loss(losses: list) -> Callable | None:
+    """One function computing K losses of the same kind with their own constants in one pass:
+    ``f(logits (K, B[, V], C), z (K, B[, V], E), labels (K, B), prototypes (K, C, E) | None) -> (K,)``,
+    equal to calling each loss on its own slice (``tests/test_many.py``). It reads each loss's
+    state (DRW switch, lambda warm-up) at every call. ``None`` for kinds it does not cover
+    (hinge, Balanced Softmax, ELM with LDAM logits): the caller then loops. Inputs are not
+    validated here -- they come from the training loop, which checks each epoch's loss."""
+    kind = type(losses[0])
+    if any(type(loss) is not kind for loss in losses):
+        return None
+
+    def stack(get) -> torch.Tensor:
+        return torch.stack([torch.as_tensor(get(loss)) for loss in losses])
+
+    if kind is LogitAdjustedLoss:
+        offsets = stack(lambda loss: loss.offsets)
+
+        def logit_adjusted(logits, z, labels, prototypes=None):
+            logits, labels = _flat_views(logits, labels)
+            return _cross_entropy_per_run(logits + offsets[:, None].to(logits.dtype), labels.long())
+        return logit_adjusted
+    if kind is LDAMLoss:
+        margins, scale = stack(lambda loss: loss.margins), stack(lambda loss: loss.s)
+
+        def ldam(logits, z, labels, prototypes=None):
+            logits, labels = _flat_views(logits, labels)
+            labels = labels.long()
+            shifted = logits - F.one_hot(labels, logits.shape[-1]).to(logits.dtype) * margins[:, None].to(logits.dtype)
+            weight = torch.stack([loss.drw_weights if loss.reweight else torch.ones_like(loss.drw_weights)
+                                  for loss in losses]).to(logits.dtype)
+            return _cross_entropy_per_run(scale[:, None, None].to(logits.dtype) * shifted, labels, weight)
+        return ldam
+    same = {(type(loss.logit_loss), loss.embedding_loss.placement, loss.embedding_loss.anchor_average)
+            for loss in losses} if kind is ELMLoss else set()
+    if len(same) != 1 or next(iter(same))[0] is not LogitAdjustedLoss:
+        return None
+    offsets = stack(lambda loss: loss.logit_loss.offsets)
+    margins = stack(lambda loss: loss.embedding_loss.margins)
+    temperature = stack(lambda loss: loss.embedding_loss.temperature)
+    placement, anchor_average = next(iter(same))[1:]
+    lam_cache: dict[tuple, torch.Tensor] = {}
+
+    def elm(logits, z, labels, prototypes=None):
+        flat_logits, flat_labels = _flat_views(logits, labels)
+        logit_term = _cross_entropy_per_run(flat_logits + offsets[:, None].to(logits.dtype), flat_labels.long())
+        z, flat_labels = _flat_views(z, labels)
+        per_anchor, has_pos = contrastive_terms(z, flat_labels, temperature, margins.gather(1, flat_labels),
+                                                placement, prototypes)
+        embedding_term = average_anchors(per_anchor, has_pos, flat_labels, margins.shape[1], anchor_average)
+        lams = tuple(loss.current_lam for loss in losses)
+        if lams not in lam_cache:  # one host-to-device copy per lambda setting, not per step
+            lam_cache[lams] = torch.tensor(lams, dtype=logit_term.dtype, device=logit_term.device)
+        return logit_term + lam_cache[lams] * embedding_term
+    return elm

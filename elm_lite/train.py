@@ -48,8 +48,9 @@ def _as_tensor(name: str, a, dtype: torch.dtype) -> torch.Tensor:
     return t.to(dtype)
 
 
-def _check_xy(x, y, n_classes: int | None):
-    x = _as_tensor("x", x, torch.float32)
+def _check_xy(x, y, n_classes: int | None, dtype: torch.dtype = torch.float32):
+    """``x`` as ``dtype`` (the model's: float64 models train on float64 inputs), ``y`` as int64, checked."""
+    x = _as_tensor("x", x, dtype if dtype == torch.float64 else torch.float32)
     y = _as_tensor("y", y, torch.long)
     if x.ndim < 2:
         raise ValueError(f"x must have shape (N, D) or (N, ...) for images, got {tuple(x.shape)}.")
@@ -96,6 +97,11 @@ def gather_batch(t: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(t)
 
 
+def loss_precision(t: torch.Tensor) -> torch.Tensor:
+    """Losses run in float32 at least (bf16 forward passes are cast up; float64 stays float64)."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def compute_loss(loss_fn: Callable, logits: torch.Tensor, embedding: torch.Tensor, y: torch.Tensor,
                  prototypes: torch.Tensor | None = None) -> torch.Tensor:
     """Call ``loss_fn(logits, y)``, or ``loss_fn(logits, embedding, y[, prototypes])`` for losses
@@ -110,11 +116,21 @@ def compute_loss(loss_fn: Callable, logits: torch.Tensor, embedding: torch.Tenso
     return out[0] if isinstance(out, tuple) else out
 
 
-def gaussian_jitter(sigma: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A toy augmentation: ``x -> x + sigma * noise`` (for two-view contrastive training)."""
+def gaussian_jitter(sigma: float) -> Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]:
+    """A toy augmentation: ``(x, generator) -> x + sigma * noise`` (for two-view contrastive training)."""
     if not sigma >= 0:
         raise ValueError(f"sigma must be >= 0, got {sigma!r}.")
-    return lambda x: x + sigma * torch.randn_like(x)
+    return lambda x, generator=None: x + sigma * torch.randn(x.shape, generator=generator, device=x.device,
+                                                             dtype=x.dtype)
+
+
+def run_generators(seed: int, device: torch.device, rank: int = 0) -> tuple[torch.Generator, torch.Generator]:
+    """A run's two random streams, both fixed by its seed: batch order (CPU) and augmentation (on
+    ``device``, one stream per process under DDP). Separate streams let K runs trained together
+    (:func:`elm_lite.many.fit_many`) draw exactly what each would draw alone."""
+    order = torch.Generator().manual_seed(seed)
+    augment = torch.Generator(device=device).manual_seed(seed + 7919 * (rank + 1))
+    return order, augment
 
 
 @torch.no_grad()
@@ -223,7 +239,7 @@ def fingerprint_differences(saved: dict | None, current: dict) -> list[str]:
             for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
 
 
-def _resume(checkpoint, fingerprint: dict, core: nn.Module, opt, gen) -> tuple[History, int]:
+def _resume(checkpoint, fingerprint: dict, core: nn.Module, opt, gens) -> tuple[list, int]:
     """Load ``checkpoint`` into model, optimizer and random states; returns (history, next epoch).
     A checkpoint of a different run (any fingerprint field differs) is refused, naming the fields."""
     ckpt = load_checkpoint(checkpoint)
@@ -234,18 +250,17 @@ def _resume(checkpoint, fingerprint: dict, core: nn.Module, opt, gen) -> tuple[H
                          "(overwrite / delete the checkpoint).")
     core.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
-    gen.set_state(ckpt["generator"])
-    torch.set_rng_state(ckpt["torch_rng"])
-    if ckpt.get("cuda_rng") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
-    return History(**ckpt["history"]), ckpt["epoch"] + 1
+    for gen, state in zip(gens, ckpt["generators"]):
+        gen.set_state(state)
+    return [History(**h) for h in ckpt["histories"]], ckpt["epoch"] + 1
 
 
-def _save(checkpoint, core: nn.Module, opt, gen, epoch: int, history: History, fingerprint: dict) -> None:
+def _save(checkpoint, core: nn.Module, opt, gens, epoch: int, histories: list, fingerprint: dict) -> None:
+    """Model, optimizer, every random stream (:func:`run_generators`) and the histories of a run
+    (or of K runs trained together), atomically."""
     save_atomic({"model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                 "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                 "history": history.as_dict(), "fingerprint": fingerprint}, checkpoint)
+                 "generators": [g.get_state() for g in gens], "histories": [h.as_dict() for h in histories],
+                 "fingerprint": fingerprint}, checkpoint)
 
 
 @dataclass
@@ -260,6 +275,7 @@ class _Step:
     bf16: bool
     world: int
     use_prototypes: bool
+    augment_gen: torch.Generator | None = None
 
 
 def train_step(s: _Step, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -267,13 +283,13 @@ def train_step(s: _Step, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tens
     first view ``(B', C)``, labels ``(B',)``), ``B'`` the global batch under DDP. No host sync."""
     with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=s.bf16):
         if s.n_views > 1:  # (V*B, D) -> model -> (B, V, ...)
-            logits, emb = s.model(torch.cat([s.augment(xb) for _ in range(s.n_views)]))
+            logits, emb = s.model(torch.cat([s.augment(xb, s.augment_gen) for _ in range(s.n_views)]))
             logits, emb = (t.view(s.n_views, len(yb), -1).transpose(0, 1) for t in (logits, emb))
         else:
-            logits, emb = s.model(s.augment(xb) if s.augment else xb)
+            logits, emb = s.model(s.augment(xb, s.augment_gen) if s.augment else xb)
         if s.world > 1:  # every process sees the global batch (the contrastive term needs it)
             logits, emb, yb = gather_batch(logits), gather_batch(emb), gather_batch(yb)
-        loss = compute_loss(s.loss_fn, logits.float(), emb.float(), yb,
+        loss = compute_loss(s.loss_fn, loss_precision(logits), loss_precision(emb), yb,
                             s.core.head.weight if s.use_prototypes else None)
     s.opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -285,7 +301,7 @@ def train_epoch(s: _Step, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor 
                 n_batches: int, rank: int) -> tuple[float, float]:
     """One pass over ``(x, y)`` in ``order`` (``None``: one full batch); returns (mean loss,
     balanced accuracy on the batches as trained). Syncs with the device once, at the end."""
-    total, preds, labels = torch.zeros((), device=x.device), [], []
+    total, preds, labels = torch.zeros((), device=x.device, dtype=torch.float64), [], []
     for i in range(0, n_batches * batch_size, batch_size):
         idx = order[i:i + batch_size] if order is not None else None
         if s.world > 1:  # this process's share of the global batch
@@ -315,7 +331,8 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
         x_val, y_val: optional held-out data; its balanced accuracy is recorded per epoch.
         seed: fixes the batch order (model initialisation is the caller's, see :func:`set_seed`).
         n_views, augment: with ``n_views > 1`` each batch is seen as ``n_views`` augmented views
-            (``augment(x)`` each); the loss gets logits ``(B, V, C)`` and embeddings ``(B, V, E)``.
+            (``augment(x, generator)`` each, drawing from the run's own stream, see
+            :func:`run_generators`); the loss gets logits ``(B, V, C)`` and embeddings ``(B, V, E)``.
         on_epoch_end: called as ``on_epoch_end(epoch, model, history)`` after each epoch (snapshots,
             live plots), after the checkpoint; its time is not training time.
         optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9); ``lr_schedule(epoch)`` multiplies ``lr``
@@ -343,9 +360,9 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
     params = list(model.parameters()) + list(getattr(loss_fn, "parameters", lambda: [])())
     if not params:
         raise ValueError(f"the model ({type(core).__name__}) has no parameters to train.")
-    x, y = _check_xy(x, y, getattr(core, "n_classes", None))
+    x, y = _check_xy(x, y, getattr(core, "n_classes", None), params[0].dtype)
     if x_val is not None:
-        x_val, y_val = _check_xy(x_val, y_val, getattr(core, "n_classes", None))
+        x_val, y_val = _check_xy(x_val, y_val, getattr(core, "n_classes", None), params[0].dtype)
     _check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, checkpoint_every)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     device = params[0].device
@@ -358,14 +375,16 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
     if bs % world:
         raise ValueError(f"batch_size={bs} must be divisible by the number of processes ({world}).")
     drop_last = drop_last or world > 1  # equal shards in every step
-    opt, gen = make_optimizer(optimizer, params, lr, weight_decay), torch.Generator().manual_seed(seed)
+    opt = make_optimizer(optimizer, params, lr, weight_decay)
+    gen, augment_gen = run_generators(seed, device, rank)
     fingerprint = {"examples": len(x), "input": list(x.shape[1:]), "parameters": sum(p.numel() for p in params),
                    "batch_size": bs, "lr": lr, "weight_decay": weight_decay, "optimizer": optimizer,
                    "n_views": n_views, "seed": seed, "epochs": epochs, **(identity or {})}
     history, first_epoch = History(), 1
     if resume and checkpoint is not None and Path(checkpoint).exists():
-        history, first_epoch = _resume(checkpoint, fingerprint, core, opt, gen)
-    step = _Step(model, core, loss_fn, opt, n_views, augment, bf16, world, getattr(loss_fn, "use_prototypes", False))
+        (history,), first_epoch = _resume(checkpoint, fingerprint, core, opt, (gen, augment_gen))
+    step = _Step(model, core, loss_fn, opt, n_views, augment, bf16, world, getattr(loss_fn, "use_prototypes", False),
+                 augment_gen)
     n_batches = len(x) // bs if drop_last and len(x) >= bs else -(-len(x) // bs)
     bar = tqdm(range(first_epoch, epochs + 1), desc="training", disable=not progress)
     for epoch in bar:
@@ -390,25 +409,25 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
             history.val_balanced_accuracy.append(balanced_accuracy(y_val, predict(model, x_val)))
         bar.set_postfix(loss=f"{loss:.3f}", bal_acc=f"{train_acc:.3f}")
         if checkpoint is not None and rank == 0 and (epoch % checkpoint_every == 0 or epoch == epochs):
-            _save(checkpoint, core, opt, gen, epoch, history, fingerprint)
+            _save(checkpoint, core, opt, (gen, augment_gen), epoch, [history], fingerprint)
         if on_epoch_end is not None:
             on_epoch_end(epoch, model, history)
     return history
 
 
-def crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
+def crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4) -> torch.Tensor:
     """The standard CIFAR augmentation on a batch ``(B, H, W, C)`` or ``(B, C, H, W)`` tensor:
     a random ``H x W`` crop of the zero-padded image and a random horizontal flip, per image,
-    on whatever device the batch is on."""
+    on whatever device the batch is on (``generator``: a stream on that device)."""
     channels_last = x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3)
     img = x.permute(0, 3, 1, 2) if channels_last else x
     b, _, h, w = img.shape
     padded = torch.nn.functional.pad(img, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
-    dx = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
+    dy = torch.randint(0, 2 * pad + 1, (b,), device=x.device, generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b,), device=x.device, generator=generator)
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]   # (B, 1, H, 1)
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]   # (B, 1, 1, W)
-    flip = torch.rand(b, device=x.device) < 0.5
+    flip = torch.rand(b, device=x.device, generator=generator) < 0.5
     cols = torch.where(flip[:, None, None, None], 2 * dx[:, None, None, None] + w - 1 - cols, cols)
     out = padded[torch.arange(b, device=x.device)[:, None, None, None],
                  torch.arange(img.shape[1], device=x.device)[None, :, None, None], rows, cols]

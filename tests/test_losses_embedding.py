@@ -259,5 +259,5 @@ def test_similarity_matrix_is_built_once_per_step():
         CountMatmuls.count = 0
         with CountMatmuls():
             loss(z.reshape(16, 2, 8), y[:16], torch.randn(5, 8, dtype=torch.float64))
-        # one similarity matrix; the class-averaged mean adds one (classes x anchors) product
-        assert CountMatmuls.count == (2 if loss.anchor_average == "class" else 1)
+        # one similarity matrix (the class-averaged mean is a masked sum, no product)
+        assert CountMatmuls.count == 1

@@ -1,0 +1,113 @@
+"""The prepared device run for the 200-epoch comparison table, in one call under a time budget.
+
+1. Solo baseline, measured first and alone: one LA run trained by itself (`python -m elm_lite train
+   --compile`) for BASELINE_EPOCHS epochs; its first epoch (compilation) and its median steady
+   epoch give the solo cost of a 200-epoch run (first + 199 x steady, printed as an extrapolation).
+2. The table: ce, la, ldam-drw, supcon-la, elm x seeds 0, 1, 2 at 200 epochs, trained together
+   (`python -m elm_lite table --compile`), as four processes sharing the GPU (the step is
+   launch-bound, so processes overlap): ce+la (6 models in one network), ldam-drw (3, cosine
+   head), supcon-la (3, two views), elm (3, two views). Each writes its runs' results.json; a last
+   `table` call with every method trains nothing and writes the whole table.json.
+
+Everything lands in $OUT (runs/, log.txt, timing.json); group checkpoints are kept every 10 epochs,
+so a cut-short call can be resumed by running this again with the same $OUT contents.
+
+Here, first:    python tools/make_carry_npz.py            (.carry/cifar10_lt_rho100.npz)
+On the device:  python3 benchmarks/gpu_table.py          (.carry carried; BUDGET_S seconds, default 560)
+Back here:      python tools/collect_table.py OUT/runs    (copies the results into data/results/)
+"""
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+T0 = time.monotonic()
+BUDGET = float(os.environ.get("BUDGET_S", 560))
+OUT = Path(os.environ.get("OUT", "runs/gpu_table"))
+NPZ = os.environ.get("NPZ", ".carry/cifar10_lt_rho100.npz")
+EPOCHS = int(os.environ.get("EPOCHS", 200))
+BASELINE_EPOCHS = int(os.environ.get("BASELINE_EPOCHS", 12))
+SEEDS = os.environ.get("SEEDS", "0,1,2")
+PROCESSES = [("ce,la", 6), ("ldam-drw", 3), ("supcon-la", 3), ("elm", 3)]
+COMPILE = ["--compile"] if os.environ.get("COMPILE", "1") == "1" else []
+EXTRA = os.environ.get("EXTRA", "").split()   # e.g. "--model small_cnn --batch-size 16" for a CPU smoke run
+OUT.mkdir(parents=True, exist_ok=True)
+LOG = open(OUT / "log.txt", "a", buffering=1)
+ENV = {**os.environ, "PYTHONPATH": str(Path.cwd()), "PYTHONUNBUFFERED": "1"}
+BASE = [sys.executable, "-m", "elm_lite"]
+DATA = ["--npz", NPZ, "--rho", os.environ.get("RHO", "100")]
+
+
+def log(text: str) -> None:
+    line = f"[{time.monotonic() - T0:6.0f} s] {text}"
+    print(line, flush=True)
+    LOG.write(line + "\n")
+
+
+def left() -> float:
+    return BUDGET - (time.monotonic() - T0)
+
+
+def main() -> None:
+    import torch
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    log(f"{device}, torch {torch.__version__}, python {platform.python_version()}")
+    timing = {"device": device, "torch": torch.__version__, "epochs": EPOCHS}
+
+    # 1. the solo baseline, alone on the GPU
+    start = time.monotonic()
+    solo = OUT / "solo_la"
+    cmd = BASE + ["train", *DATA, "--loss", "la", "--epochs", str(BASELINE_EPOCHS), *COMPILE, "--overwrite",
+                  "--out", str(solo), *EXTRA]
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=max(60, left() - 300))
+    log(f"solo: {' '.join(cmd[2:])} -> exit {done.returncode}\n{done.stdout[-800:]}{done.stderr[-1500:]}")
+    if done.returncode == 0:
+        r = json.loads((solo / "results.json").read_text())
+        first, steady = r["first_epoch_seconds"], r["steady_seconds_per_epoch"]
+        timing["solo_la"] = {"epochs": BASELINE_EPOCHS, "wall_s": time.monotonic() - start, "first_epoch_s": first,
+                             "steady_s_per_epoch": steady, "estimated_200_epoch_run_s": first + 199 * steady}
+        log(f"solo LA: first epoch {first:.1f} s, steady {steady:.3f} s/epoch -> a 200-epoch run ~ "
+            f"{first + 199 * steady:.0f} s; 15 solo runs ~ {15 * (first + 199 * steady):.0f} s (extrapolated)")
+
+    # 2. the table: four processes sharing the GPU
+    start = time.monotonic()
+    runs = OUT / "runs"
+    def launch(losses, k, compiled):
+        cmd = BASE + ["table", *DATA, "--losses", losses, "--seeds", SEEDS, "--epochs", str(EPOCHS),
+                      *(COMPILE if compiled else []), "--group-size", str(k), "--out", str(runs), *EXTRA]
+        out = open(OUT / f"table_{losses.replace(',', '_')}{'' if compiled else '_eager'}.log", "w")
+        log(f"started: {' '.join(cmd[2:])}")
+        return subprocess.Popen(cmd, env=ENV, stdout=out, stderr=subprocess.STDOUT)
+
+    running = {losses: (launch(losses, k, True), k, bool(COMPILE)) for losses, k in PROCESSES}
+    codes = {}
+    while running and left() > 25:
+        time.sleep(5)
+        for losses, (p, k, compiled) in list(running.items()):
+            if p.poll() is None:
+                continue
+            del running[losses]
+            log(f"{losses}: exit {p.returncode} after {time.monotonic() - start:.0f} s")
+            if p.returncode != 0 and compiled:  # compilation failed: once more, eager (the log says so)
+                running[losses] = (launch(losses, k, False), k, False)
+            else:
+                codes[losses] = p.returncode
+    for losses, (p, _, _) in running.items():
+        p.kill()
+        codes[losses] = "killed at the budget"
+        log(f"{losses}: killed at the budget; its group checkpoints are in {runs}/groups")
+    timing["table_wall_s"] = time.monotonic() - start
+    if all(c == 0 for c in codes.values()):  # every run finished: this call trains nothing, it gathers the table
+        every = ",".join(losses for losses, _ in PROCESSES)
+        final = subprocess.run(BASE + ["table", *DATA, "--losses", every, "--seeds", SEEDS, "--epochs", str(EPOCHS),
+                                       "--out", str(runs), *EXTRA], env=ENV, capture_output=True, text=True, timeout=120)
+        log(f"the whole table:\n{final.stdout}{final.stderr[-1500:]}")
+    (OUT / "timing.json").write_text(json.dumps(timing, indent=1))
+    log(f"done; {left():.0f} s of the budget left")
+
+
+if __name__ == "__main__":
+    main()

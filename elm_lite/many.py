@@ -1,0 +1,152 @@
+"""Many runs at once: K independent models trained together in one process, each exactly as
+:func:`elm_lite.train.fit` would train it alone.
+
+The K models become one network (:func:`elm_lite.models.stack_models`: grouped convolutions,
+batched linear layers), so a step costs about what one model's step costs while the device is
+launch-bound. Each run keeps everything that makes it a run: its own weights and batch-norm
+statistics, its own seed (batch order and augmentation streams, :func:`~elm_lite.train.run_generators`),
+its own loss with its own constants (LDAM-DRW switches on its own schedule) and its own history.
+The sum of the K losses is differentiated once; model k's weights only meet loss k, so each gets
+exactly its own gradient, and SGD / Adam (momentum, weight decay) update every element on its own.
+``tests/test_many.py`` checks the result against K separate :func:`~elm_lite.train.fit` runs.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .losses import stacked_loss
+from .metrics import balanced_accuracy
+from .models import stack_models, unstack_models
+from .train import (History, _check_fit_args, _check_model_takes, _check_xy, _resume, _save, compute_loss,
+                    loss_precision, make_optimizer, run_generators)
+
+
+def _check_runs(models, losses, seeds) -> int:
+    k = len(models)
+    if k < 1 or len(losses) != k or len(seeds) != k:
+        raise ValueError(f"fit_many needs one loss and one seed per model; got {k} models, {len(losses)} losses "
+                         f"and {len(seeds)} seeds.")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ValueError(f"seeds must be integers >= 0, got {s!r}.")
+    return k
+
+
+class _RunLosses:
+    """The K runs' losses: ``(logits (K, B[, V], C), embeddings (K, B[, V], E), labels (K, B),
+    prototypes (K, C, E) | None) -> (K,)``. Runs whose losses stack (:func:`~elm_lite.losses.stacked_loss`)
+    are computed together, the rest one by one (:func:`~elm_lite.train.compute_loss`)."""
+
+    def __init__(self, losses: list, device: torch.device):
+        self.losses, by_kind = losses, {}
+        for k, loss in enumerate(losses):
+            by_kind.setdefault((type(loss), getattr(loss, "use_prototypes", False)), []).append(k)
+        self.groups = [(members, torch.tensor(members, device=device), uses_prototypes,
+                        stacked_loss([losses[k] for k in members]) if len(members) > 1 else None)
+                       for (_, uses_prototypes), members in by_kind.items()]
+
+    def __call__(self, logits, emb, y, prototypes) -> torch.Tensor:
+        out = [None] * len(self.losses)
+        for members, idx, uses_prototypes, together in self.groups:
+            if together is not None:
+                out_values = together(logits[idx], emb[idx], y[idx], prototypes[idx] if uses_prototypes else None).unbind(0)
+            else:
+                out_values = [compute_loss(self.losses[k], logits[k], emb[k], y[k],
+                                           prototypes[k] if uses_prototypes else None) for k in members]
+            for k, value in zip(members, out_values):
+                out[k] = value
+        return torch.stack(out)
+
+
+def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *, epochs: int = 200,
+             batch_size: int | None = None, lr: float = 0.05, weight_decay: float = 0.0, optimizer: str = "adam",
+             lr_schedule: Callable[[int], float] | None = None, drop_last: bool = False, n_views: int = 1,
+             augment: Callable | None = None, bf16: bool = False, compile: bool = False, checkpoint=None,
+             checkpoint_every: int = 10, resume: bool = False, identity: dict | None = None,
+             progress: bool = True) -> list[History]:
+    """Train ``models[k]`` with ``losses[k]`` and ``seeds[k]`` on ``(x, y)``, all K together, and
+    return their histories; the trained weights are written back into ``models`` (in place).
+
+    The models must share one architecture (an MLP, SmallCNN or ResNet32 with equal settings), and
+    the runs one recipe (the keywords, as in :func:`~elm_lite.train.fit`) and one number of views;
+    ``seeds[k]`` fixes run k's batch order and augmentation (initialise each model under its seed,
+    :func:`~elm_lite.train.set_seed`, before calling). ``compile`` wraps the stacked network in
+    ``torch.compile(mode="reduce-overhead")``. ``checkpoint`` / ``resume`` / ``identity`` as in
+    ``fit``: one file holds all K runs and is resumed only by the same K runs.
+    ``History.seconds`` is the wall time of the group, the same for each of its runs.
+    """
+    k = _check_runs(models, losses, seeds)
+    _check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, checkpoint_every)
+    first = next(models[0].parameters())
+    device = first.device
+    x, y = (t.to(device) for t in _check_xy(x, y, getattr(models[0], "n_classes", None), first.dtype))
+    for m in models:
+        _check_model_takes(m, x)
+    run_losses = _RunLosses([loss.to(device) if hasattr(loss, "to") else loss for loss in losses], device)
+    stacked = stack_models(models).train()
+    if device.type == "cuda":  # the grouped convolutions' fast layout, as for a single model
+        stacked = stacked.to(memory_format=torch.channels_last)
+    runner = torch.compile(stacked, mode="reduce-overhead") if compile else stacked
+    opt = make_optimizer(optimizer, list(stacked.parameters()), lr, weight_decay)
+    streams = [run_generators(s, device) for s in seeds]                 # [(order, augment)] per run
+    bs = batch_size or len(x)
+    fingerprint = {"examples": len(x), "input": list(x.shape[1:]), "models": k, "seeds": list(seeds),
+                   "batch_size": bs, "lr": lr, "weight_decay": weight_decay, "optimizer": optimizer,
+                   "n_views": n_views, "epochs": epochs, **(identity or {})}
+    histories, first_epoch = [History() for _ in range(k)], 1
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        histories, first_epoch = _resume(checkpoint, fingerprint, stacked, opt, [g for s in streams for g in s])
+    n_batches = len(x) // bs if drop_last and len(x) >= bs else -(-len(x) // bs)
+    use_prototypes = any(getattr(loss, "use_prototypes", False) for loss in losses)
+    for epoch in tqdm(range(first_epoch, epochs + 1), desc=f"training {k} models", disable=not progress):
+        start = time.perf_counter()
+        for loss in losses:
+            if hasattr(loss, "set_epoch"):
+                loss.set_epoch(epoch)
+        for group in opt.param_groups:
+            group["lr"] = lr * (lr_schedule(epoch) if lr_schedule else 1.0)
+        orders = torch.stack([torch.randperm(len(x), generator=order) if bs < len(x) else torch.arange(len(x))
+                              for order, _ in streams]).to(device)        # (K, N)
+        total, preds, labels = torch.zeros(k, device=device, dtype=torch.float64), [], []
+        for i in range(0, n_batches * bs, bs):
+            idx = orders[:, i:i + bs]                                      # (K, b): each run's own batch
+            xb, yb = x[idx], y[idx]
+            if augment is not None:  # (K, V * b, ...): run k's views from run k's stream, as fit draws them
+                xb = torch.stack([torch.cat([augment(xb[j], aug) for _ in range(n_views)])
+                                  for j, (_, aug) in enumerate(streams)])
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits, emb = runner(xb)                                   # (K, V * b, C), (K, V * b, E)
+                if n_views > 1:                                            # -> (K, b, V, ...)
+                    logits, emb = (t.unflatten(1, (n_views, -1)).transpose(1, 2) for t in (logits, emb))
+                per_model = run_losses(loss_precision(logits), loss_precision(emb), yb, stacked.head.weight if use_prototypes else None)
+            opt.zero_grad(set_to_none=True)
+            per_model.sum().backward()
+            opt.step()
+            total += per_model.detach() * yb.shape[1]
+            preds.append(logits.detach().reshape(k, yb.shape[1], -1, logits.shape[-1])[:, :, 0].argmax(-1))
+            labels.append(yb)
+        mean_loss = (total / sum(t.shape[1] for t in labels)).tolist()
+        bad = [j for j, v in enumerate(mean_loss) if not math.isfinite(v)]
+        if bad:
+            raise FloatingPointError(f"the training loss of run(s) {bad} (seeds {[seeds[j] for j in bad]}) became "
+                                     f"non-finite in epoch {epoch}; lower the learning rate (lr={lr}) or check "
+                                     "the inputs. Nothing of this epoch was saved.")
+        seconds = time.perf_counter() - start
+        preds, labels = torch.cat(preds, 1).cpu(), torch.cat(labels, 1).cpu()
+        for j, h in enumerate(histories):
+            h.seconds += seconds
+            h.epoch.append(epoch)
+            h.loss.append(mean_loss[j])
+            h.elapsed.append(h.seconds)
+            h.train_balanced_accuracy.append(balanced_accuracy(labels[j], preds[j]))
+        if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
+            _save(checkpoint, stacked, opt, [g for s in streams for g in s], epoch, histories, fingerprint)
+    unstack_models(stacked, models)
+    return histories

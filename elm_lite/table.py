@@ -1,0 +1,158 @@
+"""A whole comparison table -- methods x seeds at full scale -- in one call, the runs trained
+together in groups (:func:`elm_lite.many.fit_many`) or, with ``separate=True``, each alone
+(:func:`elm_lite.fullscale.train_cifar`, the reference path).
+
+    OUT/<method>-s<seed>/results.json   every run, the schema of ``train`` (history included)
+    OUT/groups/<name>.pt                a group's checkpoint (atomic; an interrupted table resumes)
+    OUT/table.json                      every run's summary and the mean +- std per method
+
+A run whose ``results.json`` is there and matches (method, seed, data, recipe) is never trained
+again; one that does not match is refused unless ``overwrite``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import methods
+from .data import ImageData
+from .fullscale import (build_image_model, check_recipe, hardware, lr_schedule, resolve_device, run_identity,
+                        run_results, summarize_runs, write_json_atomic)
+from .many import fit_many
+from .methods import Method
+from .results import check_run_results
+from .train import crop_flip, evaluate_features, set_seed
+
+
+def run_folder(out_dir, method: Method, seed: int) -> Path:
+    return Path(out_dir) / f"{method.name}-s{seed}"
+
+
+def _finished(folder: Path, data: ImageData, method: Method, seed: int, recipe: dict, overwrite: bool) -> dict | None:
+    """The run's results if its folder holds a finished run of exactly this setting; ``None`` if it
+    is to be trained. A finished run of another setting is refused (or removed with ``overwrite``)."""
+    path = folder / "results.json"
+    if not path.exists():
+        return None
+    results = check_run_results(json.loads(path.read_text()), str(path))
+    this = {"dataset": data.name, "rho": data.info.get("rho"), "loss": method.name, "seed": seed,
+            "recipe": json.loads(json.dumps(recipe))}
+    differs = [k for k, v in this.items() if results.get(k) != v]
+    if not differs:
+        return results
+    if not overwrite:
+        raise ValueError(f"{path} holds a different run (it differs in {', '.join(differs)}); use another --out "
+                         "or --overwrite to train it again.")
+    path.unlink()
+    return None
+
+
+def auto_group_size(device: torch.device, views: int) -> int:
+    """How many runs to train together: 16 on a GPU with room for them (about 0.6 GB per model and
+    view with ResNet-32 at batch 128 in bf16, a generous bound), fewer on a small one; 4 on a CPU,
+    whose cores a group already keeps busy."""
+    if device.type != "cuda":
+        return 4
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(max(1, min(16, free // (views * 600 * 2**20))))
+
+
+def _groups(pending: list[tuple[Method, int]], group_size: int | None, device: torch.device) -> list[list]:
+    """Runs that can share a network (same head, projection and views), in chunks of the group size."""
+    by_shape: dict[tuple, list] = {}
+    for method, seed in pending:
+        key = (method.views, method.cosine, getattr(method.loss, "uses_embedding", False),
+               json.dumps(dict(method.recipe), sort_keys=True))
+        by_shape.setdefault(key, []).append((method, seed))
+    chunks = []
+    for runs in by_shape.values():
+        size = group_size or auto_group_size(device, runs[0][0].views)
+        chunks += [runs[i:i + size] for i in range(0, len(runs), size)]
+    return chunks
+
+
+def _train_group(data: ImageData, runs: list, recipe: dict, out_dir: Path, dev: torch.device, compile: bool,
+                 bf16: bool, checkpoint_every: int, progress: bool) -> list[dict]:
+    """Train one group together; write and return each run's results."""
+    models, run_losses = [], []
+    for method, seed in runs:
+        set_seed(seed)
+        models.append(build_image_model(method, data.n_classes, recipe, dev))
+        run_losses.append(method.build_loss(data.counts, recipe["epochs"]))
+    names = [f"{m.name}-s{s}" for m, s in runs]
+    checkpoint = out_dir / "groups" / (hashlib.sha256(",".join(names).encode()).hexdigest()[:12] + ".pt")
+    identity = {"runs": names, "identities": [run_identity(data, m, recipe) for m, _ in runs]}
+    start = time.perf_counter()
+    histories = fit_many(models, torch.as_tensor(data.x_train, device=dev), torch.as_tensor(data.y_train, device=dev),
+                         run_losses, [s for _, s in runs], epochs=recipe["epochs"], batch_size=recipe["batch_size"],
+                         lr=recipe["lr"], weight_decay=recipe["weight_decay"], optimizer="sgd",
+                         lr_schedule=partial(lr_schedule, recipe), drop_last=True, n_views=runs[0][0].views,
+                         augment=crop_flip, bf16=bf16, compile=compile, checkpoint=checkpoint,
+                         checkpoint_every=checkpoint_every, resume=True, identity=identity, progress=progress)
+    seconds = time.perf_counter() - start
+    out = []
+    for (method, seed), net, history in zip(runs, models, histories):
+        logits, feats = evaluate_features(net, data.x_test, dev)
+        results = run_results(data, method, seed, recipe, logits, feats, history,
+                              setup={"total_seconds": seconds, "hardware": hardware(dev), "compile": compile,
+                                     "bf16": bf16, "trained_together": names})
+        folder = run_folder(out_dir, method, seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        keep = np.concatenate([np.flatnonzero(data.y_test == c)[:100] for c in range(data.n_classes)])
+        np.savez_compressed(folder / "embeddings.npz", features=feats[keep].astype(np.float16), labels=data.y_test[keep])
+        write_json_atomic(results, folder / "results.json")
+        out.append(results)
+    checkpoint.unlink(missing_ok=True)  # the runs' results now stand for the group
+    return out
+
+
+def train_table(data: ImageData, method_names, seeds, out_dir, *, device: str = "auto", compile: bool = False,
+                bf16: bool | None = None, group_size: int | None = None, separate: bool = False,
+                overwrite: bool = False, checkpoint_every: int = 10, progress: bool = True, **recipe) -> dict:
+    """Train every (method, seed) of the table on ``data`` under :data:`~elm_lite.recipes.CIFAR_RECIPE`
+    (entries overridable as keywords), skipping finished runs; write ``OUT/table.json`` and return it:
+    ``{"runs": [results], "table": text, "wall_seconds", "hardware", "separate"}``."""
+    recipe = check_recipe(recipe)
+    chosen = [methods.get(n) for n in method_names]
+    seeds = list(seeds)
+    if not chosen or not seeds:
+        raise ValueError(f"a table needs at least one method and one seed; got {list(method_names)} and {seeds}.")
+    if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1):
+        raise ValueError(f"group_size must be None (fit the device) or an integer >= 1, got {group_size!r}.")
+    dev = resolve_device(device)
+    bf16 = dev.type == "cuda" if bf16 is None else bf16
+    torch.backends.cudnn.benchmark = dev.type == "cuda"
+    out = Path(out_dir)
+    start = time.perf_counter()
+    done, pending = {}, []
+    for method in chosen:
+        for seed in seeds:
+            finished = _finished(run_folder(out, method, seed), data, method, seed, recipe, overwrite)
+            if finished is not None:
+                done[(method.name, seed)] = finished
+            else:
+                pending.append((method, seed))
+    if separate:
+        from .fullscale import train_cifar
+        for method, seed in pending:
+            done[(method.name, seed)] = train_cifar(data, method, out_dir=run_folder(out, method, seed), seed=seed,
+                                                    device=device, compile=compile, bf16=bf16, overwrite=True,
+                                                    checkpoint_every=checkpoint_every, progress=progress, **recipe)
+    else:
+        for runs in _groups(pending, group_size, dev):
+            for (method, seed), results in zip(runs, _train_group(data, runs, recipe, out, dev, compile, bf16,
+                                                                  checkpoint_every, progress)):
+                done[(method.name, seed)] = results
+    runs = [done[(m.name, s)] for m in chosen for s in seeds]
+    table = {"table": summarize_runs(runs), "wall_seconds": time.perf_counter() - start, "hardware": hardware(dev),
+             "separate": separate, "trained_now": [f"{m.name}-s{s}" for m, s in pending],
+             "runs": [{k: r[k] for k in ("loss", "seed", "balanced_accuracy", "shot_accuracy", "spread", "margin",
+                                         "total_seconds") if k in r} for r in runs]}
+    write_json_atomic(table, out / "table.json")
+    return table
