@@ -546,8 +546,10 @@ def stacked_loss(losses: list) -> Callable | None:
     if any(type(loss) is not kind for loss in losses):
         return None
 
+    device = next(b for b in losses[0].buffers()).device
+
     def stack(get) -> torch.Tensor:
-        return torch.stack([torch.as_tensor(get(loss)) for loss in losses])
+        return torch.stack([torch.as_tensor(get(loss), device=device) for loss in losses])
 
     if kind is LogitAdjustedLoss:
         offsets = stack(lambda loss: loss.offsets)
