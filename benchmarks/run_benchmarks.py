@@ -6,6 +6,7 @@
 1. notebooks: each notebook executed top to bottom with its defaults (papermill), wall seconds.
 2. callbacks: median latency of each widget callback (recompute + redraw the FigureWidget).
 3. losses: forward+backward time of the embedding losses relative to cross-entropy, per batch size.
+4. sweeps: notebook 04's two sweeps (3 seeds each), runs one by one vs all together (elm_lite.many).
 """
 from __future__ import annotations
 
@@ -102,9 +103,36 @@ def bench_losses(repeats: int) -> list[tuple[int, float, float, float]]:
     return rows
 
 
+def bench_sweeps() -> list[tuple[str, int, float, float, float]]:
+    """(sweep, runs, seconds one by one, seconds together, largest |difference| in balanced accuracy)."""
+    from elm_lite import make_toy, methods
+    from elm_lite.experiments import compare, train_embedding_model
+    from elm_lite.recipes import EMBEDDING_TOY
+    data = make_toy(**EMBEDDING_TOY)
+    la, supcon = methods.get("la"), methods.get("supcon-la")
+    sweeps = {
+        "notebook 04 candidates (5 methods)": {m.label: m for m in (
+            la, la.variant("LA, two views", views=2), supcon.variant("per-anchor", anchor_average="all"),
+            supcon.variant("per-class"), supcon.variant("prototypes", views=1, use_prototypes=True))},
+        "notebook 04 delta_max 0/0.25/0.5/1": {f"delta {d}": supcon.variant(f"delta {d}", delta_max=d)
+                                               for d in (0.0, 0.25, 0.5, 1.0)},
+    }
+    rows = []
+    for name, chosen in sweeps.items():
+        start = time.perf_counter()
+        alone = compare(chosen, data, seeds=(0, 1, 2), train=train_embedding_model)
+        one_by_one = time.perf_counter() - start
+        start = time.perf_counter()
+        together = compare(chosen, data, seeds=(0, 1, 2))
+        at_once = time.perf_counter() - start
+        diff = max(abs(a["balanced_accuracy"] - b["balanced_accuracy"]) for a, b in zip(alone, together))
+        rows.append((name, len(alone), one_by_one, at_once, diff))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["notebooks", "callbacks", "losses"])
+    parser.add_argument("--only", choices=["notebooks", "callbacks", "losses", "sweeps"])
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     print(f"machine: {machine()}\n")
@@ -123,6 +151,12 @@ def main() -> None:
               "   (forward+backward, dim 128, 100 classes)")
         for batch, ce, emb, elm in bench_losses(args.repeats):
             print(f"{batch:6d} {ce:8.2f} {emb:14.2f} {emb / ce:6.1f} {elm:8.2f} {elm / ce:6.1f}")
+        print()
+    if args.only in (None, "sweeps"):
+        print(f"{'toy sweep (3 seeds)':38s} {'runs':>5s} {'one by one s':>13s} {'together s':>11s} {'speed-up':>9s} "
+              f"{'max |d bal acc|':>16s}")
+        for name, runs, alone, together, diff in bench_sweeps():
+            print(f"{name:38s} {runs:5d} {alone:13.1f} {together:11.1f} {alone / together:8.1f}x {diff:16.4f}")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,36 @@ def train_embedding_model(data: ToyData, method: Method, *, seed: int = 0, snaps
                        embed(model, data.x_train)[1], snapshots)
 
 
+def train_embedding_models(data: ToyData, jobs: list[tuple[Method, int]], *, progress: bool = False,
+                           **recipe) -> list[EmbeddingRun]:
+    """:func:`train_embedding_model` for every ``(method, seed)`` of ``jobs``, the runs that share
+    views, head and recipe trained together (:func:`elm_lite.many.fit_many`): the same runs,
+    in one pass per group. Returns the runs in job order."""
+    from .many import fit_many
+    groups: dict[tuple, list[int]] = {}
+    settings = [_recipe(EMBEDDING_RECIPE, method, recipe) for method, _ in jobs]
+    for i, ((method, _), r) in enumerate(zip(jobs, settings)):
+        groups.setdefault((method.views, method.cosine, tuple(sorted(r.items()))), []).append(i)
+    runs: list = [None] * len(jobs)
+    for members in groups.values():
+        r, views = settings[members[0]], jobs[members[0]][0].views
+        models = []
+        for i in members:
+            set_seed(jobs[i][1])
+            models.append(MLP(data.x_train.shape[1], data.n_classes, hidden=r["hidden"], depth=2,
+                              embed_dim=r["embed_dim"], normalize=True, cosine=jobs[i][0].cosine))
+        histories = fit_many(models, data.x_train, data.y_train,
+                             [jobs[i][0].build_loss(data.counts, r["epochs"]) for i in members],
+                             [jobs[i][1] for i in members], epochs=r["epochs"], batch_size=r["batch_size"],
+                             lr=r["lr"], n_views=views, augment=gaussian_jitter(r["jitter"]) if views > 1 else None,
+                             progress=progress)
+        for i, model, history in zip(members, models, histories):
+            logits, z_test = embed(model, data.x_test)
+            runs[i] = measure_run(model, history, data, _posthoc(jobs[i][0], logits, data.counts), z_test,
+                                  embed(model, data.x_train)[1])
+    return runs
+
+
 def measure_run(model: nn.Module, history: History, data, logits: np.ndarray, z_test: np.ndarray,
                 z_train: np.ndarray, snapshots: list | None = None) -> EmbeddingRun:
     """Package a trained model with its test accuracy and its test / training embedding spread."""
@@ -117,26 +147,31 @@ def compare(methods: dict, data, seeds=(0, 1, 2), progress: bool = False, train=
     """Train every method on the same data and seeds under one recipe.
 
     ``methods``: label -> :class:`~elm_lite.methods.Method` (e.g. :func:`elm_lite.methods.by_label`).
-    ``train``: :func:`train_embedding_model` (toy data, the default) or :func:`train_image_model`;
+    ``train``: ``None`` trains toy runs together (:func:`train_embedding_models`, all at once);
+    :func:`train_embedding_model` or :func:`train_image_model` train them one by one;
     ``recipe`` entries override that function's recipe.
     ``done``: rows of an earlier, interrupted call -- their (method, seed) are not trained again;
-    ``on_row(rows)`` is called after every new row (e.g. to save progress).
+    ``on_row(rows)`` is called after every new row (after all of them when trained together),
+    e.g. to save progress.
     Returns one row per (method, seed): ``{"method", "seed", **run_summary}``, in job order.
     """
-    train = train or train_embedding_model
     from tqdm.auto import tqdm
     finished = {(r["method"], r["seed"]): r for r in done}
-    rows = []
     jobs = [(name, seed) for name in methods for seed in seeds]
-    for name, seed in tqdm(jobs, desc="comparison", disable=not progress):
-        if (name, seed) in finished:
-            rows.append(finished[(name, seed)])
-            continue
-        run = train(data, methods[name], seed=seed, **recipe)
-        rows.append({"method": name, "seed": seed, **run_summary(run, data.counts)})
-        if on_row is not None:
-            on_row(rows)
-    return rows
+    todo = [job for job in jobs if job not in finished]
+    if train is None:  # all toy runs at once
+        runs = train_embedding_models(data, [(methods[name], seed) for name, seed in todo], progress=progress, **recipe)
+        new = {job: {"method": job[0], "seed": job[1], **run_summary(run, data.counts)} for job, run in zip(todo, runs)}
+        if on_row is not None and todo:
+            on_row([finished.get(job) or new[job] for job in jobs])
+    else:
+        new = {}
+        for name, seed in tqdm(todo, desc="comparison", disable=not progress):
+            run = train(data, methods[name], seed=seed, **recipe)
+            new[(name, seed)] = {"method": name, "seed": seed, **run_summary(run, data.counts)}
+            if on_row is not None:
+                on_row([finished.get(job) or new[job] for job in jobs if job in finished or job in new])
+    return [finished.get(job) or new[job] for job in jobs]
 
 
 def summarize(rows: list[dict], columns=("balanced_accuracy", "acc_few", "spread_few", "spread_many")) -> str:

@@ -24,8 +24,18 @@ from tqdm.auto import tqdm
 from .losses import stacked_loss
 from .metrics import balanced_accuracy
 from .models import stack_models, unstack_models
-from .train import (History, _check_fit_args, _check_model_takes, _check_xy, _resume, _save, compute_loss,
-                    loss_precision, make_optimizer, run_generators)
+from .train import (
+    History,
+    _check_fit_args,
+    _check_model_takes,
+    _check_xy,
+    _resume,
+    _save,
+    compute_loss,
+    loss_precision,
+    make_optimizer,
+    run_generators,
+)
 
 
 def _check_runs(models, losses, seeds) -> int:
@@ -122,10 +132,11 @@ def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *, e
                 xb = torch.stack([torch.cat([augment(xb[j], aug) for _ in range(n_views)])
                                   for j, (_, aug) in enumerate(streams)])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits, emb = runner(xb)                                   # (K, V * b, C), (K, V * b, E)
+                logits, emb = runner(xb) if k > 1 else (t[None] for t in runner(xb[0]))  # (K, V * b, C | E)
                 if n_views > 1:                                            # -> (K, b, V, ...)
                     logits, emb = (t.unflatten(1, (n_views, -1)).transpose(1, 2) for t in (logits, emb))
-                per_model = run_losses(loss_precision(logits), loss_precision(emb), yb, stacked.head.weight if use_prototypes else None)
+                prototypes = stacked.head.weight.view(k, -1, stacked.head.weight.shape[-1]) if use_prototypes else None
+                per_model = run_losses(loss_precision(logits), loss_precision(emb), yb, prototypes)
             opt.zero_grad(set_to_none=True)
             per_model.sum().backward()
             opt.step()

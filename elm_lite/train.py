@@ -186,6 +186,9 @@ def load_checkpoint(path) -> dict:
                          "to start afresh, or restore it from a backup.") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "epoch" not in ckpt:
         raise ValueError(f"{path} is not a checkpoint written by elm_lite.fit.")
+    if "generators" not in ckpt:
+        raise ValueError(f"{path} was written by an older elm_lite (before each run kept its own random streams) "
+                         "and cannot be continued; start over (overwrite=True / --overwrite) or use another folder.")
     return ckpt
 
 
@@ -248,7 +251,11 @@ def _resume(checkpoint, fingerprint: dict, core: nn.Module, opt, gens) -> tuple[
         raise ValueError(f"checkpoint {checkpoint} was written by a different run; it differs in "
                          + "; ".join(differences) + ". Use another output folder, or start over "
                          "(overwrite / delete the checkpoint).")
-    core.load_state_dict(ckpt["model"])
+    try:
+        core.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise ValueError(f"checkpoint {checkpoint} holds a model of another shape or version ({str(e).splitlines()[0]}); "
+                         "start over (overwrite / delete the checkpoint) or use another folder.") from None
     opt.load_state_dict(ckpt["optimizer"])
     for gen, state in zip(gens, ckpt["generators"]):
         gen.set_state(state)

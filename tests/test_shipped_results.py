@@ -52,3 +52,21 @@ def test_gpu_embedding_samples(gpu):
     for loss in ("ce", "la", "elm"):
         z, y = sample[f"{loss}_features"], sample[f"{loss}_labels"]
         assert z.shape == (1000, 64) and np.bincount(y).tolist() == [100] * 10
+
+
+def test_200_epoch_table_matches_the_readme():
+    """The README's 200-epoch CE / LA numbers are the shipped runs' mean and std over seeds."""
+    import re
+    from pathlib import Path
+    table = load_results("cifar10_lt_gpu_table_200ep.json")
+    assert table["epochs"] == 200 and "H200" in table["hardware"]
+    assert sorted((r["loss"], r["seed"]) for r in table["runs"]) == [(loss, s) for loss in ("ce", "la") for s in range(3)]
+    assert set(table["unfinished"]) == {"ldam-drw", "supcon-la", "elm"}
+    readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    for loss, label in (("ce", "CE"), ("la", "LA")):
+        acc = np.array([r["balanced_accuracy"] for r in table["runs"] if r["loss"] == loss]) * 100
+        assert f"{label} {acc.mean():.1f} ± {acc.std():.1f} %" in readme
+    assert f"took {table['table_wall_seconds']:.0f} s in one network" in readme
+    solo = table["solo_baseline"]
+    assert re.search(rf"about {solo['estimated_200_epoch_run_s']:.0f} s for 200 epochs\s+\(first epoch "
+                     rf"{solo['first_epoch_s']:.1f} s \+ 199 x {solo['steady_s_per_epoch']:.3f} s", readme)
