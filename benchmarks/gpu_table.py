@@ -16,7 +16,7 @@ Measured on 2026-11-27 (one H200, budget 545 s): the solo LA baseline took 25.8 
 epoch and 0.497 s per steady epoch; ce+la (6 runs) finished 200 epochs in 374 s while the three
 other processes shared the GPU; supcon-la and elm (1.63 s/epoch for 3 two-view runs each) reached
 epoch 185 of 200 when the budget ran out, and ldam-drw failed (a CPU tensor in the stacked LDAM
-loss, fixed since). A budget of about 600 s for the table alone fits the whole table.
+loss, fixed since). Projected from those rates, not measured: the whole table needs about 560 s.
 
 Here, first:    python tools/make_carry_npz.py            (.carry/cifar10_lt_rho100.npz)
 On the device:  python3 benchmarks/gpu_table.py          (.carry carried; BUDGET_S seconds, default 560)

@@ -10,6 +10,7 @@ from torch import nn
 
 from . import losses, metrics
 from .data import ToyData
+from .many import fit_many
 from .methods import Method
 from .models import MLP, ResNet32, SmallCNN
 from .recipes import EMBEDDING_RECIPE, IMAGE_RECIPE
@@ -55,6 +56,13 @@ def _posthoc(method: Method, logits: np.ndarray, counts) -> np.ndarray:
     return losses.posthoc_adjust(torch.as_tensor(logits), counts).numpy() if method.posthoc else logits
 
 
+def _embedding_mlp(data: ToyData, recipe: dict, method: Method, seed: int) -> MLP:
+    """The toy embedding model of ``recipe``, initialised under ``seed``."""
+    set_seed(seed)
+    return MLP(data.x_train.shape[1], data.n_classes, hidden=recipe["hidden"], depth=2,
+               embed_dim=recipe["embed_dim"], normalize=True, cosine=method.cosine)
+
+
 def train_embedding_model(data: ToyData, method: Method, *, seed: int = 0, snapshot_every: int = 0,
                           snapshot_points: int = 60, progress: bool = False, **recipe) -> EmbeddingRun:
     """Train an :class:`~elm_lite.models.MLP` with a normalised embedding on ``data`` with ``method``
@@ -65,10 +73,7 @@ def train_embedding_model(data: ToyData, method: Method, *, seed: int = 0, snaps
     per class every that many epochs (for animations).
     """
     r = _recipe(EMBEDDING_RECIPE, method, recipe)
-    set_seed(seed)
-    dim = data.x_train.shape[1]
-    model = MLP(dim, data.n_classes, hidden=r["hidden"], depth=2, embed_dim=r["embed_dim"], normalize=True,
-                cosine=method.cosine)
+    model = _embedding_mlp(data, r, method, seed)
     keep = np.concatenate([np.flatnonzero(data.y_test == c)[:snapshot_points] for c in range(data.n_classes)])
     snapshots = []
 
@@ -90,7 +95,6 @@ def train_embedding_models(data: ToyData, jobs: list[tuple[Method, int]], *, pro
     """:func:`train_embedding_model` for every ``(method, seed)`` of ``jobs``, the runs that share
     views, head and recipe trained together (:func:`elm_lite.many.fit_many`): the same runs,
     in one pass per group. Returns the runs in job order."""
-    from .many import fit_many
     groups: dict[tuple, list[int]] = {}
     settings = [_recipe(EMBEDDING_RECIPE, method, recipe) for method, _ in jobs]
     for i, ((method, _), r) in enumerate(zip(jobs, settings)):
@@ -98,11 +102,7 @@ def train_embedding_models(data: ToyData, jobs: list[tuple[Method, int]], *, pro
     runs: list = [None] * len(jobs)
     for members in groups.values():
         r, views = settings[members[0]], jobs[members[0]][0].views
-        models = []
-        for i in members:
-            set_seed(jobs[i][1])
-            models.append(MLP(data.x_train.shape[1], data.n_classes, hidden=r["hidden"], depth=2,
-                              embed_dim=r["embed_dim"], normalize=True, cosine=jobs[i][0].cosine))
+        models = [_embedding_mlp(data, r, *jobs[i]) for i in members]
         histories = fit_many(models, data.x_train, data.y_train,
                              [jobs[i][0].build_loss(data.counts, r["epochs"]) for i in members],
                              [jobs[i][1] for i in members], epochs=r["epochs"], batch_size=r["batch_size"],

@@ -204,10 +204,16 @@ def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, s
                           setup={"total_seconds": time.perf_counter() - start, "hardware": hardware(dev),
                                  "compile": compile, "bf16": bf16})
     if out is not None:
-        keep = np.concatenate([np.flatnonzero(data.y_test == c)[:100] for c in range(data.n_classes)])
-        np.savez_compressed(out / "embeddings.npz", features=feats[keep].astype(np.float16), labels=data.y_test[keep])
-        write_json_atomic(results, out / "results.json")
+        save_run(out, data, results, feats)
     return results
+
+
+def save_run(out: Path, data: ImageData, results: dict, feats: np.ndarray) -> None:
+    """A finished run's files in its folder: ``results.json`` and ``embeddings.npz`` (100 test
+    features ``(F,)`` per class, float16, for plots)."""
+    keep = np.concatenate([np.flatnonzero(data.y_test == c)[:100] for c in range(data.n_classes)])
+    np.savez_compressed(out / "embeddings.npz", features=feats[keep].astype(np.float16), labels=data.y_test[keep])
+    write_json_atomic(results, out / "results.json")
 
 
 def run_results(data: ImageData, method: Method, seed: int, recipe: dict, logits: np.ndarray, feats: np.ndarray,

@@ -24,18 +24,8 @@ from tqdm.auto import tqdm
 from .losses import stacked_loss
 from .metrics import balanced_accuracy
 from .models import stack_models, unstack_models
-from .train import (
-    History,
-    _check_fit_args,
-    _check_model_takes,
-    _check_xy,
-    _resume,
-    _save,
-    compute_loss,
-    loss_precision,
-    make_optimizer,
-    run_generators,
-)
+from .train import (History, _check_fit_args, _check_model_takes, _check_xy, _resume, _save, compute_loss,
+                    loss_precision, make_optimizer, run_generators)
 
 
 def _check_runs(models, losses, seeds) -> int:

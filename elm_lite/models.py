@@ -256,20 +256,14 @@ def _copy_between(stacked: nn.Module, models: list[nn.Module], into_stack: bool)
     """Each tensor of the stack is its models' tensors stacked on a new first axis (linear layers),
     concatenated along the first axis (convolutions, batch norm: the grouped layout), or -- for a
     counter such as ``num_batches_tracked`` -- the same for all."""
-    k = len(models)
     singles = [m.state_dict() for m in models]
     for name, t in stacked.state_dict().items():
-        one = singles[0][name]
-        if t.shape == one.shape:
-            parts = [t] * k
-        elif t.ndim == one.ndim + 1:
-            parts = list(t.unbind(0))
+        parts = [s[name] for s in singles]
+        if t.shape == parts[0].shape:
+            pieces = [t] * len(parts)
+        elif t.ndim == parts[0].ndim + 1:
+            pieces = list(t.unbind(0))
         else:
-            parts = list(t.chunk(k, 0))
-        if into_stack:
-            t.copy_(one if t.shape == one.shape else
-                    torch.stack([s[name] for s in singles]) if t.ndim == one.ndim + 1 else
-                    torch.cat([s[name] for s in singles]))
-        else:
-            for s, part in zip(singles, parts):
-                s[name].copy_(part)
+            pieces = list(t.chunk(len(parts), 0))
+        for piece, part in zip(pieces, parts):
+            (piece if into_stack else part).copy_(part if into_stack else piece)

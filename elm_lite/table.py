@@ -17,22 +17,12 @@ import time
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import methods
 from .data import ImageData
-from .fullscale import (
-    build_image_model,
-    check_recipe,
-    hardware,
-    lr_schedule,
-    resolve_device,
-    run_identity,
-    run_results,
-    summarize_runs,
-    write_json_atomic,
-)
+from .fullscale import (build_image_model, check_recipe, hardware, lr_schedule, resolve_device, run_identity,
+                        run_results, save_run, summarize_runs, train_cifar, write_json_atomic)
 from .many import fit_many
 from .methods import Method
 from .results import check_run_results
@@ -113,9 +103,7 @@ def _train_group(data: ImageData, runs: list, recipe: dict, out_dir: Path, dev: 
                                      "bf16": bf16, "trained_together": names})
         folder = run_folder(out_dir, method, seed)
         folder.mkdir(parents=True, exist_ok=True)
-        keep = np.concatenate([np.flatnonzero(data.y_test == c)[:100] for c in range(data.n_classes)])
-        np.savez_compressed(folder / "embeddings.npz", features=feats[keep].astype(np.float16), labels=data.y_test[keep])
-        write_json_atomic(results, folder / "results.json")
+        save_run(folder, data, results, feats)
         out.append(results)
     checkpoint.unlink(missing_ok=True)  # the runs' results now stand for the group
     return out
@@ -148,7 +136,6 @@ def train_table(data: ImageData, method_names, seeds, out_dir, *, device: str = 
             else:
                 pending.append((method, seed))
     if separate:
-        from .fullscale import train_cifar
         for method, seed in pending:
             done[(method.name, seed)] = train_cifar(data, method, out_dir=run_folder(out, method, seed), seed=seed,
                                                     device=device, compile=compile, bf16=bf16, overwrite=True,

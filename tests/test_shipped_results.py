@@ -67,6 +67,7 @@ def test_200_epoch_table_matches_the_readme():
         acc = np.array([r["balanced_accuracy"] for r in table["runs"] if r["loss"] == loss]) * 100
         assert f"{label} {acc.mean():.1f} ± {acc.std():.1f} %" in readme
     assert f"took {table['table_wall_seconds']:.0f} s in one network" in readme
+    assert "epoch 185 of 200" in table["unfinished"]["supcon-la"] and "stopped at epoch 185 of 200" in readme
     solo = table["solo_baseline"]
     assert re.search(rf"about {solo['estimated_200_epoch_run_s']:.0f} s for 200 epochs\s+\(first epoch "
                      rf"{solo['first_epoch_s']:.1f} s \+ 199 x {solo['steady_s_per_epoch']:.3f} s", readme)
