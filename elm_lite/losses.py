@@ -283,7 +283,7 @@ class PosthocAdjusted(nn.Module):
 # ----------------------------------------------------------------------------- embedding losses
 
 MARGIN_SCHEDULES = ("n^-1/4", "log_prior")
-MARGIN_PLACEMENTS = ("positive", "negative")
+MARGIN_PLACEMENTS = ("positive", "negative", "outside", "hinge", "centroid")
 ANCHOR_AVERAGES = ("all", "class")
 
 
@@ -326,19 +326,26 @@ def _check_embeddings(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
 def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
                       anchor_margins: torch.Tensor | None = None, placement: str = "positive",
                       prototypes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The supervised-contrastive loss of every anchor, with optional per-anchor margins.
+    """The supervised-contrastive loss of every anchor, with optional per-anchor margins ``d_i``.
 
     z ``(N, E)`` (normalised here), labels ``(N,)``; every row is an anchor. ``prototypes``
     ``(C, E)`` (row c has label c) join the contrast set but are not anchors. For anchor i with
-    positives P(i) (same label, i excluded) and similarity ``s = cos``:
+    positives P(i) (same label, i excluded), negatives N(i) (other labels) and similarity ``s = cos``,
+    the mean over p in P(i) of (the margin study, docs/margin_study.md, compares these forms):
 
-    - ``placement="positive"``: ``-1/|P| sum_p log e^{(s_ip - d_i)/T} / (e^{(s_ip - d_i)/T} + sum_{a != i, p} e^{s_ia/T})``
-    - ``placement="negative"``: ``-1/|P| sum_p log e^{s_ip/T} / sum_{a != i} e^{(s_ia + d_i [y_a != y_i])/T}``
+    - ``"positive"``: ``-log e^{(s_ip - d_i)/T} / (e^{(s_ip - d_i)/T} + sum_{a != i, p} e^{s_ia/T})``
+    - ``"negative"``: ``-log e^{s_ip/T} / sum_{a != i} e^{(s_ia + d_i [a in N(i)])/T}``
+    - ``"outside"``: ``-log e^{(s_ip - d_i)/T} / (e^{(s_ip - d_i)/T} + sum_{a in N(i)} e^{s_ia/T})``
+      (the other positives are not in the denominator)
+    - ``"hinge"``: ``max(0, d_i - s_ip + max_{a in N(i)} s_ia)`` (no temperature)
+    - ``"centroid"`` (not a mean over pairs): ``-log e^{(c_iy - d_i)/T} / (e^{(c_iy - d_i)/T} +
+      sum_{k != y} e^{c_ik/T})`` with ``c_ik`` the cosine between z_i and the mean of class k's
+      members of the contrast set (i left out of its own class), classes absent from it skipped.
 
-    With no margins both are SupCon's L_out (Khosla et al. 2020). The ``(N, N + C)`` similarity
-    matrix is built once. Returns ``(loss per anchor (N,), has_positive (N,) bool)``; anchors
-    without a positive have loss 0. Leading dimensions batch independent problems (K models):
-    z ``(K, N, E)``, labels and margins ``(K, N)``, prototypes ``(K, C, E)``, temperature ``(K,)``.
+    With no margins, ``"positive"`` and ``"negative"`` are SupCon's L_out (Khosla et al. 2020).
+    Returns ``(loss per anchor (N,), has_positive (N,) bool)``; anchors without a positive have
+    loss 0. Leading dimensions batch independent problems (K models): z ``(K, N, E)``, labels and
+    margins ``(K, N)``, prototypes ``(K, C, E)``, temperature ``(K,)``.
     """
     n = z.shape[-2]
     z = F.normalize(z, dim=-1)
@@ -349,24 +356,55 @@ def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
         proto_labels = torch.arange(protos.shape[-2], device=labels.device).expand(*labels.shape[:-1], -1)
         pool_labels = torch.cat([labels, proto_labels], -1)
     temperature = torch.as_tensor(temperature, dtype=z.dtype, device=z.device)[..., None, None]
-    logits = z @ pool.transpose(-1, -2) / temperature                   # (..., N, N + C), built once
+    margin = (torch.zeros(labels.shape, dtype=z.dtype, device=z.device) if anchor_margins is None
+              else anchor_margins.to(z.dtype))[..., None]                  # (..., N, 1), cosine units
+    if placement == "centroid":
+        return _centroid_terms(z, labels, pool, pool_labels, temperature, margin)
+    cos = z @ pool.transpose(-1, -2)                                      # (..., N, N + C), built once
+    logits = cos / temperature
     not_self = ~torch.eye(n, pool.shape[-2], dtype=torch.bool, device=z.device)
-    positive = (labels[..., :, None] == pool_labels[..., None, :]) & not_self
+    same = labels[..., :, None] == pool_labels[..., None, :]
+    positive, negative = same & not_self, ~same
     n_pos = positive.sum(-1)
-    delta = (torch.zeros(labels.shape, dtype=z.dtype, device=z.device) if anchor_margins is None
-             else anchor_margins.to(z.dtype)) / temperature[..., 0]    # (..., N) in logit units
-    masked = logits.masked_fill(~not_self, float("-inf"))
+    delta = margin / temperature                                          # (..., N, 1), logit units
     if placement == "negative":
-        shifted = masked + delta[..., None] * (~positive & not_self)
+        shifted = logits.masked_fill(~not_self, float("-inf")) + delta * negative
         per_pair = torch.logsumexp(shifted, -1, keepdim=True) - logits     # -log(e^{s_ip/T} / denom)
-    else:
-        log_all = torch.logsumexp(masked, -1, keepdim=True)                # log sum_{a != i} e^{s_ia/T}
+    elif placement == "positive":
+        log_all = torch.logsumexp(logits.masked_fill(~not_self, float("-inf")), -1, keepdim=True)
         frac = (logits - log_all).clamp(max=-1e-6)                          # log share of pair (i, p), < 0
         log_rest = log_all + torch.log(-torch.expm1(frac))                  # log sum_{a != i, p} e^{s_ia/T}
-        margined = logits - delta[..., None]
+        margined = logits - delta
         per_pair = torch.logaddexp(margined, log_rest) - margined
+    elif placement == "outside":
+        log_negatives = torch.logsumexp(logits.masked_fill(~negative, float("-inf")), -1, keepdim=True)
+        per_pair = F.softplus(log_negatives - (logits - delta))             # 0 where there is no negative
+    elif placement == "hinge":
+        nearest = cos.masked_fill(~negative, -2.0).amax(-1, keepdim=True)  # cos >= -1: -2 means none
+        per_pair = F.relu(margin + nearest - cos) * (nearest > -2)
+    else:
+        raise ValueError(f"placement must be one of {MARGIN_PLACEMENTS}, got {placement!r}.")
     per_anchor = (per_pair * positive).sum(-1) / n_pos.clamp(min=1)
     return per_anchor, n_pos > 0
+
+
+def _centroid_terms(z, labels, pool, pool_labels, temperature, margin):
+    """``placement="centroid"`` of :func:`contrastive_terms`: a CosFace-style softmax over the
+    contrast set's class means, the anchor left out of its own. Shapes as there."""
+    n_classes = int(pool_labels.max()) + 1
+    members = F.one_hot(pool_labels, n_classes).to(z.dtype)              # (..., M, C)
+    own = F.one_hot(labels, n_classes).to(z.dtype)                       # (..., N, C)
+    sums = members.transpose(-1, -2) @ pool                              # (..., C, E)
+    counts = members.sum(-2)[..., None, :] - own                         # (..., N, C) members but i
+    dots = z @ sums.transpose(-1, -2) - own                              # z_i . (sum_k - z_i [k = y_i])
+    norms2 = (sums * sums).sum(-1)[..., None, :] - 2 * own * (z @ sums.transpose(-1, -2)) + own
+    present = counts > 0
+    cos = dots / norms2.clamp(min=1e-12).sqrt()                          # (..., N, C)
+    logits = ((cos - own * margin) / temperature).masked_fill(~present, float("-inf"))
+    has_pos = (present & own.bool()).any(-1)
+    own_logit = torch.where(has_pos, logits.gather(-1, labels[..., None]).squeeze(-1), 0.0)
+    per_anchor = torch.where(has_pos, torch.logsumexp(logits, -1) - own_logit, 0.0)
+    return per_anchor, has_pos
 
 
 def average_anchors(per_anchor: torch.Tensor, has_positive: torch.Tensor, labels: torch.Tensor,

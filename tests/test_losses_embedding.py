@@ -27,7 +27,17 @@ def ref_margin_contrastive(z, labels, temperature, margins=None, placement="posi
     for i, (zi, yi) in enumerate(zip(z, labels)):
         d = 0.0 if margins is None else margins[yi]
         positives = [p for p in range(len(pool)) if p != i and pool_labels[p] == yi]
+        negatives = [a for a in range(len(pool)) if pool_labels[a] != yi]
         if not positives:
+            continue
+        if placement == "centroid":
+            def cos_to_mean(members):
+                mean = [sum(pool[m][k] for m in members) for k in range(len(zi))]
+                return dot(zi, mean) / math.sqrt(dot(mean, mean))
+            own = math.exp((cos_to_mean(positives) - d) / temperature)
+            rest = sum(math.exp(cos_to_mean([a for a in negatives if pool_labels[a] == k]) / temperature)
+                       for k in sorted({pool_labels[a] for a in negatives}))
+            per_anchor[i] = -math.log(own / (own + rest))
             continue
         terms = []
         for p in positives:
@@ -36,6 +46,12 @@ def ref_margin_contrastive(z, labels, temperature, margins=None, placement="posi
             if placement == "positive":
                 num = math.exp((s_ip - d) / temperature)
                 den = num + sum(math.exp(dot(zi, pool[a]) / temperature) for a in others)
+            elif placement == "outside":
+                num = math.exp((s_ip - d) / temperature)
+                den = num + sum(math.exp(dot(zi, pool[a]) / temperature) for a in negatives)
+            elif placement == "hinge":
+                terms.append(max(0.0, d - s_ip + max(dot(zi, pool[a]) for a in negatives)) if negatives else 0.0)
+                continue
             else:
                 num = math.exp(s_ip / temperature)
                 den = num + sum(math.exp((dot(zi, pool[a]) + (d if pool_labels[a] != yi else 0.0)) / temperature)
@@ -74,7 +90,7 @@ def test_supcon_matches_pytorch_metric_learning():
             torch.testing.assert_close(L.SupConLoss(t)(z, y), oracle, rtol=1e-7, atol=1e-9)
 
 
-@pytest.mark.parametrize("placement", ["positive", "negative"])
+@pytest.mark.parametrize("placement", L.MARGIN_PLACEMENTS)
 @pytest.mark.parametrize("schedule", ["n^-1/4", "log_prior"])
 @pytest.mark.parametrize("dim", [2, 6])
 def test_embedding_margin_matches_reference(placement, schedule, dim):
@@ -84,15 +100,27 @@ def test_embedding_margin_matches_reference(placement, schedule, dim):
     assert loss(z, y).item() == pytest.approx(ref_margin_contrastive(z, y, 0.2, margins, placement), rel=1e-9)
 
 
-def test_views_and_prototypes_match_reference():
+@pytest.mark.parametrize("placement", L.MARGIN_PLACEMENTS)
+def test_views_and_prototypes_match_reference(placement):
     z, y = embeddings(b=6, e=3, seed=3)
     z2 = torch.stack([z, z + 0.1 * torch.randn_like(z)], 1)  # (B, 2, E)
     protos = torch.randn(5, 3, dtype=torch.float64)
-    loss = L.EmbeddingMarginLoss(COUNTS, 0.3, delta_max=0.5)
+    loss = L.EmbeddingMarginLoss(COUNTS, 0.3, delta_max=0.5, placement=placement)
     margins = L.embedding_margins(COUNTS, 0.5).tolist()
-    expected = ref_margin_contrastive(z2.reshape(-1, 3), y.repeat_interleave(2), 0.3, margins, prototypes=protos)
+    expected = ref_margin_contrastive(z2.reshape(-1, 3), y.repeat_interleave(2), 0.3, margins, placement, protos)
     assert loss(z2, y, protos).item() == pytest.approx(expected, rel=1e-9)
     assert loss.last_stats == {"anchors": 12, "with_positive": 12}
+
+
+@pytest.mark.parametrize("placement", L.MARGIN_PLACEMENTS)
+def test_singletons_and_one_class_batches_give_finite_gradients(placement):
+    """A class with one member (no positive) and a batch of one class (no negative) are legal."""
+    loss = L.EmbeddingMarginLoss(COUNTS, 0.2, 0.5, placement=placement)
+    for y in (torch.tensor([0, 0, 1, 2, 2, 4]), torch.tensor([3, 3, 3])):
+        z = torch.randn(len(y), 4, dtype=torch.float64, requires_grad=True)
+        value = loss(z, y)
+        value.backward()
+        assert torch.isfinite(value) and torch.isfinite(z.grad).all(), (placement, y)
 
 
 def test_float32_close_to_float64():
@@ -103,8 +131,9 @@ def test_float32_close_to_float64():
 
 def test_gradcheck():
     z, y = embeddings(b=8, e=3, seed=5)
-    for loss in (L.EmbeddingMarginLoss(COUNTS, 0.5, 0.3), L.EmbeddingMarginLoss(COUNTS, 0.5, 0.3, placement="negative")):
-        assert torch.autograd.gradcheck(lambda t: loss(t, y), (z.clone().requires_grad_(),))
+    for placement in L.MARGIN_PLACEMENTS:
+        loss = L.EmbeddingMarginLoss(COUNTS, 0.5, 0.3, placement=placement)
+        assert torch.autograd.gradcheck(lambda t: loss(t, y), (z.clone().requires_grad_(),)), placement
 
 
 def test_delta_zero_equals_supcon_and_loss_grows_with_delta():

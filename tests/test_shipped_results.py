@@ -71,3 +71,26 @@ def test_200_epoch_table_matches_the_readme():
     solo = table["solo_baseline"]
     assert re.search(rf"about {solo['estimated_200_epoch_run_s']:.0f} s for 200 epochs\s+\(first epoch "
                      rf"{solo['first_epoch_s']:.1f} s \+ 199 x {solo['steady_s_per_epoch']:.3f} s", readme)
+
+
+def test_margin_study_doc_quotes_only_intervals_the_study_computed():
+    """docs/margin_study.md part 2: every "x [low, high]" it quotes is an effect or a level in the
+    shipped study file, and the file holds what the plan promised (6 seeds, 5 forms, 2 regimes)."""
+    import pathlib
+    import re
+
+    study = load_results("margin_study.json")
+    assert study["seeds"] == [0, 1, 2, 3, 4, 5] and study["deltas"] == [0.0, 0.25, 0.5, 1.0]
+    assert {"positive", "negative", "outside", "hinge", "centroid"} <= set(study["forms"])
+    known = set()
+    for regime in study["regimes"].values():
+        assert len(regime["rows"]) == len(study["seeds"]) * (len(study["forms"]) * 4 + len(study["references"]))
+        for by_delta in regime["effects"].values():
+            known |= {f"{e['mean']:+.3f} [{e['low']:+.3f}, {e['high']:+.3f}]"
+                      for by_measure in by_delta.values() for e in by_measure.values()}
+        known |= {f"{e['mean']:.3f} [{e['low']:.3f}, {e['high']:.3f}]"
+                  for by_measure in regime["levels"].values() for e in by_measure.values()}
+    text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "margin_study.md").read_text()
+    quoted = re.findall(r"[+-]?\d\.\d{3} \[[+-]?\d\.\d{3}, [+-]?\d\.\d{3}\]", text.split("## Part 2")[1])
+    assert len(quoted) > 40
+    assert [q for q in quoted if q not in known] == []
