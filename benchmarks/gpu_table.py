@@ -3,10 +3,11 @@
 1. Solo baseline, measured first and alone: one LA run trained by itself (`python -m elm_lite train
    --compile`) for BASELINE_EPOCHS epochs; its first epoch (compilation) and its median steady
    epoch give the solo cost of a 200-epoch run (first + 199 x steady, printed as an extrapolation).
-2. The table: ce, la, ldam-drw, supcon-la, elm x seeds 0, 1, 2 at 200 epochs, trained together
-   (`python -m elm_lite table --compile`), as four processes sharing the GPU (the step is
+2. The table: ce, la, ldam-drw, supcon-la, elm, elm-positive x seeds 0, 1, 2 at 200 epochs, trained
+   together (`python -m elm_lite table --compile`), as five processes sharing the GPU (the step is
    launch-bound, so processes overlap): ce+la (6 models in one network), ldam-drw (3, cosine
-   head), supcon-la (3, two views), elm (3, two views). Each writes its runs' results.json; a last
+   head), supcon-la (3, two views), elm (3, two views; the margin to the class centre) and
+   elm-positive (3; the first, inert margin form, docs/margin_study.md). Each writes its runs' results.json; a last
    `table` call with every method trains nothing and writes the whole table.json.
 
 Everything lands in $OUT: runs.tar.gz (every finished run's folder and table.json), log.txt,
@@ -20,7 +21,7 @@ loss, fixed since). Projected from those rates, not measured: the whole table ne
 
 Here, first:    python tools/make_carry_npz.py            (.carry/cifar10_lt_rho100.npz)
 On the device:  python3 benchmarks/gpu_table.py          (.carry carried; BUDGET_S seconds, default 560)
-Back here:      python tools/collect_table.py OUT/runs    (copies the results into data/results/)
+Back here:      untar runs.tar.gz; its table.json (every run, histories included) is what ships in data/results/
 """
 import json
 import os
@@ -37,7 +38,7 @@ NPZ = os.environ.get("NPZ", ".carry/cifar10_lt_rho100.npz")
 EPOCHS = int(os.environ.get("EPOCHS", 200))
 BASELINE_EPOCHS = int(os.environ.get("BASELINE_EPOCHS", 12))
 SEEDS = os.environ.get("SEEDS", "0,1,2")
-PROCESSES = [("ce,la", 6), ("ldam-drw", 3), ("supcon-la", 3), ("elm", 3)]
+PROCESSES = [("ce,la", 6), ("ldam-drw", 3), ("supcon-la", 3), ("elm", 3), ("elm-positive", 3)]
 COMPILE = ["--compile"] if os.environ.get("COMPILE", "1") == "1" else []
 EXTRA = os.environ.get("EXTRA", "").split()   # e.g. "--model small_cnn --batch-size 16" for a CPU smoke run
 OUT.mkdir(parents=True, exist_ok=True)

@@ -228,7 +228,7 @@ def check_elm(fn: Callable) -> CheckResult:
     def parts(lo, z, y, n):
         return losses.LogitAdjustedLoss(n).double()(lo, y), losses.EmbeddingMarginLoss(n).double()(z, y)
     # ELMLoss with the embedding term's own defaults (not the course's recommended ELM constants)
-    embedding_defaults = dict(temperature=0.1, delta_max=0.2, anchor_average="all")
+    embedding_defaults = dict(temperature=0.1, delta_max=0.2, anchor_average="all", placement="positive")
     return _report(_run(fn, cases, lambda lo, z, y, n, lam: losses.ELMLoss(n, lam=lam, **embedding_defaults).double()(
             lo, z, y)[0], {
         "lambda is missing: weight the embedding term by lam":

@@ -206,7 +206,7 @@ def train_image_model(data, method: Method, *, seed: int = 0, progress: bool = F
                   weight_decay=r["weight_decay"], seed=seed, progress=progress, n_views=method.views,
                   augment=crop_flip)
     cpu = torch.device("cpu")
-    logits, feats = evaluate_features(net, data.x_test, cpu)
+    logits, feats, _ = evaluate_features(net, data.x_test, cpu)
     return measure_run(net, history, data, _posthoc(method, logits, data.counts), feats,
                        evaluate_features(net, data.x_train, cpu)[1])
 

@@ -199,8 +199,8 @@ def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, s
                   checkpoint=Path(out_dir) / "checkpoint.pt" if out_dir is not None else None,
                   checkpoint_every=checkpoint_every, resume=resume, on_epoch_end=on_epoch_end,
                   identity=run_identity(data, method, recipe))
-    logits, feats = evaluate_features(net, data.x_test, dev)
-    results = run_results(data, method, seed, recipe, logits, feats, history,
+    logits, feats, projected = evaluate_features(net, data.x_test, dev)
+    results = run_results(data, method, seed, recipe, logits, feats, projected, history,
                           setup={"total_seconds": time.perf_counter() - start, "hardware": hardware(dev),
                                  "compile": compile, "bf16": bf16})
     if out is not None:
@@ -217,12 +217,20 @@ def save_run(out: Path, data: ImageData, results: dict, feats: np.ndarray) -> No
 
 
 def run_results(data: ImageData, method: Method, seed: int, recipe: dict, logits: np.ndarray, feats: np.ndarray,
-                history, setup: dict) -> dict:
+                projected: np.ndarray | None, history, setup: dict) -> dict:
     """A run's results dict (the schema of :class:`~elm_lite.results.RunResults`) from its test
-    logits ``(N, C)`` and backbone features ``(N, F)``."""
+    logits ``(N, C)``, backbone features ``(N, F)`` and projection ``(N, P)`` (None without one)."""
     y_pred = logits.argmax(1)
     spread = metrics.embedding_spread(feats, data.y_test, data.n_classes)
     margin = metrics.embedding_margin(feats, data.y_test, data.n_classes)
+    geometry = {}
+    if projected is not None:  # where the contrastive term acts
+        p_spread = metrics.embedding_spread(projected, data.y_test, data.n_classes)
+        p_margin = metrics.embedding_margin(projected, data.y_test, data.n_classes)
+        geometry = {"per_class_projection_spread": p_spread.tolist(),
+                    "projection_spread": metrics.spread_summary(p_spread, data.counts),
+                    "per_class_projection_margin": p_margin.tolist(),
+                    "projection_margin": metrics.spread_summary(p_margin, data.counts)}
     return {
         "schema_version": SCHEMA_VERSION,
         "dataset": data.name, "rho": data.info.get("rho"), "loss": method.name, "seed": seed, "recipe": recipe,
@@ -231,7 +239,7 @@ def run_results(data: ImageData, method: Method, seed: int, recipe: dict, logits
         "per_class_accuracy": metrics.per_class_accuracy(data.y_test, y_pred, data.n_classes).tolist(),
         "shot_accuracy": metrics.shot_accuracy(data.y_test, y_pred, data.counts),
         "per_class_spread": spread.tolist(), "spread": metrics.spread_summary(spread, data.counts),
-        "per_class_margin": margin.tolist(), "margin": metrics.spread_summary(margin, data.counts),
+        "per_class_margin": margin.tolist(), "margin": metrics.spread_summary(margin, data.counts), **geometry,
         "history": history.as_dict(), "seconds_per_epoch": history.seconds / max(len(history.epoch), 1),
         "first_epoch_seconds": history.elapsed[0] if history.elapsed else None,  # holds compilation
         "steady_seconds_per_epoch": float(np.median(np.diff(history.elapsed))) if len(history.elapsed) > 1 else None,

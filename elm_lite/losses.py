@@ -465,10 +465,13 @@ class EmbeddingMarginLoss(SupConLoss):
     as reconstructed in docs/design.md -- the paper's exact constants are not known).
 
     The anchor of class y gets margin ``delta_y`` from :func:`embedding_margins` (largest for the
-    rarest class): on its positives (``placement="positive"``: a tail anchor's positives must be
-    closer than its other neighbours by ``delta_y``) or on its negatives (``"negative"``).
-    ``delta_max = 0`` gives exactly :class:`SupConLoss`. Input as for :class:`SupConLoss`; labels
-    must lie in ``[0, C)``. Safe ranges: ``delta_max`` in [0, 1], ``temperature`` in [0.05, 1].
+    rarest class), entering the loss as ``placement`` says (:func:`contrastive_terms`): on its
+    positives, its negatives, with the other positives out of the denominator, as a hinge against
+    the nearest negative, or against its class's centre in the batch (``"centroid"``, the course's
+    ELM form: the only one whose margin changes the geometry, docs/margin_study.md).
+    ``delta_max = 0`` with ``"positive"`` or ``"negative"`` is exactly :class:`SupConLoss`. Input as
+    for :class:`SupConLoss`; labels must lie in ``[0, C)``. Safe ranges: ``delta_max`` in [0, 1],
+    ``temperature`` in [0.05, 1].
     """
 
     def __init__(self, counts, temperature: float = 0.1, delta_max: float = 0.2, schedule: str = "n^-1/4",
@@ -498,7 +501,8 @@ class ELMLoss(nn.Module):
 
     ``L_logit`` is :class:`LogitAdjustedLoss` (``logit="la"``, strength ``tau``) or :class:`LDAMLoss`
     (``logit="ldam"``, cosine logits, ``max_m``, ``s``); ``L_emb`` is :class:`EmbeddingMarginLoss`
-    (``temperature``, ``delta_max``, ``schedule``, ``placement``). ``lam = 0`` is the logit loss alone.
+    (``temperature``, ``delta_max``, ``schedule``, ``placement``; by default the margin between each
+    embedding and its class centre). ``lam = 0`` is the logit loss alone.
     This is our reading of arXiv 2204.13208 (docs/design.md): the form is the paper's, the
     constants and switches are not from its text and are parameters here; the defaults are the
     course's recommended constants, :data:`~elm_lite.recipes.ELM_RECOMMENDED`.
@@ -514,7 +518,7 @@ class ELMLoss(nn.Module):
     def __init__(self, counts, logit: str = "la", tau: float = ELM_RECOMMENDED["tau"],
                  lam: float = ELM_RECOMMENDED["lam"], temperature: float = ELM_RECOMMENDED["temperature"],
                  delta_max: float = ELM_RECOMMENDED["delta_max"], schedule: str = "n^-1/4",
-                 placement: str = "positive", anchor_average: str = ELM_RECOMMENDED["anchor_average"],
+                 placement: str = ELM_RECOMMENDED["placement"], anchor_average: str = ELM_RECOMMENDED["anchor_average"],
                  use_prototypes: bool = False, lam_warmup: int = 0, max_m: float = 0.5, s: float = 30.0):
         super().__init__()
         if logit == "la":

@@ -64,7 +64,7 @@ class Method:
                 "recipe": dict(self.recipe)}
 
 
-_SUPCON_LA = {**ELM_RECOMMENDED, "delta_max": 0.0}
+_SUPCON_LA = {**ELM_RECOMMENDED, "delta_max": 0.0, "placement": "positive"}  # SupCon's L_out
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("ce", "CE", losses.LogitAdjustedLoss, {"tau": 0.0},
@@ -86,13 +86,17 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("supcon-la", "SupCon + LA", losses.ELMLoss, _SUPCON_LA, views=2,
            about="LA plus a supervised contrastive term without embedding margins"),
     Method("elm", "ELM", losses.ELMLoss, dict(ELM_RECOMMENDED), views=2,
-           about="LA plus the contrastive term with class-dependent embedding margins"),
+           about="LA plus a class-dependent margin between each embedding and its class centre"),
+    Method("elm-positive", "ELM (margin on positives)", losses.ELMLoss,
+           {**ELM_RECOMMENDED, "placement": "positive"}, views=2,
+           about="the course's first ELM form: SupCon with the margin on the positives (inert, see "
+                 "docs/margin_study.md)"),
 )}
 
 # The methods of notebook 02's logit-margin app (toy, linear/MLP models, one view).
 LOGIT_MARGIN_METHODS = ("ce", "posthoc-la", "la", "balanced-softmax", "ldam", "ldam-drw", "hinge-equal", "hinge-n14")
 # The methods a full-scale run or table can train (CLI choices).
-FULLSCALE_METHODS = ("ce", "la", "ldam", "ldam-drw", "supcon-la", "elm")
+FULLSCALE_METHODS = ("ce", "la", "ldam", "ldam-drw", "supcon-la", "elm", "elm-positive")
 # The comparison every scale shows: ERM, a logit margin, LDAM-DRW, the contrastive term, ELM.
 COMPARISON = ("ce", "la", "ldam-drw", "supcon-la", "elm")
 

@@ -45,7 +45,8 @@ EMBEDDING_RECIPE = dict(
 # ----------------------------------------------------------------------------- ELM constants
 
 # The course's recommended ELM constants: our reading of arXiv 2204.13208 (the paper's own
-# constants were not available to us), chosen on the toy problem of notebooks 04-05.
+# constants were not available to us), chosen on the toy problem of notebooks 04-05; the margin's
+# form by the margin study (docs/margin_study.md: the only form whose margin changes anything).
 # ``ELMLoss``'s defaults are these values.
 ELM_RECOMMENDED = dict(
     tau=1.0,                 # logit-adjustment strength (0-3)
@@ -53,6 +54,7 @@ ELM_RECOMMENDED = dict(
     temperature=0.1,         # contrastive temperature (0.05-1)
     delta_max=0.5,           # embedding margin of the rarest class, cosine units (0-1)
     anchor_average="class",  # average the contrastive loss per class first ("all": per anchor)
+    placement="centroid",    # margin between an embedding and its class's centre in the batch
 )
 
 # ----------------------------------------------------------------------------- real images

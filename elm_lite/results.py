@@ -27,6 +27,10 @@ class RunResults(TypedDict, total=False):
     spread: dict                     # {"many", "medium", "few", "tail_head_ratio"}
     per_class_margin: list           # (C,) backbone-feature embedding margin (schema 2)
     margin: dict                     # its many / medium / few means (schema 2)
+    per_class_projection_spread: list  # (C,) spread of the contrastive projection (methods with one)
+    projection_spread: dict
+    per_class_projection_margin: list  # (C,) its embedding margin
+    projection_margin: dict
     history: dict                    # elm_lite.train.History.as_dict()
     seconds_per_epoch: float         # training time only
     first_epoch_seconds: float       # holds compilation

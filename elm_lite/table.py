@@ -97,8 +97,8 @@ def _train_group(data: ImageData, runs: list, recipe: dict, out_dir: Path, dev: 
     seconds = time.perf_counter() - start
     out = []
     for (method, seed), net, history in zip(runs, models, histories):
-        logits, feats = evaluate_features(net, data.x_test, dev)
-        results = run_results(data, method, seed, recipe, logits, feats, history,
+        logits, feats, projected = evaluate_features(net, data.x_test, dev)
+        results = run_results(data, method, seed, recipe, logits, feats, projected, history,
                               setup={"total_seconds": seconds, "hardware": hardware(dev), "compile": compile,
                                      "bf16": bf16, "trained_together": names})
         folder = run_folder(out_dir, method, seed)

@@ -146,16 +146,22 @@ def predict_logits(model: nn.Module, x, batch_size: int = 4096) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_features(model: nn.Module, x, device: torch.device, batch: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    """``(logits (N, C), backbone features (N, F))`` of an image model (one with
-    ``backbone_features``) on images ``x`` ``(N, 32, 32, 3)``, in eval mode."""
+def evaluate_features(model: nn.Module, x, device: torch.device,
+                      batch: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(logits (N, C), backbone features (N, F), projection (N, P) or None)`` of an image model
+    (one with ``backbone_features``) on images ``x`` ``(N, 32, 32, 3)``, in eval mode. The
+    projection is the unnormalised output of the contrastive projection head, where the model has one."""
     model.eval()
-    logits, feats = [], []
+    projection = getattr(model, "projection", None)
+    logits, feats, projected = [], [], []
     for i in range(0, len(x), batch):
         h = model.backbone_features(torch.as_tensor(x[i:i + batch], device=device).float())
         logits.append(model.head(h).float().cpu())
         feats.append(h.float().cpu())
-    return torch.cat(logits).numpy(), torch.cat(feats).numpy()
+        if projection is not None:
+            projected.append(projection(h).float().cpu())
+    return (torch.cat(logits).numpy(), torch.cat(feats).numpy(),
+            torch.cat(projected).numpy() if projected else None)
 
 
 def predict(model: nn.Module, x, batch_size: int = 4096) -> np.ndarray:

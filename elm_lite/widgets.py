@@ -17,7 +17,7 @@ from . import losses, methods, metrics
 from .data import PROFILES, ToyData, batch_class_stats, bayes_predict, make_toy, monte_carlo_errors
 from .experiments import EmbeddingRun, margin_spread_simulation, run_summary, train_embedding_model
 from .models import toy_model
-from .recipes import LONGTAIL_TOY, LOGIT_TOY
+from .recipes import ELM_RECOMMENDED, LOGIT_TOY, LONGTAIL_TOY
 from .plots import (SCENE_AXIS, _discrete_colorscale, accuracy_bar_trace, boundary_mask, embedding_traces,
                     grid_logits, margin_band_mask, mask_trace, point_traces, region_traces)
 from .train import History, fit, predict
@@ -123,7 +123,8 @@ class App:
         self._setting = False
         for control in controls.values():
             control.observe(self._on_change, names="value")
-        self.widget = W.VBox([W.HBox(list(controls.values())), self.figure, self.readout])
+        self.widget = W.VBox([W.HBox(list(controls.values()), layout=W.Layout(flex_flow="row wrap")), self.figure,
+                              self.readout])
 
     def values(self) -> dict:
         return {name: control.value for name, control in self.controls.items()}
@@ -265,60 +266,75 @@ class EmbeddingMarginView:
     lam: float
     delta_max: float
     temperature: float
+    placement: str
     data: ToyData
     run: EmbeddingRun
     baseline: EmbeddingRun
 
 
-def embedding_margin_view(lam: float = 1.0, delta_max: float = 0.5, temperature: float = 0.1, *,
-                          data: ToyData, baseline: EmbeddingRun, seed: int = 0, **recipe) -> EmbeddingMarginView:
-    """Train ELM with ``lam``, ``delta_max`` and ``temperature`` under
-    :data:`~elm_lite.recipes.EMBEDDING_RECIPE` (entries overridable as keywords)."""
-    method = methods.get("elm").variant("ELM (app)", lam=lam, delta_max=delta_max, temperature=temperature)
+def embedding_margin_view(lam: float = 1.0, delta_max: float = 0.5, temperature: float = 0.1,
+                          placement: str = ELM_RECOMMENDED["placement"], *, data: ToyData, baseline: EmbeddingRun,
+                          seed: int = 0, **recipe) -> EmbeddingMarginView:
+    """Train ELM with ``lam``, ``delta_max``, ``temperature`` and the margin's form ``placement``
+    under :data:`~elm_lite.recipes.EMBEDDING_RECIPE` (entries overridable as keywords)."""
+    method = methods.get("elm").variant("ELM (app)", lam=lam, delta_max=delta_max, temperature=temperature,
+                                        placement=placement)
     run = train_embedding_model(data, method, seed=seed, **recipe)
-    return EmbeddingMarginView(lam, delta_max, temperature, data, run, baseline)
+    return EmbeddingMarginView(lam, delta_max, temperature, placement, data, run, baseline)
 
 
 def embedding_margin_figure(view: EmbeddingMarginView, widget: bool = False) -> go.Figure:
-    """Left: test embeddings (3-D or projected). Right: spread per class vs the LA baseline."""
+    """Left: test embeddings (3-D or projected). Right: per class, test spread and training
+    embedding margin, each beside the LA baseline."""
     data = view.data
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.08,
-                        specs=[[{"type": "scene"}, {"type": "xy"}]],
-                        subplot_titles=("test embeddings (3 principal directions)", "test spread per class"))
+    fig = make_subplots(rows=2, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.08, vertical_spacing=0.14,
+                        specs=[[{"type": "scene", "rowspan": 2}, {"type": "xy"}], [None, {"type": "xy"}]],
+                        subplot_titles=("test embeddings (3 principal directions)", "test spread per class",
+                                        "training embedding margin per class"))
     for trace in embedding_traces(view.run.z_test, data.y_test, data.counts, max_per_class=150):
         fig.add_trace(trace, row=1, col=1)
     classes = [f"{k}<br>n={n}" for k, n in enumerate(data.counts)]
-    fig.add_trace(go.Bar(x=classes, y=view.baseline.spread, name="LA alone", marker_color="#bbbbbb"), row=1, col=2)
-    fig.add_trace(go.Bar(x=classes, y=view.run.spread, name="LA + embedding term", marker_color="#d62728"), row=1, col=2)
-    fig.update_layout(width=1000, height=500, barmode="group", font=dict(size=11), margin=dict(t=50, b=20, l=0),
-                      legend=dict(itemsizing="constant", orientation="h", x=0, y=-0.12),
+    for row, field in ((1, "spread"), (2, "train_margin")):
+        fig.add_trace(go.Bar(x=classes, y=getattr(view.baseline, field), name="LA alone", marker_color="#bbbbbb",
+                             showlegend=row == 1), row=row, col=2)
+        fig.add_trace(go.Bar(x=classes, y=getattr(view.run, field), name="LA + embedding term",
+                             marker_color="#d62728", showlegend=row == 1), row=row, col=2)
+    fig.update_layout(width=1000, height=560, barmode="group", font=dict(size=11), margin=dict(t=50, b=20, l=0),
+                      legend=dict(itemsizing="constant", orientation="h", x=0, y=-0.1),
                       scene=dict(xaxis=SCENE_AXIS, yaxis=SCENE_AXIS, zaxis=SCENE_AXIS, aspectmode="cube"))
     fig.update_yaxes(range=[0, 0.8], title="1 - mean cos(z, class mean)", row=1, col=2)
+    fig.update_yaxes(range=[-0.5, 1.5], title="cos to own - nearest other mean", row=2, col=2)
     return go.FigureWidget(fig) if widget else fig
 
 
 def embedding_margin_readout(view: EmbeddingMarginView) -> str:
     counts = view.data.counts
     now, base = run_summary(view.run, counts), run_summary(view.baseline, counts)
-    return (f"<b>lambda = {view.lam:g}, delta_max = {view.delta_max:g}, T = {view.temperature:g}</b>: "
-            f"tail (few) spread <b>{now['spread_few']:.3f}</b> (LA alone {base['spread_few']:.3f}), "
-            f"head (many) spread {now['spread_many']:.3f} ({base['spread_many']:.3f})<br>"
+    lam_zero = ("<br>lambda = 0 is LA trained on <i>two</i> jittered views of each example; the grey bars are LA "
+                "on one view, so the two differ by the views alone" if view.lam == 0 else "")
+    return (f"<b>lambda = {view.lam:g}, delta_max = {view.delta_max:g}, T = {view.temperature:g}, "
+            f"margin form {view.placement!r}</b><br>"
+            f"tail (few) <b>training embedding margin {now['train_margin_few']:.3f}</b> (LA alone "
+            f"{base['train_margin_few']:.3f}) -- what delta_max asks for: cosine to the own class mean minus the "
+            f"largest cosine to another class mean; on test data {now['margin_few']:.3f} ({base['margin_few']:.3f})<br>"
+            f"tail (few) test spread <b>{now['spread_few']:.3f}</b> (LA alone {base['spread_few']:.3f}), "
+            f"head (many) {now['spread_many']:.3f} ({base['spread_many']:.3f})<br>"
             f"balanced accuracy <b>{now['balanced_accuracy']:.1%}</b> (LA alone {base['balanced_accuracy']:.1%}); "
-            f"few-shot accuracy {now['acc_few']:.1%} ({base['acc_few']:.1%})<br>"
-            f"tail (few) embedding margin, training {now['train_margin_few']:.3f} ({base['train_margin_few']:.3f}), "
-            f"test {now['margin_few']:.3f} ({base['margin_few']:.3f}): cosine to the own class mean minus the "
-            f"largest cosine to another class mean")
+            f"few-shot accuracy {now['acc_few']:.1%} ({base['acc_few']:.1%}){lam_zero}")
 
 
-def embedding_margin_app(lam: float = 1.0, delta_max: float = 0.5, temperature: float = 0.1, *,
-                         data: ToyData, baseline: EmbeddingRun, **view_kwargs) -> App:
-    """Notebook 04: ``lambda``, ``delta_max`` and temperature sliders retrain the small model."""
+def embedding_margin_app(lam: float = 1.0, delta_max: float = 0.5, temperature: float = 0.1,
+                         placement: str = ELM_RECOMMENDED["placement"], *, data: ToyData, baseline: EmbeddingRun,
+                         **view_kwargs) -> App:
+    """Notebook 04: ``lambda``, ``delta_max``, temperature and margin-form controls retrain the small model."""
     import ipywidgets as W
     slider = dict(continuous_update=False, style={"description_width": "initial"})
     controls = {"lam": W.FloatSlider(value=lam, min=0, max=2, step=0.25, description="lambda", **slider),
                 "delta_max": W.FloatSlider(value=delta_max, min=0, max=1, step=0.1, description="delta_max", **slider),
                 "temperature": W.FloatLogSlider(value=temperature, base=10, min=-1.3, max=0, step=0.1,
-                                                description="temperature", **slider)}
+                                                description="temperature", **slider),
+                "placement": W.Dropdown(options=losses.MARGIN_PLACEMENTS, value=placement, description="margin form",
+                                        style={"description_width": "initial"})}
     compute = partial(embedding_margin_view, data=data, baseline=baseline, **view_kwargs)
     return App(controls, compute, embedding_margin_figure, embedding_margin_readout)
 

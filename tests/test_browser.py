@@ -10,6 +10,7 @@ Needs Debian's ``chromium`` (``apt-get install chromium``; ``.ci/run`` installs 
 import json
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -143,18 +144,28 @@ def test_widgets_render_and_react_in_jupyterlab(path, lab, browser):
     n_code_figures = len([c for c in nbformat.read(path, 4).cells if c.cell_type == "code" and ".show()" in c.source])
     assert page.locator(".js-plotly-plot").count() >= n_code_figures + 1, "missing plotly figures"
     assert app.locator(".widget-slider").count() >= 1, "the app shows no slider"
-    _drag_slider_and_check(page, app, ARTIFACTS / f"{stem}-2-after-slider.png")
+    if stem.startswith("04"):  # issue 13: the delta_max slider moves the quantity the readout names
+        before, after = _drag_slider_and_check(page, app, ARTIFACTS / f"{stem}-2-after-slider.png", slider=1)
+        assert "delta_max = 0.5" in before and "delta_max = 0.5" not in after
+        assert abs(_tail_training_margin(after) - _tail_training_margin(before)) > 0.05, (before, after)
+    else:
+        _drag_slider_and_check(page, app, ARTIFACTS / f"{stem}-2-after-slider.png")
     assert not [e for e in errors if "widget" in e.lower()], errors
     page.close()
 
 
-def _drag_slider_and_check(page, app, screenshot) -> None:
-    """Drag the app's first slider with the mouse; the figure's data and the readout must change."""
+def _tail_training_margin(readout: str) -> float:
+    return float(re.search(r"training embedding margin (-?[0-9.]+)", readout).group(1))
+
+
+def _drag_slider_and_check(page, app, screenshot, slider: int = 0) -> tuple[str, str]:
+    """Drag the app's slider number ``slider`` to the left with the mouse; the figure's data and
+    the readout must change. Returns the readout's text before and after."""
     figure = app.locator(".js-plotly-plot").first
     assert figure.is_visible()
     before = figure.evaluate(FINGERPRINT)
     readout_before = app.locator(".widget-html").last.inner_text()
-    handle = app.locator(".widget-slider").first.locator(".noUi-handle")
+    handle = app.locator(".widget-slider").nth(slider).locator(".noUi-handle")
     box = handle.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.down()
@@ -167,7 +178,9 @@ def _drag_slider_and_check(page, app, screenshot) -> None:
     app.scroll_into_view_if_needed()
     page.screenshot(path=str(screenshot), full_page=False)
     assert figure.evaluate(FINGERPRINT) != before, "moving the slider did not change the figure"
-    assert app.locator(".widget-html").last.inner_text() != readout_before, "the readout did not update"
+    readout_after = app.locator(".widget-html").last.inner_text()
+    assert readout_after != readout_before, "the readout did not update"
+    return readout_before, readout_after
 
 
 def test_workshop_mode_voila_serves_an_app(browser, tmp_path):

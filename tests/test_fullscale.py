@@ -44,6 +44,10 @@ def test_run_writes_results_and_improves_over_chance(data, tmp_path):
 def test_elm_run_uses_two_views_and_a_projection(data, tmp_path):
     results = train_cifar(data, "elm", progress=False, **{**TINY, "epochs": 1})
     assert np.isfinite(results["history"]["loss"][0])
+    # geometry where the contrastive term acts (the projection) beside the backbone's
+    assert len(results["per_class_projection_spread"]) == len(results["per_class_projection_margin"]) == 10
+    assert set(results["projection_margin"]) == set(results["margin"])
+    assert "projection_spread" not in train_cifar(data, "la", progress=False, **{**TINY, "epochs": 1})
 
 
 def test_interrupted_run_resumes_to_the_same_result(data, tmp_path):

@@ -214,7 +214,8 @@ def test_elm_parts_add_up_and_gradients_reach_both_inputs():
     total, parts = loss(logits, z, y)
     torch.testing.assert_close(total, parts["logit"] + 0.7 * parts["embedding"])
     torch.testing.assert_close(parts["logit"], L.LogitAdjustedLoss(COUNTS)(logits.reshape(-1, 5), y.repeat_interleave(2)))
-    torch.testing.assert_close(parts["embedding"], L.EmbeddingMarginLoss(COUNTS, 0.1, 0.3, anchor_average="class")(z, y))
+    torch.testing.assert_close(parts["embedding"], L.EmbeddingMarginLoss(COUNTS, 0.1, 0.3, anchor_average="class",
+                                                                         placement="centroid")(z, y))
     total.backward()
     assert logits.grad.abs().sum() > 0 and z.grad.abs().sum() > 0
 

@@ -94,3 +94,12 @@ def test_margin_study_doc_quotes_only_intervals_the_study_computed():
     quoted = re.findall(r"[+-]?\d\.\d{3} \[[+-]?\d\.\d{3}, [+-]?\d\.\d{3}\]", text.split("## Part 2")[1])
     assert len(quoted) > 40
     assert [q for q in quoted if q not in known] == []
+
+
+def test_real_image_tail_is_not_diffuse_as_notebook_03_says(gpu):
+    """Notebook 03, section 5: under CE and LA the two rarest classes' feature spread is below 1.2x
+    the two largest classes' (the toy problem's ratio is several-fold)."""
+    for r in gpu["runs"]:
+        if r["loss"] in ("ce", "la"):
+            spread = np.asarray(r["per_class_spread"])
+            assert spread[-2:].mean() / spread[:2].mean() < 1.2, (r["loss"], r["seed"])

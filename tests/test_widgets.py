@@ -1,7 +1,10 @@
 """Widget callbacks are plain functions; the apps update their figures without a browser."""
+import re
+
 import numpy as np
 import pytest
 
+from elm_lite import losses as L
 from elm_lite.widgets import longtail_app, longtail_figure, longtail_readout, longtail_view
 
 SMALL = dict(n_max=200, epochs=60)
@@ -87,3 +90,25 @@ def test_embedding_margin_app_updates_in_place():
     app.update(lam=0.0)
     assert app.values()["lam"] == 0.0 and "lambda = 0" in app.readout.value
     assert not np.allclose(np.array(app.figure.data[-1].y), bars)
+    assert "two</i> jittered views" in app.readout.value        # why lambda = 0 differs from the grey bars
+    for placement in L.MARGIN_PLACEMENTS:                       # every margin form trains and draws
+        app.update(placement=placement)
+
+
+def _tail_training_margin(readout: str) -> float:
+    return float(re.search(r"training embedding margin (-?[0-9.]+)", readout).group(1))
+
+
+def test_delta_slider_moves_the_tail_training_margin_it_names():
+    """Issue 13: with the course's margin form, moving delta_max moves the quantity the readout names."""
+    import elm_lite as el
+    from elm_lite import methods
+    from elm_lite.experiments import train_embedding_model
+    from elm_lite.recipes import EMBEDDING_TOY
+    from elm_lite.widgets import embedding_margin_app
+    data = el.make_toy(**EMBEDDING_TOY)
+    baseline = train_embedding_model(data, methods.get("la"), epochs=15)
+    app = embedding_margin_app(delta_max=0.0, data=data, baseline=baseline, epochs=15)
+    without = _tail_training_margin(app.readout.value)
+    app.update(delta_max=1.0)
+    assert _tail_training_margin(app.readout.value) > without + 0.1, app.readout.value
