@@ -21,6 +21,8 @@ loss, fixed since). Projected from those rates, not measured: the whole table ne
 
 Here, first:    python tools/make_carry_npz.py            (.carry/cifar10_lt_rho100.npz)
 On the device:  python3 benchmarks/gpu_table.py          (.carry carried; BUDGET_S seconds, default 560)
+                SUITE=strong BASELINE_EPOCHS=0 python3 benchmarks/gpu_table.py   (a second call: strong views)
+Each suite is about 15 runs (projected ~560 s on an H200 for the table): one device call each.
 Back here:      untar runs.tar.gz; its table.json (every run, histories included) is what ships in data/results/
 """
 import json
@@ -36,9 +38,14 @@ BUDGET = float(os.environ.get("BUDGET_S", 560))
 OUT = Path(os.environ.get("OUT", "runs/gpu_table"))
 NPZ = os.environ.get("NPZ", ".carry/cifar10_lt_rho100.npz")
 EPOCHS = int(os.environ.get("EPOCHS", 200))
-BASELINE_EPOCHS = int(os.environ.get("BASELINE_EPOCHS", 12))
+BASELINE_EPOCHS = int(os.environ.get("BASELINE_EPOCHS", 12))   # 0: no solo baseline
 SEEDS = os.environ.get("SEEDS", "0,1,2")
-PROCESSES = [("ce,la", 6), ("ldam-drw", 3), ("supcon-la", 3), ("elm", 3), ("elm-positive", 3)]
+# SUITE=table: the comparison table. SUITE=strong: the contrastive methods again with SimCLR-style
+# views (issue 13: how contrastive long-tail methods train); LA's rows come from the table suite.
+SUITES = {"table": ([("ce,la", 6), ("ldam-drw", 3), ("supcon-la", 3), ("elm", 3), ("elm-positive", 3)], []),
+          "strong": ([("supcon-la", 3), ("elm", 3), ("elm-positive", 3)], ["--view-augment", "strong"])}
+SUITE = os.environ.get("SUITE", "table")
+PROCESSES, SUITE_FLAGS = SUITES[SUITE]
 COMPILE = ["--compile"] if os.environ.get("COMPILE", "1") == "1" else []
 EXTRA = os.environ.get("EXTRA", "").split()   # e.g. "--model small_cnn --batch-size 16" for a CPU smoke run
 OUT.mkdir(parents=True, exist_ok=True)
@@ -64,7 +71,13 @@ def main() -> None:
     log(f"{device}, torch {torch.__version__}, python {platform.python_version()}")
     timing = {"device": device, "torch": torch.__version__, "epochs": EPOCHS}
 
-    # 1. the solo baseline, alone on the GPU
+    if BASELINE_EPOCHS:
+        solo_baseline(timing)
+    table(timing)
+
+
+def solo_baseline(timing: dict) -> None:
+    """One LA run alone on the GPU for BASELINE_EPOCHS epochs; its cost extrapolated to 200."""
     start = time.monotonic()
     solo = OUT / "solo_la"
     cmd = BASE + ["train", *DATA, "--loss", "la", "--epochs", str(BASELINE_EPOCHS), *COMPILE, "--overwrite",
@@ -79,12 +92,17 @@ def main() -> None:
         log(f"solo LA: first epoch {first:.1f} s, steady {steady:.3f} s/epoch -> a 200-epoch run ~ "
             f"{first + 199 * steady:.0f} s; 15 solo runs ~ {15 * (first + 199 * steady):.0f} s (extrapolated)")
 
-    # 2. the table: four processes sharing the GPU
+
+
+def table(timing: dict) -> None:
+    """The suite's processes sharing the GPU, each a ``table`` call for its methods."""
     start = time.monotonic()
-    runs = OUT / "runs"
+    runs = OUT / ("runs" if SUITE == "table" else f"runs_{SUITE}")
+
     def launch(losses, k, compiled):
         cmd = BASE + ["table", *DATA, "--losses", losses, "--seeds", SEEDS, "--epochs", str(EPOCHS),
-                      *(COMPILE if compiled else []), "--group-size", str(k), "--out", str(runs), *EXTRA]
+                      *(COMPILE if compiled else []), "--group-size", str(k), "--out", str(runs), *SUITE_FLAGS,
+                      *EXTRA]
         out = open(OUT / f"table_{losses.replace(',', '_')}{'' if compiled else '_eager'}.log", "w")
         log(f"started: {' '.join(cmd[2:])}")
         return subprocess.Popen(cmd, env=ENV, stdout=out, stderr=subprocess.STDOUT)
@@ -110,7 +128,8 @@ def main() -> None:
     if all(c == 0 for c in codes.values()):  # every run finished: this call trains nothing, it gathers the table
         every = ",".join(losses for losses, _ in PROCESSES)
         final = subprocess.run(BASE + ["table", *DATA, "--losses", every, "--seeds", SEEDS, "--epochs", str(EPOCHS),
-                                       "--out", str(runs), *EXTRA], env=ENV, capture_output=True, text=True, timeout=120)
+                                       "--out", str(runs), *SUITE_FLAGS, *EXTRA], env=ENV, capture_output=True,
+                               text=True, timeout=120)
         log(f"the whole table:\n{final.stdout}{final.stderr[-1500:]}")
     (OUT / "timing.json").write_text(json.dumps(timing, indent=1))
     # the device returns files only a few folders deep: pack every finished run into one archive

@@ -79,6 +79,7 @@ RECIPE_FLAGS = {
     "decay_at": (_floats, "fractions of the run where lr drops, e.g. 0.8,0.9"),
     "decay_to": (_floats, "multiples of lr after each drop, e.g. 0.01,0.0001"),
     "projection_dim": (_optional_int, "projection head size for the embedding term"),
+    "view_augment": (str, "augmentation of two-view runs: crop_flip, or strong (SimCLR-style)"),
 }
 
 

@@ -23,7 +23,7 @@ from .methods import Method
 from .models import ResNet32, SmallCNN
 from .recipes import CIFAR_RECIPE
 from .results import SCHEMA_VERSION, check_run_results
-from .train import crop_flip, evaluate_features, fit, set_seed
+from .train import VIEW_AUGMENTATIONS, crop_flip, evaluate_features, fit, set_seed, view_augmentation
 
 MODELS = {"resnet32": ResNet32, "small_cnn": SmallCNN}
 
@@ -112,6 +112,7 @@ def check_recipe(recipe: dict) -> dict:
          f"fractions in (0, 1], one per decay_to entry ({len(r['decay_to'])})")
     need(all(0 <= m < float("inf") for m in r["decay_to"]), "decay_to", "multipliers >= 0")
     need(integer(r["projection_dim"], 1), "projection_dim", "an integer >= 1")
+    need(r["view_augment"] in VIEW_AUGMENTATIONS, "view_augment", f"one of {sorted(VIEW_AUGMENTATIONS)}")
     return r
 
 
@@ -195,7 +196,8 @@ def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, s
     history = fit(runner, torch.as_tensor(data.x_train, device=dev), torch.as_tensor(data.y_train, device=dev),
                   loss, epochs=recipe["epochs"], batch_size=recipe["batch_size"], lr=recipe["lr"],
                   weight_decay=recipe["weight_decay"], optimizer="sgd", lr_schedule=partial(lr_schedule, recipe),
-                  drop_last=True, n_views=method.views, augment=crop_flip, seed=seed, bf16=bf16, progress=progress,
+                  drop_last=True, n_views=method.views,
+                  augment=view_augmentation(recipe["view_augment"], method.views), seed=seed, bf16=bf16, progress=progress,
                   checkpoint=Path(out_dir) / "checkpoint.pt" if out_dir is not None else None,
                   checkpoint_every=checkpoint_every, resume=resume, on_epoch_end=on_epoch_end,
                   identity=run_identity(data, method, recipe))
@@ -363,7 +365,7 @@ def summarize_runs(runs: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in map(check_run_results, runs):
         groups.setdefault((r["dataset"], r["rho"], r["loss"]), []).append(r)
-    lines = [f"{'dataset':10s} {'rho':>5s} {'loss':10s} {'seeds':>5s} {'balanced acc':>15s} {'many':>7s} "
+    lines = [f"{'dataset':10s} {'rho':>5s} {'loss':12s} {'seeds':>5s} {'balanced acc':>15s} {'many':>7s} "
              f"{'medium':>7s} {'few':>7s} {'tail spread':>12s} {'s/epoch':>8s}"]
     for (dataset, rho, loss), rs in groups.items():
         acc = np.array([r["balanced_accuracy"] for r in rs]) * 100
@@ -371,7 +373,7 @@ def summarize_runs(runs: list[dict]) -> str:
         tail = _mean([r["spread"]["few"] if r["spread"]["few"] == r["spread"]["few"] else r["spread"]["medium"]
                       for r in rs])
         fmt = lambda v: f"{v:7.1f}" if v == v else f"{'n/a':>7s}"  # noqa: E731
-        lines.append(f"{dataset:10s} {rho:5g} {loss:10s} {len(rs):5d} {acc.mean():9.1f} ± {acc.std():3.1f} "
+        lines.append(f"{dataset:10s} {rho:5g} {loss:12s} {len(rs):5d} {acc.mean():9.1f} ± {acc.std():3.1f} "
                      f"{fmt(shots['many'])} {fmt(shots['medium'])} {fmt(shots['few'])} {tail:12.3f} "
                      f"{np.mean([r['seconds_per_epoch'] for r in rs]):8.2f}")
     return "\n".join(lines)

@@ -80,6 +80,8 @@ CIFAR_RECIPE = dict(
     decay_at=(0.8, 0.9),      # fractions of the run where lr drops (epochs 160 and 180 of 200)
     decay_to=(0.01, 0.0001),  # ... to these multiples of lr
     projection_dim=128,       # projection head for the embedding term (ELM / SupCon)
+    view_augment="crop_flip", # two-view (contrastive) runs: "crop_flip", or "strong" (SimCLR-style:
+                              # resized crop, colour jitter, greyscale), as contrastive methods use
 )
 
 # LDAM-DRW's deferred re-weighting starts at this fraction of the run (epoch 160 of 200, as in

@@ -26,7 +26,7 @@ from .fullscale import (build_image_model, check_recipe, hardware, lr_schedule, 
 from .many import fit_many
 from .methods import Method
 from .results import check_run_results
-from .train import crop_flip, evaluate_features, set_seed
+from .train import evaluate_features, set_seed, view_augmentation
 
 
 def run_folder(out_dir, method: Method, seed: int) -> Path:
@@ -92,7 +92,8 @@ def _train_group(data: ImageData, runs: list, recipe: dict, out_dir: Path, dev: 
                          run_losses, [s for _, s in runs], epochs=recipe["epochs"], batch_size=recipe["batch_size"],
                          lr=recipe["lr"], weight_decay=recipe["weight_decay"], optimizer="sgd",
                          lr_schedule=partial(lr_schedule, recipe), drop_last=True, n_views=runs[0][0].views,
-                         augment=crop_flip, bf16=bf16, compile=compile, checkpoint=checkpoint,
+                         augment=view_augmentation(recipe["view_augment"], runs[0][0].views), bf16=bf16,
+                         compile=compile, checkpoint=checkpoint,
                          checkpoint_every=checkpoint_every, resume=True, identity=identity, progress=progress)
     seconds = time.perf_counter() - start
     out = []

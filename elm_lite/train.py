@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import distributed as dist
 from torch import nn
+from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .metrics import balanced_accuracy
@@ -445,3 +446,53 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, pad: in
     out = padded[torch.arange(b, device=x.device)[:, None, None, None],
                  torch.arange(img.shape[1], device=x.device)[None, :, None, None], rows, cols]
     return out.permute(0, 2, 3, 1) if channels_last else out
+
+
+def strong_augment(x: torch.Tensor, generator: torch.Generator | None = None, max_value: float = 255.0,
+                   min_scale: float = 0.2, aspect: tuple = (3 / 4, 4 / 3), jitter: float = 0.4,
+                   jitter_p: float = 0.8, grey_p: float = 0.2) -> torch.Tensor:
+    """SimCLR-style augmentation for contrastive views, per image, on the batch's device: a random
+    resized crop (area ``min_scale``-1 of the image, aspect ratio in ``aspect``, bilinear) with a random
+    horizontal flip; with probability ``jitter_p`` a colour jitter (brightness, contrast and
+    saturation factors in ``1 +- jitter``, in that order; no hue); with probability ``grey_p``
+    greyscale. Pixels are floats in ``[0, max_value]``; ``x`` is ``(B, H, W, C)`` or
+    ``(B, C, H, W)`` with C = 3 and comes back in its layout."""
+    channels_last = x.shape[-1] == 3 and x.shape[1] != 3
+    img = (x.permute(0, 3, 1, 2) if channels_last else x).float()
+    b, dev = img.shape[0], x.device
+
+    def uniform(low, high):
+        return low + (high - low) * torch.rand(b, device=dev, generator=generator)
+    area, ratio = uniform(min_scale, 1.0), torch.exp(uniform(math.log(aspect[0]), math.log(aspect[1])))
+    crop_h, crop_w = (area / ratio).sqrt().clamp(max=1.0), (area * ratio).sqrt().clamp(max=1.0)
+    top, left = uniform(0.0, 1.0) * (1 - crop_h), uniform(0.0, 1.0) * (1 - crop_w)
+    flip = torch.where(torch.rand(b, device=dev, generator=generator) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3, device=dev)                    # output [-1, 1] -> input coordinates
+    theta[:, 0, 0], theta[:, 0, 2] = crop_w * flip, 2 * left + crop_w - 1
+    theta[:, 1, 1], theta[:, 1, 2] = crop_h, 2 * top + crop_h - 1
+    grid = F.affine_grid(theta, list(img.shape), align_corners=False)
+    out = F.grid_sample(img, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    def grey(t):  # (B, 1, H, W) luminance
+        return (t * torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    on = (torch.rand(b, device=dev, generator=generator) < jitter_p).float()
+    factors = [1 + on * uniform(-jitter, jitter) for _ in range(3)]   # brightness, contrast, saturation
+    out = (out * factors[0].view(b, 1, 1, 1)).clamp(0, max_value)
+    mean = grey(out).mean((2, 3), keepdim=True)
+    out = ((out - mean) * factors[1].view(b, 1, 1, 1) + mean).clamp(0, max_value)
+    out = ((out - grey(out)) * factors[2].view(b, 1, 1, 1) + grey(out)).clamp(0, max_value)
+    to_grey = (torch.rand(b, device=dev, generator=generator) < grey_p).view(b, 1, 1, 1)
+    out = torch.where(to_grey, grey(out).expand_as(out), out)
+    return out.permute(0, 2, 3, 1) if channels_last else out
+
+
+VIEW_AUGMENTATIONS = {"crop_flip": crop_flip, "strong": strong_augment}
+
+
+def view_augmentation(name: str, views: int) -> Callable:
+    """The augmentation a full-scale run applies: ``crop_flip`` for one view; for two or more views
+    (contrastive methods) the recipe's ``view_augment`` (``"crop_flip"`` or ``"strong"``)."""
+    if name not in VIEW_AUGMENTATIONS:
+        raise ValueError(f"view_augment must be one of {sorted(VIEW_AUGMENTATIONS)}, got {name!r}.")
+    return VIEW_AUGMENTATIONS[name] if views > 1 else crop_flip
+

@@ -48,6 +48,10 @@ def test_elm_run_uses_two_views_and_a_projection(data, tmp_path):
     assert len(results["per_class_projection_spread"]) == len(results["per_class_projection_margin"]) == 10
     assert set(results["projection_margin"]) == set(results["margin"])
     assert "projection_spread" not in train_cifar(data, "la", progress=False, **{**TINY, "epochs": 1})
+    strong = train_cifar(data, "elm", progress=False, **{**TINY, "epochs": 1, "view_augment": "strong"})
+    assert strong["recipe"]["view_augment"] == "strong" and np.isfinite(strong["history"]["loss"][0])
+    with pytest.raises(ValueError, match="view_augment"):
+        train_cifar(data, "elm", progress=False, **{**TINY, "epochs": 1, "view_augment": "simclr"})
 
 
 def test_interrupted_run_resumes_to_the_same_result(data, tmp_path):

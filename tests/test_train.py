@@ -59,3 +59,39 @@ def test_models_return_logits_and_embedding():
     torch.testing.assert_close(z.norm(dim=1), torch.ones(7))
     logits, z = LinearModel(2, 4)(x)
     assert logits.shape == (7, 4) and torch.equal(z, x)
+
+
+def test_strong_augment_is_seeded_in_range_and_keeps_layout():
+    from elm_lite.train import strong_augment
+    x = torch.rand(16, 32, 32, 3) * 255
+    a = strong_augment(x, torch.Generator().manual_seed(1))
+    b = strong_augment(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b)                        # same stream, same views
+    assert not torch.equal(a, strong_augment(x, torch.Generator().manual_seed(2)))
+    assert a.min() >= 0 and a.max() <= 255
+    chw = strong_augment(x.permute(0, 3, 1, 2), torch.Generator().manual_seed(1))
+    torch.testing.assert_close(chw.permute(0, 2, 3, 1), a)                # either layout, same result
+
+
+def test_strong_augment_identities():
+    """With the crop forced to the whole image and no flip, jitter or greyscale it is the identity;
+    greyscale output has equal channels; a constant image stays constant through crop and flip."""
+    from elm_lite.train import strong_augment
+    x = torch.rand(8, 3, 16, 16) * 255
+    same = strong_augment(x, torch.Generator().manual_seed(0), min_scale=1.0, aspect=(1, 1), jitter=0.0, grey_p=0.0)
+    flipped = same.flip(-1)
+    for k in range(8):  # each image is x or its mirror image
+        assert torch.allclose(same[k], x[k], atol=1e-3) or torch.allclose(flipped[k], x[k], atol=1e-3)
+    grey = strong_augment(x, torch.Generator().manual_seed(0), grey_p=1.0)
+    torch.testing.assert_close(grey[:, 0], grey[:, 1])
+    torch.testing.assert_close(grey[:, 1], grey[:, 2])
+    flat = torch.full((4, 3, 16, 16), 100.0)
+    torch.testing.assert_close(strong_augment(flat, torch.Generator().manual_seed(3), jitter=0.0), flat)
+
+
+def test_view_augmentation_follows_the_recipe():
+    from elm_lite.train import crop_flip, strong_augment, view_augmentation
+    assert view_augmentation("strong", 1) is crop_flip and view_augmentation("strong", 2) is strong_augment
+    assert view_augmentation("crop_flip", 2) is crop_flip
+    with pytest.raises(ValueError, match="view_augment must be one of"):
+        view_augmentation("simclr", 2)
