@@ -6,7 +6,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: course test install clean workshop html
+.PHONY: course test lint install clean workshop html
 
 # JupyterLab refuses to run as root unless told (containers, CI machines)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -16,6 +16,10 @@ course: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the linter (config in pyproject.toml, notebooks included); CI runs it before the tests
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
 
 # workshop mode: the notebooks as apps (code hidden), for a presenter
 workshop: $(VENV)/.installed

@@ -3,7 +3,7 @@ ELM under one recipe (a small CNN, a few epochs), mean +- std over seeds. Prints
 machine named and writes it as JSON (the file notebook 05 shows).
 
     python benchmarks/cifar_cpu_comparison.py --npz ../shared/data/cifar10_from_jpeg.npz \\
-        --seeds 0 1 --epochs 10 --out data/results/cifar10_lt_cpu.json
+        --seeds 0 1 --epochs 10 --out elm_lite/measured/cifar10_lt_cpu.json
 
 Without --npz the loader looks for the extracted archive under data/cifar (see load_cifar_lt);
 if no CIFAR-10 is found the script says so and exits without writing anything.
@@ -34,11 +34,12 @@ def elm_variants() -> dict:
 
 def main() -> None:
     from run_benchmarks import machine
-    from elm_lite.data import load_cifar_lt
+
     from elm_lite import methods
+    from elm_lite.data import load_cifar_lt
     from elm_lite.experiments import compare, summarize, train_image_model
-    from elm_lite.recipes import IMAGE_RECIPE
     from elm_lite.fullscale import write_json_atomic
+    from elm_lite.recipes import IMAGE_RECIPE
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--npz", help="a .npz with x_train, y_train, x_test, y_test (CIFAR-10)")

@@ -15,7 +15,7 @@ every command's output.
 
 Here, first:    python tools/make_carry_npz.py            (.carry/cifar10_lt_rho100.npz, ~60 MiB)
 On the device:  python3 benchmarks/gpu_check.py          (.carry carried; BUDGET_S seconds, default 540)
-Back here:      python tools/collect_gpu_results.py runs.tar.gz   (writes data/results/cifar_lt_gpu.json)
+Back here:      python tools/collect_gpu_results.py runs.tar.gz   (writes elm_lite/measured/cifar_lt_gpu.json)
 """
 import json
 import os
@@ -106,7 +106,8 @@ def main() -> None:
 
     epochs, use_compile, queue = EPOCHS, True, list(QUEUE)
     if 1.1 * (estimate("la") + estimate("elm")) + 30 > left():
-        epochs = min(EPOCHS, max(10, int(EPOCHS * (left() - 30) / (1.1 * (estimate("la") + estimate("elm")))) // 10 * 10))
+        affordable = int(EPOCHS * (left() - 30) / (1.1 * (estimate("la") + estimate("elm"))))
+        epochs = min(EPOCHS, max(10, affordable // 10 * 10))
         say(f"LA + ELM at {EPOCHS} epochs would not fit in the {left():.0f} s left: every run gets {epochs} epochs")
     while queue:
         loss, seed = queue.pop(0)

@@ -23,7 +23,7 @@ Here, first:    python tools/make_carry_npz.py            (.carry/cifar10_lt_rho
 On the device:  python3 benchmarks/gpu_table.py          (.carry carried; BUDGET_S seconds, default 560)
                 SUITE=strong BASELINE_EPOCHS=0 python3 benchmarks/gpu_table.py   (a second call: strong views)
 Each suite is about 15 runs (projected ~560 s on an H200 for the table): one device call each.
-Back here:      untar runs.tar.gz; its table.json (every run, histories included) is what ships in data/results/
+Back here:      untar runs.tar.gz; its table.json (every run, histories included) is what ships in elm_lite/measured/
 """
 import json
 import os

@@ -24,7 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     import torch
@@ -83,6 +83,7 @@ def bench_losses(repeats: int) -> list[tuple[int, float, float, float]]:
     """(batch, CE ms, embedding-margin ms, ELM ms): forward+backward on one batch, embedding dim 128,
     100 classes; CE on logits of a linear head over the same embeddings."""
     import torch
+
     from elm_lite import losses, methods
     counts = [int(500 * 0.01 ** (i / 99)) for i in range(100)]
     rows = []
@@ -91,7 +92,8 @@ def bench_losses(repeats: int) -> list[tuple[int, float, float, float]]:
         z = torch.randn(batch, 128, generator=gen, requires_grad=True)
         head = torch.randn(128, 100, generator=gen, requires_grad=True)
         y = torch.randint(0, 100, (batch,), generator=gen)
-        ce, emb, elm = methods.get("ce").build_loss(counts), losses.EmbeddingMarginLoss(counts, 0.1, 0.5), losses.ELMLoss(counts)
+        ce, emb = methods.get("ce").build_loss(counts), losses.EmbeddingMarginLoss(counts, 0.1, 0.5)
+        elm = losses.ELMLoss(counts)
 
         def step(fn):
             z.grad = head.grad = None

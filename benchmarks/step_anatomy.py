@@ -17,8 +17,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from elm_lite import methods
-from elm_lite.recipes import CIFAR_RECIPE
 from elm_lite.models import ResNet32
+from elm_lite.recipes import CIFAR_RECIPE
 from elm_lite.train import compute_loss, crop_flip
 
 # operations that only reinterpret memory (no kernel runs for them)
@@ -92,7 +92,8 @@ def main() -> None:
     device = torch.device(args.device)
     table = {loss: one_step(loss, device, args.batch_size) for loss in ("la", "elm")}
     phases = sorted({ph for t in table.values() for ph in t})
-    print(f"tensor operations per training step (ResNet-32, batch {args.batch_size}, {device}, torch {torch.__version__})")
+    print(f"tensor operations per training step (ResNet-32, batch {args.batch_size}, {device}, "
+          f"torch {torch.__version__})")
     print(f"{'phase':38s} {'LA':>6s} {'ELM':>6s}")
     for ph in phases:
         print(f"{ph:38s} {table['la'].get(ph, 0):6d} {table['elm'].get(ph, 0):6d}")

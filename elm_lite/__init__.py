@@ -3,8 +3,7 @@
 Data flows ``data -> models -> losses -> train -> metrics -> plots / widgets``.
 """
 from .data import ToyData, batch_class_stats, longtail_counts, make_toy
-from .metrics import (balanced_accuracy, confusion_matrix, per_class_accuracy, shot_accuracy,
-                      shot_split)
+from .metrics import balanced_accuracy, confusion_matrix, per_class_accuracy, shot_accuracy, shot_split
 from .models import MLP, LinearModel, toy_model
 from .train import History, fit, predict, predict_logits, set_seed
 

@@ -44,7 +44,7 @@ def _floats(text: str) -> tuple:
 
 
 def _names(text: str) -> tuple:
-    from .methods import COMPARISON, FULLSCALE_METHODS
+    from .methods import FULLSCALE_METHODS
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     unknown = [n for n in names if n not in FULLSCALE_METHODS]
     if not names or unknown:

@@ -8,8 +8,8 @@ in :mod:`elm_lite.solutions`.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -37,7 +37,8 @@ def _as_array(value) -> np.ndarray:
     return np.asarray(value, dtype=float)
 
 
-def _run(fn: Callable, cases: list, reference: Callable, mistakes: dict[str, Callable], tol: float = 1e-5) -> CheckResult:
+def _run(fn: Callable, cases: list, reference: Callable, mistakes: dict[str, Callable],
+         tol: float = 1e-5) -> CheckResult:
     """Compare ``fn(*case)`` with ``reference(*case)`` on every case; on a mismatch, name the first
     typical mistake whose output matches the learner's."""
     for case in cases:

@@ -232,31 +232,3 @@ def margin_spread_simulation(noise: float, margin: float, n_train: int = 5, dim:
     error = float(np.mean(score_test[None, :] < bias[:, None]))
     centre = test.mean(0) / np.linalg.norm(test.mean(0))
     return {"error": error, "spread": float(1 - np.mean(test @ centre))}
-
-
-RESULTS_URL = "https://raw.githubusercontent.com/elm-lite/elm_lite/main/data/results/{name}"
-
-
-def load_results(name: str) -> dict:
-    """A results file shipped in the repository's ``data/results/`` (measured runs), read from the
-    checkout, or -- when the package was installed without it (Colab) -- from GitHub. A ``.json``
-    file gives its object, a ``.npz`` file a dict of its arrays."""
-    import io
-    import json
-    import pathlib
-    import urllib.request
-
-    local = pathlib.Path(__file__).resolve().parents[1] / "data" / "results" / name
-    if local.is_file():
-        raw = local.read_bytes()
-    else:
-        try:
-            with urllib.request.urlopen(RESULTS_URL.format(name=name), timeout=20) as r:
-                raw = r.read()
-        except OSError as e:
-            raise FileNotFoundError(f"results file {name!r} is neither at {local} nor reachable at "
-                                    f"{RESULTS_URL.format(name=name)} ({e}).") from None
-    if name.endswith(".npz"):
-        with np.load(io.BytesIO(raw), allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    return json.loads(raw)

@@ -189,7 +189,8 @@ def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, s
     if world > 1:  # data parallel: synchronised batch norm on GPUs, one global batch (see fit)
         if dev.type == "cuda":
             runner = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        runner = torch.nn.parallel.DistributedDataParallel(runner, device_ids=[dev.index] if dev.type == "cuda" else None)
+        runner = torch.nn.parallel.DistributedDataParallel(runner,
+                                                           device_ids=[dev.index] if dev.type == "cuda" else None)
     runner = torch.compile(runner, mode="reduce-overhead") if compile else runner
     bf16 = dev.type == "cuda" if bf16 is None else bf16
     start = time.perf_counter()
@@ -197,7 +198,8 @@ def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, s
                   loss, epochs=recipe["epochs"], batch_size=recipe["batch_size"], lr=recipe["lr"],
                   weight_decay=recipe["weight_decay"], optimizer="sgd", lr_schedule=partial(lr_schedule, recipe),
                   drop_last=True, n_views=method.views,
-                  augment=view_augmentation(recipe["view_augment"], method.views), seed=seed, bf16=bf16, progress=progress,
+                  augment=view_augmentation(recipe["view_augment"], method.views), seed=seed, bf16=bf16,
+                  progress=progress,
                   checkpoint=Path(out_dir) / "checkpoint.pt" if out_dir is not None else None,
                   checkpoint_every=checkpoint_every, resume=resume, on_epoch_end=on_epoch_end,
                   identity=run_identity(data, method, recipe))
@@ -349,7 +351,8 @@ def ladder_table(ladder: dict) -> str:
         measured = r.get("measured_run")  # a row taken from a whole run rather than a few epochs
         lines.append(f"{r['rung']:42s} failed: {r['error'][:80]}" if "error" in r else
                      f"{r['rung']:42s} {r['first_epoch_s']:9.2f} {r['steady_s_per_epoch']:9.3f} {r['run_s']:12.0f}"
-                     + (f"   (measured: {measured['epochs']} epochs in {measured['total_s']:.0f} s)" if measured else ""))
+                     + (f"   (measured: {measured['epochs']} epochs in {measured['total_s']:.0f} s)"
+                        if measured else ""))
     return "\n".join(lines)
 
 

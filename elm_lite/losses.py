@@ -14,7 +14,7 @@ exceed ``f_j`` -- the common view in which hinge, LDAM and logit adjustment are 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -259,7 +259,8 @@ def posthoc_adjust(logits: torch.Tensor, counts, tau: float = 1.0) -> torch.Tens
     """Post-hoc logit adjustment for a model trained with plain CE: ``logits - tau * log pi``,
     shape ``(B, C)``. Predict with ``argmax`` of the result."""
     if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.ndim != 2:
-        raise ValueError(f"logits must be a 2-D float tensor (batch, classes), got {getattr(logits, 'shape', logits)!r}.")
+        raise ValueError("logits must be a 2-D float tensor (batch, classes), "
+                         f"got {getattr(logits, 'shape', logits)!r}.")
     offsets = logit_adjustment(counts, tau)
     if logits.shape[1] != len(offsets):
         raise ValueError(f"logits have {logits.shape[1]} classes but counts has {len(offsets)}.")
@@ -547,7 +548,8 @@ class ELMLoss(nn.Module):
             raise ValueError(f"logits (batch[, views], classes) and embeddings (batch[, views], dim) must "
                              f"agree in batch and views; got {tuple(getattr(logits, 'shape', ()))} and "
                              f"{tuple(getattr(z, 'shape', ()))}.")
-        flat_labels = labels.repeat_interleave(logits.shape[1]) if logits.ndim == 3 and isinstance(labels, torch.Tensor) else labels
+        two_views = logits.ndim == 3 and isinstance(labels, torch.Tensor)
+        flat_labels = labels.repeat_interleave(logits.shape[1]) if two_views else labels
         logit_term = self.logit_loss(logits.reshape(-1, logits.shape[-1]), flat_labels)
         embedding_term = self.embedding_loss(z, labels, prototypes)
         return logit_term + self.current_lam * embedding_term, {"logit": logit_term, "embedding": embedding_term}

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -24,8 +24,18 @@ from tqdm.auto import tqdm
 from .losses import stacked_loss
 from .metrics import balanced_accuracy
 from .models import stack_models, unstack_models
-from .train import (History, _check_fit_args, _check_model_takes, _check_xy, _resume, _save, compute_loss,
-                    loss_precision, make_optimizer, run_generators)
+from .train import (
+    History,
+    _check_fit_args,
+    _check_model_takes,
+    _check_xy,
+    _resume,
+    _save,
+    compute_loss,
+    loss_precision,
+    make_optimizer,
+    run_generators,
+)
 
 
 def _check_runs(models, losses, seeds) -> int:
@@ -56,7 +66,8 @@ class _RunLosses:
         out = [None] * len(self.losses)
         for members, idx, uses_prototypes, together in self.groups:
             if together is not None:
-                out_values = together(logits[idx], emb[idx], y[idx], prototypes[idx] if uses_prototypes else None).unbind(0)
+                protos = prototypes[idx] if uses_prototypes else None
+                out_values = together(logits[idx], emb[idx], y[idx], protos).unbind(0)
             else:
                 out_values = [compute_loss(self.losses[k], logits[k], emb[k], y[k],
                                            prototypes[k] if uses_prototypes else None) for k in members]

@@ -13,8 +13,8 @@ the notebooks all build their losses here::
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from torch import nn
 

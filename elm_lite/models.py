@@ -135,7 +135,8 @@ class Standardize(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expected = 4 if self.models == 1 else 5
         if x.ndim != expected or 3 not in (x.shape[-3], x.shape[-1]):
-            shape = "(B, 3, H, W) or (B, H, W, 3)" if self.models == 1 else f"({self.models}, B, 3, H, W) or ({self.models}, B, H, W, 3)"
+            k = self.models
+            shape = "(B, 3, H, W) or (B, H, W, 3)" if k == 1 else f"({k}, B, 3, H, W) or ({k}, B, H, W, 3)"
             raise ValueError(f"images must have shape {shape}, got {tuple(x.shape)}.")
         if x.shape[-3] != 3:
             x = x.movedim(-1, -3)

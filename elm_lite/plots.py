@@ -67,7 +67,8 @@ def margin_band_mask(logits: np.ndarray, pairwise_margins: np.ndarray) -> np.nda
     top class against it (``pairwise_margins[top, second]``); ``logits`` ``(..., C)``."""
     order = np.argsort(logits, axis=-1)
     top, second = order[..., -1], order[..., -2]
-    gap = np.take_along_axis(logits, top[..., None], -1)[..., 0] - np.take_along_axis(logits, second[..., None], -1)[..., 0]
+    gap = (np.take_along_axis(logits, top[..., None], -1)[..., 0]
+           - np.take_along_axis(logits, second[..., None], -1)[..., 0])
     return (gap < np.asarray(pairwise_margins)[top, second]).astype(float)
 
 
@@ -196,7 +197,8 @@ def embedding_traces(z: np.ndarray, y: np.ndarray, counts, max_per_class: int = 
         pts = z[np.asarray(y) == k][:max_per_class]
         common = dict(mode="markers", name=f"class {k} (n={counts[k]})")
         if z.shape[1] == 3:
-            traces.append(go.Scatter3d(x=pts[:, 0], y=pts[:, 1], z=pts[:, 2], marker=dict(size=2.5, color=class_color(k)), **common))
+            traces.append(go.Scatter3d(x=pts[:, 0], y=pts[:, 1], z=pts[:, 2],
+                                       marker=dict(size=2.5, color=class_color(k)), **common))
         else:
             traces.append(go.Scatter(x=pts[:, 0], y=pts[:, 1], marker=dict(size=4, color=class_color(k)), **common))
     return traces
@@ -247,9 +249,11 @@ def embedding_frames_figure(frames: list, y: np.ndarray, counts, title: str, pre
     return _embedding_layout(fig, first.shape[1], min(first.shape[1], 3), title)
 
 
-def spread_vs_count_figure(spreads: dict[str, np.ndarray], counts, title: str = "embedding spread vs class size") -> go.Figure:
+def spread_vs_count_figure(spreads: dict[str, np.ndarray], counts,
+                           title: str = "embedding spread vs class size") -> go.Figure:
     """Per-class spread (y) against training count (log x), one line per method."""
-    fig = go.Figure([go.Scatter(x=list(counts), y=list(s), mode="lines+markers", name=name) for name, s in spreads.items()])
+    fig = go.Figure([go.Scatter(x=list(counts), y=list(s), mode="lines+markers", name=name)
+                     for name, s in spreads.items()])
     fig.update_layout(title=title, xaxis_title="training examples of the class (log scale)",
                       yaxis_title="spread = 1 - mean cos(z, class mean)", width=640, height=380)
     fig.update_xaxes(type="log")

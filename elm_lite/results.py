@@ -1,13 +1,21 @@
-"""The declared schema of a run's results (``results.json``), read by every consumer.
+"""Results: the declared schema of a run's results (``results.json``), read by every consumer,
+and the measured results shipped with the course (``elm_lite/measured/``, package data).
 
-:func:`~elm_lite.fullscale.train_cifar` writes it; the CLI, the table, the collect tool, the
-shipped-results tests and notebook 06 read it through :func:`check_run_results`.
+:func:`~elm_lite.fullscale.train_cifar` writes a run's results; the CLI, the table, the collect
+tool, the shipped-results tests and notebook 06 read them through :func:`check_run_results`.
 """
 from __future__ import annotations
 
+import io
+import json
+from importlib import resources
 from typing import TypedDict
 
-SCHEMA_VERSION = 2  # 1: files written before the schema was declared (no "schema_version" key)
+import numpy as np
+
+# 1: files written before the schema was declared (no "schema_version" key); 2: embedding margin;
+# 3: spread and margin of the contrastive projection, for methods that have one
+SCHEMA_VERSION = 3
 
 
 class RunResults(TypedDict, total=False):
@@ -27,7 +35,7 @@ class RunResults(TypedDict, total=False):
     spread: dict                     # {"many", "medium", "few", "tail_head_ratio"}
     per_class_margin: list           # (C,) backbone-feature embedding margin (schema 2)
     margin: dict                     # its many / medium / few means (schema 2)
-    per_class_projection_spread: list  # (C,) spread of the contrastive projection (methods with one)
+    per_class_projection_spread: list  # (C,) spread of the contrastive projection (schema 3; methods with one)
     projection_spread: dict
     per_class_projection_margin: list  # (C,) its embedding margin
     projection_margin: dict
@@ -59,3 +67,19 @@ def check_run_results(obj: dict, where: str = "results") -> RunResults:
     if missing:
         raise ValueError(f"{where} is not a run's results: it lacks {missing}.")
     return RunResults(**obj)
+
+
+def load_results(name: str) -> dict:
+    """A measured results file shipped with the package (``elm_lite/measured/``), read from the
+    installed package -- a checkout or a wheel, no network. A ``.json`` file gives its object, a
+    ``.npz`` file a dict of its arrays."""
+    shipped = resources.files("elm_lite") / "measured"
+    path = shipped / name
+    if not path.is_file():
+        names = sorted(p.name for p in shipped.iterdir() if p.name.endswith((".json", ".npz")))
+        raise FileNotFoundError(f"no shipped results file {name!r}; the package has {names}.")
+    raw = path.read_bytes()
+    if name.endswith(".npz"):
+        with np.load(io.BytesIO(raw), allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    return json.loads(raw)

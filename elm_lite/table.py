@@ -21,8 +21,19 @@ import torch
 
 from . import methods
 from .data import ImageData
-from .fullscale import (build_image_model, check_recipe, hardware, lr_schedule, resolve_device, run_identity,
-                        run_results, save_run, summarize_runs, train_cifar, write_json_atomic)
+from .fullscale import (
+    build_image_model,
+    check_recipe,
+    hardware,
+    lr_schedule,
+    resolve_device,
+    run_identity,
+    run_results,
+    save_run,
+    summarize_runs,
+    train_cifar,
+    write_json_atomic,
+)
 from .many import fit_many
 from .methods import Method
 from .results import check_run_results

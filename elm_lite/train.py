@@ -5,9 +5,9 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -261,7 +261,8 @@ def _resume(checkpoint, fingerprint: dict, core: nn.Module, opt, gens) -> tuple[
     try:
         core.load_state_dict(ckpt["model"])
     except RuntimeError as e:
-        raise ValueError(f"checkpoint {checkpoint} holds a model of another shape or version ({str(e).splitlines()[0]}); "
+        first_line = str(e).splitlines()[0]
+        raise ValueError(f"checkpoint {checkpoint} holds a model of another shape or version ({first_line}); "
                          "start over (overwrite / delete the checkpoint) or use another folder.") from None
     opt.load_state_dict(ckpt["optimizer"])
     for gen, state in zip(gens, ckpt["generators"]):

@@ -17,9 +17,19 @@ from . import losses, methods, metrics
 from .data import PROFILES, ToyData, batch_class_stats, bayes_predict, make_toy, monte_carlo_errors
 from .experiments import EmbeddingRun, margin_spread_simulation, run_summary, train_embedding_model
 from .models import toy_model
+from .plots import (
+    SCENE_AXIS,
+    _discrete_colorscale,
+    accuracy_bar_trace,
+    boundary_mask,
+    embedding_traces,
+    grid_logits,
+    margin_band_mask,
+    mask_trace,
+    point_traces,
+    region_traces,
+)
 from .recipes import ELM_RECOMMENDED, LOGIT_TOY, LONGTAIL_TOY
-from .plots import (SCENE_AXIS, _discrete_colorscale, accuracy_bar_trace, boundary_mask, embedding_traces,
-                    grid_logits, margin_band_mask, mask_trace, point_traces, region_traces)
 from .train import History, fit, predict
 
 
@@ -243,7 +253,8 @@ def logit_margin_readout(view: LogitMarginView) -> str:
             f"(&plusmn; {max(e['balanced_se'], b['balanced_se']):.1%}); standard error {e['standard']:.1%}<br>"
             f"per-class accuracy, head to tail: {accs}<br>"
             f"margin demanded of the rarest class against the head: "
-            f"{view.pairwise_margins[tail, head]:.2f} (against itself: the head, {view.pairwise_margins[head, tail]:.2f})")
+            f"{view.pairwise_margins[tail, head]:.2f} "
+            f"(against itself: the head, {view.pairwise_margins[head, tail]:.2f})")
 
 
 def logit_margin_app(method: str = "la", tau: float = 1.0, rho: float = 100.0, **view_kwargs) -> App:

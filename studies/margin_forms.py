@@ -3,7 +3,7 @@
 For every seed s: the toy problem of notebook 04 drawn with seed s, and every (form, delta_max)
 ELM variant trained on it with model seed s, all together (``experiments.compare``). Effects are
 paired by seed: a form at ``delta_max`` minus the same form at ``delta_max = 0``; mean and 95 %
-t-interval over the seeds. Writes ``data/results/margin_study.json`` and prints the tables.
+t-interval over the seeds. Writes ``elm_lite/measured/margin_study.json`` and prints the tables.
 
     python studies/margin_forms.py                 # 6 seeds, both regimes (about 10 minutes on 2 cores)
     python studies/margin_forms.py --seeds 0,1 --regimes separated --out /tmp/m.json   # a quick look
@@ -32,7 +32,7 @@ POST_HOC_FORMS = {"hinge-lam10": dict(placement="hinge", lam=10.0)}
 REFERENCES = ("la",)
 REGIMES = {"separated": {}, "overlapping": {"separation": 2.0}}
 MEASURES = ("train_margin_few", "margin_few", "spread_few", "balanced_accuracy", "acc_few")
-RESULTS = pathlib.Path(__file__).resolve().parents[1] / "data" / "results" / "margin_study.json"
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "elm_lite" / "measured" / "margin_study.json"
 
 
 def variants(forms=losses.MARGIN_PLACEMENTS, deltas=DELTAS) -> dict:
@@ -85,7 +85,8 @@ def print_effects(regime: str, result: dict, deltas) -> None:
     print(f"\n{regime}: effect of delta_max (value at delta minus value at 0, same seed; mean [95% CI])")
     for form, by_delta in result.items():
         for d in (f"{d:g}" for d in deltas if d):
-            cells = "  ".join(f"{m} {e['mean']:+.3f} [{e['low']:+.3f}, {e['high']:+.3f}]" for m, e in by_delta[d].items())
+            cells = "  ".join(f"{m} {e['mean']:+.3f} [{e['low']:+.3f}, {e['high']:+.3f}]"
+                              for m, e in by_delta[d].items())
             print(f"  {form:9s} d={d:4s} {cells}")
 
 
@@ -99,7 +100,8 @@ def main(argv=None) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     forms = args.forms.split(",")
     out = {"about": "docs/margin_study.md; written by studies/margin_forms.py", "deltas": list(DELTAS),
-           "forms": forms, "post_hoc_forms": POST_HOC_FORMS, "references": list(REFERENCES), "seeds": seeds, "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+           "forms": forms, "post_hoc_forms": POST_HOC_FORMS, "references": list(REFERENCES), "seeds": seeds,
+           "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
            "regimes": {}}
     for regime in args.regimes.split(","):
         start = time.perf_counter()

@@ -7,9 +7,7 @@ app's figure data changed. Screenshots go to ``artifacts/browser/``.
 Needs Debian's ``chromium`` (``apt-get install chromium``; ``.ci/run`` installs it) and the
 ``playwright`` Python package (a test dependency). Without them the test skips and says so.
 """
-import json
 import os
-import pathlib
 import re
 import shutil
 import socket
@@ -20,7 +18,6 @@ import urllib.request
 
 import nbformat
 import pytest
-
 from conftest import NOTEBOOKS, ROOT
 
 CHROMIUM = os.environ.get("ELM_CHROMIUM", "/usr/bin/chromium")
@@ -123,6 +120,7 @@ def _run_all_cells(browser, base: str, token: str, name: str):
     return page, errors
 
 
+TRACEBACK = ".jp-OutputArea-output [data-mime-type='application/vnd.jupyter.stderr']:has-text('Traceback')"
 FINGERPRINT = """el => JSON.stringify((el.data || []).map(t => [t.type, (t.x || []).length,
     t.z ? JSON.stringify(t.z).length + ':' + JSON.stringify(t.z).split('1').length : '',
     t.y ? JSON.stringify(t.y).slice(0, 200) : '']))"""
@@ -140,7 +138,7 @@ def test_widgets_render_and_react_in_jupyterlab(path, lab, browser):
     page.screenshot(path=str(ARTIFACTS / f"{stem}-1-after-run.png"), full_page=False)
 
     assert page.locator("text=Error displaying widget").count() == 0, "a widget failed to render"
-    assert page.locator(".jp-OutputArea-output [data-mime-type='application/vnd.jupyter.stderr']:has-text('Traceback')").count() == 0
+    assert page.locator(TRACEBACK).count() == 0
     n_code_figures = len([c for c in nbformat.read(path, 4).cells if c.cell_type == "code" and ".show()" in c.source])
     assert page.locator(".js-plotly-plot").count() >= n_code_figures + 1, "missing plotly figures"
     assert app.locator(".widget-slider").count() >= 1, "the app shows no slider"
@@ -198,9 +196,10 @@ def test_workshop_mode_voila_serves_an_app(browser, tmp_path):
             try:
                 page.goto(f"http://127.0.0.1:{port}/", timeout=120_000)
                 break
-            except Exception:
+            except Exception as e:
                 if time.time() > deadline or proc.poll() is not None:
-                    raise AssertionError(f"voila did not answer:\n{(tmp_path / 'voila.log').read_text()[-2000:]}")
+                    log = (tmp_path / "voila.log").read_text()[-2000:]
+                    raise AssertionError(f"voila did not answer:\n{log}") from e
                 time.sleep(1)
         page.wait_for_selector(".widget-vbox .js-plotly-plot", timeout=180_000)
         app = page.locator(".widget-vbox").first
@@ -229,7 +228,7 @@ def test_live_training_curves_grow_in_jupyterlab(lab, browser, tmp_path):
     nbformat.write(nb, work / name)
     page, errors = _run_all_cells(browser, base, token, name)
     assert page.locator("text=Error displaying widget").count() == 0
-    assert page.locator(".jp-OutputArea-output [data-mime-type='application/vnd.jupyter.stderr']:has-text('Traceback')").count() == 0
+    assert page.locator(TRACEBACK).count() == 0
     curves = page.locator(".jp-OutputArea-output .js-plotly-plot").first
     curves.scroll_into_view_if_needed()
     page.wait_for_timeout(1000)

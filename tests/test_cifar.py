@@ -68,7 +68,8 @@ def test_load_from_extracted_archive(tmp_path):
         with open(folder / f"data_batch_{i}", "wb") as f:
             pickle.dump({b"data": x[part], b"labels": arrays["y_train"][part].tolist()}, f)
     with open(folder / "test_batch", "wb") as f:
-        pickle.dump({b"data": arrays["x_test"].transpose(0, 3, 1, 2).reshape(30, -1), b"labels": arrays["y_test"].tolist()}, f)
+        pickle.dump({b"data": arrays["x_test"].transpose(0, 3, 1, 2).reshape(30, -1),
+                     b"labels": arrays["y_test"].tolist()}, f)
     data = load_cifar_lt("cifar10", rho=5, root=tmp_path)
     assert data.counts[0] == 50 and data.counts[-1] == 10
     np.testing.assert_array_equal(data.x_test, arrays["x_test"])
@@ -158,12 +159,14 @@ def _fake_archive(tmp_path):
             tar.addfile(info, io.BytesIO(raw))
         for i in range(5):
             add(f"data_batch_{i + 1}", {b"data": x[i::5], b"labels": arrays["y_train"][i::5].tolist()})
-        add("test_batch", {b"data": arrays["x_test"].transpose(0, 3, 1, 2).reshape(20, -1), b"labels": arrays["y_test"].tolist()})
+        add("test_batch", {b"data": arrays["x_test"].transpose(0, 3, 1, 2).reshape(20, -1),
+                           b"labels": arrays["y_test"].tolist()})
     return path
 
 
 def test_download_checks_the_md5_and_extracts(tmp_path, monkeypatch):
     import hashlib
+
     from elm_lite import data as D
     archive = _fake_archive(tmp_path)
     monkeypatch.setitem(D.CIFAR_URLS, "cifar10", archive.as_uri())

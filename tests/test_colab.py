@@ -5,7 +5,6 @@ import tomllib
 
 import nbformat
 import pytest
-
 from conftest import NOTEBOOKS, ROOT
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["name"]
@@ -27,6 +26,7 @@ def test_colab_badge_and_setup_cell(path):
     install = INSTALL.search(setup.source)
     assert install, f"{path.name}: the setup cell must pip-install the package from its repository"
     name, install_repo = install.groups()
-    assert name == PROJECT and install_repo == repo, "the install line must name this package and the badge's repository"
+    assert name == PROJECT and install_repo == repo, \
+        "the install line must name this package and the badge's repository"
     first_code = next(i for i, c in enumerate(cells) if c.cell_type == "code")
     assert cells[first_code] is setup, "the setup cell must be the first code cell"

@@ -6,7 +6,7 @@ import torch
 from torch.nn import functional as F
 
 from elm_lite import exercises as ex
-from elm_lite import losses, solutions
+from elm_lite import solutions
 
 
 @pytest.mark.parametrize("check,solution", [
@@ -36,7 +36,8 @@ def log_prior(n):
     (ex.check_la_loss, lambda lo, y, n, tau: F.cross_entropy(lo, y), "plain cross-entropy"),
     (ex.check_ldam_margins, lambda n, m: solutions.my_ldam_margins(n, m) ** 2 / m, "n^(-1/2)"),
     (ex.check_ldam_margins, lambda n, m: np.asarray(n) ** -0.25, "not scaled"),
-    (ex.check_ldam_margins, lambda n, m: np.asarray(n, float) ** 0.25 * m / np.max(np.asarray(n, float) ** 0.25), "rarest"),
+    (ex.check_ldam_margins, lambda n, m: np.asarray(n, float) ** 0.25 * m / np.max(np.asarray(n, float) ** 0.25),
+     "rarest"),
     (ex.check_spread, lambda z, y, c: 1 - solutions.my_spread(z, y, c), "1 - mean cosine"),
     (ex.check_has_positive, lambda y: np.bincount(y)[y] > 0, "not its own positive"),
     (ex.check_elm, lambda lo, z, y, n, lam: solutions.my_elm(lo, z, y, n, 1.0), "lambda is missing"),

@@ -124,7 +124,8 @@ def test_speed_ladder_runs_on_cpu(data):
 
 
 def test_summarize_runs(data):
-    runs = [train_cifar(data, loss, seed=s, progress=False, **{**TINY, "epochs": 1}) for loss in ("ce", "la") for s in (0, 1)]
+    runs = [train_cifar(data, loss, seed=s, progress=False, **{**TINY, "epochs": 1})
+            for loss in ("ce", "la") for s in (0, 1)]
     table = summarize_runs(runs)
     lines = table.splitlines()
     assert len(lines) == 3 and "ce" in lines[1] and "la" in lines[2] and " 2 " in lines[1]
@@ -199,7 +200,8 @@ def test_collect_tool_gathers_a_runs_tarball(data, tmp_path):
     for loss in ("la", "elm"):
         train_cifar(data, loss, out_dir=runs / f"{loss}_s0", progress=False, **{**TINY, "epochs": 1})
     (runs / "ladder").mkdir()
-    ladder = {"setup": "tiny", "run_epochs": 200, "rows": [{"rung": "a", "first_epoch_s": 2.0, "steady_s_per_epoch": 1.0, "run_s": 201.0}]}
+    ladder = {"setup": "tiny", "run_epochs": 200,
+              "rows": [{"rung": "a", "first_epoch_s": 2.0, "steady_s_per_epoch": 1.0, "run_s": 201.0}]}
     (runs / "ladder" / "ladder.json").write_text(json.dumps(ladder))
     with tarfile.open(tmp_path / "runs.tar.gz", "w:gz") as tar:
         for p in sorted(runs.glob("*/*")):
@@ -207,8 +209,9 @@ def test_collect_tool_gathers_a_runs_tarball(data, tmp_path):
                 tar.add(p, arcname=str(p.relative_to(runs)))
     out = tmp_path / "out"
     out.mkdir()
-    done = subprocess.run([sys.executable, str(root / "tools" / "collect_gpu_results.py"), str(tmp_path / "runs.tar.gz"),
-                           "--out", str(out)], capture_output=True, text=True, cwd=root)
+    tool = root / "tools" / "collect_gpu_results.py"
+    done = subprocess.run([sys.executable, str(tool), str(tmp_path / "runs.tar.gz"), "--out", str(out)],
+                          capture_output=True, text=True, cwd=root)
     assert done.returncode == 0, done.stderr
     shipped = json.loads((out / "cifar_lt_gpu.json").read_text())
     assert sorted(r["loss"] for r in shipped["runs"]) == ["elm", "la"]

@@ -213,7 +213,8 @@ def test_elm_parts_add_up_and_gradients_reach_both_inputs():
     loss = L.ELMLoss(COUNTS, lam=0.7, delta_max=0.3)
     total, parts = loss(logits, z, y)
     torch.testing.assert_close(total, parts["logit"] + 0.7 * parts["embedding"])
-    torch.testing.assert_close(parts["logit"], L.LogitAdjustedLoss(COUNTS)(logits.reshape(-1, 5), y.repeat_interleave(2)))
+    torch.testing.assert_close(parts["logit"],
+                               L.LogitAdjustedLoss(COUNTS)(logits.reshape(-1, 5), y.repeat_interleave(2)))
     torch.testing.assert_close(parts["embedding"], L.EmbeddingMarginLoss(COUNTS, 0.1, 0.3, anchor_average="class",
                                                                          placement="centroid")(z, y))
     total.backward()

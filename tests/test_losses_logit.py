@@ -81,7 +81,8 @@ def test_balanced_softmax_matches_reference(dtype):
 def test_ldam_matches_reference(dtype, max_m, s):
     cos, labels = batch(dtype, seed=2, cosine=True)
     got = L.LDAMLoss(COUNTS, max_m, s).to(dtype)(cos, labels).item()
-    assert got == pytest.approx(ref_ldam(cos.double(), labels, COUNTS, max_m, s), rel=1e-5 if dtype == torch.float32 else 1e-10)
+    rel = 1e-5 if dtype == torch.float32 else 1e-10
+    assert got == pytest.approx(ref_ldam(cos.double(), labels, COUNTS, max_m, s), rel=rel)
 
 
 def test_ldam_drw_matches_weighted_reference_and_switches_on():
@@ -159,7 +160,8 @@ def test_ldam_margins_proportional_to_n_quarter_with_max():
     assert m.max().item() == pytest.approx(0.5) and m.argmax().item() == 4
     ratio = m * torch.tensor(COUNTS, dtype=torch.float64) ** 0.25
     torch.testing.assert_close(ratio, torch.full_like(ratio, ratio[0].item()))
-    torch.testing.assert_close(L.LDAMLoss(COUNTS, max_m=0.3).margins.double(), L.ldam_margins(COUNTS, 0.3), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(L.LDAMLoss(COUNTS, max_m=0.3).margins.double(), L.ldam_margins(COUNTS, 0.3),
+                               rtol=1e-6, atol=1e-7)
 
 
 def test_pairwise_margins_are_larger_for_rarer_true_classes():

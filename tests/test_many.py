@@ -96,7 +96,8 @@ def test_toy_mlp_runs_with_adam_jitter_and_prototypes_equal_separate_runs():
                       n_views=2, augment=gaussian_jitter(0.5))
     _assert_same_runs(mlp, loss_list, [0, 1, 2], data.x_train, data.y_train, dtype=torch.float32, epochs=3,
                       batch_size=32, lr=0.01, n_views=2, augment=gaussian_jitter(0.5))
-    protos = [lambda: methods.get("elm").build_loss(counts, use_prototypes=True), lambda: methods.get("la").build_loss(counts)]
+    protos = [lambda: methods.get("elm").build_loss(counts, use_prototypes=True),
+              lambda: methods.get("la").build_loss(counts)]
     _assert_same_runs(mlp, protos, [3, 4], data.x_train, data.y_train, epochs=3, batch_size=32, lr=0.01)
 
 
@@ -134,7 +135,8 @@ def _slices(kind_losses, logits, z, y, protos=None):
 @pytest.mark.parametrize("build", [
     lambda: [L.LogitAdjustedLoss(COUNTS, t) for t in (0.0, 1.0, 2.5)],
     lambda: [L.LDAMLoss(COUNTS, m, drw_epoch=d) for m, d in ((0.5, 2), (0.3, None), (0.5, 1))],
-    lambda: [L.ELMLoss(COUNTS, lam=lam, delta_max=d, temperature=t) for lam, d, t in ((1, 0.5, 0.1), (0.5, 0, 0.2), (2, 1, 0.1))],
+    lambda: [L.ELMLoss(COUNTS, lam=lam, delta_max=d, temperature=t)
+             for lam, d, t in ((1, 0.5, 0.1), (0.5, 0, 0.2), (2, 1, 0.1))],
     lambda: [L.ELMLoss(COUNTS, delta_max=d, anchor_average="all", placement="negative") for d in (0.0, 0.7)],
     lambda: [L.ELMLoss(COUNTS, delta_max=d, use_prototypes=True, lam_warmup=4) for d in (0.2, 0.9)],
     lambda: [L.ELMLoss(COUNTS, delta_max=d, temperature=t, placement="outside") for d, t in ((0.0, 0.1), (0.8, 0.3))],

@@ -3,8 +3,7 @@ import pytest
 import torch
 
 from elm_lite import metrics
-from elm_lite.metrics import (balanced_accuracy, confusion_matrix, per_class_accuracy, shot_accuracy,
-                              shot_split)
+from elm_lite.metrics import balanced_accuracy, confusion_matrix, per_class_accuracy, shot_accuracy, shot_split
 
 # Hand-made case: class 0 has 4 test points (3 right), class 1 has 2 (1 right), class 2 has none.
 Y_TRUE = [0, 0, 0, 0, 1, 1]

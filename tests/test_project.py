@@ -1,11 +1,13 @@
 """Project hygiene: dependencies in step, notebooks stored clean with a parameters cell."""
+import os
 import re
+import subprocess
+import sys
 import tomllib
 
 import nbformat
 import pytest
 import yaml
-
 from conftest import NOTEBOOKS, ROOT
 
 CONDA_TO_PYPI = {"pytorch": "torch"}
@@ -92,3 +94,32 @@ def test_docs_are_self_contained():
         text = path.read_text()
         for phrase in outside:
             assert phrase not in text, f"{path.name} cites {phrase!r}, which is not in the repository: docs/design.md"
+
+
+def test_wheel_installs_and_reads_the_shipped_results_offline(tmp_path):
+    """`pip wheel .` installed in a fresh venv, away from the repository: the version has one
+    source, `elm-lite` is on the path, and the shipped results load from the package (no network)."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(wheels)], check=True, capture_output=True)
+    wheel = next(wheels.glob("elm_lite-*.whl"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-deps",
+                    "--no-index", "-q", str(wheel)], check=True, capture_output=True)
+    # numpy, torch, ... from this environment (PYTHONPATH: no .pth files, so not its editable elm_lite)
+    deps = os.pathsep.join(p for p in sys.path if p.endswith("site-packages"))
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "PYTHONPATH": deps, "HOME": str(tmp_path),
+           "no_proxy": "*", "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+    code = ("import elm_lite, elm_lite.results as r; print(elm_lite.__file__, elm_lite.__version__); "
+            "print(len(r.load_results('cifar_lt_gpu.json')['runs']), "
+            "sorted(r.load_results('cifar_lt_gpu_embeddings.npz')))")
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", code], env=env, cwd=tmp_path, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    where, version = done.stdout.splitlines()[0].split()
+    assert where.startswith(str(venv)) and version == wheel.name.split("-")[1]
+    assert done.stdout.splitlines()[1].startswith("4 ")
+    cli = subprocess.run([str(venv / "bin" / "elm-lite"), "--help"], env=env, cwd=tmp_path, capture_output=True,
+                         text=True)
+    assert cli.returncode == 0 and "table" in cli.stdout, cli.stderr[-2000:]

@@ -1,9 +1,9 @@
-"""The measured results shipped in data/results/ are complete and say what the docs say they say."""
+"""The measured results shipped in elm_lite/measured/ are complete and say what the docs say they say."""
 import numpy as np
 import pytest
 
-from elm_lite.experiments import load_results
 from elm_lite.fullscale import ladder_table, summarize_runs
+from elm_lite.results import load_results
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,8 @@ def test_200_epoch_table_matches_the_readme():
     from pathlib import Path
     table = load_results("cifar10_lt_gpu_table_200ep.json")
     assert table["epochs"] == 200 and "H200" in table["hardware"]
-    assert sorted((r["loss"], r["seed"]) for r in table["runs"]) == [(loss, s) for loss in ("ce", "la") for s in range(3)]
+    expected = [(loss, s) for loss in ("ce", "la") for s in range(3)]
+    assert sorted((r["loss"], r["seed"]) for r in table["runs"]) == expected
     assert set(table["unfinished"]) == {"ldam-drw", "supcon-la", "elm"}
     readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
     for loss, label in (("ce", "CE"), ("la", "LA")):

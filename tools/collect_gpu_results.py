@@ -1,10 +1,10 @@
 """Gather the device check's output (benchmarks/gpu_check.py: its runs.tar.gz, or folders holding
 results.json / ladder.json files) into the files notebook 06 shows:
 
-    data/results/cifar_lt_gpu.json             every run's results.json, and the speed ladder
-    data/results/cifar_lt_gpu_embeddings.npz   the test-feature samples of the seed-0 runs
+    elm_lite/measured/cifar_lt_gpu.json             every run's results.json, and the speed ladder
+    elm_lite/measured/cifar_lt_gpu_embeddings.npz   the test-feature samples of the seed-0 runs
 
-    python tools/collect_gpu_results.py runs.tar.gz [FOLDER ...] [--out DIR]   (DIR: data/results)
+    python tools/collect_gpu_results.py runs.tar.gz [FOLDER ...] [--out DIR]   (DIR: elm_lite/measured)
 """
 import argparse
 import json
@@ -20,7 +20,7 @@ from elm_lite.fullscale import ladder_table, summarize_runs, write_json_atomic
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("sources", nargs="+", help="runs.tar.gz files or folders holding results.json files")
-parser.add_argument("--out", default=str(ROOT / "data" / "results"), help="folder for the two output files")
+parser.add_argument("--out", default=str(ROOT / "elm_lite" / "measured"), help="folder for the two output files")
 args = parser.parse_args()
 folders = []
 for arg in args.sources:
