@@ -264,6 +264,45 @@ def _epoch_times(run_epochs) -> list[float]:
     return list(np.diff(stamps))
 
 
+def _dataloader_rung(tick, *, data: ImageData, build, dev, epochs: int, batch_size: int) -> None:
+    """Speed-ladder rung 1: LA with a DataLoader and CPU augmentation, fp32; ``tick(epoch)`` after each."""
+    set_seed(0)
+    net = build(data.n_classes).to(dev)
+    loss = methods.get("la").build_loss(data.counts).to(dev)
+    opt = torch.optim.SGD(net.parameters(), lr=CIFAR_RECIPE["lr"], momentum=0.9,
+                          weight_decay=CIFAR_RECIPE["weight_decay"])
+    dataset = torch.utils.data.TensorDataset(torch.as_tensor(data.x_train), torch.as_tensor(data.y_train))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
+                                         num_workers=min(4, os.cpu_count() or 1),
+                                         collate_fn=lambda b: (crop_flip(torch.stack([x for x, _ in b]).float()),
+                                                               torch.stack([y for _, y in b])))
+    for epoch in range(1, epochs + 2):
+        net.train()
+        for xb, yb in loader:
+            logits, _ = net(xb.to(dev, non_blocking=True))
+            out = loss(logits, yb.to(dev, non_blocking=True))
+            opt.zero_grad(set_to_none=True)
+            out.backward()
+            opt.step()
+        tick(epoch)
+
+
+def _resident_rung(tick, *, data: ImageData, build, dev, epochs: int, batch_size: int, run_epochs: int,
+                   bf16: bool, compiled: bool, loss_name: str = "la") -> None:
+    """Speed-ladder rungs 2-5: data and augmentation on the device, through :func:`~elm_lite.train.fit`."""
+    set_seed(0)
+    method = methods.get(loss_name)
+    loss, views = method.build_loss(data.counts, run_epochs), method.views
+    net = build(data.n_classes, projection_dim=CIFAR_RECIPE["projection_dim"] if views > 1 else None).to(dev)
+    if bf16 and dev.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+    fit(torch.compile(net, mode="reduce-overhead") if compiled else net,
+        torch.as_tensor(data.x_train, device=dev), torch.as_tensor(data.y_train, device=dev), loss,
+        epochs=epochs + 1, batch_size=batch_size, lr=CIFAR_RECIPE["lr"], weight_decay=CIFAR_RECIPE["weight_decay"],
+        optimizer="sgd", drop_last=True, n_views=views, augment=crop_flip, bf16=bf16 and dev.type == "cuda",
+        progress=False, on_epoch_end=tick)
+
+
 def speed_ladder(data: ImageData, device: str = "auto", epochs: int = 3, model: str = "resnet32",
                  batch_size: int = 128, run_epochs: int = 200, compile: bool = True) -> dict:
     """Seconds per epoch on ``data`` for each step of the ladder, same machine, one call, LA loss:
@@ -283,51 +322,15 @@ def speed_ladder(data: ImageData, device: str = "auto", epochs: int = 3, model: 
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {model!r}.")
     dev = resolve_device(device)
     torch.backends.cudnn.benchmark = dev.type == "cuda"
-    build = MODELS[model]
-
-    def dataloader_rung(tick):
-        set_seed(0)
-        net = build(data.n_classes).to(dev)
-        loss = methods.get("la").build_loss(data.counts).to(dev)
-        opt = torch.optim.SGD(net.parameters(), lr=CIFAR_RECIPE["lr"], momentum=0.9,
-                              weight_decay=CIFAR_RECIPE["weight_decay"])
-        dataset = torch.utils.data.TensorDataset(torch.as_tensor(data.x_train), torch.as_tensor(data.y_train))
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                                             num_workers=min(4, os.cpu_count() or 1),
-                                             collate_fn=lambda b: (crop_flip(torch.stack([x for x, _ in b]).float()),
-                                                                   torch.stack([y for _, y in b])))
-        for epoch in range(1, epochs + 2):
-            net.train()
-            for xb, yb in loader:
-                logits, _ = net(xb.to(dev, non_blocking=True))
-                out = loss(logits, yb.to(dev, non_blocking=True))
-                opt.zero_grad(set_to_none=True)
-                out.backward()
-                opt.step()
-            tick(epoch)
-
-    def resident_rung(bf16: bool, compiled: bool, loss_name: str = "la"):
-        def run(tick):
-            set_seed(0)
-            method = methods.get(loss_name)
-            loss, views = method.build_loss(data.counts, run_epochs), method.views
-            net = build(data.n_classes, projection_dim=CIFAR_RECIPE["projection_dim"] if views > 1 else None).to(dev)
-            if bf16 and dev.type == "cuda":
-                net = net.to(memory_format=torch.channels_last)
-            fit(torch.compile(net, mode="reduce-overhead") if compiled else net,
-                torch.as_tensor(data.x_train, device=dev), torch.as_tensor(data.y_train, device=dev), loss,
-                epochs=epochs + 1, batch_size=batch_size, lr=CIFAR_RECIPE["lr"],
-                weight_decay=CIFAR_RECIPE["weight_decay"], optimizer="sgd",
-                drop_last=True, n_views=views, augment=crop_flip, bf16=bf16 and dev.type == "cuda",
-                progress=False, on_epoch_end=tick)
-        return run
-
-    rungs = [("DataLoader, CPU augmentation, fp32", dataloader_rung),
-             ("GPU-resident data + augmentation, fp32", resident_rung(False, False)),
-             ("+ bf16 autocast + channels_last", resident_rung(True, False))]
+    common = dict(data=data, build=MODELS[model], dev=dev, epochs=epochs, batch_size=batch_size)
+    resident = partial(_resident_rung, run_epochs=run_epochs, **common)
+    rungs = [("DataLoader, CPU augmentation, fp32", partial(_dataloader_rung, **common)),
+             ("GPU-resident data + augmentation, fp32", partial(resident, bf16=False, compiled=False)),
+             ("+ bf16 autocast + channels_last", partial(resident, bf16=True, compiled=False))]
     if compile:
-        rungs.append(("+ torch.compile (reduce-overhead)", resident_rung(True, True)))
-    rungs.append(("ELM loss (2 views, projection), as above", resident_rung(True, compile, "elm")))
+        rungs.append(("+ torch.compile (reduce-overhead)", partial(resident, bf16=True, compiled=True)))
+    rungs.append(("ELM loss (2 views, projection), as above", partial(resident, bf16=True, compiled=compile,
+                                                                      loss_name="elm")))
     rows = []
     for name, run in rungs:
         try:

@@ -362,31 +362,35 @@ def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
     if placement == "centroid":
         return _centroid_terms(z, labels, pool, pool_labels, temperature, margin)
     cos = z @ pool.transpose(-1, -2)                                      # (..., N, N + C), built once
-    logits = cos / temperature
     not_self = ~torch.eye(n, pool.shape[-2], dtype=torch.bool, device=z.device)
     same = labels[..., :, None] == pool_labels[..., None, :]
-    positive, negative = same & not_self, ~same
+    positive = same & not_self
     n_pos = positive.sum(-1)
-    delta = margin / temperature                                          # (..., N, 1), logit units
+    per_pair = _pair_terms(cos, temperature, margin, positive, ~same, not_self, placement)
+    per_anchor = (per_pair * positive).sum(-1) / n_pos.clamp(min=1)
+    return per_anchor, n_pos > 0
+
+
+def _pair_terms(cos, temperature, margin, positive, negative, not_self, placement: str) -> torch.Tensor:
+    """The loss of every (anchor, contrast-set member) pair ``(..., N, M)`` in the pairwise forms of
+    :func:`contrastive_terms`; only the positive pairs are used. ``margin`` ``(..., N, 1)`` in cosine units."""
+    logits, delta = cos / temperature, margin / temperature                # delta in logit units
     if placement == "negative":
         shifted = logits.masked_fill(~not_self, float("-inf")) + delta * negative
-        per_pair = torch.logsumexp(shifted, -1, keepdim=True) - logits     # -log(e^{s_ip/T} / denom)
-    elif placement == "positive":
+        return torch.logsumexp(shifted, -1, keepdim=True) - logits         # -log(e^{s_ip/T} / denom)
+    if placement == "positive":
         log_all = torch.logsumexp(logits.masked_fill(~not_self, float("-inf")), -1, keepdim=True)
         frac = (logits - log_all).clamp(max=-1e-6)                          # log share of pair (i, p), < 0
         log_rest = log_all + torch.log(-torch.expm1(frac))                  # log sum_{a != i, p} e^{s_ia/T}
         margined = logits - delta
-        per_pair = torch.logaddexp(margined, log_rest) - margined
-    elif placement == "outside":
+        return torch.logaddexp(margined, log_rest) - margined
+    if placement == "outside":
         log_negatives = torch.logsumexp(logits.masked_fill(~negative, float("-inf")), -1, keepdim=True)
-        per_pair = F.softplus(log_negatives - (logits - delta))             # 0 where there is no negative
-    elif placement == "hinge":
+        return F.softplus(log_negatives - (logits - delta))                 # 0 where there is no negative
+    if placement == "hinge":
         nearest = cos.masked_fill(~negative, -2.0).amax(-1, keepdim=True)  # cos >= -1: -2 means none
-        per_pair = F.relu(margin + nearest - cos) * (nearest > -2)
-    else:
-        raise ValueError(f"placement must be one of {MARGIN_PLACEMENTS}, got {placement!r}.")
-    per_anchor = (per_pair * positive).sum(-1) / n_pos.clamp(min=1)
-    return per_anchor, n_pos > 0
+        return F.relu(margin + nearest - cos) * (nearest > -2)
+    raise ValueError(f"placement must be one of {MARGIN_PLACEMENTS}, got {placement!r}.")
 
 
 def _centroid_terms(z, labels, pool, pool_labels, temperature, margin):

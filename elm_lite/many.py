@@ -12,10 +12,9 @@ exactly its own gradient, and SGD / Adam (momentum, weight decay) update every e
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -29,12 +28,16 @@ from .train import (
     _check_fit_args,
     _check_model_takes,
     _check_xy,
-    _resume,
     _save,
+    batch_count,
+    check_finite,
     compute_loss,
     loss_precision,
     make_optimizer,
+    resume_or_start,
+    run_fingerprint,
     run_generators,
+    start_epoch,
 )
 
 
@@ -76,6 +79,51 @@ class _RunLosses:
         return torch.stack(out)
 
 
+@dataclass
+class _Group:
+    """What one step of K runs together needs (the stacked network, possibly compiled, as ``runner``)."""
+    stacked: nn.Module
+    runner: nn.Module
+    losses: _RunLosses
+    opt: torch.optim.Optimizer
+    streams: list           # [(order generator, augment generator)] per run
+    n_views: int
+    augment: Callable | None
+    bf16: bool
+    use_prototypes: bool
+
+
+def _group_epoch(g: _Group, x: torch.Tensor, y: torch.Tensor, bs: int, n_batches: int) -> tuple[list, list]:
+    """One epoch of every run: each its own batch order and views. Returns each run's mean loss and
+    training balanced accuracy (first view)."""
+    k, device = len(g.streams), x.device
+    orders = torch.stack([torch.randperm(len(x), generator=order) if bs < len(x) else torch.arange(len(x))
+                          for order, _ in g.streams]).to(device)            # (K, N)
+    total, preds, labels = torch.zeros(k, device=device, dtype=torch.float64), [], []
+    for i in range(0, n_batches * bs, bs):
+        idx = orders[:, i:i + bs]                                          # (K, b): each run's own batch
+        xb, yb = x[idx], y[idx]
+        if g.augment is not None:  # (K, V * b, ...): run k's views from run k's stream, as fit draws them
+            xb = torch.stack([torch.cat([g.augment(xb[j], aug) for _ in range(g.n_views)])
+                              for j, (_, aug) in enumerate(g.streams)])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=g.bf16):
+            logits, emb = g.runner(xb) if k > 1 else (t[None] for t in g.runner(xb[0]))  # (K, V * b, C | E)
+            if g.n_views > 1:                                              # -> (K, b, V, ...)
+                logits, emb = (t.unflatten(1, (g.n_views, -1)).transpose(1, 2) for t in (logits, emb))
+            weight = g.stacked.head.weight
+            prototypes = weight.view(k, -1, weight.shape[-1]) if g.use_prototypes else None
+            per_model = g.losses(loss_precision(logits), loss_precision(emb), yb, prototypes)
+        g.opt.zero_grad(set_to_none=True)
+        per_model.sum().backward()
+        g.opt.step()
+        total += per_model.detach() * yb.shape[1]
+        preds.append(logits.detach().reshape(k, yb.shape[1], -1, logits.shape[-1])[:, :, 0].argmax(-1))
+        labels.append(yb)
+    mean_loss = (total / sum(t.shape[1] for t in labels)).tolist()
+    preds, labels = torch.cat(preds, 1).cpu(), torch.cat(labels, 1).cpu()
+    return mean_loss, [balanced_accuracy(labels[j], preds[j]) for j in range(k)]
+
+
 def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *, epochs: int = 200,
              batch_size: int | None = None, lr: float = 0.05, weight_decay: float = 0.0, optimizer: str = "adam",
              lr_schedule: Callable[[int], float] | None = None, drop_last: bool = False, n_views: int = 1,
@@ -100,65 +148,28 @@ def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *, e
     x, y = (t.to(device) for t in _check_xy(x, y, getattr(models[0], "n_classes", None), first.dtype))
     for m in models:
         _check_model_takes(m, x)
-    run_losses = _RunLosses([loss.to(device) if hasattr(loss, "to") else loss for loss in losses], device)
     stacked = stack_models(models).train()
     if device.type == "cuda":  # the grouped convolutions' fast layout, as for a single model
         stacked = stacked.to(memory_format=torch.channels_last)
-    runner = torch.compile(stacked, mode="reduce-overhead") if compile else stacked
-    opt = make_optimizer(optimizer, list(stacked.parameters()), lr, weight_decay)
-    streams = [run_generators(s, device) for s in seeds]                 # [(order, augment)] per run
+    group = _Group(stacked, torch.compile(stacked, mode="reduce-overhead") if compile else stacked,
+                   _RunLosses([loss.to(device) if hasattr(loss, "to") else loss for loss in losses], device),
+                   make_optimizer(optimizer, list(stacked.parameters()), lr, weight_decay),
+                   [run_generators(s, device) for s in seeds], n_views, augment, bf16,
+                   any(getattr(loss, "use_prototypes", False) for loss in losses))
     bs = batch_size or len(x)
-    fingerprint = {"examples": len(x), "input": list(x.shape[1:]), "models": k, "seeds": list(seeds),
-                   "batch_size": bs, "lr": lr, "weight_decay": weight_decay, "optimizer": optimizer,
-                   "n_views": n_views, "epochs": epochs, **(identity or {})}
-    histories, first_epoch = [History() for _ in range(k)], 1
-    if resume and checkpoint is not None and Path(checkpoint).exists():
-        histories, first_epoch = _resume(checkpoint, fingerprint, stacked, opt, [g for s in streams for g in s])
-    n_batches = len(x) // bs if drop_last and len(x) >= bs else -(-len(x) // bs)
-    use_prototypes = any(getattr(loss, "use_prototypes", False) for loss in losses)
+    fingerprint = run_fingerprint(x, bs, lr, weight_decay, optimizer, n_views, epochs, identity, models=k,
+                                  seeds=list(seeds))
+    generators = [g for stream in group.streams for g in stream]
+    histories, first_epoch = resume_or_start(resume, checkpoint, fingerprint, stacked, group.opt, generators, k)
     for epoch in tqdm(range(first_epoch, epochs + 1), desc=f"training {k} models", disable=not progress):
         start = time.perf_counter()
-        for loss in losses:
-            if hasattr(loss, "set_epoch"):
-                loss.set_epoch(epoch)
-        for group in opt.param_groups:
-            group["lr"] = lr * (lr_schedule(epoch) if lr_schedule else 1.0)
-        orders = torch.stack([torch.randperm(len(x), generator=order) if bs < len(x) else torch.arange(len(x))
-                              for order, _ in streams]).to(device)        # (K, N)
-        total, preds, labels = torch.zeros(k, device=device, dtype=torch.float64), [], []
-        for i in range(0, n_batches * bs, bs):
-            idx = orders[:, i:i + bs]                                      # (K, b): each run's own batch
-            xb, yb = x[idx], y[idx]
-            if augment is not None:  # (K, V * b, ...): run k's views from run k's stream, as fit draws them
-                xb = torch.stack([torch.cat([augment(xb[j], aug) for _ in range(n_views)])
-                                  for j, (_, aug) in enumerate(streams)])
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits, emb = runner(xb) if k > 1 else (t[None] for t in runner(xb[0]))  # (K, V * b, C | E)
-                if n_views > 1:                                            # -> (K, b, V, ...)
-                    logits, emb = (t.unflatten(1, (n_views, -1)).transpose(1, 2) for t in (logits, emb))
-                prototypes = stacked.head.weight.view(k, -1, stacked.head.weight.shape[-1]) if use_prototypes else None
-                per_model = run_losses(loss_precision(logits), loss_precision(emb), yb, prototypes)
-            opt.zero_grad(set_to_none=True)
-            per_model.sum().backward()
-            opt.step()
-            total += per_model.detach() * yb.shape[1]
-            preds.append(logits.detach().reshape(k, yb.shape[1], -1, logits.shape[-1])[:, :, 0].argmax(-1))
-            labels.append(yb)
-        mean_loss = (total / sum(t.shape[1] for t in labels)).tolist()
-        bad = [j for j, v in enumerate(mean_loss) if not math.isfinite(v)]
-        if bad:
-            raise FloatingPointError(f"the training loss of run(s) {bad} (seeds {[seeds[j] for j in bad]}) became "
-                                     f"non-finite in epoch {epoch}; lower the learning rate (lr={lr}) or check "
-                                     "the inputs. Nothing of this epoch was saved.")
+        start_epoch(losses, group.opt, epoch, lr, lr_schedule)
+        mean_loss, accuracy = _group_epoch(group, x, y, bs, batch_count(len(x), bs, drop_last))
+        check_finite(mean_loss, epoch, lr, seeds)
         seconds = time.perf_counter() - start
-        preds, labels = torch.cat(preds, 1).cpu(), torch.cat(labels, 1).cpu()
-        for j, h in enumerate(histories):
-            h.seconds += seconds
-            h.epoch.append(epoch)
-            h.loss.append(mean_loss[j])
-            h.elapsed.append(h.seconds)
-            h.train_balanced_accuracy.append(balanced_accuracy(labels[j], preds[j]))
+        for h, loss, acc in zip(histories, mean_loss, accuracy):
+            h.record(epoch, loss, acc, seconds)
         if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
-            _save(checkpoint, stacked, opt, [g for s in streams for g in s], epoch, histories, fingerprint)
+            _save(checkpoint, stacked, group.opt, generators, epoch, histories, fingerprint)
     unstack_models(stacked, models)
     return histories

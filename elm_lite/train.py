@@ -1,4 +1,13 @@
-"""One small training loop for the toy-scale notebooks (CPU friendly)."""
+"""The one training loop of every scale (:func:`fit`, in named steps), checkpoints, prediction
+and the augmentations.
+
+Distributed training: under ``torchrun`` (a process group initialised and the model wrapped in
+DDP), ``fit``'s ``batch_size`` is the global batch; each process trains on its share, and logits,
+embeddings and labels are gathered (:func:`gather_batch`) so that the loss -- including the
+contrastive term, whose negatives and positives are the *global* batch -- is the single-process
+loss. Random augmentation is drawn per process; an incomplete last batch is dropped; only rank 0
+writes checkpoints.
+"""
 from __future__ import annotations
 
 import math
@@ -38,6 +47,17 @@ class History:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def record(self, epoch: int, loss: float, train_balanced_accuracy: float, seconds: float,
+               val_balanced_accuracy: float | None = None) -> None:
+        """Append one finished epoch that took ``seconds`` of training."""
+        self.seconds += seconds
+        self.epoch.append(epoch)
+        self.loss.append(loss)
+        self.elapsed.append(self.seconds)
+        self.train_balanced_accuracy.append(train_balanced_accuracy)
+        if val_balanced_accuracy is not None:
+            self.val_balanced_accuracy.append(val_balanced_accuracy)
 
 
 def _as_tensor(name: str, a, dtype: torch.dtype) -> torch.Tensor:
@@ -270,6 +290,15 @@ def _resume(checkpoint, fingerprint: dict, core: nn.Module, opt, gens) -> tuple[
     return [History(**h) for h in ckpt["histories"]], ckpt["epoch"] + 1
 
 
+def resume_or_start(resume: bool, checkpoint, fingerprint: dict, core: nn.Module, opt, gens,
+                    runs: int) -> tuple[list[History], int]:
+    """``runs`` fresh histories and epoch 1, or -- with ``resume`` and an existing ``checkpoint`` of
+    the same run(s) -- its histories and the epoch after it (model, optimizer, generators restored)."""
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        return _resume(checkpoint, fingerprint, core, opt, gens)
+    return [History() for _ in range(runs)], 1
+
+
 def _save(checkpoint, core: nn.Module, opt, gens, epoch: int, histories: list, fingerprint: dict) -> None:
     """Model, optimizer, every random stream (:func:`run_generators`) and the histories of a run
     (or of K runs trained together), atomically."""
@@ -329,6 +358,68 @@ def train_epoch(s: _Step, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor 
     return total.item() / len(labels), balanced_accuracy(labels.cpu(), torch.cat(preds).cpu())
 
 
+def start_epoch(losses: list, opt: torch.optim.Optimizer, epoch: int, lr: float,
+                lr_schedule: Callable[[int], float] | None) -> None:
+    """Tell each loss the epoch (from 1; e.g. LDAM's deferred re-weighting) and set the learning rate."""
+    for loss in losses:
+        if hasattr(loss, "set_epoch"):
+            loss.set_epoch(epoch)
+    for group in opt.param_groups:
+        group["lr"] = lr * (lr_schedule(epoch) if lr_schedule else 1.0)
+
+
+def run_fingerprint(x: torch.Tensor, batch_size: int, lr: float, weight_decay: float, optimizer: str,
+                    n_views: int, epochs: int, identity: dict | None, **run) -> dict:
+    """What a checkpoint must match to be resumed: data shape, loop settings, ``run`` (seed(s),
+    parameter count) and the caller's ``identity``."""
+    return {"examples": len(x), "input": list(x.shape[1:]), **run, "batch_size": batch_size, "lr": lr,
+            "weight_decay": weight_decay, "optimizer": optimizer, "n_views": n_views, "epochs": epochs,
+            **(identity or {})}
+
+
+def check_finite(mean_losses: list[float], epoch: int, lr: float, seeds: list | None = None) -> None:
+    """Stop with ``FloatingPointError`` naming the run(s) whose epoch loss is not finite."""
+    bad = [j for j, v in enumerate(mean_losses) if not math.isfinite(v)]
+    if bad:
+        runs = f"of run(s) {bad} (seeds {[seeds[j] for j in bad]}) " if seeds is not None else ""
+        values = ", ".join(str(mean_losses[j]) for j in bad)
+        raise FloatingPointError(f"the training loss {runs}became {values} in epoch {epoch}: "
+                                 "check the inputs for NaN or inf and the labels, or lower the learning rate "
+                                 f"(lr={lr}). Nothing of this epoch was saved.")
+
+
+def _world(batch_size: int | None, n: int) -> tuple[int, int, int]:
+    """``(processes, this process's rank, global batch size)``; the batch must split evenly."""
+    world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_available() and dist.is_initialized() else (1, 0)
+    bs = batch_size or n
+    if bs % world:
+        raise ValueError(f"batch_size={bs} must be divisible by the number of processes ({world}).")
+    return world, rank, bs
+
+
+def batch_count(n: int, batch_size: int, drop_last: bool) -> int:
+    """Batches per epoch of ``n`` examples (an incomplete last batch is dropped with ``drop_last``)."""
+    return n // batch_size if drop_last and n >= batch_size else -(-n // batch_size)
+
+
+def _on_device(model: nn.Module, loss_fn, x, y, x_val, y_val):
+    """Check the data against the model, move it and the loss to the model's device; returns
+    ``(core, params, loss_fn, x, y, x_val, y_val)`` (``core``: the model inside DDP)."""
+    core = getattr(model, "module", model)
+    params = list(model.parameters()) + list(getattr(loss_fn, "parameters", lambda: [])())
+    if not params:
+        raise ValueError(f"the model ({type(core).__name__}) has no parameters to train.")
+    n_classes, dtype, device = getattr(core, "n_classes", None), params[0].dtype, params[0].device
+    x, y = (t.to(device) for t in _check_xy(x, y, n_classes, dtype))
+    if x_val is not None:
+        x_val, y_val = _check_xy(x_val, y_val, n_classes, dtype)
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    if hasattr(loss_fn, "to"):
+        loss_fn.to(device)
+    _check_model_takes(model, x)
+    return core, params, loss_fn, x, y, x_val, y_val
+
+
 def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int = 200,
         batch_size: int | None = None, lr: float = 0.05, weight_decay: float = 0.0,
         x_val=None, y_val=None, seed: int = 0, progress: bool = True, n_views: int = 1,
@@ -345,14 +436,12 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
         batch_size: ``None`` trains full-batch (fast and deterministic for toy data).
         x_val, y_val: optional held-out data; its balanced accuracy is recorded per epoch.
         seed: fixes the batch order (model initialisation is the caller's, see :func:`set_seed`).
-        n_views, augment: with ``n_views > 1`` each batch is seen as ``n_views`` augmented views
-            (``augment(x, generator)`` each, drawing from the run's own stream, see
-            :func:`run_generators`); the loss gets logits ``(B, V, C)`` and embeddings ``(B, V, E)``.
+        n_views, augment: with ``n_views > 1`` each batch is seen as ``n_views`` views ``augment(x,
+            generator)`` (the run's own stream, :func:`run_generators`); the loss gets ``(B, V, ...)``.
         on_epoch_end: called as ``on_epoch_end(epoch, model, history)`` after each epoch (snapshots,
             live plots), after the checkpoint; its time is not training time.
-        optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9); ``lr_schedule(epoch)`` multiplies ``lr``
-            (epochs count from 1); ``drop_last`` keeps every batch the same shape (CUDA graphs).
-        bf16: autocast the forward pass to bfloat16 (CUDA).
+        optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9); ``lr_schedule(epoch)`` multiplies ``lr`` (epochs
+            from 1); ``drop_last`` keeps batches one shape (CUDA graphs); ``bf16``: autocast to bfloat16.
         checkpoint, checkpoint_every, resume: save model, optimizer, RNG states and history to the
             file ``checkpoint`` (atomically) every ``checkpoint_every`` epochs and at the end; with
             ``resume=True`` an existing checkpoint of the *same run* is loaded and training continues
@@ -361,67 +450,29 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
 
     ``History.seconds`` and ``elapsed`` count training only (not validation or ``on_epoch_end``).
     Training stops with ``FloatingPointError`` at the first epoch whose loss is not finite.
-    A loss with a ``set_epoch(epoch)`` method is told the epoch (from 1) before each epoch; one with
-    ``use_prototypes = True`` gets the model's classifier weights ``model.head.weight`` ``(C, E)``.
-
-    Under ``torchrun`` (a process group initialised and ``model`` wrapped in DDP), ``batch_size`` is
-    the global batch: each process trains on its share, and logits, embeddings and labels are
-    gathered (:func:`gather_batch`) so that the loss -- including the contrastive term, whose
-    negatives and positives are the *global* batch -- is the single-process loss. Random
-    augmentation is drawn per process; an incomplete last batch is dropped. Only rank 0 writes
-    checkpoints.
+    A loss with ``set_epoch(epoch)`` is told the epoch (from 1); one with ``use_prototypes = True``
+    gets the classifier weights ``model.head.weight`` ``(C, E)``. Under ``torchrun``: the module docstring.
     """
-    core = getattr(model, "module", model)  # the model itself under DistributedDataParallel
-    params = list(model.parameters()) + list(getattr(loss_fn, "parameters", lambda: [])())
-    if not params:
-        raise ValueError(f"the model ({type(core).__name__}) has no parameters to train.")
-    x, y = _check_xy(x, y, getattr(core, "n_classes", None), params[0].dtype)
-    if x_val is not None:
-        x_val, y_val = _check_xy(x_val, y_val, getattr(core, "n_classes", None), params[0].dtype)
     _check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, checkpoint_every)
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
-    device = params[0].device
-    x, y = x.to(device), y.to(device)
-    if hasattr(loss_fn, "to"):
-        loss_fn.to(device)
-    _check_model_takes(model, x)
-    world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_available() and dist.is_initialized() else (1, 0)
-    bs = batch_size or len(x)
-    if bs % world:
-        raise ValueError(f"batch_size={bs} must be divisible by the number of processes ({world}).")
+    core, params, loss_fn, x, y, x_val, y_val = _on_device(model, loss_fn, x, y, x_val, y_val)
+    world, rank, bs = _world(batch_size, len(x))
     drop_last = drop_last or world > 1  # equal shards in every step
     opt = make_optimizer(optimizer, params, lr, weight_decay)
-    gen, augment_gen = run_generators(seed, device, rank)
-    fingerprint = {"examples": len(x), "input": list(x.shape[1:]), "parameters": sum(p.numel() for p in params),
-                   "batch_size": bs, "lr": lr, "weight_decay": weight_decay, "optimizer": optimizer,
-                   "n_views": n_views, "seed": seed, "epochs": epochs, **(identity or {})}
-    history, first_epoch = History(), 1
-    if resume and checkpoint is not None and Path(checkpoint).exists():
-        (history,), first_epoch = _resume(checkpoint, fingerprint, core, opt, (gen, augment_gen))
+    gen, augment_gen = run_generators(seed, x.device, rank)
+    fingerprint = run_fingerprint(x, bs, lr, weight_decay, optimizer, n_views, epochs, identity,
+                                  parameters=sum(p.numel() for p in params), seed=seed)
+    (history,), first_epoch = resume_or_start(resume, checkpoint, fingerprint, core, opt, (gen, augment_gen), 1)
     step = _Step(model, core, loss_fn, opt, n_views, augment, bf16, world, getattr(loss_fn, "use_prototypes", False),
                  augment_gen)
-    n_batches = len(x) // bs if drop_last and len(x) >= bs else -(-len(x) // bs)
-    bar = tqdm(range(first_epoch, epochs + 1), desc="training", disable=not progress)
-    for epoch in bar:
+    for epoch in (bar := tqdm(range(first_epoch, epochs + 1), desc="training", disable=not progress)):
         start = time.perf_counter()
         model.train()
-        if hasattr(loss_fn, "set_epoch"):  # e.g. LDAM's deferred re-weighting
-            loss_fn.set_epoch(epoch)
-        for group in opt.param_groups:
-            group["lr"] = lr * (lr_schedule(epoch) if lr_schedule else 1.0)
-        order = torch.randperm(len(x), generator=gen).to(device) if bs < len(x) else None
-        loss, train_acc = train_epoch(step, x, y, order, bs, n_batches, rank)
-        if not math.isfinite(loss):
-            raise FloatingPointError(
-                f"the training loss became {loss} in epoch {epoch}: check the inputs for NaN or inf and the "
-                f"labels, or lower the learning rate (lr={lr}). Nothing of this epoch was saved.")
-        history.seconds += time.perf_counter() - start   # the clock stops before validation
-        history.epoch.append(epoch)
-        history.loss.append(loss)
-        history.elapsed.append(history.seconds)
-        history.train_balanced_accuracy.append(train_acc)
-        if x_val is not None:
-            history.val_balanced_accuracy.append(balanced_accuracy(y_val, predict(model, x_val)))
+        start_epoch([loss_fn], opt, epoch, lr, lr_schedule)
+        order = torch.randperm(len(x), generator=gen).to(x.device) if bs < len(x) else None
+        loss, train_acc = train_epoch(step, x, y, order, bs, batch_count(len(x), bs, drop_last), rank)
+        check_finite([loss], epoch, lr)
+        history.record(epoch, loss, train_acc, time.perf_counter() - start,  # the clock stops before validation
+                       None if x_val is None else balanced_accuracy(y_val, predict(model, x_val)))
         bar.set_postfix(loss=f"{loss:.3f}", bal_acc=f"{train_acc:.3f}")
         if checkpoint is not None and rank == 0 and (epoch % checkpoint_every == 0 or epoch == epochs):
             _save(checkpoint, core, opt, (gen, augment_gen), epoch, [history], fingerprint)

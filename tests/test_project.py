@@ -123,3 +123,13 @@ def test_wheel_installs_and_reads_the_shipped_results_offline(tmp_path):
     cli = subprocess.run([str(venv / "bin" / "elm-lite"), "--help"], env=env, cwd=tmp_path, capture_output=True,
                          text=True)
     assert cli.returncode == 0 and "table" in cli.stdout, cli.stderr[-2000:]
+
+
+def test_no_function_in_the_package_is_over_60_lines():
+    """Code a reader can hold in their head: every function of elm_lite/, docstring included."""
+    import ast
+    long = [f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in sorted((ROOT / "elm_lite").glob("*.py"))
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 60]
+    assert long == []
