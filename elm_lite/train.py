@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import distributed as dist
+from torch.distributed.nn import functional as dist_nn
 from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
@@ -88,34 +89,16 @@ def _check_xy(x, y, n_classes: int | None, dtype: torch.dtype = torch.float32):
     return x, y
 
 
-class _GatherWithGrad(torch.autograd.Function):
-    """All-gather along dim 0 that keeps the graph: the backward pass sums every process's gradient
-    for this process's rows (an all-reduce, which gloo supports too)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x.contiguous())
-        ctx.rows, ctx.rank = len(x), dist.get_rank()
-        return torch.cat(parts)
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
-        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
-
-
 def gather_batch(t: torch.Tensor) -> torch.Tensor:
     """This process's rows ``(b, ...)`` -> the global batch ``(world * b, ...)``, in rank order.
     Every process then computes the same loss on the global batch; with DDP's gradient averaging
-    the update equals a single process's on that batch (each process's gradient for its own rows
-    is summed over the processes by the backward all-reduce, then averaged by DDP)."""
+    the update equals a single process's on that batch: ``torch.distributed.nn``'s all-gather keeps
+    the graph, its backward pass sums every process's gradient for this process's rows."""
     if not t.requires_grad:
         parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
         dist.all_gather(parts, t.contiguous())
         return torch.cat(parts)
-    return _GatherWithGrad.apply(t)
+    return torch.cat(dist_nn.all_gather(t.contiguous()))
 
 
 def loss_precision(t: torch.Tensor) -> torch.Tensor:

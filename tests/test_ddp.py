@@ -22,8 +22,10 @@ def _train(ddp: bool):
     if ddp:
         model = DistributedDataParallel(model)
     loss = losses.ELMLoss(data.counts, **{**ELM_RECOMMENDED, "anchor_average": "all"})
-    history = el.fit(model, data.x_train, data.y_train, loss, epochs=3, batch_size=32, lr=0.01, progress=False,
-                     drop_last=True)
+    # SGD, not Adam: Adam's update ignores a constant factor, so a gather whose backward forgot to sum
+    # the processes' gradients (the gradient halved) would pass unnoticed
+    history = el.fit(model, data.x_train, data.y_train, loss, epochs=3, batch_size=32, lr=0.1, optimizer="sgd",
+                     progress=False, drop_last=True)
     core = getattr(model, "module", model)
     return torch.cat([p.detach().flatten() for p in core.parameters()]).numpy(), history.loss
 
