@@ -10,6 +10,7 @@ from torch import nn
 
 from . import losses, metrics
 from .data import ToyData
+from .interfaces import EmbeddingLoss
 from .many import fit_many
 from .methods import Method
 from .models import MLP, ResNet32, SmallCNN
@@ -201,7 +202,7 @@ def train_image_model(data, method: Method, *, seed: int = 0, progress: bool = F
     loss = method.build_loss(data.counts, r["epochs"])
     net = (SmallCNN if r["model"] == "small_cnn" else ResNet32)(
         data.n_classes, cosine=method.cosine,
-        projection_dim=r["projection_dim"] if getattr(loss, "uses_embedding", False) else None)
+        projection_dim=r["projection_dim"] if isinstance(loss, EmbeddingLoss) else None)
     history = fit(net, data.x_train, data.y_train, loss, epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"],
                   weight_decay=r["weight_decay"], seed=seed, progress=progress, n_views=method.views,
                   augment=crop_flip)

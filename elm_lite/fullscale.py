@@ -19,6 +19,7 @@ import torch
 
 from . import __version__, methods, metrics
 from .data import ImageData, content_hash
+from .interfaces import uses_embedding
 from .methods import Method
 from .models import ResNet32, SmallCNN
 from .recipes import CIFAR_RECIPE
@@ -157,9 +158,9 @@ def prepare_run_folder(out_dir, resume: bool, overwrite: bool) -> Path | None:
 def build_image_model(method: Method, n_classes: int, recipe: dict, device: torch.device) -> torch.nn.Module:
     """The recipe's model for ``method`` (cosine head for LDAM, projection head for the embedding
     term) on ``device`` (channels_last on a GPU)."""
-    uses_embedding = getattr(method.loss, "uses_embedding", False)
+    embedding = uses_embedding(method.loss)
     net = MODELS[recipe["model"]](n_classes, cosine=method.cosine,
-                                  projection_dim=recipe["projection_dim"] if uses_embedding else None).to(device)
+                                  projection_dim=recipe["projection_dim"] if embedding else None).to(device)
     return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
 
 

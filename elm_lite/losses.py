@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .interfaces import Scheduled
 from .recipes import ELM_RECOMMENDED
 
 # ----------------------------------------------------------------------------- input checks
@@ -542,7 +543,7 @@ class ELMLoss(nn.Module):
     def set_epoch(self, epoch: int) -> None:
         """Advance the ``lam`` warm-up and the logit loss's own schedule (LDAM's DRW)."""
         self.current_lam = self.lam * (min(1.0, epoch / self.lam_warmup) if self.lam_warmup else 1.0)
-        if hasattr(self.logit_loss, "set_epoch"):
+        if isinstance(self.logit_loss, Scheduled):
             self.logit_loss.set_epoch(epoch)
 
     def forward(self, logits: torch.Tensor, z: torch.Tensor, labels: torch.Tensor,

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .interfaces import uses_prototypes
 from .losses import stacked_loss
 from .metrics import balanced_accuracy
 from .models import stack_models, unstack_models
@@ -60,20 +61,20 @@ class _RunLosses:
     def __init__(self, losses: list, device: torch.device):
         self.losses, by_kind = losses, {}
         for k, loss in enumerate(losses):
-            by_kind.setdefault((type(loss), getattr(loss, "use_prototypes", False)), []).append(k)
-        self.groups = [(members, torch.tensor(members, device=device), uses_prototypes,
+            by_kind.setdefault((type(loss), uses_prototypes(loss)), []).append(k)
+        self.groups = [(members, torch.tensor(members, device=device), with_prototypes,
                         stacked_loss([losses[k] for k in members]) if len(members) > 1 else None)
-                       for (_, uses_prototypes), members in by_kind.items()]
+                       for (_, with_prototypes), members in by_kind.items()]
 
     def __call__(self, logits, emb, y, prototypes) -> torch.Tensor:
         out = [None] * len(self.losses)
-        for members, idx, uses_prototypes, together in self.groups:
+        for members, idx, with_prototypes, together in self.groups:
             if together is not None:
-                protos = prototypes[idx] if uses_prototypes else None
+                protos = prototypes[idx] if with_prototypes else None
                 out_values = together(logits[idx], emb[idx], y[idx], protos).unbind(0)
             else:
                 out_values = [compute_loss(self.losses[k], logits[k], emb[k], y[k],
-                                           prototypes[k] if uses_prototypes else None) for k in members]
+                                           prototypes[k] if with_prototypes else None) for k in members]
             for k, value in zip(members, out_values):
                 out[k] = value
         return torch.stack(out)
@@ -155,7 +156,7 @@ def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *, e
                    _RunLosses([loss.to(device) if hasattr(loss, "to") else loss for loss in losses], device),
                    make_optimizer(optimizer, list(stacked.parameters()), lr, weight_decay),
                    [run_generators(s, device) for s in seeds], n_views, augment, bf16,
-                   any(getattr(loss, "use_prototypes", False) for loss in losses))
+                   any(uses_prototypes(loss) for loss in losses))
     bs = batch_size or len(x)
     fingerprint = run_fingerprint(x, bs, lr, weight_decay, optimizer, n_views, epochs, identity, models=k,
                                   seeds=list(seeds))

@@ -34,6 +34,7 @@ from .fullscale import (
     train_cifar,
     write_json_atomic,
 )
+from .interfaces import uses_embedding
 from .many import fit_many
 from .methods import Method
 from .results import check_run_results
@@ -77,7 +78,7 @@ def _groups(pending: list[tuple[Method, int]], group_size: int | None, device: t
     """Runs that can share a network (same head, projection and views), in chunks of the group size."""
     by_shape: dict[tuple, list] = {}
     for method, seed in pending:
-        key = (method.views, method.cosine, getattr(method.loss, "uses_embedding", False),
+        key = (method.views, method.cosine, uses_embedding(method.loss),
                json.dumps(dict(method.recipe), sort_keys=True))
         by_shape.setdefault(key, []).append((method, seed))
     chunks = []

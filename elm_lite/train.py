@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import distributed as dist
-from torch.distributed.nn import functional as dist_nn
 from torch import nn
+from torch.distributed.nn import functional as dist_nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from .interfaces import EmbeddingLoss, Scheduled, uses_prototypes
 from .metrics import balanced_accuracy
 
 
@@ -111,7 +112,7 @@ def compute_loss(loss_fn: Callable, logits: torch.Tensor, embedding: torch.Tenso
     """Call ``loss_fn(logits, y)``, or ``loss_fn(logits, embedding, y[, prototypes])`` for losses
     that set ``uses_embedding = True``; a loss returning ``(total, parts)`` contributes ``total``.
     With several views (``logits`` ``(B, V, C)``) a logit-only loss sees every view."""
-    if getattr(loss_fn, "uses_embedding", False):
+    if isinstance(loss_fn, EmbeddingLoss):
         out = loss_fn(logits, embedding, y, prototypes) if prototypes is not None else loss_fn(logits, embedding, y)
     elif logits.ndim == 3:
         out = loss_fn(logits.reshape(-1, logits.shape[-1]), y.repeat_interleave(logits.shape[1]))
@@ -156,7 +157,7 @@ def evaluate_features(model: nn.Module, x, device: torch.device,
     (one with ``backbone_features``) on images ``x`` ``(N, 32, 32, 3)``, in eval mode. The
     projection is the unnormalised output of the contrastive projection head, where the model has one."""
     model.eval()
-    projection = getattr(model, "projection", None)
+    projection = model.projection
     logits, feats, projected = [], [], []
     for i in range(0, len(x), batch):
         h = model.backbone_features(torch.as_tensor(x[i:i + batch], device=device).float())
@@ -345,7 +346,7 @@ def start_epoch(losses: list, opt: torch.optim.Optimizer, epoch: int, lr: float,
                 lr_schedule: Callable[[int], float] | None) -> None:
     """Tell each loss the epoch (from 1; e.g. LDAM's deferred re-weighting) and set the learning rate."""
     for loss in losses:
-        if hasattr(loss, "set_epoch"):
+        if isinstance(loss, Scheduled):
             loss.set_epoch(epoch)
     for group in opt.param_groups:
         group["lr"] = lr * (lr_schedule(epoch) if lr_schedule else 1.0)
@@ -445,7 +446,7 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
     fingerprint = run_fingerprint(x, bs, lr, weight_decay, optimizer, n_views, epochs, identity,
                                   parameters=sum(p.numel() for p in params), seed=seed)
     (history,), first_epoch = resume_or_start(resume, checkpoint, fingerprint, core, opt, (gen, augment_gen), 1)
-    step = _Step(model, core, loss_fn, opt, n_views, augment, bf16, world, getattr(loss_fn, "use_prototypes", False),
+    step = _Step(model, core, loss_fn, opt, n_views, augment, bf16, world, uses_prototypes(loss_fn),
                  augment_gen)
     for epoch in (bar := tqdm(range(first_epoch, epochs + 1), desc="training", disable=not progress)):
         start = time.perf_counter()

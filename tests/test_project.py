@@ -133,3 +133,16 @@ def test_no_function_in_the_package_is_over_60_lines():
             for node in ast.walk(ast.parse(path.read_text()))
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 60]
     assert long == []
+
+
+def test_models_and_losses_meet_the_declared_interfaces():
+    from elm_lite import losses
+    from elm_lite.interfaces import EmbeddingLoss, ImageModel, Model, Scheduled, uses_prototypes
+    from elm_lite.models import MLP, ResNet32, SmallCNN
+    assert isinstance(MLP(4, 3), Model) and not isinstance(MLP(4, 3), ImageModel)
+    assert all(isinstance(m, ImageModel) for m in (SmallCNN(10), ResNet32(10, projection_dim=16)))
+    counts = [50, 10, 3]
+    assert isinstance(losses.LDAMLoss(counts), Scheduled) and isinstance(losses.ELMLoss(counts), Scheduled)
+    assert not isinstance(losses.LogitAdjustedLoss(counts), Scheduled | EmbeddingLoss)
+    assert isinstance(losses.ELMLoss(counts), EmbeddingLoss)
+    assert uses_prototypes(losses.ELMLoss(counts, use_prototypes=True)) and not uses_prototypes(losses.ELMLoss(counts))
