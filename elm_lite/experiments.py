@@ -15,7 +15,7 @@ from .many import fit_many
 from .methods import Method
 from .models import MLP, ResNet32, SmallCNN
 from .recipes import EMBEDDING_RECIPE, IMAGE_RECIPE
-from .train import History, crop_flip, evaluate_features, fit, gaussian_jitter, set_seed
+from .train import History, crop_flip, evaluate_features, fit, gaussian_jitter, predict_outputs, set_seed
 
 
 @dataclass
@@ -33,13 +33,9 @@ class EmbeddingRun:
     snapshots: list = field(default_factory=list)  # [(epoch, z_snapshot (M, E))] if requested
 
 
-@torch.no_grad()
 def embed(model: nn.Module, x) -> tuple[np.ndarray, np.ndarray]:
     """``(logits (N, C), embeddings (N, E))`` as NumPy arrays, model in eval mode."""
-    was_training = model.training
-    model.eval()
-    logits, z = model(torch.as_tensor(np.asarray(x), dtype=torch.float32))
-    model.train(was_training)
+    logits, z = predict_outputs(model, x)
     return logits.numpy(), z.numpy()
 
 

@@ -139,15 +139,21 @@ def run_generators(seed: int, device: torch.device, rank: int = 0) -> tuple[torc
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x, batch_size: int = 4096) -> torch.Tensor:
-    """Logits ``(N, C)`` of ``model`` on ``x`` ``(N, D)``, in eval mode."""
+@torch.no_grad()
+def predict_outputs(model: nn.Module, x, batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits (N, C), embeddings (N, E))`` of ``model`` on ``x`` ``(N, D)``, in eval mode, on the CPU."""
     was_training = model.training
     model.eval()
     x = _as_tensor("x", x, torch.float32)
     device = next(iter(model.parameters()), torch.zeros(())).device  # a model without parameters: CPU
-    out = torch.cat([model(x[i:i + batch_size].to(device))[0].cpu() for i in range(0, len(x), batch_size)])
+    parts = [model(x[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
     model.train(was_training)
-    return out
+    return torch.cat([p[0].cpu() for p in parts]), torch.cat([p[1].cpu() for p in parts])
+
+
+def predict_logits(model: nn.Module, x, batch_size: int = 4096) -> torch.Tensor:
+    """Logits ``(N, C)`` of ``model`` on ``x`` ``(N, D)``, in eval mode."""
+    return predict_outputs(model, x, batch_size)[0]
 
 
 @torch.no_grad()
