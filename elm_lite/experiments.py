@@ -1,4 +1,4 @@
-"""Small, seeded experiments shared by the notebooks and the benchmarks: train a toy model with
+"""Small, seeded experiments shared by the notebooks, the apps and the benchmarks: train a toy model with
 a given loss and report what the course looks at (balanced accuracy, per-class embedding spread)."""
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import losses, metrics
+from . import losses, methods, metrics
 from .data import ToyData
 from .interfaces import EmbeddingLoss
 from .many import fit_many
 from .methods import Method
-from .models import MLP, ResNet32, SmallCNN
-from .recipes import EMBEDDING_RECIPE, IMAGE_RECIPE
+from .models import MLP, ResNet32, SmallCNN, toy_model
+from .recipes import EMBEDDING_RECIPE, IMAGE_RECIPE, LOGIT_TOY
 from .train import History, crop_flip, evaluate_features, fit, gaussian_jitter, predict_outputs, set_seed
 
 
@@ -51,6 +51,24 @@ def _recipe(defaults: dict, method: Method, overrides: dict) -> dict:
 def _posthoc(method: Method, logits: np.ndarray, counts) -> np.ndarray:
     """The logits a method predicts with: post-hoc adjusted (tau = 1) for ``method.posthoc``."""
     return losses.posthoc_adjust(torch.as_tensor(logits), counts).numpy() if method.posthoc else logits
+
+
+def train_logit_method(method: str, data: ToyData, tau: float = 1.0, seed: int = 0,
+                       epochs: int = LOGIT_TOY["epochs"], lr: float = LOGIT_TOY["lr"],
+                       weight_decay: float | None = None) -> tuple[nn.Module, nn.Module]:
+    """Train the toy model with the registered method ``method`` (one of
+    :data:`~elm_lite.methods.LOGIT_MARGIN_METHODS`); returns ``(model, loss)``.
+    ``tau`` applies to the LA loss and to post-hoc LA (whose returned model predicts with adjusted
+    logits). ``weight_decay=None`` takes the method's recipe (the hinge losses need some, as an SVM does)."""
+    m = methods.get(method)
+    weight_decay = {**LOGIT_TOY, **m.recipe}["weight_decay"] if weight_decay is None else weight_decay
+    loss = m.build_loss(data.counts, epochs, **({"tau": tau} if method == "la" else {}))
+    model = toy_model(data.kind, data.n_classes, seed, cosine=m.cosine)
+    fit(model, data.x_train, data.y_train, loss, epochs=epochs, lr=lr, weight_decay=weight_decay,
+        seed=seed, progress=False)
+    if m.posthoc:
+        return losses.PosthocAdjusted(model, data.counts, tau), losses.LogitAdjustedLoss(data.counts, tau)
+    return model, loss
 
 
 def _embedding_mlp(data: ToyData, recipe: dict, method: Method, seed: int) -> MLP:

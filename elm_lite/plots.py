@@ -29,7 +29,7 @@ def class_color(c: int) -> str:
     return CLASS_COLORS[c % len(CLASS_COLORS)]
 
 
-def _discrete_colorscale(n_classes: int) -> list:
+def discrete_colorscale(n_classes: int) -> list:
     scale = []
     for c in range(n_classes):
         scale += [(c / n_classes, class_color(c)), ((c + 1) / n_classes, class_color(c))]
@@ -95,7 +95,7 @@ def region_traces(model: nn.Module, data: ToyData, resolution: int = 150, show: 
     """A heatmap of the model's predicted class, then :func:`point_traces`."""
     xs, ys, labels = decision_grid(model, data.bounds(), resolution)
     c = data.n_classes
-    return [go.Heatmap(x=xs, y=ys, z=labels, zmin=-0.5, zmax=c - 0.5, colorscale=_discrete_colorscale(c),
+    return [go.Heatmap(x=xs, y=ys, z=labels, zmin=-0.5, zmax=c - 0.5, colorscale=discrete_colorscale(c),
                        opacity=0.3, showscale=False, hoverinfo="skip", name="predicted class")
             ] + point_traces(data, show)
 

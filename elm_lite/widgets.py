@@ -15,13 +15,13 @@ from torch import nn
 
 from . import losses, methods, metrics
 from .data import PROFILES, ToyData, batch_class_stats, bayes_predict, make_toy, monte_carlo_errors
-from .experiments import EmbeddingRun, margin_spread_simulation, run_summary, train_embedding_model
+from .experiments import EmbeddingRun, margin_spread_simulation, run_summary, train_embedding_model, train_logit_method
 from .models import toy_model
 from .plots import (
     SCENE_AXIS,
-    _discrete_colorscale,
     accuracy_bar_trace,
     boundary_mask,
+    discrete_colorscale,
     embedding_traces,
     grid_logits,
     margin_band_mask,
@@ -176,24 +176,6 @@ def longtail_app(rho: float = 100.0, profile: str = "exp", **view_kwargs) -> App
 
 # ----------------------------------------------------------------------------- notebook 02: logit margins
 
-def train_logit_method(method: str, data: ToyData, tau: float = 1.0, seed: int = 0,
-                       epochs: int = LOGIT_TOY["epochs"], lr: float = LOGIT_TOY["lr"],
-                       weight_decay: float | None = None) -> tuple[nn.Module, nn.Module]:
-    """Train the toy model with the registered method ``method`` (one of
-    :data:`~elm_lite.methods.LOGIT_MARGIN_METHODS`); returns ``(model, loss)``.
-    ``tau`` applies to the LA loss and to post-hoc LA (whose returned model predicts with adjusted
-    logits). ``weight_decay=None`` takes the method's recipe (the hinge losses need some, as an SVM does)."""
-    m = methods.get(method)
-    weight_decay = {**LOGIT_TOY, **m.recipe}["weight_decay"] if weight_decay is None else weight_decay
-    loss = m.build_loss(data.counts, epochs, **({"tau": tau} if method == "la" else {}))
-    model = toy_model(data.kind, data.n_classes, seed, cosine=m.cosine)
-    fit(model, data.x_train, data.y_train, loss, epochs=epochs, lr=lr, weight_decay=weight_decay,
-        seed=seed, progress=False)
-    if m.posthoc:
-        return losses.PosthocAdjusted(model, data.counts, tau), losses.LogitAdjustedLoss(data.counts, tau)
-    return model, loss
-
-
 @dataclass
 class LogitMarginView:
     """Everything notebook 02's app shows for one setting of its controls."""
@@ -231,7 +213,7 @@ def logit_margin_figure(view: LogitMarginView, widget: bool = False, title: str 
     fig = _two_panel("regions, margin band (grey), Bayes-balanced boundary (black)",
                      "per-class accuracy (balanced sample)")
     plane = [go.Heatmap(x=xs, y=ys, z=logits.argmax(-1), zmin=-0.5, zmax=data.n_classes - 0.5,
-                        colorscale=_discrete_colorscale(data.n_classes), opacity=0.3, showscale=False,
+                        colorscale=discrete_colorscale(data.n_classes), opacity=0.3, showscale=False,
                         hoverinfo="skip", name="predicted class"),
              mask_trace(xs, ys, margin_band_mask(logits, view.pairwise_margins), "#555555", "margin band", 0.35),
              mask_trace(xs, ys, boundary_mask(bayes_labels), "black", "Bayes-balanced boundary")]

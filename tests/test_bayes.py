@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from elm_lite.data import bayes_predict, class_log_densities, make_toy, monte_carlo_errors, sample_balanced
+from elm_lite.experiments import train_logit_method
 from elm_lite.train import predict
-from elm_lite.widgets import train_logit_method
 
 
 def test_log_densities_match_closed_form():
