@@ -104,3 +104,11 @@ def test_real_image_tail_is_not_diffuse_as_notebook_03_says(gpu):
         if r["loss"] in ("ce", "la"):
             spread = np.asarray(r["per_class_spread"])
             assert spread[-2:].mean() / spread[:2].mean() < 1.2, (r["loss"], r["seed"])
+
+
+def test_shipped_runs_carry_their_schema_version(gpu):
+    """Every shipped run says which results schema it was written in, and reads as one."""
+    from elm_lite.results import SCHEMA_VERSION, check_run_results
+    for r in gpu["runs"]:
+        assert 1 <= r["schema_version"] <= SCHEMA_VERSION
+        check_run_results(r)
