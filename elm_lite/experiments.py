@@ -65,7 +65,8 @@ def train_logit_method(method: str, data: ToyData, tau: float = 1.0, seed: int =
     loss = m.build_loss(data.counts, epochs, **({"tau": tau} if method == "la" else {}))
     model = toy_model(data.kind, data.n_classes, seed, cosine=m.cosine)
     fit(model, data.x_train, data.y_train, loss, epochs=epochs, lr=lr, weight_decay=weight_decay,
-        seed=seed, progress=False)
+        seed=seed, progress=False, sampling=m.sampling)
+    m.finish(model, data.x_train, data.y_train, seed)
     if m.posthoc:
         return losses.PosthocAdjusted(model, data.counts, tau), losses.LogitAdjustedLoss(data.counts, tau)
     return model, loss
@@ -99,7 +100,8 @@ def train_embedding_model(data: ToyData, method: Method, *, seed: int = 0, snaps
     history = fit(model, data.x_train, data.y_train, method.build_loss(data.counts, r["epochs"]),
                   epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"], seed=seed, progress=progress,
                   n_views=method.views, augment=gaussian_jitter(r["jitter"]) if method.views > 1 else None,
-                  on_epoch_end=snapshot)
+                  on_epoch_end=snapshot, sampling=method.sampling)
+    method.finish(model, data.x_train, data.y_train, seed)
     logits, z_test = embed(model, data.x_test)
     return measure_run(model, history, data, _posthoc(method, logits, data.counts), z_test,
                        embed(model, data.x_train)[1], snapshots)
@@ -108,22 +110,23 @@ def train_embedding_model(data: ToyData, method: Method, *, seed: int = 0, snaps
 def train_embedding_models(data: ToyData, jobs: list[tuple[Method, int]], *, progress: bool = False,
                            **recipe) -> list[EmbeddingRun]:
     """:func:`train_embedding_model` for every ``(method, seed)`` of ``jobs``, the runs that share
-    views, head and recipe trained together (:func:`elm_lite.many.fit_many`): the same runs,
+    views, head, sampling and recipe trained together (:func:`elm_lite.many.fit_many`): the same runs,
     in one pass per group. Returns the runs in job order."""
     groups: dict[tuple, list[int]] = {}
     settings = [_recipe(EMBEDDING_RECIPE, method, recipe) for method, _ in jobs]
     for i, ((method, _), r) in enumerate(zip(jobs, settings)):
-        groups.setdefault((method.views, method.cosine, tuple(sorted(r.items()))), []).append(i)
+        groups.setdefault((method.views, method.cosine, method.sampling, tuple(sorted(r.items()))), []).append(i)
     runs: list = [None] * len(jobs)
     for members in groups.values():
-        r, views = settings[members[0]], jobs[members[0]][0].views
+        r, (views, sampling) = settings[members[0]], (jobs[members[0]][0].views, jobs[members[0]][0].sampling)
         models = [_embedding_mlp(data, r, *jobs[i]) for i in members]
         histories = fit_many(models, data.x_train, data.y_train,
                              [jobs[i][0].build_loss(data.counts, r["epochs"]) for i in members],
                              [jobs[i][1] for i in members], epochs=r["epochs"], batch_size=r["batch_size"],
                              lr=r["lr"], n_views=views, augment=gaussian_jitter(r["jitter"]) if views > 1 else None,
-                             progress=progress)
+                             progress=progress, sampling=sampling)
         for i, model, history in zip(members, models, histories):
+            jobs[i][0].finish(model, data.x_train, data.y_train, jobs[i][1])
             logits, z_test = embed(model, data.x_test)
             runs[i] = measure_run(model, history, data, _posthoc(jobs[i][0], logits, data.counts), z_test,
                                   embed(model, data.x_train)[1])
@@ -219,7 +222,8 @@ def train_image_model(data, method: Method, *, seed: int = 0, progress: bool = F
         projection_dim=r["projection_dim"] if isinstance(loss, EmbeddingLoss) else None)
     history = fit(net, data.x_train, data.y_train, loss, epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"],
                   weight_decay=r["weight_decay"], seed=seed, progress=progress, n_views=method.views,
-                  augment=crop_flip)
+                  augment=crop_flip, sampling=method.sampling)
+    method.finish(net, data.x_train, data.y_train, seed)
     cpu = torch.device("cpu")
     logits, feats, _ = evaluate_features(net, data.x_test, cpu)
     return measure_run(net, history, data, _posthoc(method, logits, data.counts), feats,

@@ -203,7 +203,8 @@ def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, s
                   progress=progress,
                   checkpoint=Path(out_dir) / "checkpoint.pt" if out_dir is not None else None,
                   checkpoint_every=checkpoint_every, resume=resume, on_epoch_end=on_epoch_end,
-                  identity=run_identity(data, method, recipe))
+                  identity=run_identity(data, method, recipe), sampling=method.sampling)
+    method.finish(net, data.x_train, data.y_train, seed)
     logits, feats, projected = evaluate_features(net, data.x_test, dev)
     results = run_results(data, method, seed, recipe, logits, feats, projected, history,
                           setup={"total_seconds": time.perf_counter() - start, "hardware": hardware(dev),

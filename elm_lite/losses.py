@@ -109,6 +109,15 @@ def class_balanced_weights(counts, beta: float = 0.9999) -> torch.Tensor:
     return w * len(n) / w.sum()
 
 
+def inverse_frequency_weights(counts) -> torch.Tensor:
+    """Weights ``1 / n_y`` normalised to sum to ``C``: every class weighs as much in the loss as
+    if the data were balanced. Shape ``(C,)``."""
+    w = 1 / as_counts(counts)
+    return w * len(w) / w.sum()
+
+
+REWEIGHTINGS = ("inverse", "effective_number")
+
 # ----------------------------------------------------------------------------- logit-margin losses
 
 
@@ -153,6 +162,30 @@ class LogitAdjustedLoss(_CountsLoss):
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}"
+
+
+class ReweightedLoss(_CountsLoss):
+    """Class-weighted cross-entropy, the oldest long-tail baseline: ``sum_b w_{y_b} CE_b / sum_b w_{y_b}``
+    (PyTorch's weighted mean). ``scheme="inverse"``: ``w_y`` proportional to ``1 / n_y``;
+    ``"effective_number"``: ``(1 - beta) / (1 - beta^n_y)`` (Cui et al. 2019); both normalised to
+    sum to ``C``. It changes how much each example *counts*, not where the boundary must sit: once
+    a network separates its training data, every weighted loss is small, and the weights barely
+    matter (notebook 02). logits ``(B, C)``, labels ``(B,)`` -> scalar."""
+
+    def __init__(self, counts, scheme: str = "inverse", beta: float = 0.9999, validate: bool = True):
+        super().__init__(counts, validate)
+        if scheme not in REWEIGHTINGS:
+            raise ValueError(f"scheme must be one of {REWEIGHTINGS}, got {scheme!r}.")
+        self.scheme, self.beta = scheme, beta
+        weights = inverse_frequency_weights(counts) if scheme == "inverse" else class_balanced_weights(counts, beta)
+        self.register_buffer("weights", weights)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        self._check(logits, labels)
+        return F.cross_entropy(logits, labels, weight=self.weights.to(logits.dtype))
+
+    def extra_repr(self) -> str:
+        return f"scheme={self.scheme!r}" + (f", beta={self.beta}" if self.scheme == "effective_number" else "")
 
 
 class BalancedSoftmaxLoss(_CountsLoss):
@@ -592,9 +625,8 @@ def stacked_loss(losses: list) -> Callable | None:
     (hinge, Balanced Softmax, ELM with LDAM logits): the caller then loops. Inputs are not
     validated here -- they come from the training loop, which checks each epoch's loss."""
     kind = type(losses[0])
-    if any(type(loss) is not kind for loss in losses):
+    if any(type(loss) is not kind for loss in losses) or kind not in (LogitAdjustedLoss, LDAMLoss, ELMLoss):
         return None
-
     device = next(b for b in losses[0].buffers()).device
 
     def stack(get) -> torch.Tensor:

@@ -25,6 +25,7 @@ from .losses import stacked_loss
 from .metrics import balanced_accuracy
 from .models import stack_models, unstack_models
 from .train import (
+    EpochSampler,
     History,
     _check_fit_args,
     _check_model_takes,
@@ -88,6 +89,7 @@ class _Group:
     losses: _RunLosses
     opt: torch.optim.Optimizer
     streams: list           # [(order generator, augment generator)] per run
+    samplers: list          # an EpochSampler per run (its order generator)
     n_views: int
     augment: Callable | None
     bf16: bool
@@ -98,8 +100,8 @@ def _group_epoch(g: _Group, x: torch.Tensor, y: torch.Tensor, bs: int, n_batches
     """One epoch of every run: each its own batch order and views. Returns each run's mean loss and
     training balanced accuracy (first view)."""
     k, device = len(g.streams), x.device
-    orders = torch.stack([torch.randperm(len(x), generator=order) if bs < len(x) else torch.arange(len(x))
-                          for order, _ in g.streams]).to(device)            # (K, N)
+    orders = torch.stack([o if (o := s.order(device)) is not None else torch.arange(len(x), device=device)
+                          for s in g.samplers])                            # (K, N)
     total, preds, labels = torch.zeros(k, device=device, dtype=torch.float64), [], []
     for i in range(0, n_batches * bs, bs):
         idx = orders[:, i:i + bs]                                          # (K, b): each run's own batch
@@ -130,7 +132,7 @@ def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *, e
              lr_schedule: Callable[[int], float] | None = None, drop_last: bool = False, n_views: int = 1,
              augment: Callable | None = None, bf16: bool = False, compile: bool = False, checkpoint=None,
              checkpoint_every: int = 10, resume: bool = False, identity: dict | None = None,
-             progress: bool = True) -> list[History]:
+             progress: bool = True, sampling: str = "uniform") -> list[History]:
     """Train ``models[k]`` with ``losses[k]`` and ``seeds[k]`` on ``(x, y)``, all K together, and
     return their histories; the trained weights are written back into ``models`` (in place).
 
@@ -143,7 +145,7 @@ def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *, e
     ``History.seconds`` is the wall time of the group, the same for each of its runs.
     """
     k = _check_runs(models, losses, seeds)
-    _check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, checkpoint_every)
+    _check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, checkpoint_every, sampling)
     first = next(models[0].parameters())
     device = first.device
     x, y = (t.to(device) for t in _check_xy(x, y, getattr(models[0], "n_classes", None), first.dtype))
@@ -152,19 +154,20 @@ def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *, e
     stacked = stack_models(models).train()
     if device.type == "cuda":  # the grouped convolutions' fast layout, as for a single model
         stacked = stacked.to(memory_format=torch.channels_last)
+    bs = batch_size or len(x)
+    streams = [run_generators(s, device) for s in seeds]                 # [(order, augment)] per run
     group = _Group(stacked, torch.compile(stacked, mode="reduce-overhead") if compile else stacked,
                    _RunLosses([loss.to(device) if hasattr(loss, "to") else loss for loss in losses], device),
                    make_optimizer(optimizer, list(stacked.parameters()), lr, weight_decay),
-                   [run_generators(s, device) for s in seeds], n_views, augment, bf16,
-                   any(uses_prototypes(loss) for loss in losses))
-    bs = batch_size or len(x)
-    fingerprint = run_fingerprint(x, bs, lr, weight_decay, optimizer, n_views, epochs, identity, models=k,
+                   streams, [EpochSampler(y, bs, sampling, order) for order, _ in streams], n_views, augment,
+                   bf16, any(uses_prototypes(loss) for loss in losses))
+    fingerprint = run_fingerprint(x, bs, lr, weight_decay, optimizer, n_views, epochs, identity, sampling, models=k,
                                   seeds=list(seeds))
     generators = [g for stream in group.streams for g in stream]
     histories, first_epoch = resume_or_start(resume, checkpoint, fingerprint, stacked, group.opt, generators, k)
     for epoch in tqdm(range(first_epoch, epochs + 1), desc=f"training {k} models", disable=not progress):
         start = time.perf_counter()
-        start_epoch(losses, group.opt, epoch, lr, lr_schedule)
+        start_epoch(stacked, losses, group.opt, epoch, lr, lr_schedule)
         mean_loss, accuracy = _group_epoch(group, x, y, bs, batch_count(len(x), bs, drop_last))
         check_finite(mean_loss, epoch, lr, seeds)
         seconds = time.perf_counter() - start

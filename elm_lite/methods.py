@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from . import losses
-from .recipes import ELM_RECOMMENDED, drw_epoch
+from .recipes import DECOUPLING, ELM_RECOMMENDED, drw_epoch
+from .train import retrain_classifier, tau_normalize
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Method:
     cosine: bool = False           # a cosine classifier head (logits in [-1, 1], as LDAM needs)
     drw: bool = False              # class-balanced re-weighting from recipes.drw_epoch(epochs)
     posthoc: bool = False          # predict with logits - tau * log(prior) (train plain CE)
+    sampling: str = "uniform"      # batch order: "uniform" or "class_balanced" (re-sampling)
+    decoupling: str = ""           # after training: "crt" (re-train the classifier) or "tau-norm"
     recipe: Mapping = field(default_factory=dict)     # recipe entries this method changes
     about: str = ""                # one line for learners
 
@@ -58,10 +61,21 @@ class Method:
                                    recipe={**self.recipe, **(recipe or {})})
 
     def identity(self) -> dict:
-        """Everything that changes what this method trains, as plain JSON values (run fingerprints)."""
+        """Everything that changes what this method trains, as plain JSON values (run fingerprints;
+        ``sampling`` and ``decoupling`` only where they are not the default)."""
         return {"method": self.name, "loss": self.loss.__name__, "constants": dict(self.constants),
                 "views": self.views, "cosine": self.cosine, "drw": self.drw, "posthoc": self.posthoc,
-                "recipe": dict(self.recipe)}
+                "recipe": dict(self.recipe), **({"sampling": self.sampling} if self.sampling != "uniform" else {}),
+                **({"decoupling": self.decoupling} if self.decoupling else {})}
+
+    def finish(self, model: nn.Module, x, y, seed: int = 0) -> None:
+        """The method's second stage on a trained ``model`` (in place), if it has one: classifier
+        re-training on ``(x, y)`` (cRT) or tau-normalisation, under :data:`~elm_lite.recipes.DECOUPLING`."""
+        if self.decoupling == "crt":
+            retrain_classifier(model, x, y, epochs=DECOUPLING["crt_epochs"], lr=DECOUPLING["crt_lr"],
+                               batch_size=DECOUPLING["crt_batch_size"], seed=seed)
+        elif self.decoupling == "tau-norm":
+            tau_normalize(model, DECOUPLING["tau"])
 
 
 _SUPCON_LA = {**ELM_RECOMMENDED, "delta_max": 0.0, "placement": "positive"}  # SupCon's L_out
@@ -71,6 +85,16 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            about="plain cross-entropy (empirical risk minimisation)"),
     Method("posthoc-la", "CE + post-hoc LA", losses.LogitAdjustedLoss, {"tau": 0.0}, posthoc=True,
            about="train plain CE, predict with logits - tau * log(prior)"),
+    Method("reweight-inverse", "CE, re-weighted 1/n", losses.ReweightedLoss, {"scheme": "inverse"},
+           about="cross-entropy with class weights 1/n_y: every class counts as much as in balanced data"),
+    Method("reweight-effective", "CE, re-weighted (effective number)", losses.ReweightedLoss,
+           {"scheme": "effective_number"}, about="class weights (1 - beta) / (1 - beta^n_y) (Cui et al. 2019)"),
+    Method("cb-sampling", "CE, class-balanced sampling", losses.LogitAdjustedLoss, {"tau": 0.0},
+           sampling="class_balanced", about="plain CE on batches that draw every class equally often"),
+    Method("crt", "CE + classifier re-training", losses.LogitAdjustedLoss, {"tau": 0.0}, decoupling="crt",
+           about="train with CE, then re-train the classifier alone with class-balanced sampling (Kang et al. 2020)"),
+    Method("tau-norm", "CE + tau-normalised classifier", losses.LogitAdjustedLoss, {"tau": 0.0},
+           decoupling="tau-norm", about="train with CE, then rescale each class's weights to unit length"),
     Method("la", "LA", losses.LogitAdjustedLoss, {"tau": 1.0},
            about="logit-adjusted cross-entropy (Menon et al. 2021)"),
     Method("balanced-softmax", "Balanced Softmax", losses.BalancedSoftmaxLoss,
@@ -95,8 +119,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 
 # The methods of notebook 02's logit-margin app (toy, linear/MLP models, one view).
 LOGIT_MARGIN_METHODS = ("ce", "posthoc-la", "la", "balanced-softmax", "ldam", "ldam-drw", "hinge-equal", "hinge-n14")
+# The baselines every student asks about: re-weighting, re-sampling, decoupled training.
+BASELINES = ("reweight-inverse", "reweight-effective", "cb-sampling", "crt", "tau-norm")
 # The methods a full-scale run or table can train (CLI choices).
-FULLSCALE_METHODS = ("ce", "la", "ldam", "ldam-drw", "supcon-la", "elm", "elm-positive")
+FULLSCALE_METHODS = ("ce", "la", "ldam", "ldam-drw", "supcon-la", "elm", "elm-positive", *BASELINES)
 # The comparison every scale shows: ERM, a logit margin, LDAM-DRW, the contrastive term, ELM.
 COMPARISON = ("ce", "la", "ldam-drw", "supcon-la", "elm")
 

@@ -57,6 +57,18 @@ ELM_RECOMMENDED = dict(
     placement="centroid",    # margin between an embedding and its class's centre in the batch
 )
 
+# ----------------------------------------------------------------------------- decoupled training
+
+# Decoupling representation and classifier (Kang et al. 2020), at every scale: after training with
+# plain CE, either re-train the classifier alone on the frozen features with class-balanced sampling
+# (cRT) or rescale its weight vectors (tau-normalisation).
+DECOUPLING = dict(
+    crt_epochs=10,       # epochs of classifier re-training (the paper's 10)
+    crt_lr=0.01,         # its Adam learning rate
+    crt_batch_size=128,  # its mini-batch size
+    tau=1.0,             # tau-normalisation: w_c / ||w_c||^tau (0: unchanged, 1: unit norm)
+)
+
 # ----------------------------------------------------------------------------- real images
 
 # CPU-sized CIFAR-10-LT runs (notebook 05, benchmarks/cifar_cpu_comparison.py).

@@ -75,10 +75,10 @@ def auto_group_size(device: torch.device, views: int) -> int:
 
 
 def _groups(pending: list[tuple[Method, int]], group_size: int | None, device: torch.device) -> list[list]:
-    """Runs that can share a network (same head, projection and views), in chunks of the group size."""
+    """Runs that can share a network (same head, projection, views and sampling), in chunks of the group size."""
     by_shape: dict[tuple, list] = {}
     for method, seed in pending:
-        key = (method.views, method.cosine, uses_embedding(method.loss),
+        key = (method.views, method.cosine, uses_embedding(method.loss), method.sampling,
                json.dumps(dict(method.recipe), sort_keys=True))
         by_shape.setdefault(key, []).append((method, seed))
     chunks = []
@@ -106,10 +106,12 @@ def _train_group(data: ImageData, runs: list, recipe: dict, out_dir: Path, dev: 
                          lr_schedule=partial(lr_schedule, recipe), drop_last=True, n_views=runs[0][0].views,
                          augment=view_augmentation(recipe["view_augment"], runs[0][0].views), bf16=bf16,
                          compile=compile, checkpoint=checkpoint,
-                         checkpoint_every=checkpoint_every, resume=True, identity=identity, progress=progress)
+                         checkpoint_every=checkpoint_every, resume=True, identity=identity, progress=progress,
+                         sampling=runs[0][0].sampling)
     seconds = time.perf_counter() - start
     out = []
     for (method, seed), net, history in zip(runs, models, histories):
+        method.finish(net, data.x_train, data.y_train, seed)
         logits, feats, projected = evaluate_features(net, data.x_test, dev)
         results = run_results(data, method, seed, recipe, logits, feats, projected, history,
                               setup={"total_seconds": seconds, "hardware": hardware(dev), "compile": compile,

@@ -26,7 +26,7 @@ from torch.distributed.nn import functional as dist_nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from .interfaces import EmbeddingLoss, Scheduled, uses_prototypes
+from .interfaces import EmbeddingLoss, ImageModel, Scheduled, uses_prototypes
 from .metrics import balanced_accuracy
 
 
@@ -129,6 +129,31 @@ def gaussian_jitter(sigma: float) -> Callable[[torch.Tensor, torch.Generator | N
                                                              dtype=x.dtype)
 
 
+SAMPLINGS = ("uniform", "class_balanced")
+
+
+class EpochSampler:
+    """The example order of each epoch, from a run's order generator. ``"uniform"``: a random
+    permutation (``None`` for a full batch: every example, in order). ``"class_balanced"``
+    (re-sampling): each draw picks a class uniformly, then one of its examples uniformly, with
+    replacement -- every class is seen equally often, its few examples over and over.
+    ``sampler.order(device)`` -> ``(N,)`` indices or ``None``."""
+
+    def __init__(self, y: torch.Tensor, batch_size: int, sampling: str, generator: torch.Generator):
+        self.n, self.batch_size, self.sampling, self.generator = len(y), batch_size, sampling, generator
+        labels = y.cpu()
+        members = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels)] if sampling != "uniform" else []
+        self.sizes = torch.tensor([len(m) for m in members])
+        self.flat = torch.cat(members) if members else torch.empty(0, dtype=torch.long)
+
+    def order(self, device: torch.device) -> torch.Tensor | None:
+        if self.sampling == "uniform":
+            return torch.randperm(self.n, generator=self.generator).to(device) if self.batch_size < self.n else None
+        cls = torch.randint(len(self.sizes), (self.n,), generator=self.generator)
+        within = (torch.rand(self.n, generator=self.generator) * self.sizes[cls]).long()
+        return self.flat[(torch.cumsum(self.sizes, 0) - self.sizes)[cls] + within].to(device)
+
+
 def run_generators(seed: int, device: torch.device, rank: int = 0) -> tuple[torch.Generator, torch.Generator]:
     """A run's two random streams, both fixed by its seed: batch order (CPU) and augmentation (on
     ``device``, one stream per process under DDP). Separate streams let K runs trained together
@@ -209,7 +234,10 @@ def load_checkpoint(path) -> dict:
     return ckpt
 
 
-def _check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, checkpoint_every) -> None:
+def _check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, checkpoint_every,
+                    sampling: str = "uniform") -> None:
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}.")
     """Refuse a bad training setting before any work starts."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}.")
@@ -348,9 +376,11 @@ def train_epoch(s: _Step, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor 
     return total.item() / len(labels), balanced_accuracy(labels.cpu(), torch.cat(preds).cpu())
 
 
-def start_epoch(losses: list, opt: torch.optim.Optimizer, epoch: int, lr: float,
+def start_epoch(model: nn.Module, losses: list, opt: torch.optim.Optimizer, epoch: int, lr: float,
                 lr_schedule: Callable[[int], float] | None) -> None:
-    """Tell each loss the epoch (from 1; e.g. LDAM's deferred re-weighting) and set the learning rate."""
+    """Put the model in training mode, tell each loss the epoch (from 1; e.g. LDAM's deferred
+    re-weighting) and set the learning rate."""
+    model.train()
     for loss in losses:
         if isinstance(loss, Scheduled):
             loss.set_epoch(epoch)
@@ -359,12 +389,12 @@ def start_epoch(losses: list, opt: torch.optim.Optimizer, epoch: int, lr: float,
 
 
 def run_fingerprint(x: torch.Tensor, batch_size: int, lr: float, weight_decay: float, optimizer: str,
-                    n_views: int, epochs: int, identity: dict | None, **run) -> dict:
+                    n_views: int, epochs: int, identity: dict | None, sampling: str = "uniform", **run) -> dict:
     """What a checkpoint must match to be resumed: data shape, loop settings, ``run`` (seed(s),
-    parameter count) and the caller's ``identity``."""
+    parameter count) and the caller's ``identity`` (``sampling`` only when not uniform)."""
     return {"examples": len(x), "input": list(x.shape[1:]), **run, "batch_size": batch_size, "lr": lr,
             "weight_decay": weight_decay, "optimizer": optimizer, "n_views": n_views, "epochs": epochs,
-            **(identity or {})}
+            **({"sampling": sampling} if sampling != "uniform" else {}), **(identity or {})}
 
 
 def check_finite(mean_losses: list[float], epoch: int, lr: float, seeds: list | None = None) -> None:
@@ -417,7 +447,7 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
         on_epoch_end: Callable[[int, nn.Module, History], None] | None = None,
         optimizer: str = "adam", lr_schedule: Callable[[int], float] | None = None, drop_last: bool = False,
         bf16: bool = False, checkpoint=None, checkpoint_every: int = 10, resume: bool = False,
-        identity: dict | None = None) -> History:
+        identity: dict | None = None, sampling: str = "uniform") -> History:
     """Train ``model`` on ``(x, y)`` and return its :class:`History`. One loop for every scale.
 
     Args:
@@ -432,6 +462,7 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
             live plots), after the checkpoint; its time is not training time.
         optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9); ``lr_schedule(epoch)`` multiplies ``lr`` (epochs
             from 1); ``drop_last`` keeps batches one shape (CUDA graphs); ``bf16``: autocast to bfloat16.
+        sampling: ``"uniform"`` or ``"class_balanced"`` (re-sampling, :class:`EpochSampler`).
         checkpoint, checkpoint_every, resume: save model, optimizer, RNG states and history to the
             file ``checkpoint`` (atomically) every ``checkpoint_every`` epochs and at the end; with
             ``resume=True`` an existing checkpoint of the *same run* is loaded and training continues
@@ -443,23 +474,22 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
     A loss with ``set_epoch(epoch)`` is told the epoch (from 1); one with ``use_prototypes = True``
     gets the classifier weights ``model.head.weight`` ``(C, E)``. Under ``torchrun``: the module docstring.
     """
-    _check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, checkpoint_every)
+    _check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, checkpoint_every, sampling)
     core, params, loss_fn, x, y, x_val, y_val = _on_device(model, loss_fn, x, y, x_val, y_val)
     world, rank, bs = _world(batch_size, len(x))
     drop_last = drop_last or world > 1  # equal shards in every step
     opt = make_optimizer(optimizer, params, lr, weight_decay)
     gen, augment_gen = run_generators(seed, x.device, rank)
-    fingerprint = run_fingerprint(x, bs, lr, weight_decay, optimizer, n_views, epochs, identity,
+    fingerprint = run_fingerprint(x, bs, lr, weight_decay, optimizer, n_views, epochs, identity, sampling,
                                   parameters=sum(p.numel() for p in params), seed=seed)
+    sampler = EpochSampler(y, bs, sampling, gen)
     (history,), first_epoch = resume_or_start(resume, checkpoint, fingerprint, core, opt, (gen, augment_gen), 1)
     step = _Step(model, core, loss_fn, opt, n_views, augment, bf16, world, uses_prototypes(loss_fn),
                  augment_gen)
     for epoch in (bar := tqdm(range(first_epoch, epochs + 1), desc="training", disable=not progress)):
         start = time.perf_counter()
-        model.train()
-        start_epoch([loss_fn], opt, epoch, lr, lr_schedule)
-        order = torch.randperm(len(x), generator=gen).to(x.device) if bs < len(x) else None
-        loss, train_acc = train_epoch(step, x, y, order, bs, batch_count(len(x), bs, drop_last), rank)
+        start_epoch(model, [loss_fn], opt, epoch, lr, lr_schedule)
+        loss, train_acc = train_epoch(step, x, y, sampler.order(x.device), bs, batch_count(len(x), bs, drop_last), rank)
         check_finite([loss], epoch, lr)
         history.record(epoch, loss, train_acc, time.perf_counter() - start,  # the clock stops before validation
                        None if x_val is None else balanced_accuracy(y_val, predict(model, x_val)))
@@ -537,4 +567,62 @@ def view_augmentation(name: str, views: int) -> Callable:
     if name not in VIEW_AUGMENTATIONS:
         raise ValueError(f"view_augment must be one of {sorted(VIEW_AUGMENTATIONS)}, got {name!r}.")
     return VIEW_AUGMENTATIONS[name] if views > 1 else crop_flip
+
+
+# ----------------------------------------------------------------------------- decoupled training
+
+
+@torch.no_grad()
+def head_inputs(model: nn.Module, x, batch_size: int = 1000) -> torch.Tensor:
+    """The features ``(N, F)`` the classifier head reads, in eval mode, on the model's device: the
+    backbone's for an image model, the embedding for the toy models."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.as_tensor(x)
+    read = model.backbone_features if isinstance(model, ImageModel) else (lambda t: model(t)[1])
+    out = torch.cat([read(x[i:i + batch_size].to(device).float()) for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    return out.float()
+
+
+class _HeadOnly(nn.Module):
+    """A classifier head as a model of its own: features ``(B, F)`` -> ``(logits, features)``."""
+
+    def __init__(self, head: nn.Module, n_classes: int):
+        super().__init__()
+        self.head, self.n_classes = head, n_classes
+
+    def forward(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(f), f
+
+
+def retrain_classifier(model: nn.Module, x, y, *, epochs: int, lr: float, batch_size: int,
+                       seed: int = 0) -> History:
+    """Classifier re-training (cRT, Kang et al. 2020): re-initialise ``model.head`` (under ``seed``)
+    and train it alone with plain cross-entropy and class-balanced sampling, on the frozen features
+    it reads (:func:`head_inputs`, no augmentation). The representation is untouched. One process
+    only: under ``torchrun`` every process would re-train its own copy."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        raise ValueError("classifier re-training (cRT) runs in one process; under torchrun train with CE, then "
+                         "re-train the classifier of the saved model in a single process.")
+    features = head_inputs(model, x)
+    set_seed(seed)
+    model.head.reset_parameters()
+    return fit(_HeadOnly(model.head, model.n_classes), features, y, nn.CrossEntropyLoss(), epochs=epochs, lr=lr,
+               batch_size=batch_size, seed=seed, progress=False, sampling="class_balanced")
+
+
+@torch.no_grad()
+def tau_normalize(model: nn.Module, tau: float = 1.0) -> None:
+    """Tau-normalisation (Kang et al. 2020), in place: every class's weight vector ``w_c`` of
+    ``model.head`` becomes ``w_c / ||w_c||^tau`` and the bias is dropped (set to 0). A long-tailed
+    training run leaves the head classes' weights longer; ``tau = 1`` makes them all unit length."""
+    head = model.head
+    if not isinstance(head, nn.Linear):
+        raise ValueError(f"tau-normalisation rescales a linear head's weights; this model's head is "
+                         f"{type(head).__name__} (a cosine head is normalised already).")
+    head.weight.div_(head.weight.norm(dim=1, keepdim=True).clamp(min=1e-12) ** tau)
+    if head.bias is not None:
+        head.bias.zero_()
 

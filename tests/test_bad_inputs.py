@@ -89,6 +89,8 @@ API_CASES = [
     ("fit: batch size 0", lambda: _fit(batch_size=0), ValueError, r"batch_size must be None .* >= 1, got 0"),
     ("fit: checkpoint every 0", lambda: _fit(checkpoint_every=0), ValueError, r"checkpoint_every must be an integer >= 1"),
     ("fit: optimizer", lambda: _fit(optimizer="rmsprop"), ValueError, r"optimizer must be 'adam' or 'sgd'"),
+    ("fit: sampling", lambda: _fit(sampling="balanced"), ValueError, r"sampling must be one of \('uniform', 'class_balanced'\)"),
+    ("re-weighting scheme", lambda: L.ReweightedLoss(COUNTS, "sqrt"), ValueError, r"scheme must be one of"),
     ("fit: views without augmentation", lambda: _fit(n_views=2), ValueError, r"n_views > 1 needs an augment"),
     ("fit: a model without parameters", lambda: el.fit(_NoParameters(), TOY.x_train, TOY.y_train, progress=False),
      ValueError, r"has no parameters"),

@@ -216,3 +216,10 @@ def test_fit_many_bad_inputs_are_named():
         fit_many([model], np.zeros((4, 4)), np.zeros(4, int), [], [0], epochs=1)
     with pytest.raises(ValueError, match="seeds must be integers"):
         fit_many([model], np.zeros((4, 4)), np.zeros(4, int), [torch.nn.CrossEntropyLoss()], [-1], epochs=1)
+
+
+def test_stacked_loss_declines_losses_it_does_not_know():
+    """Plain torch losses (no buffers) and the re-weighted CE fall back to the per-run loop."""
+    from torch import nn
+    assert L.stacked_loss([nn.CrossEntropyLoss(), nn.CrossEntropyLoss()]) is None
+    assert L.stacked_loss([L.ReweightedLoss(COUNTS), L.ReweightedLoss(COUNTS)]) is None
