@@ -146,3 +146,24 @@ def test_models_and_losses_meet_the_declared_interfaces():
     assert not isinstance(losses.LogitAdjustedLoss(counts), Scheduled | EmbeddingLoss)
     assert isinstance(losses.ELMLoss(counts), EmbeddingLoss)
     assert uses_prototypes(losses.ELMLoss(counts, use_prototypes=True)) and not uses_prototypes(losses.ELMLoss(counts))
+
+
+def _prompts_and_reveals(nb):
+    """For each "Predict, then reveal" prompt: the first markdown cell after the code that answers it."""
+    cells = nb.cells
+    for i, cell in enumerate(cells):
+        if cell.cell_type == "markdown" and "Predict, then reveal" in cell.source:
+            later = [c for c in cells[i + 1:] if c.cell_type == "markdown"]
+            yield i, later[0] if later else None
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_predict_prompt_has_its_answer_hidden(path):
+    """The answer to a "predict" prompt waits: the next markdown cell opens with a collapsed
+    <details> block (a learner clicks to read it), never plain prose under the question."""
+    nb = nbformat.read(path, as_version=4)
+    for i, answer in _prompts_and_reveals(nb):
+        assert answer is not None, f"{path.name}: the prompt in cell {i} has no answer"
+        assert answer.source.lstrip().startswith("<details><summary><b>Reveal</b>"), \
+            f"{path.name}: the answer to the prompt in cell {i} is not hidden: {answer.source[:80]!r}"
+        assert "</details>" in answer.source
