@@ -6,7 +6,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: course test lint install clean workshop html
+.PHONY: course test lint install clean workshop workshop-all html
 
 # JupyterLab refuses to run as root unless told (containers, CI machines)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -21,8 +21,12 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 
-# workshop mode: the notebooks as apps (code hidden), for a presenter
+# workshop mode: the one-page dashboard (code hidden, every slider precomputed), for a presenter;
+# `make workshop-all` serves every notebook as an app instead
 workshop: $(VENV)/.installed
+	$(BIN)/voila notebooks/workshop.ipynb
+
+workshop-all: $(VENV)/.installed
 	$(BIN)/voila notebooks/ --no-browser
 
 # readable without running: executed notebooks as HTML pages in site/ (SMOKE=1 for quick sizes)

@@ -7,6 +7,9 @@
 2. callbacks: median latency of each widget callback (recompute + redraw the FigureWidget).
 3. losses: forward+backward time of the embedding losses relative to cross-entropy, per batch size.
 4. sweeps: notebook 04's two sweeps (3 seeds each), runs one by one vs all together (elm_lite.many).
+5. workshop: the dashboard (notebooks/workshop.ipynb) served by Voila and driven by headless Chromium:
+   time until its four panels show, and each slider's latency in the browser (key press to redrawn
+   figure); the same callbacks in-process; notebook 04's time to its sliders (cells run in order).
 """
 from __future__ import annotations
 
@@ -132,9 +135,97 @@ def bench_sweeps() -> list[tuple[str, int, float, float, float]]:
     return rows
 
 
+def bench_workshop(repeats: int) -> list[tuple[str, float, str]]:
+    """(what, seconds or ms, target) for the dashboard and notebook 04; the browser rows need Debian's
+    chromium and playwright (skipped with a note otherwise)."""
+    rows = []
+    from elm_lite.results import load_results
+    from elm_lite.widgets import workshop_dashboard
+    _, apps = workshop_dashboard(load_results("workshop_sweeps.npz"))
+    for app, (name, a, b) in zip(apps, (("rho", 10.0, 100.0), ("tau", 0.5, 1.0), ("lam", 0.5, 1.0),
+                                        ("measure", "acc_few", "balanced_accuracy"))):
+        values = iter([a, b] * (repeats + 1))
+        rows.append((f"dashboard {name} callback, in-process (ms)",
+                     median_ms(lambda app=app, name=name: app.update(**{name: next(values)}), repeats), "< 200"))
+    rows += _browser_rows(repeats)
+    rows.append(("notebook 04: Run All to its sliders (s)", _seconds_to_cell("04_embedding_margins.ipynb",
+                                                                             "embedding_margin_app("), "< 30"))
+    return rows
+
+
+def _seconds_to_cell(name: str, marker: str) -> float:
+    """Seconds from kernel start until the first cell containing ``marker`` has run (defaults)."""
+    import nbclient
+    import nbformat
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    client = nbclient.NotebookClient(nb, kernel_name="python3",
+                                     resources={"metadata": {"path": str(ROOT / "notebooks")}})
+    start = time.perf_counter()
+    with client.setup_kernel():
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type == "code":
+                client.execute_cell(cell, i)
+                if marker in cell.source:
+                    return time.perf_counter() - start
+    raise ValueError(f"{name} has no cell with {marker!r}")
+
+
+def _browser_rows(repeats: int) -> list[tuple[str, float, str]]:
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return [("dashboard in the browser: playwright missing, not measured", float("nan"), "")]
+    if not os.path.exists("/usr/bin/chromium"):
+        return [("dashboard in the browser: no /usr/bin/chromium, not measured", float("nan"), "")]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tmp = pathlib.Path(tempfile.mkdtemp())
+    shutil.copy(ROOT / "notebooks" / "workshop.ipynb", tmp)
+    voila = subprocess.Popen([sys.executable, "-m", "voila", str(tmp / "workshop.ipynb"), "--no-browser",
+                              f"--port={port}", "--Voila.ip=127.0.0.1"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    traces = "JSON.stringify((el.data || []).map(t => [t.y, t.z ? t.z[50] : '']))"
+    figure, changed = f"el => {traces}", f"([el, before]) => {traces} !== before"
+    rows = []
+    try:
+        time.sleep(2)  # the server's own start, not the page's
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                        args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            start = time.perf_counter()
+            page.goto(f"http://127.0.0.1:{port}/", timeout=120_000)
+            page.wait_for_function("document.querySelectorAll('.elm-panel .js-plotly-plot').length >= 4",
+                                   timeout=120_000)
+            rows.append(("dashboard: request to four panels drawn (s)", time.perf_counter() - start, "< 15"))
+            for k, name in enumerate(("rho", "tau", "lambda")):
+                panel = page.locator(".elm-panel").nth(k)
+                panel.scroll_into_view_if_needed()
+                plot, handle = panel.locator(".js-plotly-plot").first, panel.locator(".noUi-handle").first
+                times = []
+                for i in range(repeats):
+                    before = plot.evaluate(figure)
+                    handle.focus()
+                    t0 = time.perf_counter()
+                    page.keyboard.press("ArrowLeft" if i % 2 == 0 else "ArrowRight")
+                    page.wait_for_function(changed, arg=[plot.element_handle(), before], timeout=10_000)
+                    times.append(time.perf_counter() - t0)
+                rows.append((f"dashboard {name} slider in the browser, key to redraw (ms)",
+                             1000 * statistics.median(times), "< 200"))
+            browser.close()
+    finally:
+        voila.terminate()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["notebooks", "callbacks", "losses", "sweeps"])
+    parser.add_argument("--only", choices=["notebooks", "callbacks", "losses", "sweeps", "workshop"])
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     print(f"machine: {machine()}\n")
@@ -159,6 +250,11 @@ def main() -> None:
               f"{'max |d bal acc|':>16s}")
         for name, runs, alone, together, diff in bench_sweeps():
             print(f"{name:38s} {runs:5d} {alone:13.1f} {together:11.1f} {alone / together:8.1f}x {diff:16.4f}")
+        print()
+    if args.only in (None, "workshop"):
+        print(f"{'workshop dashboard and notebook 04':62s} {'measured':>9s}  target")
+        for name, value, target in bench_workshop(min(args.repeats, 9)):
+            print(f"{name:62s} {value:9.1f}  {target}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from .plots import (
     SCENE_AXIS,
     accuracy_bar_trace,
     boundary_mask,
+    class_color,
     discrete_colorscale,
     embedding_traces,
     grid_logits,
@@ -138,6 +139,10 @@ class App:
 
     def values(self) -> dict:
         return {name: control.value for name, control in self.controls.items()}
+
+    def static_figure(self) -> go.Figure:
+        """The current view as a plain figure (for viewers that run no widgets)."""
+        return self._figure(self.view)
 
     def _on_change(self, _change) -> None:
         if not self._setting:
@@ -414,3 +419,158 @@ class LiveCurves:
         with self.figure.batch_update():
             self.figure.data[0].update(x=history.epoch, y=history.loss)
             self.figure.data[1].update(x=history.epoch, y=history.train_balanced_accuracy)
+
+
+# ----------------------------------------------------------------------------- workshop dashboard
+# Four panels over the precomputed sweeps of elm_lite.workshop: a slider move is a lookup.
+
+
+def _at(grid, value) -> int:
+    return int(np.argmin(np.abs(np.asarray(grid, dtype=float) - value)))
+
+
+def _selection_slider(name: str, grid, value):
+    import ipywidgets as W
+    return W.SelectionSlider(options=[(f"{v:g}", float(v)) for v in grid], value=float(grid[_at(grid, value)]),
+                             description=name, continuous_update=True, style={"description_width": "initial"})
+
+
+def imbalance_panel_view(rho: float = 100.0, *, sweeps: dict) -> dict:
+    i = _at(sweeps["rhos"], rho)
+    return {"rho": float(sweeps["rhos"][i]), "counts": sweeps["imbalance_counts"][i],
+            "accuracy": sweeps["imbalance_per_class_accuracy"][i]}
+
+
+def imbalance_panel_figure(view: dict, widget: bool = False) -> go.Figure:
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("training examples per class", "plain CE: test accuracy"))
+    classes = [f"class {k}" for k in range(len(view["counts"]))]
+    fig.add_trace(go.Bar(x=classes, y=view["counts"], marker_color="#888888", showlegend=False), row=1, col=1)
+    fig.add_trace(accuracy_bar_trace(view["accuracy"], view["counts"]), row=1, col=2)
+    fig.update_yaxes(type="log", range=[0, 3], row=1, col=1)
+    fig.update_yaxes(range=[0, 1.15], tickformat=".0%", row=1, col=2)
+    fig.update_layout(width=900, height=330, margin=dict(t=40, b=20), font=dict(size=11))
+    return go.FigureWidget(fig) if widget else fig
+
+
+def imbalance_panel_readout(view: dict) -> str:
+    acc = view["accuracy"]
+    return (f"imbalance ratio <b>{view['rho']:g}</b>: balanced accuracy <b>{acc.mean():.1%}</b>; the head "
+            f"{acc[0]:.0%}, the rarest class <b>{acc[-1]:.0%}</b>")
+
+
+def margin_panel_view(tau: float = 1.0, *, sweeps: dict) -> dict:
+    i = _at(sweeps["taus"], tau)
+    return {"tau": float(sweeps["taus"][i]), "regions": sweeps["margin_regions"][i],
+            "accuracy": sweeps["margin_per_class_accuracy"][i], "sweeps": sweeps}
+
+
+def margin_panel_figure(view: dict, widget: bool = False) -> go.Figure:
+    s = view["sweeps"]
+    c = len(s["toy_counts"])
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.1,
+                        subplot_titles=("LA's regions, Bayes-balanced boundary (black)", "test accuracy per class"))
+    fig.add_trace(go.Heatmap(x=s["grid_x"], y=s["grid_y"], z=view["regions"], zmin=-0.5, zmax=c - 0.5,
+                             colorscale=discrete_colorscale(c), opacity=0.3, showscale=False, hoverinfo="skip"),
+                  row=1, col=1)
+    fig.add_trace(mask_trace(s["grid_x"], s["grid_y"], boundary_mask(s["bayes_regions"]), "black",
+                             "Bayes-balanced boundary"), row=1, col=1)
+    for k in range(c):
+        pts = s["toy_x_train"][s["toy_y_train"] == k]
+        fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", showlegend=False,
+                                 marker=dict(size=3, color=class_color(k))), row=1, col=1)
+    fig.add_trace(go.Bar(x=[f"class {k}" for k in range(c)], y=s["margin_bayes_per_class_accuracy"],
+                         name="Bayes-balanced", marker_color="#bbbbbb"), row=1, col=2)
+    fig.add_trace(go.Bar(x=[f"class {k}" for k in range(c)], y=view["accuracy"], name="logit adjustment",
+                         marker_color="#d62728"), row=1, col=2)
+    fig.update_yaxes(scaleanchor="x", scaleratio=1, row=1, col=1)
+    fig.update_yaxes(range=[0, 1.1], tickformat=".0%", row=1, col=2)
+    fig.update_layout(width=900, height=400, barmode="group", margin=dict(t=40, b=20), font=dict(size=11),
+                      legend=dict(orientation="h", x=0.55, y=-0.1))
+    return go.FigureWidget(fig) if widget else fig
+
+
+def margin_panel_readout(view: dict) -> str:
+    bayes = view["sweeps"]["margin_bayes_per_class_accuracy"]
+    return (f"tau = <b>{view['tau']:g}</b>: balanced accuracy <b>{view['accuracy'].mean():.1%}</b> (the best possible, "
+            f"Bayes-balanced: {bayes.mean():.1%}); rarest class {view['accuracy'][-1]:.0%} ({bayes[-1]:.0%}). "
+            "tau = 0 is plain CE; tau = 1 takes the training prior out of the decision")
+
+
+def tightening_panel_view(lam: float = 1.0, *, sweeps: dict) -> dict:
+    i = _at(sweeps["lams"], lam)
+    return {"lam": float(sweeps["lams"][i]), "spread": sweeps["lam_spread"][i],
+            "margin": sweeps["lam_train_margin"][i], "accuracy": float(sweeps["lam_balanced_accuracy"][i]),
+            "sweeps": sweeps}
+
+
+def tightening_panel_figure(view: dict, widget: bool = False) -> go.Figure:
+    s = view["sweeps"]
+    classes = [f"{k}<br>n={n}" for k, n in enumerate(s["embedding_counts"])]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("test spread per class (lower: tighter)",
+                                                        "training embedding margin per class"))
+    for col, (base, now) in enumerate(((s["la_spread"], view["spread"]), (s["la_train_margin"], view["margin"])), 1):
+        fig.add_trace(go.Bar(x=classes, y=base, name="LA alone", marker_color="#bbbbbb", showlegend=col == 1),
+                      row=1, col=col)
+        fig.add_trace(go.Bar(x=classes, y=now, name="ELM", marker_color="#d62728", showlegend=col == 1),
+                      row=1, col=col)
+    fig.update_yaxes(range=[0, 0.8], row=1, col=1)
+    fig.update_yaxes(range=[-0.5, 1.5], row=1, col=2)
+    fig.update_layout(width=900, height=340, barmode="group", margin=dict(t=40, b=20), font=dict(size=11),
+                      legend=dict(orientation="h", x=0, y=-0.2))
+    return go.FigureWidget(fig) if widget else fig
+
+
+def tightening_panel_readout(view: dict) -> str:
+    s, few = view["sweeps"], view["sweeps"]["shot_split"] == "few"
+    return (f"lambda = <b>{view['lam']:g}</b>: the rare classes' test spread <b>{view['spread'][few].mean():.3f}</b> "
+            f"(LA alone {s['la_spread'][few].mean():.3f}); balanced accuracy <b>{view['accuracy']:.1%}</b> (LA alone "
+            f"{float(s['la_balanced_accuracy']):.1%}). lambda = 0 is LA trained on two jittered views")
+
+
+MEASURE_NAMES = {"balanced_accuracy": "balanced accuracy", "acc_few": "rare-class accuracy",
+                 "spread_few": "rare-class test spread", "margin_few": "rare-class test margin"}
+
+
+def methods_panel_view(measure: str = "balanced_accuracy", *, sweeps: dict) -> dict:
+    j = list(sweeps["measures"]).index(measure)
+    values = sweeps["method_table"][:, j, :]                                    # (methods, seeds)
+    return {"measure": measure, "labels": list(sweeps["method_labels"]), "mean": values.mean(1),
+            "std": values.std(1), "seeds": values.shape[1]}
+
+
+def methods_panel_figure(view: dict, widget: bool = False) -> go.Figure:
+    fig = go.Figure(go.Bar(x=view["labels"], y=view["mean"], error_y=dict(type="data", array=view["std"]),
+                           marker_color=["#888888"] * (len(view["labels"]) - 1) + ["#d62728"]))
+    fig.update_layout(width=900, height=330, margin=dict(t=40, b=20), font=dict(size=11),
+                      title=f"{MEASURE_NAMES[view['measure']]}, mean ± std over {view['seeds']} seeds")
+    return go.FigureWidget(fig) if widget else fig
+
+
+def methods_panel_readout(view: dict) -> str:
+    best = int(np.argmax(view["mean"])) if view["measure"] != "spread_few" else int(np.argmin(view["mean"]))
+    return (f"best on {MEASURE_NAMES[view['measure']]}: <b>{view['labels'][best]}</b> "
+            f"({view['mean'][best]:.3f} ± {view['std'][best]:.3f}); every bar is a run of this course's code on "
+            "the toy problem, precomputed")
+
+
+def workshop_dashboard(sweeps: dict):
+    """The whole story on one page (``notebooks/workshop.ipynb``, ``make workshop``): imbalance,
+    logit margins, embedding tightening, methods compared. ``sweeps``: :func:`elm_lite.workshop.sweeps`
+    (or the shipped ``workshop_sweeps.npz``). Returns ``(widget, apps)``."""
+    import ipywidgets as W
+    apps = [App({"rho": _selection_slider("imbalance ratio", sweeps["rhos"], 100)},
+                partial(imbalance_panel_view, sweeps=sweeps), imbalance_panel_figure, imbalance_panel_readout),
+            App({"tau": _selection_slider("tau (logit adjustment)", sweeps["taus"], 1.0)},
+                partial(margin_panel_view, sweeps=sweeps), margin_panel_figure, margin_panel_readout),
+            App({"lam": _selection_slider("lambda (embedding term)", sweeps["lams"], 1.0)},
+                partial(tightening_panel_view, sweeps=sweeps), tightening_panel_figure, tightening_panel_readout),
+            App({"measure": W.ToggleButtons(options=[(MEASURE_NAMES[m], m) for m in sweeps["measures"]])},
+                partial(methods_panel_view, sweeps=sweeps), methods_panel_figure, methods_panel_readout)]
+    titles = ("1. Long-tailed data: plain training gives the tail away",
+              "2. Logit margins: ask the rare classes to win by more",
+              "3. The embedding term: what happens to the rare classes' embeddings",
+              "4. Which method wins? (8-class toy problem)")
+    for app in apps:
+        app.widget.add_class("elm-panel")   # what the browser test and the benchmark look for
+    rows = [W.VBox([W.HTML(f"<h3>{title}</h3>"), app.widget]) for title, app in zip(titles, apps)]
+    return W.VBox(rows), apps

@@ -43,7 +43,10 @@ def main() -> None:
             continue
         start = time.perf_counter()
         executed = out / nb_path.name
-        pm.execute_notebook(str(nb_path), str(executed), parameters={"SMOKE": True} if args.smoke else {},
+        parameters = {"SMOKE": True} if args.smoke else {}
+        if "STATIC = False" in nb_path.read_text():  # the dashboard: draw its panels as plain figures too
+            parameters["STATIC"] = True
+        pm.execute_notebook(str(nb_path), str(executed), parameters=parameters,
                             cwd=str(nb_path.parent), kernel_name="python3", progress_bar=False,
                             store_widget_state=False)
         nb = nbformat.read(executed, as_version=4)

@@ -1,0 +1,79 @@
+"""The precomputed sweeps behind the workshop dashboard (``notebooks/workshop.ipynb``): the course's
+story in four panels, each a grid of trained models, so that every slider move only looks up a
+result. :func:`sweeps` computes them (about 15 s on 2 cores, runs trained together where they can be);
+``tools/make_workshop_data.py`` ships them as ``elm_lite/measured/workshop_sweeps.npz``, and
+``tests/test_workshop.py`` checks the shipped file against a fresh computation.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import methods, metrics
+from .data import bayes_predict, make_toy, monte_carlo_errors
+from .experiments import compare, train_embedding_models, train_logit_method
+from .recipes import EMBEDDING_TOY
+from .train import predict
+
+RHOS = (1, 10, 100)                      # panel 1: imbalance ratios (plain CE)
+TAUS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)    # panel 2: logit-adjustment strengths (rho = 100)
+LAMS = (0.0, 0.25, 0.5, 1.0, 2.0)        # panel 3: weight of the embedding term (ELM)
+PANEL4_METHODS = ("ce", "la", "reweight-inverse", "ldam-drw", "supcon-la", "elm")
+PANEL4_MEASURES = ("balanced_accuracy", "acc_few", "spread_few", "margin_few")
+SEEDS = (0, 1, 2)
+GRID = 100                               # panel 2: decision regions on a GRID x GRID raster
+TOY = dict(kind="gaussian", n_classes=5, n_max=500)   # the 2-D problem of notebooks 01-02
+N_EVAL = 5000                            # balanced evaluation sample per class (panels 1-2)
+
+
+def _logit_panels(seed: int) -> dict[str, np.ndarray]:
+    """Panels 1-2 on the 2-D Gaussian toy problem."""
+    out = {"rhos": np.array(RHOS, float), "taus": np.array(TAUS)}
+    per_class, counts = [], []
+    for rho in RHOS:
+        data = make_toy(**TOY, rho=rho, seed=seed)
+        model, _ = train_logit_method("ce", data, seed=seed)
+        per_class.append(1 - monte_carlo_errors(lambda x, m=model: predict(m, x), data, N_EVAL)["per_class"])
+        counts.append(data.counts)
+    out["imbalance_per_class_accuracy"], out["imbalance_counts"] = np.array(per_class), np.array(counts)
+    data = make_toy(**TOY, rho=100, seed=seed)
+    x0, x1, y0, y1 = data.bounds()
+    xs, ys = np.linspace(x0, x1, GRID), np.linspace(y0, y1, GRID)
+    points = np.stack([g.ravel() for g in np.meshgrid(xs, ys)], 1)
+    regions, accuracy = [], []
+    for tau in TAUS:
+        model, _ = train_logit_method("la", data, tau=tau, seed=seed)
+        regions.append(predict(model, points).reshape(GRID, GRID).astype(np.uint8))
+        accuracy.append(1 - monte_carlo_errors(lambda x, m=model: predict(m, x), data, N_EVAL)["per_class"])
+    bayes = 1 - monte_carlo_errors(lambda x: bayes_predict(data, x), data, N_EVAL)["per_class"]
+    out.update(margin_regions=np.array(regions), margin_per_class_accuracy=np.array(accuracy),
+               margin_bayes_per_class_accuracy=bayes, grid_x=xs, grid_y=ys,
+               bayes_regions=bayes_predict(data, points).reshape(GRID, GRID).astype(np.uint8),
+               toy_x_train=data.x_train.astype(np.float32), toy_y_train=data.y_train, toy_counts=data.counts)
+    return out
+
+
+def _embedding_panels(seed: int) -> dict[str, np.ndarray]:
+    """Panels 3-4 on the embedding toy problem of notebooks 03-05."""
+    data = make_toy(**EMBEDDING_TOY, seed=seed)
+    elm = methods.get("elm")
+    runs = train_embedding_models(data, [(methods.get("la"), seed)]
+                                  + [(elm.variant(f"lambda {lam:g}", lam=lam), seed) for lam in LAMS])
+    la, sweep = runs[0], runs[1:]
+    rows = compare(methods.by_label(PANEL4_METHODS), data, seeds=SEEDS)
+    table = np.array([[[r[m] for r in rows if r["method"] == methods.get(name).label] for m in PANEL4_MEASURES]
+                      for name in PANEL4_METHODS])                                  # (M, measures, seeds)
+    return {"lams": np.array(LAMS), "embedding_counts": data.counts,
+            "lam_spread": np.array([r.spread for r in sweep]),
+            "lam_train_margin": np.array([r.train_margin for r in sweep]),
+            "lam_balanced_accuracy": np.array([r.balanced_accuracy for r in sweep]),
+            "la_spread": la.spread, "la_train_margin": la.train_margin,
+            "la_balanced_accuracy": np.array(la.balanced_accuracy),
+            "methods": np.array(PANEL4_METHODS),
+            "method_labels": np.array([methods.get(n).label for n in PANEL4_METHODS]),
+            "measures": np.array(PANEL4_MEASURES), "method_table": table}
+
+
+def sweeps(seed: int = 0) -> dict[str, np.ndarray]:
+    """Every array the dashboard shows (see the module docstring), as a flat dict."""
+    return {**_logit_panels(seed), **_embedding_panels(seed), "seed": np.array(seed),
+            "shot_split": metrics.shot_split(make_toy(**EMBEDDING_TOY, seed=seed).counts)}

@@ -1,0 +1,61 @@
+"""The workshop dashboard: its shipped sweeps are what elm_lite.workshop computes, every panel
+answers its control from them (no training), and its readouts say what the arrays hold."""
+import numpy as np
+import pytest
+
+from elm_lite import workshop
+from elm_lite.results import load_results
+
+pytest.importorskip("ipywidgets")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_results("workshop_sweeps.npz")
+
+
+def test_shipped_sweeps_are_a_fresh_computation(shipped):
+    fresh = workshop.sweeps(int(shipped["seed"]))
+    assert set(fresh) == set(shipped)
+    for key, value in fresh.items():
+        if value.dtype.kind in "US" or key in ("margin_regions", "bayes_regions"):
+            continue
+        np.testing.assert_allclose(value, shipped[key], atol=0.02, err_msg=key)   # CPU float summation order
+    assert (fresh["margin_regions"] == shipped["margin_regions"]).mean() > 0.97
+    np.testing.assert_array_equal(fresh["bayes_regions"], shipped["bayes_regions"])
+    assert [str(s) for s in fresh["method_labels"]] == [str(s) for s in shipped["method_labels"]]
+
+
+def test_panels_answer_from_the_grid_and_say_what_it_holds(shipped):
+    from elm_lite.widgets import workshop_dashboard
+    _, (imbalance, margins, tightening, table) = workshop_dashboard(shipped)
+    counts_trace = imbalance.figure.data[0]
+    imbalance.update(rho=1.0)
+    assert list(counts_trace.y) == list(shipped["imbalance_counts"][0])          # balanced data: equal counts
+    acc = shipped["margin_per_class_accuracy"]
+    for i, tau in enumerate(shipped["taus"]):
+        margins.update(tau=float(tau))
+        assert f"balanced accuracy <b>{acc[i].mean():.1%}</b>" in margins.readout.value
+        np.testing.assert_array_equal(np.array(margins.figure.data[0].z), shipped["margin_regions"][i])
+    tightening.update(lam=0.0)
+    assert "lambda = <b>0</b>" in tightening.readout.value and "two jittered views" in tightening.readout.value
+    for measure in shipped["measures"]:
+        table.update(measure=str(measure))
+        j = list(shipped["measures"]).index(str(measure))
+        np.testing.assert_allclose(table.figure.data[0].y, shipped["method_table"][:, j, :].mean(1))
+
+
+def test_the_story_the_dashboard_tells_holds_in_its_data(shipped):
+    """What the page's notes say: imbalance costs the rarest class; tau = 1 comes close to Bayes-balanced
+    and 3 over-corrects; lambda > 0 tightens the rare classes; ELM is best on balanced accuracy."""
+    rarest = shipped["imbalance_per_class_accuracy"][:, -1]
+    assert rarest[0] > rarest[-1] + 0.2                                           # rho 1 vs rho 100
+    balanced = shipped["margin_per_class_accuracy"].mean(1)
+    taus = list(shipped["taus"])
+    bayes = shipped["margin_bayes_per_class_accuracy"].mean()
+    assert balanced[taus.index(1.0)] > balanced[taus.index(0.0)] + 0.05 and bayes - balanced[taus.index(1.0)] < 0.02
+    assert balanced[taus.index(3.0)] < balanced[taus.index(1.0)]
+    few = shipped["shot_split"] == "few"
+    assert shipped["lam_spread"][list(shipped["lams"]).index(1.0)][few].mean() < shipped["la_spread"][few].mean()
+    means = shipped["method_table"][:, 0, :].mean(1)
+    assert str(shipped["methods"][int(np.argmax(means))]) == "elm"
