@@ -201,6 +201,16 @@ def sample_balanced(data: ToyData, n_per_class: int, seed: int = 0) -> tuple[np.
     return np.concatenate(xs).astype(np.float32), np.repeat(np.arange(data.n_classes), n_per_class)
 
 
+VALIDATION_SEED_OFFSET = 1_000_003   # keeps a validation sample apart from the data's own draws
+
+
+def validation_sample(data: ToyData, n_per_class: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """A held-out balanced validation sample for choosing hyperparameters (tau, lambda, delta)
+    without touching the test set: fresh draws from the same class distributions, under a seed
+    of its own. ``x (C * n_per_class, dim)``, ``y``."""
+    return sample_balanced(data, n_per_class, seed=data.info.get("seed", 0) + VALIDATION_SEED_OFFSET)
+
+
 def class_log_densities(data: ToyData, x) -> np.ndarray:
     """``log p(x | y)`` for every class, shape ``(N, C)``; Gaussian toy problems only."""
     if data.means is None:

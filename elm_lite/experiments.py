@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from . import losses, methods, metrics
-from .data import ToyData
+from .data import ToyData, validation_sample
 from .interfaces import EmbeddingLoss
 from .many import fit_many
 from .methods import Method
@@ -30,6 +30,7 @@ class EmbeddingRun:
     margin: np.ndarray            # (C,) test embedding margin per class (metrics.embedding_margin)
     train_margin: np.ndarray      # (C,) training embedding margin per class
     z_test: np.ndarray            # (N, E) test embeddings
+    val_balanced_accuracy: float = float("nan")    # on data.validation_sample (toy data), for choosing settings
     snapshots: list = field(default_factory=list)  # [(epoch, z_snapshot (M, E))] if requested
 
 
@@ -104,7 +105,7 @@ def train_embedding_model(data: ToyData, method: Method, *, seed: int = 0, snaps
     method.finish(model, data.x_train, data.y_train, seed)
     logits, z_test = embed(model, data.x_test)
     return measure_run(model, history, data, _posthoc(method, logits, data.counts), z_test,
-                       embed(model, data.x_train)[1], snapshots)
+                       embed(model, data.x_train)[1], snapshots, _validation_logits(method, model, data))
 
 
 def train_embedding_models(data: ToyData, jobs: list[tuple[Method, int]], *, progress: bool = False,
@@ -129,14 +130,25 @@ def train_embedding_models(data: ToyData, jobs: list[tuple[Method, int]], *, pro
             jobs[i][0].finish(model, data.x_train, data.y_train, jobs[i][1])
             logits, z_test = embed(model, data.x_test)
             runs[i] = measure_run(model, history, data, _posthoc(jobs[i][0], logits, data.counts), z_test,
-                                  embed(model, data.x_train)[1])
+                                  embed(model, data.x_train)[1], val_logits=_validation_logits(jobs[i][0], model, data))
     return runs
 
 
+def _validation_logits(method: Method, model: nn.Module, data) -> np.ndarray | None:
+    """The logits a method predicts with on the toy problem's validation sample (None for other data)."""
+    if not isinstance(data, ToyData):
+        return None
+    return _posthoc(method, embed(model, validation_sample(data)[0])[0], data.counts)
+
+
 def measure_run(model: nn.Module, history: History, data, logits: np.ndarray, z_test: np.ndarray,
-                z_train: np.ndarray, snapshots: list | None = None) -> EmbeddingRun:
-    """Package a trained model with its test accuracy and its test / training embedding spread."""
+                z_train: np.ndarray, snapshots: list | None = None,
+                val_logits: np.ndarray | None = None) -> EmbeddingRun:
+    """Package a trained model with its test accuracy, its test / training embedding spread and
+    margin, and (given ``val_logits``) its balanced accuracy on the validation sample."""
     y_pred = logits.argmax(1)
+    val = (metrics.balanced_accuracy(validation_sample(data)[1], val_logits.argmax(1), data.n_classes)
+           if val_logits is not None else float("nan"))
     return EmbeddingRun(model, history,
                         balanced_accuracy=metrics.balanced_accuracy(data.y_test, y_pred, data.n_classes),
                         per_class_accuracy=metrics.per_class_accuracy(data.y_test, y_pred, data.n_classes),
@@ -144,7 +156,7 @@ def measure_run(model: nn.Module, history: History, data, logits: np.ndarray, z_
                         train_spread=metrics.embedding_spread(z_train, data.y_train, data.n_classes),
                         margin=metrics.embedding_margin(z_test, data.y_test, data.n_classes),
                         train_margin=metrics.embedding_margin(z_train, data.y_train, data.n_classes),
-                        z_test=z_test, snapshots=snapshots or [])
+                        z_test=z_test, val_balanced_accuracy=val, snapshots=snapshots or [])
 
 
 def run_summary(run: EmbeddingRun, counts, many: int = 100, few: int = 20) -> dict[str, float]:
@@ -153,7 +165,7 @@ def run_summary(run: EmbeddingRun, counts, many: int = 100, few: int = 20) -> di
     acc = {f"acc_{k}": float(np.nanmean(run.per_class_accuracy[split == k])) if np.any(split == k) else float("nan")
            for k in metrics.SPLITS}
     spread = metrics.spread_summary(run.spread, counts, many, few)
-    return {"balanced_accuracy": run.balanced_accuracy, **acc,
+    return {"balanced_accuracy": run.balanced_accuracy, "val_balanced_accuracy": run.val_balanced_accuracy, **acc,
             "spread_many": spread["many"], "spread_medium": spread["medium"], "spread_few": spread["few"],
             "train_spread_few": metrics.spread_summary(run.train_spread, counts, many, few)["few"],
             "margin_few": metrics.spread_summary(run.margin, counts, many, few)["few"],

@@ -170,3 +170,16 @@ def test_every_predict_prompt_has_its_answer_hidden(path):
         assert answer.source.lstrip().startswith("<details><summary><b>Reveal</b>"), \
             f"{path.name}: the answer to the prompt in cell {i} is not hidden: {answer.source[:80]!r}"
         assert "</details>" in answer.source
+
+
+def test_teacher_material_covers_every_notebook():
+    """A lab handout per lesson notebook, and the answer key answers each lesson's prompts."""
+    key = (ROOT / "docs" / "answer_key.md").read_text()
+    for path in NOTEBOOKS:
+        if not path.name[0].isdigit():
+            continue
+        assert (ROOT / "docs" / "handouts" / f"{path.stem}.md").is_file(), f"no handout for {path.name}"
+        prompts = sum("Predict, then reveal" in c.source for c in nbformat.read(path, as_version=4).cells)
+        section = key.split(f"## {path.stem[:2]} ")[1].split("\n## ")[0]
+        assert section.count("\n- **") >= prompts, f"the answer key misses prompts of {path.name}"
+
