@@ -478,15 +478,23 @@ def load_cifar_lt(name: str = "cifar10", rho: float = 100.0, seed: int = 0, root
                      info=dict(rho=rho, seed=seed, indices=keep))
 
 
-def fake_cifar(n_classes: int = 10, n_per_class: int = 50, n_test_per_class: int = 20, seed: int = 0) -> dict:
-    """Generated 32x32 RGB images with the CIFAR array layout (for tests and smoke runs): each
-    class is a noisy colour gradient, learnable by a small CNN. Returns the four npz arrays."""
+def fake_cifar(n_classes: int = 10, n_per_class: int = 50, n_test_per_class: int = 20, seed: int = 0,
+               noise: float = 40.0, overlap: float = 0.0) -> dict:
+    """Generated 32x32 RGB images with the CIFAR array layout (for tests and offline runs): each
+    class is a noisy colour gradient (pixel noise std ``noise``). ``overlap`` in [0, 1) pulls every
+    class's colour toward the common mean and gives each image a random brightness, so that
+    classes get confused -- with ``overlap=0`` a small CNN learns them all. Returns the four npz arrays."""
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap!r}.")
     rng = np.random.default_rng(seed)
-    protos = rng.uniform(0, 255, size=(n_classes, 1, 1, 3)) * np.linspace(0.3, 1, 32)[None, :, None, None]
+    colours = rng.uniform(0, 255, size=(n_classes, 1, 1, 3))
+    colours = (1 - overlap) * colours + overlap * colours.mean(0, keepdims=True)
+    protos = colours * np.linspace(0.3, 1, 32)[None, :, None, None]
 
     def make(n):
         y = np.repeat(np.arange(n_classes), n)
-        x = protos[y] + rng.normal(0, 40, size=(len(y), 32, 32, 3))
+        brightness = rng.uniform(1 - overlap / 2, 1 + overlap / 2, size=(len(y), 1, 1, 1))
+        x = protos[y] * brightness + rng.normal(0, noise, size=(len(y), 32, 32, 3))
         return np.clip(x, 0, 255).astype(np.uint8), y
     x_train, y_train = make(n_per_class)
     x_test, y_test = make(n_test_per_class)

@@ -100,3 +100,21 @@ def test_batch_class_stats_matches_simulation():
 def test_batch_class_stats_bad_batch():
     with pytest.raises(ValueError, match="batch_size"):
         batch_class_stats([3, 2], 6)
+
+
+def test_fake_cifar_overlap_makes_classes_confusable():
+    """overlap = 0: each class's mean colour is far from the others (a small CNN learns them all);
+    overlap > 0: the nearest-mean-colour rule makes mistakes but stays far above chance (notebook 06's
+    offline run: some classes learned, some confused, the rarest mostly lost)."""
+    from elm_lite.data import fake_cifar
+
+    def nearest_mean_accuracy(arrays):
+        colour = lambda x: x.reshape(len(x), -1, 3).mean(1)  # noqa: E731
+        means = np.stack([colour(arrays["x_train"][arrays["y_train"] == c]).mean(0) for c in range(10)])
+        pred = np.argmin(((colour(arrays["x_test"])[:, None] - means[None]) ** 2).sum(-1), 1)
+        return (pred == arrays["y_test"]).mean()
+    assert nearest_mean_accuracy(fake_cifar(10, 50, 50)) == 1.0
+    hard = nearest_mean_accuracy(fake_cifar(10, 50, 50, noise=50.0, overlap=0.4))
+    assert 0.2 < hard < 0.97
+    with pytest.raises(ValueError, match="overlap"):
+        fake_cifar(overlap=1.0)
