@@ -147,6 +147,17 @@ def bench_workshop(repeats: int) -> list[tuple[str, float, str]]:
         values = iter([a, b] * (repeats + 1))
         rows.append((f"dashboard {name} callback, in-process (ms)",
                      median_ms(lambda app=app, name=name: app.update(**{name: next(values)}), repeats), "< 200"))
+    import elm_lite as el
+    from elm_lite import methods, widgets
+    from elm_lite.experiments import train_embedding_model
+    from elm_lite.recipes import EMBEDDING_TOY
+    data = el.make_toy(**EMBEDDING_TOY)
+    baseline = train_embedding_model(data, methods.get("la"))
+    grid = widgets.embedding_margin_grid(data, baseline, [(1.0, d, 0.1, "centroid") for d in (0.0, 0.5, 1.0)])
+    app = widgets.embedding_margin_app(1.0, 0.5, data=data, baseline=baseline, grid=grid)
+    deltas = iter([0.0, 1.0] * (repeats + 1))
+    rows.append(("notebook 04 delta_max slider on its grid, in-process (ms)",
+                 median_ms(lambda: app.update(delta_max=next(deltas)), repeats), "< 200"))
     rows += _browser_rows(repeats)
     rows.append(("notebook 04: Run All to its sliders (s)", _seconds_to_cell("04_embedding_margins.ipynb",
                                                                              "embedding_margin_app("), "< 30"))

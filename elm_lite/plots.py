@@ -188,6 +188,17 @@ def for_display(z: np.ndarray, basis=None) -> np.ndarray:
     return (z - mean) @ comps.T
 
 
+def align_to(z: np.ndarray, y: np.ndarray, reference_z: np.ndarray, reference_y: np.ndarray) -> np.ndarray:
+    """``z`` ``(N, E)`` rotated (orthogonal Procrustes on the class means) to sit as close as possible
+    to ``reference_z``'s class means, so that two trained networks' embeddings can be drawn in one
+    orientation. Classes absent from either set are left out of the fit."""
+    classes = np.intersect1d(np.unique(y), np.unique(reference_y))
+    means = np.stack([z[y == c].mean(0) for c in classes])
+    target = np.stack([reference_z[reference_y == c].mean(0) for c in classes])
+    u, _, vt = np.linalg.svd(means.T @ target)
+    return z @ (u @ vt)
+
+
 def embedding_traces(z: np.ndarray, y: np.ndarray, counts, max_per_class: int = 300, basis=None) -> list:
     """One scatter per class of embeddings ``z`` ``(N, E)``; 3-D (or projected, see
     :func:`for_display`) uses ``Scatter3d``."""

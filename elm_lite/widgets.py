@@ -15,11 +15,19 @@ from torch import nn
 
 from . import losses, methods, metrics
 from .data import PROFILES, ToyData, batch_class_stats, bayes_predict, make_toy, monte_carlo_errors
-from .experiments import EmbeddingRun, margin_spread_simulation, run_summary, train_embedding_model, train_logit_method
+from .experiments import (
+    EmbeddingRun,
+    margin_spread_simulation,
+    run_summary,
+    train_embedding_model,
+    train_embedding_models,
+    train_logit_method,
+)
 from .models import toy_model
 from .plots import (
     SCENE_AXIS,
     accuracy_bar_trace,
+    align_to,
     boundary_mask,
     class_color,
     discrete_colorscale,
@@ -27,6 +35,7 @@ from .plots import (
     grid_logits,
     margin_band_mask,
     mask_trace,
+    pca_basis,
     point_traces,
     region_traces,
 )
@@ -268,6 +277,7 @@ class EmbeddingMarginView:
     data: ToyData
     run: EmbeddingRun
     baseline: EmbeddingRun
+    precomputed: bool = False   # looked up in the app's grid (True) or trained for this move
 
 
 def embedding_margin_view(lam: float = 1.0, delta_max: float = 0.5, temperature: float = 0.1,
@@ -281,15 +291,35 @@ def embedding_margin_view(lam: float = 1.0, delta_max: float = 0.5, temperature:
     return EmbeddingMarginView(lam, delta_max, temperature, placement, data, run, baseline)
 
 
+def embedding_margin_grid(data: ToyData, baseline: EmbeddingRun, keys, seed: int = 0, **recipe) -> dict:
+    """Notebook 04's app, precomputed: each ``(lam, delta_max, temperature, placement)`` of ``keys``
+    trained, all together (:func:`~elm_lite.experiments.train_embedding_models`, the same runs as one
+    by one). Returns ``{key: EmbeddingMarginView}`` for :func:`embedding_margin_app`'s ``grid``."""
+    keys = [(float(lam), float(d), float(t), p) for lam, d, t, p in keys]
+    elm = methods.get("elm")
+    runs = train_embedding_models(data, [(elm.variant("ELM (app)", lam=lam, delta_max=d, temperature=t, placement=p),
+                                          seed) for lam, d, t, p in keys], **recipe)
+    return {key: EmbeddingMarginView(*key, data, run, baseline, precomputed=True) for key, run in zip(keys, runs)}
+
+
+def _grid_key(lam: float, delta_max: float, temperature: float, placement: str) -> tuple:
+    return round(lam, 6), round(delta_max, 6), round(temperature, 6), placement
+
+
 def embedding_margin_figure(view: EmbeddingMarginView, widget: bool = False) -> go.Figure:
-    """Left: test embeddings (3-D or projected). Right: per class, test spread and training
-    embedding margin, each beside the LA baseline."""
+    """Left: test embeddings, rotated onto the LA baseline's class means and drawn on its principal
+    directions (the view keeps its orientation as the sliders move). Right: per class, test spread
+    and training embedding margin, each beside the LA baseline."""
     data = view.data
     fig = make_subplots(rows=2, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.08, vertical_spacing=0.14,
                         specs=[[{"type": "scene", "rowspan": 2}, {"type": "xy"}], [None, {"type": "xy"}]],
                         subplot_titles=("test embeddings (3 principal directions)", "test spread per class",
                                         "training embedding margin per class"))
-    for trace in embedding_traces(view.run.z_test, data.y_test, data.counts, max_per_class=150):
+    reference = view.baseline.z_test
+    z = align_to(view.run.z_test, data.y_test, reference, data.y_test) if reference.shape == view.run.z_test.shape \
+        else view.run.z_test
+    basis = pca_basis(reference) if reference.shape[1] > 3 and reference.shape == z.shape else None
+    for trace in embedding_traces(z, data.y_test, data.counts, max_per_class=150, basis=basis):
         fig.add_trace(trace, row=1, col=1)
     classes = [f"{k}<br>n={n}" for k, n in enumerate(data.counts)]
     for row, field in ((1, "spread"), (2, "train_margin")):
@@ -298,6 +328,7 @@ def embedding_margin_figure(view: EmbeddingMarginView, widget: bool = False) -> 
         fig.add_trace(go.Bar(x=classes, y=getattr(view.run, field), name="LA + embedding term",
                              marker_color="#d62728", showlegend=row == 1), row=row, col=2)
     fig.update_layout(width=1000, height=560, barmode="group", font=dict(size=11), margin=dict(t=50, b=20, l=0),
+                      uirevision="keep",  # a rotated 3-D view stays rotated when the data change
                       legend=dict(itemsizing="constant", orientation="h", x=0, y=-0.1),
                       scene=dict(xaxis=SCENE_AXIS, yaxis=SCENE_AXIS, zaxis=SCENE_AXIS, aspectmode="cube"))
     fig.update_yaxes(range=[0, 0.8], title="1 - mean cos(z, class mean)", row=1, col=2)
@@ -310,8 +341,9 @@ def embedding_margin_readout(view: EmbeddingMarginView) -> str:
     now, base = run_summary(view.run, counts), run_summary(view.baseline, counts)
     lam_zero = ("<br>lambda = 0 is LA trained on <i>two</i> jittered views of each example; the grey bars are LA "
                 "on one view, so the two differ by the views alone" if view.lam == 0 else "")
+    source = "precomputed" if view.precomputed else "trained now: off the precomputed grid"
     return (f"<b>lambda = {view.lam:g}, delta_max = {view.delta_max:g}, T = {view.temperature:g}, "
-            f"margin form {view.placement!r}</b><br>"
+            f"margin form {view.placement!r}</b> ({source})<br>"
             f"tail (few) <b>training embedding margin {now['train_margin_few']:.3f}</b> (LA alone "
             f"{base['train_margin_few']:.3f}) -- what delta_max asks for: cosine to the own class mean minus the "
             f"largest cosine to another class mean; on test data {now['margin_few']:.3f} ({base['margin_few']:.3f})<br>"
@@ -323,8 +355,9 @@ def embedding_margin_readout(view: EmbeddingMarginView) -> str:
 
 def embedding_margin_app(lam: float = 1.0, delta_max: float = 0.5, temperature: float = 0.1,
                          placement: str = ELM_RECOMMENDED["placement"], *, data: ToyData, baseline: EmbeddingRun,
-                         **view_kwargs) -> App:
-    """Notebook 04: ``lambda``, ``delta_max``, temperature and margin-form controls retrain the small model."""
+                         grid: dict | None = None, **view_kwargs) -> App:
+    """Notebook 04: ``lambda``, ``delta_max``, temperature and margin-form controls. A setting in
+    ``grid`` (:func:`embedding_margin_grid`) is looked up; any other retrains the small model."""
     import ipywidgets as W
     slider = dict(continuous_update=False, style={"description_width": "initial"})
     controls = {"lam": W.FloatSlider(value=lam, min=0, max=2, step=0.25, description="lambda", **slider),
@@ -333,7 +366,11 @@ def embedding_margin_app(lam: float = 1.0, delta_max: float = 0.5, temperature: 
                                                 description="temperature", **slider),
                 "placement": W.Dropdown(options=losses.MARGIN_PLACEMENTS, value=placement, description="margin form",
                                         style={"description_width": "initial"})}
-    compute = partial(embedding_margin_view, data=data, baseline=baseline, **view_kwargs)
+    lookup = {_grid_key(*key): view for key, view in (grid or {}).items()}
+
+    def compute(**values):
+        key = _grid_key(values["lam"], values["delta_max"], values["temperature"], values["placement"])
+        return lookup.get(key) or embedding_margin_view(**values, data=data, baseline=baseline, **view_kwargs)
     return App(controls, compute, embedding_margin_figure, embedding_margin_readout)
 
 

@@ -89,3 +89,14 @@ def test_embedding_margin_is_negative_for_swapped_clusters_and_checks_input():
     assert metrics.embedding_margin(z, y_wrong)[1] < metrics.embedding_margin(z, y)[1]
     with pytest.raises(ValueError, match="NaN"):
         metrics.embedding_margin(np.full((2, 3), np.nan), [0, 1])
+
+
+def test_align_to_undoes_a_rotation():
+    """Embeddings rotated by a random orthogonal matrix are rotated back onto the reference (as many
+    classes as dimensions, so that the class means fix the rotation)."""
+    from elm_lite.plots import align_to
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(6), 30)
+    reference = rng.normal(size=(6, 6))[y] + 0.1 * rng.normal(size=(180, 6))
+    rotation, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    np.testing.assert_allclose(align_to(reference @ rotation, y, reference, y), reference, atol=1e-8)

@@ -112,3 +112,28 @@ def test_delta_slider_moves_the_tail_training_margin_it_names():
     without = _tail_training_margin(app.readout.value)
     app.update(delta_max=1.0)
     assert _tail_training_margin(app.readout.value) > without + 0.1, app.readout.value
+
+
+def test_embedding_margin_app_looks_up_its_grid_and_trains_only_off_it(monkeypatch):
+    """On the grid a move trains nothing; the looked-up view reads as the one a retrain gives (the
+    grid is trained together, which equals training one by one); off the grid it retrains, saying so."""
+    import elm_lite as el
+    from elm_lite import methods, widgets
+    from elm_lite.experiments import train_embedding_model
+    from elm_lite.recipes import EMBEDDING_TOY
+    data = el.make_toy(**{**EMBEDDING_TOY, "n_max": 100, "rho": 20})
+    baseline = train_embedding_model(data, methods.get("la"), epochs=3)
+    keys = [(lam, d, 0.1, form) for form in ("positive", "centroid") for lam in (0.5, 1.0) for d in (0.0, 0.5)]
+    grid = widgets.embedding_margin_grid(data, baseline, keys, epochs=3)
+    app = widgets.embedding_margin_app(1.0, 0.5, data=data, baseline=baseline, grid=grid, epochs=3)
+    assert "(precomputed)" in app.readout.value
+    on_grid = app.readout.value
+    monkeypatch.setattr(widgets, "train_embedding_model", lambda *a, **k: pytest.fail("trained on the grid"))
+    app.update(lam=0.5, delta_max=0.0, placement="positive")
+    assert "(precomputed)" in app.readout.value
+    monkeypatch.undo()
+    retrained = widgets.embedding_margin_view(1.0, 0.5, data=data, baseline=baseline, epochs=3)
+    assert widgets.embedding_margin_readout(retrained).replace("trained now: off the precomputed grid",
+                                                               "precomputed") == on_grid
+    app.update(lam=0.25)
+    assert "off the precomputed grid" in app.readout.value
