@@ -22,6 +22,7 @@ loss, fixed since). Projected from those rates, not measured: the whole table ne
 Here, first:    python tools/make_carry_npz.py            (.carry/cifar10_lt_rho100.npz)
 On the device:  python3 benchmarks/gpu_table.py          (.carry carried; BUDGET_S seconds, default 560)
                 SUITE=strong BASELINE_EPOCHS=0 python3 benchmarks/gpu_table.py   (a second call: strong views)
+                SUITE=baselines BASELINE_EPOCHS=0 python3 benchmarks/gpu_table.py   (a third: the baselines)
 Each suite is about 15 runs (projected ~560 s on an H200 for the table): one device call each.
 Back here:      untar runs.tar.gz; its table.json (every run, histories included) is what ships in elm_lite/measured/
 """
@@ -42,8 +43,10 @@ BASELINE_EPOCHS = int(os.environ.get("BASELINE_EPOCHS", 12))   # 0: no solo base
 SEEDS = os.environ.get("SEEDS", "0,1,2")
 # SUITE=table: the comparison table. SUITE=strong: the contrastive methods again with SimCLR-style
 # views (issue 13: how contrastive long-tail methods train); LA's rows come from the table suite.
+# SUITE=baselines: re-weighting, class-balanced re-sampling, decoupled training (cRT, tau-norm).
 SUITES = {"table": ([("ce,la", 6), ("ldam-drw", 3), ("supcon-la", 3), ("elm", 3), ("elm-positive", 3)], []),
-          "strong": ([("supcon-la", 3), ("elm", 3), ("elm-positive", 3)], ["--view-augment", "strong"])}
+          "strong": ([("supcon-la", 3), ("elm", 3), ("elm-positive", 3)], ["--view-augment", "strong"]),
+          "baselines": ([("reweight-inverse,reweight-effective", 6), ("cb-sampling", 3), ("crt,tau-norm", 6)], [])}
 SUITE = os.environ.get("SUITE", "table")
 PROCESSES, SUITE_FLAGS = SUITES[SUITE]
 COMPILE = ["--compile"] if os.environ.get("COMPILE", "1") == "1" else []

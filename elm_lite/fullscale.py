@@ -373,7 +373,7 @@ def summarize_runs(runs: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in map(check_run_results, runs):
         groups.setdefault((r["dataset"], r["rho"], r["loss"]), []).append(r)
-    lines = [f"{'dataset':10s} {'rho':>5s} {'loss':12s} {'seeds':>5s} {'balanced acc':>15s} {'many':>7s} "
+    lines = [f"{'dataset':10s} {'rho':>5s} {'loss':18s} {'seeds':>5s} {'balanced acc':>15s} {'many':>7s} "
              f"{'medium':>7s} {'few':>7s} {'tail spread':>12s} {'s/epoch':>8s}"]
     for (dataset, rho, loss), rs in groups.items():
         acc = np.array([r["balanced_accuracy"] for r in rs]) * 100
@@ -381,7 +381,7 @@ def summarize_runs(runs: list[dict]) -> str:
         tail = _mean([r["spread"]["few"] if r["spread"]["few"] == r["spread"]["few"] else r["spread"]["medium"]
                       for r in rs])
         fmt = lambda v: f"{v:7.1f}" if v == v else f"{'n/a':>7s}"  # noqa: E731
-        lines.append(f"{dataset:10s} {rho:5g} {loss:12s} {len(rs):5d} {acc.mean():9.1f} ± {acc.std():3.1f} "
+        lines.append(f"{dataset:10s} {rho:5g} {loss:18s} {len(rs):5d} {acc.mean():9.1f} ± {acc.std():3.1f} "
                      f"{fmt(shots['many'])} {fmt(shots['medium'])} {fmt(shots['few'])} {tail:12.3f} "
                      f"{np.mean([r['seconds_per_epoch'] for r in rs]):8.2f}")
     return "\n".join(lines)
