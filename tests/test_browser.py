@@ -164,7 +164,10 @@ def _drag_slider_and_check(page, app, screenshot, slider: int = 0) -> tuple[str,
     before = figure.evaluate(FINGERPRINT)
     readout_before = app.locator(".widget-html").last.inner_text()
     handle = app.locator(".widget-slider").nth(slider).locator(".noUi-handle")
+    handle.scroll_into_view_if_needed()  # JupyterLab renders long notebooks lazily: bring the slider on screen
+    page.wait_for_timeout(500)
     box = handle.bounding_box()
+    assert box is not None and 0 <= box["y"] <= page.viewport_size["height"], f"the slider is off screen: {box}"
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.down()
     page.mouse.move(box["x"] - 80, box["y"] + box["height"] / 2, steps=8)
