@@ -119,8 +119,9 @@ def bench_sweeps() -> list[tuple[str, int, float, float, float]]:
         "notebook 04 candidates (5 methods)": {m.label: m for m in (
             la, la.variant("LA, two views", views=2), supcon.variant("per-anchor", anchor_average="all"),
             supcon.variant("per-class"), supcon.variant("prototypes", views=1, use_prototypes=True))},
-        "notebook 04 delta_max 0/0.25/0.5/1": {f"delta {d}": supcon.variant(f"delta {d}", delta_max=d)
-                                               for d in (0.0, 0.25, 0.5, 1.0)},
+        "notebook 04 margin forms x delta_max": {
+            f"{form} {d}": methods.get("elm").variant(f"{form} {d}", placement=form, delta_max=d)
+            for form in ("positive", "centroid") for d in (0.0, 0.25, 0.5, 1.0)},
     }
     rows = []
     for name, chosen in sweeps.items():
