@@ -115,3 +115,31 @@ def test_shipped_runs_carry_their_schema_version(gpu):
     for r in gpu["runs"]:
         assert 1 <= r["schema_version"] <= SCHEMA_VERSION
         check_run_results(r)
+
+
+def test_notebook_05_quotes_only_numbers_of_the_shipped_cpu_runs():
+    """Notebook 05, section 4: every percentage and spread its prose quotes is a per-run value or a
+    per-method mean / std (over seeds) of the shipped CPU comparison files (or, for the full-scale
+    sentence, of the shipped GPU runs)."""
+    import pathlib
+    import re
+
+    import nbformat
+    known = set()
+    for name in ("cifar10_lt_cpu.json", "cifar10_lt_cpu_elm_variants.json"):
+        rows = load_results(name)["rows"]
+        for method in {r["method"] for r in rows}:
+            mine = [r for r in rows if r["method"] == method]
+            for key, fmt in (("balanced_accuracy", "pct"), ("acc_medium", "pct"), ("spread_medium", "spread")):
+                values = np.array([r[key] for r in mine], dtype=float)
+                for v in (*values, values.mean(), values.std()):
+                    known.add(f"{100 * v:.1f}" if fmt == "pct" else f"{v:.3f}")
+    gpu_runs = load_results("cifar_lt_gpu.json")["runs"]
+    known |= {f"{100 * _mean(gpu_runs, loss):.1f}" for loss in {r["loss"] for r in gpu_runs}}
+    nb = nbformat.read(pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "05_elm.ipynb", as_version=4)
+    prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown" and "CPU-sized" in c.source
+                      or c.cell_type == "markdown" and "none of the variants wins" in c.source)
+    quoted = (re.findall(r"(\d+\.\d) ?%", prose) + re.findall(r"± (\d\.\d)", prose)
+              + re.findall(r"\b(0\.\d{3})\b", prose))
+    assert len(quoted) >= 15
+    assert [q for q in quoted if q not in known] == []
