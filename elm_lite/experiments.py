@@ -105,7 +105,7 @@ def train_embedding_model(data: ToyData, method: Method, *, seed: int = 0, snaps
     method.finish(model, data.x_train, data.y_train, seed)
     logits, z_test = embed(model, data.x_test)
     return measure_run(model, history, data, _posthoc(method, logits, data.counts), z_test,
-                       embed(model, data.x_train)[1], snapshots, _validation_logits(method, model, data))
+                       embed(model, data.x_train)[1], snapshots, _validation(method, model, data, _sample(data)))
 
 
 def train_embedding_models(data: ToyData, jobs: list[tuple[Method, int]], *, progress: bool = False,
@@ -118,6 +118,7 @@ def train_embedding_models(data: ToyData, jobs: list[tuple[Method, int]], *, pro
     for i, ((method, _), r) in enumerate(zip(jobs, settings)):
         groups.setdefault((method.views, method.cosine, method.sampling, tuple(sorted(r.items()))), []).append(i)
     runs: list = [None] * len(jobs)
+    sample = _sample(data)
     for members in groups.values():
         r, (views, sampling) = settings[members[0]], (jobs[members[0]][0].views, jobs[members[0]][0].sampling)
         models = [_embedding_mlp(data, r, *jobs[i]) for i in members]
@@ -130,25 +131,32 @@ def train_embedding_models(data: ToyData, jobs: list[tuple[Method, int]], *, pro
             jobs[i][0].finish(model, data.x_train, data.y_train, jobs[i][1])
             logits, z_test = embed(model, data.x_test)
             runs[i] = measure_run(model, history, data, _posthoc(jobs[i][0], logits, data.counts), z_test,
-                                  embed(model, data.x_train)[1], val_logits=_validation_logits(jobs[i][0], model, data))
+                                  embed(model, data.x_train)[1],
+                                  validation=_validation(jobs[i][0], model, data, sample))
     return runs
 
 
-def _validation_logits(method: Method, model: nn.Module, data) -> np.ndarray | None:
-    """The logits a method predicts with on the toy problem's validation sample (None for other data)."""
-    if not isinstance(data, ToyData):
+def _sample(data) -> tuple[np.ndarray, np.ndarray] | None:
+    """The toy problem's validation sample ``(x, y)`` (:func:`~elm_lite.data.validation_sample`);
+    None for other data."""
+    return validation_sample(data) if isinstance(data, ToyData) else None
+
+
+def _validation(method: Method, model: nn.Module, data, sample) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(labels, the logits the method predicts with)`` on the validation ``sample`` (None without one)."""
+    if sample is None:
         return None
-    return _posthoc(method, embed(model, validation_sample(data)[0])[0], data.counts)
+    return sample[1], _posthoc(method, embed(model, sample[0])[0], data.counts)
 
 
 def measure_run(model: nn.Module, history: History, data, logits: np.ndarray, z_test: np.ndarray,
                 z_train: np.ndarray, snapshots: list | None = None,
-                val_logits: np.ndarray | None = None) -> EmbeddingRun:
+                validation: tuple[np.ndarray, np.ndarray] | None = None) -> EmbeddingRun:
     """Package a trained model with its test accuracy, its test / training embedding spread and
-    margin, and (given ``val_logits``) its balanced accuracy on the validation sample."""
+    margin, and (given ``validation = (labels, logits)``) its balanced accuracy on the validation sample."""
     y_pred = logits.argmax(1)
-    val = (metrics.balanced_accuracy(validation_sample(data)[1], val_logits.argmax(1), data.n_classes)
-           if val_logits is not None else float("nan"))
+    val = (metrics.balanced_accuracy(validation[0], validation[1].argmax(1), data.n_classes)
+           if validation is not None else float("nan"))
     return EmbeddingRun(model, history,
                         balanced_accuracy=metrics.balanced_accuracy(data.y_test, y_pred, data.n_classes),
                         per_class_accuracy=metrics.per_class_accuracy(data.y_test, y_pred, data.n_classes),

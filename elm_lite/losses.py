@@ -168,9 +168,10 @@ class ReweightedLoss(_CountsLoss):
     """Class-weighted cross-entropy, the oldest long-tail baseline: ``sum_b w_{y_b} CE_b / sum_b w_{y_b}``
     (PyTorch's weighted mean). ``scheme="inverse"``: ``w_y`` proportional to ``1 / n_y``;
     ``"effective_number"``: ``(1 - beta) / (1 - beta^n_y)`` (Cui et al. 2019); both normalised to
-    sum to ``C``. It changes how much each example *counts*, not where the boundary must sit: once
-    a network separates its training data, every weighted loss is small, and the weights barely
-    matter (notebook 02). logits ``(B, C)``, labels ``(B,)`` -> scalar."""
+    sum to ``C``. It changes how much each example *counts*, not where the boundary must sit
+    (notebook 02 measures where that stops short of logit adjustment; in deep networks that separate
+    their training data the weights are reported to lose their effect, Byrd & Lipton 2019).
+    logits ``(B, C)``, labels ``(B,)`` -> scalar."""
 
     def __init__(self, counts, scheme: str = "inverse", beta: float = 0.9999, validate: bool = True):
         super().__init__(counts, validate)
@@ -435,8 +436,9 @@ def _centroid_terms(z, labels, pool, pool_labels, temperature, margin):
     own = F.one_hot(labels, n_classes).to(z.dtype)                       # (..., N, C)
     sums = members.transpose(-1, -2) @ pool                              # (..., C, E)
     counts = members.sum(-2)[..., None, :] - own                         # (..., N, C) members but i
-    dots = z @ sums.transpose(-1, -2) - own                              # z_i . (sum_k - z_i [k = y_i])
-    norms2 = (sums * sums).sum(-1)[..., None, :] - 2 * own * (z @ sums.transpose(-1, -2)) + own
+    z_sums = z @ sums.transpose(-1, -2)                                  # (..., N, C) z_i . sum_k
+    dots = z_sums - own                                                  # z_i . (sum_k - z_i [k = y_i])
+    norms2 = (sums * sums).sum(-1)[..., None, :] - 2 * own * z_sums + own  # ||sum_k - z_i [k = y_i]||^2
     present = counts > 0
     cos = dots / norms2.clamp(min=1e-12).sqrt()                          # (..., N, C)
     logits = ((cos - own * margin) / temperature).masked_fill(~present, float("-inf"))

@@ -91,13 +91,16 @@ def point_traces(data: ToyData, show: str = "train", max_points: int = 4000) -> 
     return traces
 
 
+def region_heatmap(xs, ys, labels: np.ndarray, n_classes: int) -> go.Heatmap:
+    """Predicted classes ``labels (R, R)`` on the grid ``xs``, ``ys`` as translucent class colours."""
+    return go.Heatmap(x=xs, y=ys, z=labels, zmin=-0.5, zmax=n_classes - 0.5, colorscale=discrete_colorscale(n_classes),
+                      opacity=0.3, showscale=False, hoverinfo="skip", name="predicted class")
+
+
 def region_traces(model: nn.Module, data: ToyData, resolution: int = 150, show: str = "train") -> list:
     """A heatmap of the model's predicted class, then :func:`point_traces`."""
     xs, ys, labels = decision_grid(model, data.bounds(), resolution)
-    c = data.n_classes
-    return [go.Heatmap(x=xs, y=ys, z=labels, zmin=-0.5, zmax=c - 0.5, colorscale=discrete_colorscale(c),
-                       opacity=0.3, showscale=False, hoverinfo="skip", name="predicted class")
-            ] + point_traces(data, show)
+    return [region_heatmap(xs, ys, labels, data.n_classes)] + point_traces(data, show)
 
 
 def accuracy_bar_trace(per_class_acc, counts) -> go.Bar:

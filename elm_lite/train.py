@@ -164,7 +164,6 @@ def run_generators(seed: int, device: torch.device, rank: int = 0) -> tuple[torc
 
 
 @torch.no_grad()
-@torch.no_grad()
 def predict_outputs(model: nn.Module, x, batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """``(logits (N, C), embeddings (N, E))`` of ``model`` on ``x`` ``(N, D)``, in eval mode, on the CPU."""
     was_training = model.training
@@ -236,9 +235,9 @@ def load_checkpoint(path) -> dict:
 
 def _check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, checkpoint_every,
                     sampling: str = "uniform") -> None:
+    """Refuse a bad training setting before any work starts."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}.")
-    """Refuse a bad training setting before any work starts."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}.")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):

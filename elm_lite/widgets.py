@@ -30,13 +30,13 @@ from .plots import (
     align_to,
     boundary_mask,
     class_color,
-    discrete_colorscale,
     embedding_traces,
     grid_logits,
     margin_band_mask,
     mask_trace,
     pca_basis,
     point_traces,
+    region_heatmap,
     region_traces,
 )
 from .recipes import ELM_RECOMMENDED, LOGIT_TOY, LONGTAIL_TOY
@@ -226,9 +226,7 @@ def logit_margin_figure(view: LogitMarginView, widget: bool = False, title: str 
     # titles stay fixed (an app updates traces in place, not titles): the readout names the method
     fig = _two_panel("regions, margin band (grey), Bayes-balanced boundary (black)",
                      "per-class accuracy (balanced sample)")
-    plane = [go.Heatmap(x=xs, y=ys, z=logits.argmax(-1), zmin=-0.5, zmax=data.n_classes - 0.5,
-                        colorscale=discrete_colorscale(data.n_classes), opacity=0.3, showscale=False,
-                        hoverinfo="skip", name="predicted class"),
+    plane = [region_heatmap(xs, ys, logits.argmax(-1), data.n_classes),
              mask_trace(xs, ys, margin_band_mask(logits, view.pairwise_margins), "#555555", "margin band", 0.35),
              mask_trace(xs, ys, boundary_mask(bayes_labels), "black", "Bayes-balanced boundary")]
     for trace in plane + point_traces(data):
@@ -315,10 +313,9 @@ def embedding_margin_figure(view: EmbeddingMarginView, widget: bool = False) -> 
                         specs=[[{"type": "scene", "rowspan": 2}, {"type": "xy"}], [None, {"type": "xy"}]],
                         subplot_titles=("test embeddings (3 principal directions)", "test spread per class",
                                         "training embedding margin per class"))
-    reference = view.baseline.z_test
-    z = align_to(view.run.z_test, data.y_test, reference, data.y_test) if reference.shape == view.run.z_test.shape \
-        else view.run.z_test
-    basis = pca_basis(reference) if reference.shape[1] > 3 and reference.shape == z.shape else None
+    reference = view.baseline.z_test                     # the same test set, embedded by LA alone
+    z = align_to(view.run.z_test, data.y_test, reference, data.y_test)
+    basis = pca_basis(reference) if reference.shape[1] > 3 else None
     for trace in embedding_traces(z, data.y_test, data.counts, max_per_class=150, basis=basis):
         fig.add_trace(trace, row=1, col=1)
     classes = [f"{k}<br>n={n}" for k, n in enumerate(data.counts)]
@@ -506,9 +503,7 @@ def margin_panel_figure(view: dict, widget: bool = False) -> go.Figure:
     c = len(s["toy_counts"])
     fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.1,
                         subplot_titles=("LA's regions, Bayes-balanced boundary (black)", "test accuracy per class"))
-    fig.add_trace(go.Heatmap(x=s["grid_x"], y=s["grid_y"], z=view["regions"], zmin=-0.5, zmax=c - 0.5,
-                             colorscale=discrete_colorscale(c), opacity=0.3, showscale=False, hoverinfo="skip"),
-                  row=1, col=1)
+    fig.add_trace(region_heatmap(s["grid_x"], s["grid_y"], view["regions"], c), row=1, col=1)
     fig.add_trace(mask_trace(s["grid_x"], s["grid_y"], boundary_mask(s["bayes_regions"]), "black",
                              "Bayes-balanced boundary"), row=1, col=1)
     for k in range(c):

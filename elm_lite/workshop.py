@@ -11,6 +11,7 @@ import numpy as np
 from . import methods, metrics
 from .data import bayes_predict, make_toy, monte_carlo_errors
 from .experiments import compare, train_embedding_models, train_logit_method
+from .plots import decision_grid
 from .recipes import EMBEDDING_TOY
 from .train import predict
 
@@ -36,15 +37,14 @@ def _logit_panels(seed: int) -> dict[str, np.ndarray]:
         counts.append(data.counts)
     out["imbalance_per_class_accuracy"], out["imbalance_counts"] = np.array(per_class), np.array(counts)
     data = make_toy(**TOY, rho=100, seed=seed)
-    x0, x1, y0, y1 = data.bounds()
-    xs, ys = np.linspace(x0, x1, GRID), np.linspace(y0, y1, GRID)
-    points = np.stack([g.ravel() for g in np.meshgrid(xs, ys)], 1)
     regions, accuracy = [], []
     for tau in TAUS:
         model, _ = train_logit_method("la", data, tau=tau, seed=seed)
-        regions.append(predict(model, points).reshape(GRID, GRID).astype(np.uint8))
+        xs, ys, labels = decision_grid(model, data.bounds(), GRID)
+        regions.append(labels.astype(np.uint8))
         accuracy.append(1 - monte_carlo_errors(lambda x, m=model: predict(m, x), data, N_EVAL)["per_class"])
     bayes = 1 - monte_carlo_errors(lambda x: bayes_predict(data, x), data, N_EVAL)["per_class"]
+    points = np.stack([g.ravel() for g in np.meshgrid(xs, ys)], 1)                 # the same grid, for the Bayes rule
     out.update(margin_regions=np.array(regions), margin_per_class_accuracy=np.array(accuracy),
                margin_bayes_per_class_accuracy=bayes, grid_x=xs, grid_y=ys,
                bayes_regions=bayes_predict(data, points).reshape(GRID, GRID).astype(np.uint8),
