@@ -41,11 +41,16 @@ def test_notebook_05_reveal_ranking(toy_comparison):
 
 
 def test_notebook_03_decoupling_keeps_ce_representation(toy_comparison):
-    """Notebook 03, section 4: cRT and tau-norm leave CE's tail spread exactly as it was."""
+    """Notebook 03, section 4: cRT and tau-norm recover most of LA's gain over CE and leave CE's tail
+    spread exactly as it was."""
     spread = _means(toy_comparison, "spread_few")
     ce = spread[methods.get("ce").label]
     assert spread[methods.get("crt").label] == pytest.approx(ce, abs=1e-9)
     assert spread[methods.get("tau-norm").label] == pytest.approx(ce, abs=1e-9)
+    acc = _means(toy_comparison, "balanced_accuracy")
+    gain = acc[methods.get("la").label] - acc[methods.get("ce").label]
+    for name in ("crt", "tau-norm"):  # "recovers most of what LA gains over CE"
+        assert acc[methods.get(name).label] - acc[methods.get("ce").label] > 0.5 * gain
 
 
 def test_notebook_02_logit_margins_reveal():
