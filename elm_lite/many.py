@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .interfaces import uses_prototypes
-from .losses import stacked_loss
+from .losses import stack_key, stacked_loss
 from .metrics import balanced_accuracy
 from .models import stack_models, unstack_models
 from .train import (
@@ -34,6 +34,7 @@ from .train import (
     batch_count,
     check_finite,
     compute_loss,
+    keep_freed_memory,
     loss_precision,
     make_optimizer,
     resume_or_start,
@@ -56,13 +57,14 @@ def _check_runs(models, losses, seeds) -> int:
 
 class _RunLosses:
     """The K runs' losses: ``(logits (K, B[, V], C), embeddings (K, B[, V], E), labels (K, B),
-    prototypes (K, C, E) | None) -> (K,)``. Runs whose losses stack (:func:`~elm_lite.losses.stacked_loss`)
-    are computed together, the rest one by one (:func:`~elm_lite.train.compute_loss`)."""
+    prototypes (K, C, E) | None) -> (K,)``. Runs whose losses stack (:func:`~elm_lite.losses.stacked_loss`,
+    one group per :func:`~elm_lite.losses.stack_key`) are computed together, the rest one by one
+    (:func:`~elm_lite.train.compute_loss`)."""
 
     def __init__(self, losses: list, device: torch.device):
         self.losses, by_kind = losses, {}
         for k, loss in enumerate(losses):
-            by_kind.setdefault((type(loss), uses_prototypes(loss)), []).append(k)
+            by_kind.setdefault((stack_key(loss), uses_prototypes(loss)), []).append(k)
         self.groups = [(members, torch.tensor(members, device=device), with_prototypes,
                         stacked_loss([losses[k] for k in members]) if len(members) > 1 else None)
                        for (_, with_prototypes), members in by_kind.items()]
@@ -151,6 +153,8 @@ def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *, e
     x, y = (t.to(device) for t in _check_xy(x, y, getattr(models[0], "n_classes", None), first.dtype))
     for m in models:
         _check_model_takes(m, x)
+    if device.type == "cpu":
+        keep_freed_memory()
     stacked = stack_models(models).train()
     if device.type == "cuda":  # the grouped convolutions' fast layout, as for a single model
         stacked = stacked.to(memory_format=torch.channels_last)

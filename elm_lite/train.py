@@ -10,6 +10,8 @@ writes checkpoints.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import os
 import random
@@ -422,8 +424,9 @@ def batch_count(n: int, batch_size: int, drop_last: bool) -> int:
 
 
 def _on_device(model: nn.Module, loss_fn, x, y, x_val, y_val):
-    """Check the data against the model, move it and the loss to the model's device; returns
-    ``(core, params, loss_fn, x, y, x_val, y_val)`` (``core``: the model inside DDP)."""
+    """Check the data against the model, move it and the loss to the model's device (on a CPU:
+    :func:`keep_freed_memory`); returns ``(core, params, loss_fn, x, y, x_val, y_val)`` (``core``: the
+    model inside DDP)."""
     core = getattr(model, "module", model)
     params = list(model.parameters()) + list(getattr(loss_fn, "parameters", lambda: [])())
     if not params:
@@ -436,7 +439,27 @@ def _on_device(model: nn.Module, loss_fn, x, y, x_val, y_val):
     if hasattr(loss_fn, "to"):
         loss_fn.to(device)
     _check_model_takes(model, x)
+    if device.type == "cpu":
+        keep_freed_memory()
     return core, params, loss_fn, x, y, x_val, y_val
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """On Linux (glibc), keep freed memory in the process: raise glibc's mmap and trim thresholds to
+    1 GiB (``mallopt``; the effect of the ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_``
+    variables). A CPU step frees and re-allocates the same few-MB temporaries (K runs' ``(K, N, N)``
+    similarities); by default glibc hands them back to the kernel and the next step faults them in
+    again, page by page (``benchmarks/run_benchmarks.py --only sweeps`` measures what this saves).
+    The price: the process keeps its peak heap. :func:`fit` and :func:`~elm_lite.many.fit_many` call
+    it on a CPU; elsewhere (another C library) it does nothing. Returns whether the thresholds are set."""
+    try:
+        os.confstr("CS_GNU_LIBC_VERSION")           # raises where the C library is not glibc
+    except (ValueError, OSError):
+        return False
+    libc = ctypes.CDLL(None)                        # the running process's C library
+    m_trim_threshold, m_mmap_threshold = -1, -3     # glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int = 200,

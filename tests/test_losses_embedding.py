@@ -136,6 +136,43 @@ def test_gradcheck():
         assert torch.autograd.gradcheck(lambda t: loss(t, y), (z.clone().requires_grad_(),)), placement
 
 
+def test_fused_positive_form_values_and_gradients():
+    """The positive form's hand-written gradient (losses._PositiveMarginMean): values against a loop over
+    pairs; gradients in the similarities, the temperature and the margins (negative margins too, two
+    stacked problems, two extra contrast-set members) by gradcheck."""
+    g = torch.Generator().manual_seed(7)
+    cos = torch.rand(2, 5, 7, generator=g, dtype=torch.float64) * 2 - 1            # (K, N, M)
+    inv_t = torch.tensor([3.0, 0.7], dtype=torch.float64)[:, None, None]
+    delta = torch.randn(2, 5, 1, generator=g, dtype=torch.float64)
+    labels = torch.tensor([[0, 1, 0, 1, 1, 0, 1], [2, 2, 2, 0, 1, 0, 1]])           # pool labels; anchors: first 5
+    positive = ((labels[:, :5, None] == labels[:, None, :]) & ~torch.eye(5, 7, dtype=torch.bool)).double()
+    inv_n_pos = 1 / positive.sum(-1, keepdim=True).clamp(min=1)
+    got = L._PositiveMarginMean.apply(cos, inv_t, delta, positive, inv_n_pos)
+    for k in range(2):
+        for i in range(5):
+            l = (cos[k, i] * inv_t[k, 0, 0]).tolist()  # noqa: E741
+            terms = []
+            for p in (p for p in range(7) if positive[k, i, p]):
+                num = math.exp(l[p] - delta[k, i, 0].item())
+                terms.append(-math.log(num / (num + sum(math.exp(l[a]) for a in range(7) if a not in (i, p)))))
+            assert got[k, i].item() == pytest.approx(sum(terms) / len(terms) if terms else 0.0, rel=1e-12, abs=1e-12)
+    assert torch.autograd.gradcheck(lambda c, t, d: L._PositiveMarginMean.apply(c, t, d, positive, inv_n_pos),
+                                     (cos.requires_grad_(), inv_t.requires_grad_(), delta.requires_grad_()))
+
+
+def test_positive_form_stays_finite_at_a_small_temperature():
+    """Logits 100 apart and a margin of 50 logit units (temperature 0.01): finite in float32, exact in float64."""
+    z, y = embeddings(b=32, e=4, seed=8)
+    loss = L.EmbeddingMarginLoss(COUNTS, 0.01, 0.5)
+    z32 = z.float().requires_grad_()
+    value = loss(z32, y)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(z32.grad).all()
+    torch.testing.assert_close(value.double(), loss(z, y), rtol=1e-4, atol=1e-4)
+    margins = L.embedding_margins(COUNTS, 0.5).tolist()
+    assert loss(z, y).item() == pytest.approx(ref_margin_contrastive(z, y, 0.01, margins), rel=1e-9)
+
+
 def test_delta_zero_equals_supcon_and_loss_grows_with_delta():
     z, y = embeddings(b=40, e=5, seed=6)
     base = L.SupConLoss(0.2)(z, y)

@@ -91,10 +91,11 @@ def test_toy_mlp_runs_with_adam_jitter_and_prototypes_equal_separate_runs():
     counts = data.counts
     mlp = lambda: MLP(6, 4, hidden=16, depth=2, embed_dim=5, normalize=True)  # noqa: E731
     loss_list = [lambda: methods.get("elm").build_loss(counts, lam=0.5), lambda: methods.get("elm").build_loss(counts),
-                 lambda: methods.get("supcon-la").build_loss(counts, temperature=0.2)]
-    _assert_same_runs(mlp, loss_list, [0, 1, 2], data.x_train, data.y_train, epochs=3, batch_size=32, lr=0.01,
+                 lambda: methods.get("supcon-la").build_loss(counts, temperature=0.2),
+                 lambda: methods.get("elm-positive").build_loss(counts, anchor_average="all")]
+    _assert_same_runs(mlp, loss_list, [0, 1, 2, 3], data.x_train, data.y_train, epochs=3, batch_size=32, lr=0.01,
                       n_views=2, augment=gaussian_jitter(0.5))
-    _assert_same_runs(mlp, loss_list, [0, 1, 2], data.x_train, data.y_train, dtype=torch.float32, epochs=3,
+    _assert_same_runs(mlp, loss_list, [0, 1, 2, 3], data.x_train, data.y_train, dtype=torch.float32, epochs=3,
                       batch_size=32, lr=0.01, n_views=2, augment=gaussian_jitter(0.5))
     protos = [lambda: methods.get("elm").build_loss(counts, use_prototypes=True),
               lambda: methods.get("la").build_loss(counts)]
@@ -138,12 +139,14 @@ def _slices(kind_losses, logits, z, y, protos=None):
     lambda: [L.ELMLoss(COUNTS, lam=lam, delta_max=d, temperature=t)
              for lam, d, t in ((1, 0.5, 0.1), (0.5, 0, 0.2), (2, 1, 0.1))],
     lambda: [L.ELMLoss(COUNTS, delta_max=d, anchor_average="all", placement="negative") for d in (0.0, 0.7)],
+    lambda: [L.ELMLoss(COUNTS, delta_max=d, anchor_average=a, placement="positive")
+             for d, a in ((0.0, "all"), (0.5, "class"), (1.0, "all"))],
     lambda: [L.ELMLoss(COUNTS, delta_max=d, use_prototypes=True, lam_warmup=4) for d in (0.2, 0.9)],
     lambda: [L.ELMLoss(COUNTS, delta_max=d, temperature=t, placement="outside") for d, t in ((0.0, 0.1), (0.8, 0.3))],
     lambda: [L.ELMLoss(COUNTS, delta_max=d, placement="hinge", use_prototypes=True) for d in (0.1, 0.6)],
     lambda: [L.ELMLoss(COUNTS, delta_max=d, temperature=t, placement="centroid") for d, t in ((0.3, 0.1), (1.0, 0.5))],
-], ids=["la", "ldam-drw", "elm-class", "elm-all-negative", "elm-prototypes-warmup", "elm-outside", "elm-hinge",
-        "elm-centroid"])
+], ids=["la", "ldam-drw", "elm-class", "elm-all-negative", "elm-mixed-averages", "elm-prototypes-warmup",
+        "elm-outside", "elm-hinge", "elm-centroid"])
 def test_stacked_loss_equals_each_loss_on_its_slice(build):
     kind_losses = build()
     for loss in kind_losses:
@@ -172,6 +175,7 @@ def test_stacked_loss_declines_kinds_it_does_not_cover():
     assert L.stacked_loss([L.LogitAdjustedLoss(COUNTS), L.LDAMLoss(COUNTS)]) is None
     assert L.stacked_loss([L.MulticlassHingeLoss(COUNTS), L.MulticlassHingeLoss(COUNTS)]) is None
     assert L.stacked_loss([L.ELMLoss(COUNTS, logit="ldam"), L.ELMLoss(COUNTS, logit="ldam")]) is None
+    assert L.stacked_loss([L.ELMLoss(COUNTS, placement="positive"), L.ELMLoss(COUNTS, placement="centroid")]) is None
 
 
 def test_fit_many_resumes_its_group_checkpoint_and_refuses_another_group(tmp_path, monkeypatch):

@@ -95,3 +95,15 @@ def test_view_augmentation_follows_the_recipe():
     assert view_augmentation("crop_flip", 2) is crop_flip
     with pytest.raises(ValueError, match="view_augment must be one of"):
         view_augmentation("simclr", 2)
+
+
+def test_keep_freed_memory_sets_glibc_thresholds_once():
+    """fit on a CPU keeps freed memory (glibc's mallopt): True where the C library is glibc, else a no-op."""
+    import os
+
+    from elm_lite.train import keep_freed_memory
+    try:
+        glibc = os.confstr("CS_GNU_LIBC_VERSION") is not None
+    except (ValueError, OSError):
+        glibc = False
+    assert keep_freed_memory() is glibc and keep_freed_memory() is glibc
