@@ -6,7 +6,8 @@
 1. notebooks: each notebook executed top to bottom with its defaults (papermill), wall seconds.
 2. callbacks: median latency of each widget callback (recompute + redraw the FigureWidget).
 3. losses: forward+backward time of the embedding losses relative to cross-entropy, per batch size.
-4. sweeps: notebook 04's two sweeps (3 seeds each), runs one by one vs all together (elm_lite.many).
+4. sweeps: notebook 04's trainings (its two 3-seed comparisons and its app's lambda x delta_max grid), runs
+   one by one (as before the multi-model trainer) vs all together (elm_lite.many), and all of them in total.
 5. workshop: the dashboard (notebooks/workshop.ipynb) served by Voila and driven by headless Chromium:
    time until its four panels show, and each slider's latency in the browser (key press to redrawn
    figure); the same callbacks in-process; notebook 04's time to its sliders (cells run in order).
@@ -109,30 +110,37 @@ def bench_losses(repeats: int) -> list[tuple[int, float, float, float]]:
 
 
 def bench_sweeps() -> list[tuple[str, int, float, float, float]]:
-    """(sweep, runs, seconds one by one, seconds together, largest |difference| in balanced accuracy)."""
+    """(sweep, runs, seconds one by one, seconds together, largest |difference| in balanced accuracy),
+    notebook 04's sweeps with its defaults, then their total."""
     from elm_lite import make_toy, methods
     from elm_lite.experiments import compare, train_embedding_model
     from elm_lite.recipes import EMBEDDING_TOY
     data = make_toy(**EMBEDDING_TOY)
-    la, supcon = methods.get("la"), methods.get("supcon-la")
-    sweeps = {
-        "notebook 04 candidates (5 methods)": {m.label: m for m in (
+    la, supcon, elm = methods.get("la"), methods.get("supcon-la"), methods.get("elm")
+    grid = [(lam, d, "centroid") for lam in (0.0, 0.25, 0.5, 1.0, 2.0) for d in (0.0, 0.5, 1.0)]
+    grid += [(1.0, d, "positive") for d in (0.0, 0.5, 1.0)]
+    sweeps = {  # name: (methods, seeds)
+        "notebook 04 candidates (5 methods)": ({m.label: m for m in (
             la, la.variant("LA, two views", views=2), supcon.variant("per-anchor", anchor_average="all"),
-            supcon.variant("per-class"), supcon.variant("prototypes", views=1, use_prototypes=True))},
-        "notebook 04 margin forms x delta_max": {
-            f"{form} {d}": methods.get("elm").variant(f"{form} {d}", placement=form, delta_max=d)
-            for form in ("positive", "centroid") for d in (0.0, 0.25, 0.5, 1.0)},
+            supcon.variant("per-class"), supcon.variant("prototypes", views=1, use_prototypes=True))}, (0, 1, 2)),
+        "notebook 04 margin forms x delta_max": ({
+            f"{form} {d}": elm.variant(f"{form} {d}", placement=form, delta_max=d)
+            for form in ("positive", "centroid") for d in (0.0, 0.25, 0.5, 1.0)}, (0, 1, 2)),
+        "notebook 04 app grid (lambda x delta_max)": ({
+            f"{p} {lam} {d}": elm.variant(f"{p} {lam} {d}", lam=lam, delta_max=d, placement=p)
+            for lam, d, p in grid}, (0,)),
     }
     rows = []
-    for name, chosen in sweeps.items():
+    for name, (chosen, seeds) in sweeps.items():
         start = time.perf_counter()
-        alone = compare(chosen, data, seeds=(0, 1, 2), train=train_embedding_model)
+        alone = compare(chosen, data, seeds=seeds, train=train_embedding_model)
         one_by_one = time.perf_counter() - start
         start = time.perf_counter()
-        together = compare(chosen, data, seeds=(0, 1, 2))
+        together = compare(chosen, data, seeds=seeds)
         at_once = time.perf_counter() - start
         diff = max(abs(a["balanced_accuracy"] - b["balanced_accuracy"]) for a, b in zip(alone, together))
         rows.append((name, len(alone), one_by_one, at_once, diff))
+    rows.append(("all of notebook 04's sweeps", *(sum(r[i] for r in rows) for i in (1, 2, 3)), max(r[4] for r in rows)))
     return rows
 
 
@@ -258,10 +266,10 @@ def main() -> None:
             print(f"{batch:6d} {ce:8.2f} {emb:14.2f} {emb / ce:6.1f} {elm:8.2f} {elm / ce:6.1f}")
         print()
     if args.only in (None, "sweeps"):
-        print(f"{'toy sweep (3 seeds)':38s} {'runs':>5s} {'one by one s':>13s} {'together s':>11s} {'speed-up':>9s} "
+        print(f"{'toy sweep':41s} {'runs':>5s} {'one by one s':>13s} {'together s':>11s} {'speed-up':>9s} "
               f"{'max |d bal acc|':>16s}")
         for name, runs, alone, together, diff in bench_sweeps():
-            print(f"{name:38s} {runs:5d} {alone:13.1f} {together:11.1f} {alone / together:8.1f}x {diff:16.4f}")
+            print(f"{name:41s} {runs:5d} {alone:13.1f} {together:11.1f} {alone / together:8.1f}x {diff:16.4f}")
         print()
     if args.only in (None, "workshop"):
         print(f"{'workshop dashboard and notebook 04':62s} {'measured':>9s}  target")
