@@ -98,6 +98,17 @@ class _Group:
     use_prototypes: bool
 
 
+def _augment_views(g: _Group, xb: torch.Tensor) -> torch.Tensor:
+    """Every run's views of its batch ``xb`` ``(K, b, ...)`` -> ``(K, V * b, ...)``, view after view as
+    :func:`~elm_lite.train.fit` draws them. An augmentation that takes a list of streams
+    (``stream_lists``, :func:`~elm_lite.train.draw`) augments all K batches in one call per view."""
+    streams = [aug for _, aug in g.streams]
+    if getattr(g.augment, "stream_lists", False):
+        views = [g.augment(xb.flatten(0, 1), streams).unflatten(0, xb.shape[:2]) for _ in range(g.n_views)]
+        return torch.stack(views, 1).flatten(1, 2)
+    return torch.stack([torch.cat([g.augment(xb[j], aug) for _ in range(g.n_views)]) for j, aug in enumerate(streams)])
+
+
 def _group_epoch(g: _Group, x: torch.Tensor, y: torch.Tensor, bs: int, n_batches: int) -> tuple[list, list]:
     """One epoch of every run: each its own batch order and views. Returns each run's mean loss and
     training balanced accuracy (first view)."""
@@ -109,8 +120,7 @@ def _group_epoch(g: _Group, x: torch.Tensor, y: torch.Tensor, bs: int, n_batches
         idx = orders[:, i:i + bs]                                          # (K, b): each run's own batch
         xb, yb = x[idx], y[idx]
         if g.augment is not None:  # (K, V * b, ...): run k's views from run k's stream, as fit draws them
-            xb = torch.stack([torch.cat([g.augment(xb[j], aug) for _ in range(g.n_views)])
-                              for j, (_, aug) in enumerate(g.streams)])
+            xb = _augment_views(g, xb)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=g.bf16):
             logits, emb = g.runner(xb) if k > 1 else (t[None] for t in g.runner(xb[0]))  # (K, V * b, C | E)
             if g.n_views > 1:                                              # -> (K, b, V, ...)

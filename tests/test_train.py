@@ -107,3 +107,43 @@ def test_keep_freed_memory_sets_glibc_thresholds_once():
     except (ValueError, OSError):
         glibc = False
     assert keep_freed_memory() is glibc and keep_freed_memory() is glibc
+
+
+@pytest.mark.parametrize("name", ["crop_flip", "strong_augment", "jitter"])
+def test_augmentations_take_one_stream_per_share_of_the_batch(name):
+    """K runs' batches augmented in one call with K streams equal each run's batch augmented alone."""
+    from elm_lite import train
+    augment = train.gaussian_jitter(0.5) if name == "jitter" else getattr(train, name)
+    x = torch.rand(3 * 4, 8, 8, 3) * 255                                   # 3 runs x 4 images
+    together = augment(x, [torch.Generator().manual_seed(s) for s in (5, 6, 7)])
+    alone = torch.cat([augment(x[4 * k:4 * k + 4], torch.Generator().manual_seed(s)) for k, s in enumerate((5, 6, 7))])
+    assert augment.stream_lists and torch.equal(together, alone)
+    with pytest.raises(ValueError, match="12 images cannot be split into 5 equal shares"):
+        augment(x, [torch.Generator() for _ in range(5)])
+
+
+def test_fit_many_with_an_augmentation_that_takes_one_stream_equals_separate_runs():
+    """An augmentation without ``stream_lists`` is called once per run and view, as fit calls it."""
+    from elm_lite.many import fit_many
+    data = make_toy("gaussian", n_classes=3, n_max=30, rho=5, dim=4, seed=0)
+
+    def flip_sign(x, generator=None):
+        return x * torch.where(torch.rand(len(x), 1, generator=generator) < 0.5, -1.0, 1.0)
+
+    runs = []
+    for together in (False, True):
+        models = []
+        for seed in (0, 1):
+            set_seed(seed)
+            models.append(MLP(4, 3, hidden=8, depth=1, embed_dim=3, normalize=True))
+        if together:
+            fit_many(models, data.x_train, data.y_train, [torch.nn.CrossEntropyLoss()] * 2, [0, 1], epochs=2,
+                     batch_size=16, n_views=2, augment=flip_sign, progress=False)
+        else:
+            for m, seed in zip(models, (0, 1)):
+                fit(m, data.x_train, data.y_train, epochs=2, batch_size=16, n_views=2, augment=flip_sign, seed=seed,
+                    progress=False)
+        runs.append(models)
+    for a, b in zip(*runs):
+        for ta, tb in zip(a.state_dict().values(), b.state_dict().values()):
+            torch.testing.assert_close(tb, ta, rtol=1e-5, atol=1e-6)
