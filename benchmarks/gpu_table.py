@@ -3,12 +3,13 @@
 1. Solo baseline, measured first and alone: one LA run trained by itself (`python -m elm_lite train
    --compile`) for BASELINE_EPOCHS epochs; its first epoch (compilation) and its median steady
    epoch give the solo cost of a 200-epoch run (first + 199 x steady, printed as an extrapolation).
-2. The table: ce, la, ldam-drw, supcon-la, elm, elm-positive x seeds 0, 1, 2 at 200 epochs, trained
-   together (`python -m elm_lite table --compile`), as five processes sharing the GPU (the step is
-   launch-bound, so processes overlap): ce+la (6 models in one network), ldam-drw (3, cosine
-   head), supcon-la (3, two views), elm (3, two views; the margin to the class centre) and
-   elm-positive (3; the first, inert margin form, docs/margin_study.md). Each writes its runs' results.json; a last
-   `table` call with every method trains nothing and writes the whole table.json.
+2. The table: ce, la, ldam-drw, supcon-la, elm x seeds 0, 1, 2 at 200 epochs (issue 12's 15 runs),
+   trained together (`python -m elm_lite table --compile`), as four processes sharing the GPU (the
+   step is launch-bound, so processes overlap): ce+la (6 models in one network), ldam-drw (3, cosine
+   head), supcon-la (3, two views) and elm (3, two views; the margin to the class centre). Each
+   writes its runs' results.json; a last `table` call with every method trains nothing and writes
+   the whole table.json. SUITE=forms trains elm-positive (the first, inert margin form,
+   docs/margin_study.md) the same way, for the full-scale comparison of the two forms.
 
 Everything lands in $OUT: runs.tar.gz (every finished run's folder and table.json), log.txt,
 timing.json and each process's log. Group checkpoints (every 10 epochs) stay on the machine.
@@ -18,12 +19,15 @@ epoch and 0.497 s per steady epoch; ce+la (6 runs) finished 200 epochs in 374 s 
 other processes shared the GPU; supcon-la and elm (1.63 s/epoch for 3 two-view runs each) reached
 epoch 185 of 200 when the budget ran out, and ldam-drw failed (a CPU tensor in the stacked LDAM
 loss, fixed since). Projected from those rates, not measured: the whole table needs about 560 s.
+Since then (not yet measured on a GPU): the positive-form loss has its gradient written out, and
+the K runs of a group are augmented in one call per view (crop_flip: 4x fewer launches at K = 6).
 
 Here, first:    python tools/make_carry_npz.py            (.carry/cifar10_lt_rho100.npz)
 On the device:  python3 benchmarks/gpu_table.py          (.carry carried; BUDGET_S seconds, default 560)
                 SUITE=strong BASELINE_EPOCHS=0 python3 benchmarks/gpu_table.py   (a second call: strong views)
                 SUITE=baselines BASELINE_EPOCHS=0 python3 benchmarks/gpu_table.py   (a third: the baselines)
-Each suite is about 15 runs (projected ~560 s on an H200 for the table): one device call each.
+                SUITE=forms BASELINE_EPOCHS=0 python3 benchmarks/gpu_table.py   (elm-positive, 3 runs)
+Each of the first three suites is 12-15 runs: one device call each.
 Back here:      untar runs.tar.gz; its table.json (every run, histories included) is what ships in elm_lite/measured/
 """
 import json
@@ -44,7 +48,8 @@ SEEDS = os.environ.get("SEEDS", "0,1,2")
 # SUITE=table: the comparison table. SUITE=strong: the contrastive methods again with SimCLR-style
 # views (issue 13: how contrastive long-tail methods train); LA's rows come from the table suite.
 # SUITE=baselines: re-weighting, class-balanced re-sampling, decoupled training (cRT, tau-norm).
-SUITES = {"table": ([("ce,la", 6), ("ldam-drw", 3), ("supcon-la", 3), ("elm", 3), ("elm-positive", 3)], []),
+SUITES = {"table": ([("ce,la", 6), ("ldam-drw", 3), ("supcon-la", 3), ("elm", 3)], []),
+          "forms": ([("elm-positive", 3)], []),
           "strong": ([("supcon-la", 3), ("elm", 3), ("elm-positive", 3)], ["--view-augment", "strong"]),
           "baselines": ([("reweight-inverse,reweight-effective", 6), ("cb-sampling", 3), ("crt,tau-norm", 6)], [])}
 SUITE = os.environ.get("SUITE", "table")
