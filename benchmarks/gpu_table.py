@@ -92,7 +92,9 @@ def solo_baseline(timing: dict) -> None:
                   "--out", str(solo), *EXTRA]
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=max(60, left() - 300))
     log(f"solo: {' '.join(cmd[2:])} -> exit {done.returncode}\n{done.stdout[-800:]}{done.stderr[-1500:]}")
-    if done.returncode == 0:
+    if done.returncode == 0 and BASELINE_EPOCHS < 2:
+        log("solo LA: one epoch is all compilation, no steady rate to extrapolate (BASELINE_EPOCHS >= 2)")
+    elif done.returncode == 0:
         r = json.loads((solo / "results.json").read_text())
         first, steady = r["first_epoch_seconds"], r["steady_seconds_per_epoch"]
         timing["solo_la"] = {"epochs": BASELINE_EPOCHS, "wall_s": time.monotonic() - start, "first_epoch_s": first,
