@@ -5,7 +5,8 @@ its per-class quantities as float64 buffers, so ``loss.to(device)`` moves them w
 they are cast to the logits' dtype in ``forward``, so any float dtype works.
 Inputs are checked: ``logits`` ``(B, C)`` finite floats, ``labels`` ``(B,)`` integers in ``[0, C)``;
 anything else raises a ``ValueError`` that names the problem. Set ``validate=False`` on a loss to
-skip the checks in a tight GPU loop (the finiteness check synchronises with the device).
+skip the checks; inside :func:`trusted_batches` (the training loops) the checks that read values back
+from the device (label range, finiteness: one host sync each on a GPU) are skipped.
 
 Notation: prior ``pi_y = n_y / sum(n)``. All margins are in logit units. Each logit-margin loss
 has ``pairwise_margins()``: the ``(C, C)`` matrix ``M[y, j]`` of how much the true logit ``f_y`` must
@@ -13,8 +14,10 @@ exceed ``f_j`` -- the common view in which hinge, LDAM and logit adjustment are 
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -25,6 +28,26 @@ from .interfaces import Scheduled
 from .recipes import ELM_RECOMMENDED
 
 # ----------------------------------------------------------------------------- input checks
+
+_TRUSTED = contextvars.ContextVar("elm_lite_trusted_batches", default=False)
+
+
+@contextlib.contextmanager
+def trusted_batches() -> Iterator[None]:
+    """Inside it, losses skip the input checks that read values back from the device (label range,
+    finiteness): on a GPU each is a host sync that stalls the step. :func:`~elm_lite.train.fit` and
+    :func:`~elm_lite.many.fit_many` train inside it, having checked the labels once before training;
+    they check every epoch's loss for finiteness (shapes and dtypes are still checked every call)."""
+    token = _TRUSTED.set(True)
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def _check_values() -> bool:
+    return not _TRUSTED.get()
+
 
 
 def as_counts(counts, name: str = "counts") -> torch.Tensor:
@@ -65,6 +88,8 @@ def check_logits_labels(logits: torch.Tensor, labels: torch.Tensor, n_classes: i
     if logits.shape[0] == 0:
         raise ValueError("the batch is empty (logits of shape (0, C)): a mean loss over no example is "
                          "undefined; skip empty batches.")
+    if not _check_values():
+        return
     if labels.numel() and (labels.min() < 0 or labels.max() >= n_classes):
         raise ValueError(f"labels must lie in [0, {n_classes}), got min {int(labels.min())}, "
                          f"max {int(labels.max())}.")
@@ -233,7 +258,7 @@ class LDAMLoss(_CountsLoss):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         self._check(logits, labels)
-        if self.validate and logits.detach().abs().max() > 1 + 1e-4:
+        if self.validate and _check_values() and logits.detach().abs().max() > 1 + 1e-4:
             raise ValueError("LDAMLoss expects cosine logits in [-1, 1] (got values up to "
                              f"{float(logits.detach().abs().max()):.3g}); use a model with cosine=True.")
         labels = labels.long()
@@ -349,9 +374,9 @@ def _check_embeddings(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
                          f"of shape {tuple(getattr(labels, 'shape', ()))}.")
     if labels.shape[0] != z.shape[0]:
         raise ValueError(f"labels have {labels.shape[0]} entries but the embeddings a batch of {z.shape[0]}.")
-    if labels.numel() and labels.min() < 0:
+    if _check_values() and labels.numel() and labels.min() < 0:
         raise ValueError(f"labels must be >= 0, got {int(labels.min())}.")
-    if not torch.isfinite(z).all():
+    if _check_values() and not torch.isfinite(z).all():
         raise ValueError("embeddings contain NaN or inf.")
     if z.ndim == 3:
         views = z.shape[1]
@@ -361,7 +386,8 @@ def _check_embeddings(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
 
 def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
                       anchor_margins: torch.Tensor | None = None, placement: str = "positive",
-                      prototypes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      prototypes: torch.Tensor | None = None, n_classes: int | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """The supervised-contrastive loss of every anchor, with optional per-anchor margins ``d_i``.
 
     z ``(N, E)`` (normalised here), labels ``(N,)``; every row is an anchor. ``prototypes``
@@ -381,7 +407,8 @@ def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
     With no margins, ``"positive"`` and ``"negative"`` are SupCon's L_out (Khosla et al. 2020).
     Returns ``(loss per anchor (N,), has_positive (N,) bool)``; anchors without a positive have
     loss 0. Leading dimensions batch independent problems (K models): z ``(K, N, E)``, labels and
-    margins ``(K, N)``, prototypes ``(K, C, E)``, temperature ``(K,)``.
+    margins ``(K, N)``, prototypes ``(K, C, E)``, temperature ``(K,)``. ``n_classes`` (the centroid
+    form's class count) is read from the labels if not given: a host sync on a GPU.
     """
     n = z.shape[-2]
     z = F.normalize(z, dim=-1)
@@ -395,7 +422,8 @@ def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
     margin = (torch.zeros(labels.shape, dtype=z.dtype, device=z.device) if anchor_margins is None
               else anchor_margins.to(z.dtype))[..., None]                  # (..., N, 1), cosine units
     if placement == "centroid":
-        return _centroid_terms(z, labels, pool, pool_labels, temperature, margin)
+        n_classes = n_classes if n_classes is not None else int(pool_labels.max()) + 1
+        return _centroid_terms(z, labels, pool, pool_labels, temperature, margin, n_classes)
     cos = z @ pool.transpose(-1, -2)                                      # (..., N, N + C), built once
     if placement == "positive":  # the course's most-trained form, its gradient written out
         return _positive_terms(cos, labels, pool_labels, temperature, margin)
@@ -485,10 +513,9 @@ def _pair_terms(cos, temperature, margin, positive, negative, not_self, placemen
     raise ValueError(f"placement must be one of {MARGIN_PLACEMENTS}, got {placement!r}.")
 
 
-def _centroid_terms(z, labels, pool, pool_labels, temperature, margin):
+def _centroid_terms(z, labels, pool, pool_labels, temperature, margin, n_classes: int):
     """``placement="centroid"`` of :func:`contrastive_terms`: a CosFace-style softmax over the
     contrast set's class means, the anchor left out of its own. Shapes as there."""
-    n_classes = int(pool_labels.max()) + 1
     members = F.one_hot(pool_labels, n_classes).to(z.dtype)              # (..., M, C)
     own = F.one_hot(labels, n_classes).to(z.dtype)                       # (..., N, C)
     sums = members.transpose(-1, -2) @ pool                              # (..., C, E)
@@ -539,20 +566,30 @@ class SupConLoss(nn.Module):
         if anchor_average not in ANCHOR_AVERAGES:
             raise ValueError(f"anchor_average must be one of {ANCHOR_AVERAGES}, got {anchor_average!r}.")
         self.anchor_average = anchor_average
-        self.last_stats: dict = {}
+        self._stats: tuple[int, torch.Tensor] | None = None
+
+    @property
+    def last_stats(self) -> dict:
+        """The last batch's ``{"anchors", "with_positive"}`` (read back from the device when asked)."""
+        return {} if self._stats is None else {"anchors": self._stats[0], "with_positive": int(self._stats[1])}
 
     def anchor_margins(self, labels: torch.Tensor) -> torch.Tensor | None:
         """Margin of each anchor, shape ``(N,)``; none for plain SupCon."""
         return None
 
+    def class_count(self, labels: torch.Tensor) -> int:
+        """How many classes there are (plain SupCon knows only the batch: a host sync on a GPU)."""
+        return int(labels.max()) + 1
+
     def forward(self, z: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor | None = None) -> torch.Tensor:
         z, labels = _check_embeddings(z, labels)
         if prototypes is not None and (prototypes.ndim != 2 or prototypes.shape[1] != z.shape[1]):
             raise ValueError(f"prototypes must have shape (classes, {z.shape[1]}), got {tuple(prototypes.shape)}.")
+        n_classes = self.class_count(labels) if prototypes is None else len(prototypes)
         per_anchor, has_pos = contrastive_terms(z, labels, self.temperature, self.anchor_margins(labels),
-                                                self.placement, prototypes)
-        self.last_stats = {"anchors": len(labels), "with_positive": int(has_pos.sum())}
-        return average_anchors(per_anchor, has_pos, labels, int(labels.max()) + 1, self.anchor_average)
+                                                self.placement, prototypes, n_classes)
+        self._stats = (len(labels), has_pos.sum())
+        return average_anchors(per_anchor, has_pos, labels, n_classes, self.anchor_average)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
@@ -581,10 +618,13 @@ class EmbeddingMarginLoss(SupConLoss):
         self.register_buffer("margins", embedding_margins(counts, delta_max, schedule))
 
     def anchor_margins(self, labels: torch.Tensor) -> torch.Tensor:
-        if labels.numel() and labels.max() >= len(self.margins):
+        if _check_values() and labels.numel() and labels.max() >= len(self.margins):
             raise ValueError(f"labels must lie in [0, {len(self.margins)}) to match the class counts, "
                              f"got max {int(labels.max())}.")
         return self.margins[labels]
+
+    def class_count(self, labels: torch.Tensor) -> int:
+        return len(self.margins)
 
     def extra_repr(self) -> str:
         return (f"temperature={self.temperature}, delta_max={self.delta_max}, schedule={self.schedule!r}, "
@@ -732,7 +772,7 @@ def stacked_loss(losses: list) -> Callable | None:
         logit_term = _cross_entropy_per_run(flat_logits + offsets[:, None].to(logits.dtype), flat_labels.long())
         z, flat_labels = _flat_views(z, labels)
         per_anchor, has_pos = contrastive_terms(z, flat_labels, temperature, margins.gather(1, flat_labels),
-                                                placement, prototypes)
+                                                placement, prototypes, margins.shape[1])
         by = {how: average_anchors(per_anchor, has_pos, flat_labels, margins.shape[1], how) for how in averages}
         embedding_term = torch.where(per_class, by["class"], by["all"]) if len(by) > 1 else by[averages[0]]
         lams = tuple(loss.current_lam for loss in losses)

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .interfaces import uses_prototypes
-from .losses import stack_key, stacked_loss
+from .losses import stack_key, stacked_loss, trusted_batches
 from .metrics import balanced_accuracy
 from .models import stack_models, unstack_models
 from .train import (
@@ -111,7 +111,7 @@ def _augment_views(g: _Group, xb: torch.Tensor) -> torch.Tensor:
 
 def _group_epoch(g: _Group, x: torch.Tensor, y: torch.Tensor, bs: int, n_batches: int) -> tuple[list, list]:
     """One epoch of every run: each its own batch order and views. Returns each run's mean loss and
-    training balanced accuracy (first view)."""
+    training balanced accuracy (first view). Syncs with the device once, at the end."""
     k, device = len(g.streams), x.device
     orders = torch.stack([o if (o := s.order(device)) is not None else torch.arange(len(x), device=device)
                           for s in g.samplers])                            # (K, N)
@@ -121,7 +121,7 @@ def _group_epoch(g: _Group, x: torch.Tensor, y: torch.Tensor, bs: int, n_batches
         xb, yb = x[idx], y[idx]
         if g.augment is not None:  # (K, V * b, ...): run k's views from run k's stream, as fit draws them
             xb = _augment_views(g, xb)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=g.bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=g.bf16), trusted_batches():
             logits, emb = g.runner(xb) if k > 1 else (t[None] for t in g.runner(xb[0]))  # (K, V * b, C | E)
             if g.n_views > 1:                                              # -> (K, b, V, ...)
                 logits, emb = (t.unflatten(1, (g.n_views, -1)).transpose(1, 2) for t in (logits, emb))

@@ -9,3 +9,43 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 @pytest.fixture(scope="session")
 def root():
     return ROOT
+
+
+class HostSyncs:
+    """Counts the reads of a tensor value back to the host (``aten::_local_scalar_dense``: ``.item()``,
+    ``int(t)``, ``if t``) -- each one a stall of the GPU's queue. ``F.one_hot``'s own checks are left out:
+    they run on a CPU only (on a GPU a bad class index is a device-side assert)."""
+
+    def __init__(self, monkeypatch):
+        import torch
+        from torch.nn import functional as F
+        from torch.utils._python_dispatch import TorchDispatchMode
+        self.count, depth, one_hot = 0, [0], F.one_hot
+
+        def counted_one_hot(*args, **kwargs):
+            depth[0] += 1
+            try:
+                return one_hot(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+        monkeypatch.setattr(F, "one_hot", counted_one_hot)
+        counter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func is torch.ops.aten._local_scalar_dense.default and not depth[0]:
+                    counter.count += 1
+                return func(*args, **(kwargs or {}))
+        self.mode = Mode
+
+    def __call__(self, fn) -> int:
+        """How many host syncs ``fn()`` makes."""
+        self.count = 0
+        with self.mode():
+            fn()
+        return self.count
+
+
+@pytest.fixture
+def host_syncs(monkeypatch):
+    return HostSyncs(monkeypatch)

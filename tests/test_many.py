@@ -227,3 +227,19 @@ def test_stacked_loss_declines_losses_it_does_not_know():
     from torch import nn
     assert L.stacked_loss([nn.CrossEntropyLoss(), nn.CrossEntropyLoss()]) is None
     assert L.stacked_loss([L.ReweightedLoss(COUNTS), L.ReweightedLoss(COUNTS)]) is None
+
+
+def test_a_group_step_never_waits_for_the_device(host_syncs):
+    """fit_many reads values back to the host a fixed number of times per epoch, not per step."""
+    counts = [40, 20, 10, 5, 3]
+    names = ["ce", "la", "supcon-la", "elm", "elm-positive"]
+    x, y = torch.rand(24, 32, 32, 3) * 255, torch.arange(24) % 5
+
+    def one_epoch(n):  # n steps of batch 8
+        for views in (1, 2):
+            chosen = [methods.get(m) for m in names if methods.get(m).views == views]
+            models = [SmallCNN(5, projection_dim=8 if views > 1 else None) for _ in chosen]
+            fit_many(models, x[:8 * n], y[:8 * n], [m.build_loss(counts, 1) for m in chosen], list(range(len(chosen))),
+                     epochs=1, batch_size=8, optimizer="sgd", n_views=views, augment=crop_flip, progress=False)
+    syncs = [host_syncs(lambda n=n: one_epoch(n)) for n in (1, 3)]
+    assert syncs[0] == syncs[1], f"{syncs[1] - syncs[0]} more host syncs for 2 more steps"

@@ -147,3 +147,25 @@ def test_fit_many_with_an_augmentation_that_takes_one_stream_equals_separate_run
     for a, b in zip(*runs):
         for ta, tb in zip(a.state_dict().values(), b.state_dict().values()):
             torch.testing.assert_close(tb, ta, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ce", "la", "ldam-drw", "supcon-la", "elm", "elm-positive"])
+def test_a_training_step_never_waits_for_the_device(name, host_syncs):
+    """fit's epoch reads values back to the host once, at its end, however many steps it has: no
+    per-step syncs (the losses' value checks are off inside losses.trusted_batches)."""
+    from elm_lite import methods
+    from elm_lite.interfaces import uses_prototypes
+    from elm_lite.models import SmallCNN
+    from elm_lite.train import _Step, crop_flip, make_optimizer, train_epoch
+    method, counts = methods.get(name), [40, 20, 10, 5, 3]
+    net = SmallCNN(5, cosine=method.cosine, projection_dim=8 if method.views > 1 else None)
+    loss = method.build_loss(counts, 10)
+    step = _Step(net, net, loss, make_optimizer("sgd", list(net.parameters()), 0.05, 5e-4), method.views, crop_flip,
+                 False, 1, uses_prototypes(loss), torch.Generator().manual_seed(0))
+    x, y = torch.rand(24, 32, 32, 3) * 255, torch.arange(24) % 5
+    order = torch.randperm(24, generator=torch.Generator().manual_seed(1))
+    syncs = [host_syncs(lambda n=n: train_epoch(step, x, y, order, 8, n, 0)) for n in (1, 3)]
+    assert syncs[0] == syncs[1], f"{name}: {syncs[1] - syncs[0]} more host syncs for 2 more steps"
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):   # outside the loop, checked as before
+        loss(*((torch.zeros(2, 2, 5), torch.zeros(2, 2, 8)) if method.views > 1 else (torch.zeros(2, 5),)),
+             torch.tensor([0, 7]))
