@@ -3,6 +3,8 @@
 1. Solo baseline, measured first and alone: one LA run trained by itself (`python -m elm_lite train
    --compile`) for BASELINE_EPOCHS epochs; its first epoch (compilation) and its median steady
    epoch give the solo cost of a 200-epoch run (first + 199 x steady, printed as an extrapolation).
+   Then the same run as the shortest loop (`benchmarks/minimal_loop.py`), the reference for
+   `train`'s own speed (issue 12: single-run speed).
 2. The table: ce, la, ldam-drw, supcon-la, elm x seeds 0, 1, 2 at 200 epochs (issue 12's 15 runs),
    trained together (`python -m elm_lite table --compile`), as four processes sharing the GPU (the
    step is launch-bound, so processes overlap): ce+la (6 models in one network), ldam-drw (3, cosine
@@ -56,6 +58,8 @@ SUITE = os.environ.get("SUITE", "table")
 PROCESSES, SUITE_FLAGS = SUITES[SUITE]
 COMPILE = ["--compile"] if os.environ.get("COMPILE", "1") == "1" else []
 EXTRA = os.environ.get("EXTRA", "").split()   # e.g. "--model small_cnn --batch-size 16" for a CPU smoke run
+# the minimal loop takes EXTRA's --model only
+MODEL_FLAG = EXTRA[EXTRA.index("--model"):EXTRA.index("--model") + 2] if "--model" in EXTRA else []
 OUT.mkdir(parents=True, exist_ok=True)
 LOG = open(OUT / "log.txt", "a", buffering=1)
 ENV = {**os.environ, "PYTHONPATH": str(Path.cwd()), "PYTHONUNBUFFERED": "1"}
@@ -101,6 +105,12 @@ def solo_baseline(timing: dict) -> None:
                              "steady_s_per_epoch": steady, "estimated_200_epoch_run_s": first + 199 * steady}
         log(f"solo LA: first epoch {first:.1f} s, steady {steady:.3f} s/epoch -> a 200-epoch run ~ "
             f"{first + 199 * steady:.0f} s; 15 solo runs ~ {15 * (first + 199 * steady):.0f} s (extrapolated)")
+    minimal = subprocess.run([sys.executable, "benchmarks/minimal_loop.py", "--npz", NPZ, "--epochs",
+                              str(BASELINE_EPOCHS), *MODEL_FLAG], env=ENV, capture_output=True, text=True,
+                             timeout=max(60, left() - 300))
+    log(f"minimal loop -> exit {minimal.returncode}\n{minimal.stdout[-400:]}{minimal.stderr[-1500:]}")
+    if minimal.returncode == 0:
+        timing["minimal_la"] = json.loads(minimal.stdout.strip().splitlines()[-1])
 
 
 

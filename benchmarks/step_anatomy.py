@@ -37,6 +37,7 @@ class OpCounter(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.phase, self.counts = "", collections.defaultdict(collections.Counter)
+        self.counts[SYNCS] = collections.Counter()      # reported even when there is none
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__

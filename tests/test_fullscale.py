@@ -227,8 +227,10 @@ def test_step_anatomy_benchmark_counts_each_phase():
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from step_anatomy import one_step
+    from step_anatomy import SYNCS, one_step
     la, elm = (one_step(loss, torch.device("cpu"), batch_size=16) for loss in ("la", "elm"))
+    assert la.pop(SYNCS) == 0                               # ELM's, on a CPU: F.one_hot's own checks
+    elm.pop(SYNCS)
     assert len(la) == len(elm) == 8 and all(n > 0 for n in la.values())
     eager = lambda t: sum(n for phase, n in t.items() if "compiled" not in phase)  # noqa: E731
     assert eager(elm) > 4 * eager(la)  # the contrastive term and the second view (notebook 06, exercise 4)
@@ -241,3 +243,16 @@ def test_write_json_atomic_creates_the_folder_and_leaves_no_temporary(tmp_path):
     target = tmp_path / "new" / "folder" / "results.json"
     write_json_atomic({"a": 1}, target)
     assert json.loads(target.read_text()) == {"a": 1} and [p.name for p in target.parent.iterdir()] == ["results.json"]
+
+
+def test_minimal_loop_benchmark_runs(tmp_path):
+    """benchmarks/minimal_loop.py, the reference for train's speed, runs end to end (tiny data, CPU)."""
+    import sys
+    from pathlib import Path
+
+    from elm_lite.data import fake_cifar
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from minimal_loop import main
+    np.savez(tmp_path / "fake.npz", **fake_cifar(n_per_class=300, n_test_per_class=2))
+    out = main(["--npz", str(tmp_path / "fake.npz"), "--epochs", "2", "--model", "small_cnn", "--device", "cpu"])
+    assert out["first_epoch_s"] > 0 and out["steady_s_per_epoch"] > 0
