@@ -25,16 +25,21 @@ Since then (not yet measured on a GPU): the positive-form loss has its gradient 
 the K runs of a group are augmented in one call per view (crop_flip: 4x fewer launches at K = 6).
 
 Here, first:    python tools/make_carry_npz.py            (.carry/cifar10_lt_rho100.npz)
-On the device:  python3 benchmarks/gpu_table.py          (.carry carried; BUDGET_S seconds, default 560)
-                SUITE=strong BASELINE_EPOCHS=0 python3 benchmarks/gpu_table.py   (a second call: strong views)
-                SUITE=baselines BASELINE_EPOCHS=0 python3 benchmarks/gpu_table.py   (a third: the baselines)
-                SUITE=forms BASELINE_EPOCHS=0 python3 benchmarks/gpu_table.py   (elm-positive, 3 runs)
+On the device:  RETURN=$OUT python3 benchmarks/gpu_table.py   (.carry carried; BUDGET_S seconds, default 560)
+                The runs live in runs/gpu_table (ignored by git, so kept on the machine while it stays
+                warm); RETURN receives log.txt, timing.json and runs.tar.gz. If the budget stops the
+                table, the same call again at once (BASELINE_EPOCHS=0) resumes its groups from their
+                checkpoints (every 10 epochs) and never retrains a finished run.
+                RETURN=$OUT SUITE=strong BASELINE_EPOCHS=0 python3 benchmarks/gpu_table.py   (strong views)
+                RETURN=$OUT SUITE=baselines BASELINE_EPOCHS=0 python3 benchmarks/gpu_table.py   (the baselines)
+                RETURN=$OUT SUITE=forms BASELINE_EPOCHS=0 python3 benchmarks/gpu_table.py   (elm-positive, 3 runs)
 Each of the first three suites is 12-15 runs: one device call each.
 Back here:      untar runs.tar.gz; its table.json (every run, histories included) is what ships in elm_lite/measured/
 """
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -45,7 +50,8 @@ BUDGET = float(os.environ.get("BUDGET_S", 560))
 OUT = Path(os.environ.get("OUT", "runs/gpu_table"))
 NPZ = os.environ.get("NPZ", ".carry/cifar10_lt_rho100.npz")
 EPOCHS = int(os.environ.get("EPOCHS", 200))
-BASELINE_EPOCHS = int(os.environ.get("BASELINE_EPOCHS", 12))   # 0: no solo baseline
+BASELINE_EPOCHS = int(os.environ.get("BASELINE_EPOCHS", 8))    # 0: no solo baseline
+RETURN = os.environ.get("RETURN")                                 # the folder that comes back (the device's $OUT)
 SEEDS = os.environ.get("SEEDS", "0,1,2")
 # SUITE=table: the comparison table. SUITE=strong: the contrastive methods again with SimCLR-style
 # views (issue 13: how contrastive long-tail methods train); LA's rows come from the table suite.
@@ -81,7 +87,9 @@ def main() -> None:
     import torch
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     log(f"{device}, torch {torch.__version__}, python {platform.python_version()}")
-    timing = {"device": device, "torch": torch.__version__, "epochs": EPOCHS}
+    earlier = OUT / "timing.json"          # a resumed table keeps the first call's solo timings
+    timing = {**(json.loads(earlier.read_text()) if earlier.exists() else {}),
+              "device": device, "torch": torch.__version__, "epochs": EPOCHS}
 
     if BASELINE_EPOCHS:
         solo_baseline(timing)
@@ -155,6 +163,9 @@ def table(timing: dict) -> None:
     # the device returns files only a few folders deep: pack every finished run into one archive
     subprocess.run(["tar", "czf", str(OUT / "runs.tar.gz"), "--exclude=groups", "-C", str(runs), "."], check=False)
     log(f"done; {left():.0f} s of the budget left")
+    if RETURN:
+        for name in ("log.txt", "timing.json", "runs.tar.gz"):
+            shutil.copy2(OUT / name, RETURN)
 
 
 if __name__ == "__main__":
