@@ -33,6 +33,7 @@ On the device:  RETURN=$OUT python3 benchmarks/gpu_table.py   (.carry carried; B
                 RETURN=$OUT SUITE=strong BASELINE_EPOCHS=0 python3 benchmarks/gpu_table.py   (strong views)
                 RETURN=$OUT SUITE=baselines BASELINE_EPOCHS=0 python3 benchmarks/gpu_table.py   (the baselines)
                 RETURN=$OUT SUITE=forms BASELINE_EPOCHS=0 python3 benchmarks/gpu_table.py   (elm-positive, 3 runs)
+                RETURN=$OUT SUITE=speed python3 benchmarks/gpu_table.py   (solo LA, minimal loop, profiles; ~2 min)
 Each of the first three suites is 12-15 runs: one device call each.
 Back here:      untar runs.tar.gz; its table.json (every run, histories included) is what ships in elm_lite/measured/
 """
@@ -59,7 +60,8 @@ SEEDS = os.environ.get("SEEDS", "0,1,2")
 SUITES = {"table": ([("ce,la", 6), ("ldam-drw", 3), ("supcon-la", 3), ("elm", 3)], []),
           "forms": ([("elm-positive", 3)], []),
           "strong": ([("supcon-la", 3), ("elm", 3), ("elm-positive", 3)], ["--view-augment", "strong"]),
-          "baselines": ([("reweight-inverse,reweight-effective", 6), ("cb-sampling", 3), ("crt,tau-norm", 6)], [])}
+          "baselines": ([("reweight-inverse,reweight-effective", 6), ("cb-sampling", 3), ("crt,tau-norm", 6)], []),
+          "speed": ([], [])}   # no table: the solo baseline, the minimal loop and a profile of train (LA, ELM)
 SUITE = os.environ.get("SUITE", "table")
 PROCESSES, SUITE_FLAGS = SUITES[SUITE]
 COMPILE = ["--compile"] if os.environ.get("COMPILE", "1") == "1" else []
@@ -93,6 +95,13 @@ def main() -> None:
 
     if BASELINE_EPOCHS:
         solo_baseline(timing)
+    if SUITE == "speed":   # where a single run's time goes, instead of a table
+        done = subprocess.run([sys.executable, "benchmarks/profile_train.py", "--npz", NPZ, "--losses", "la,elm",
+                               *COMPILE, *MODEL_FLAG], env=ENV, capture_output=True, text=True,
+                              timeout=max(60, left() - 20))
+        log(f"profile -> exit {done.returncode}\n{done.stdout[-12000:]}{done.stderr[-1500:]}")
+        if done.returncode == 0:
+            timing["profile"] = json.loads(done.stdout.strip().splitlines()[-1])
     table(timing)
 
 
@@ -126,6 +135,7 @@ def table(timing: dict) -> None:
     """The suite's processes sharing the GPU, each a ``table`` call for its methods."""
     start = time.monotonic()
     runs = OUT / ("runs" if SUITE == "table" else f"runs_{SUITE}")
+    runs.mkdir(parents=True, exist_ok=True)
 
     def launch(losses, k, compiled):
         cmd = BASE + ["table", *DATA, "--losses", losses, "--seeds", SEEDS, "--epochs", str(EPOCHS),
@@ -153,7 +163,7 @@ def table(timing: dict) -> None:
         codes[losses] = "killed at the budget"
         log(f"{losses}: killed at the budget; its group checkpoints are in {runs}/groups")
     timing["table_wall_s"] = time.monotonic() - start
-    if all(c == 0 for c in codes.values()):  # every run finished: this call trains nothing, it gathers the table
+    if PROCESSES and all(c == 0 for c in codes.values()):  # every run finished: this call gathers the table
         every = ",".join(losses for losses, _ in PROCESSES)
         final = subprocess.run(BASE + ["table", *DATA, "--losses", every, "--seeds", SEEDS, "--epochs", str(EPOCHS),
                                        "--out", str(runs), *SUITE_FLAGS, *EXTRA], env=ENV, capture_output=True,

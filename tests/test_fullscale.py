@@ -245,14 +245,19 @@ def test_write_json_atomic_creates_the_folder_and_leaves_no_temporary(tmp_path):
     assert json.loads(target.read_text()) == {"a": 1} and [p.name for p in target.parent.iterdir()] == ["results.json"]
 
 
-def test_minimal_loop_benchmark_runs(tmp_path):
-    """benchmarks/minimal_loop.py, the reference for train's speed, runs end to end (tiny data, CPU)."""
+def test_speed_benchmarks_run(tmp_path):
+    """benchmarks/minimal_loop.py (the reference for train's speed) and benchmarks/profile_train.py (where
+    an epoch's time goes) run end to end on tiny data on the CPU."""
     import sys
     from pathlib import Path
 
     from elm_lite.data import fake_cifar
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from minimal_loop import main
+    import minimal_loop
+    import profile_train
     np.savez(tmp_path / "fake.npz", **fake_cifar(n_per_class=300, n_test_per_class=2))
-    out = main(["--npz", str(tmp_path / "fake.npz"), "--epochs", "2", "--model", "small_cnn", "--device", "cpu"])
+    common = ["--npz", str(tmp_path / "fake.npz"), "--model", "small_cnn", "--device", "cpu"]
+    out = minimal_loop.main([*common, "--epochs", "2"])
     assert out["first_epoch_s"] > 0 and out["steady_s_per_epoch"] > 0
+    (row,) = profile_train.main([*common, "--losses", "la"])
+    assert row["loss"] == "la" and row["epoch_wall_s"] > 0
