@@ -102,10 +102,7 @@ def train_embedding_model(data: ToyData, method: Method, *, seed: int = 0, snaps
                   epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"], seed=seed, progress=progress,
                   n_views=method.views, augment=gaussian_jitter(r["jitter"]) if method.views > 1 else None,
                   on_epoch_end=snapshot, sampling=method.sampling)
-    method.finish(model, data.x_train, data.y_train, seed)
-    logits, z_test = embed(model, data.x_test)
-    return measure_run(model, history, data, _posthoc(method, logits, data.counts), z_test,
-                       embed(model, data.x_train)[1], snapshots, _validation(method, model, data, _sample(data)))
+    return _finish_and_measure(method, seed, model, history, data, _sample(data), snapshots)
 
 
 def train_embedding_models(data: ToyData, jobs: list[tuple[Method, int]], *, progress: bool = False,
@@ -128,12 +125,17 @@ def train_embedding_models(data: ToyData, jobs: list[tuple[Method, int]], *, pro
                              lr=r["lr"], n_views=views, augment=gaussian_jitter(r["jitter"]) if views > 1 else None,
                              progress=progress, sampling=sampling)
         for i, model, history in zip(members, models, histories):
-            jobs[i][0].finish(model, data.x_train, data.y_train, jobs[i][1])
-            logits, z_test = embed(model, data.x_test)
-            runs[i] = measure_run(model, history, data, _posthoc(jobs[i][0], logits, data.counts), z_test,
-                                  embed(model, data.x_train)[1],
-                                  validation=_validation(jobs[i][0], model, data, sample))
+            runs[i] = _finish_and_measure(*jobs[i], model, history, data, sample)
     return runs
+
+
+def _finish_and_measure(method: Method, seed: int, model: nn.Module, history: History, data: ToyData, sample,
+                        snapshots: list | None = None) -> EmbeddingRun:
+    """A trained toy run's last stage (:meth:`~elm_lite.methods.Method.finish`) and its measurements."""
+    method.finish(model, data.x_train, data.y_train, seed)
+    logits, z_test = embed(model, data.x_test)
+    return measure_run(model, history, data, _posthoc(method, logits, data.counts), z_test,
+                       embed(model, data.x_train)[1], snapshots, _validation(method, model, data, sample))
 
 
 def _sample(data) -> tuple[np.ndarray, np.ndarray] | None:
