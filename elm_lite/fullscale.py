@@ -369,19 +369,22 @@ def _mean(values) -> float:
 
 def summarize_runs(runs: list[dict]) -> str:
     """A text table of results dicts (from :func:`train_cifar`), grouped by dataset, rho and loss:
-    mean +- std over seeds of balanced accuracy, many / medium / few accuracy and tail spread."""
+    mean ± sample standard deviation over seeds (:func:`~elm_lite.metrics.mean_sd`) of balanced accuracy,
+    and the means of many / medium / few accuracy and tail spread."""
     groups: dict[tuple, list[dict]] = {}
     for r in map(check_run_results, runs):
         groups.setdefault((r["dataset"], r["rho"], r["loss"]), []).append(r)
     lines = [f"{'dataset':10s} {'rho':>5s} {'loss':18s} {'seeds':>5s} {'balanced acc':>15s} {'many':>7s} "
              f"{'medium':>7s} {'few':>7s} {'tail spread':>12s} {'s/epoch':>8s}"]
     for (dataset, rho, loss), rs in groups.items():
-        acc = np.array([r["balanced_accuracy"] for r in rs]) * 100
+        acc, sd, n = metrics.mean_sd([100 * r["balanced_accuracy"] for r in rs])
         shots = {k: _mean([r["shot_accuracy"][k] for r in rs]) * 100 for k in ("many", "medium", "few")}
         tail = _mean([r["spread"]["few"] if r["spread"]["few"] == r["spread"]["few"] else r["spread"]["medium"]
                       for r in rs])
         fmt = lambda v: f"{v:7.1f}" if v == v else f"{'n/a':>7s}"  # noqa: E731
-        lines.append(f"{dataset:10s} {rho:5g} {loss:18s} {len(rs):5d} {acc.mean():9.1f} ± {acc.std():3.1f} "
+        spread = f"± {sd:3.1f}" if n > 1 else "     "
+        lines.append(f"{dataset:10s} {rho:5g} {loss:18s} {len(rs):5d} {acc:9.1f} {spread} "
                      f"{fmt(shots['many'])} {fmt(shots['medium'])} {fmt(shots['few'])} {tail:12.3f} "
                      f"{np.mean([r['seconds_per_epoch'] for r in rs]):8.2f}")
+    lines.append("(± is the sample standard deviation over seeds, ddof = 1; none for a single seed)")
     return "\n".join(lines)

@@ -170,3 +170,13 @@ def spread_summary(spread, train_counts, many: int = 100, few: int = 20) -> dict
         out[name] = float(vals.mean()) if vals.size else float("nan")
     out["tail_head_ratio"] = out["few"] / out["many"] if out["many"] > 0 else float("nan")
     return out
+
+
+def mean_sd(values) -> tuple[float, float, int]:
+    """``(mean, sample standard deviation, n)`` of the non-NaN ``values`` (e.g. one number per seed).
+    The course's one "±" convention: the sample standard deviation (ddof = 1), with n stated beside it;
+    NaN where it is undefined (one value: no spread measured; none: no mean)."""
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[~np.isnan(v)]
+    mean = float(v.mean()) if v.size else float("nan")
+    return mean, float(v.std(ddof=1)) if v.size > 1 else float("nan"), int(v.size)

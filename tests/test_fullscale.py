@@ -128,7 +128,9 @@ def test_summarize_runs(data):
             for loss in ("ce", "la") for s in (0, 1)]
     table = summarize_runs(runs)
     lines = table.splitlines()
-    assert len(lines) == 3 and "ce" in lines[1] and "la" in lines[2] and " 2 " in lines[1]
+    assert len(lines) == 4 and "ce" in lines[1] and "la" in lines[2] and " 2 " in lines[1]
+    ce = [100 * r["balanced_accuracy"] for r in runs if r["loss"] == "ce"]    # ± is the sample std (ddof = 1)
+    assert f"{np.mean(ce):9.1f} ± {np.std(ce, ddof=1):3.1f}" in lines[1] and "ddof = 1" in lines[3]
 
 
 @pytest.mark.parametrize("change,field", [

@@ -100,3 +100,12 @@ def test_align_to_undoes_a_rotation():
     reference = rng.normal(size=(6, 6))[y] + 0.1 * rng.normal(size=(180, 6))
     rotation, _ = np.linalg.qr(rng.normal(size=(6, 6)))
     np.testing.assert_allclose(align_to(reference @ rotation, y, reference, y), reference, atol=1e-8)
+
+
+def test_mean_sd_is_the_sample_standard_deviation_by_hand():
+    """The course's one "±": values 1, 2, 4 have mean 7/3 and sample variance ((4/3)^2 + (1/3)^2 + (5/3)^2) / 2
+    = 7/3; NaN values are left out; one value has no spread."""
+    from elm_lite.metrics import mean_sd
+    mean, sd, n = mean_sd([1.0, 2.0, float("nan"), 4.0])
+    assert n == 3 and mean == pytest.approx(7 / 3) and sd == pytest.approx((7 / 3) ** 0.5)
+    assert np.isnan(mean_sd([0.5])[1]) and mean_sd([0.5])[:1] == (0.5,) and mean_sd([])[2] == 0
