@@ -5,6 +5,8 @@ from the code that draws its result into widgets, so every callback can run head
 """
 from __future__ import annotations
 
+import html
+import math
 from dataclasses import dataclass
 from functools import partial
 
@@ -43,6 +45,13 @@ from .recipes import ELM_RECOMMENDED, LOGIT_TOY, LONGTAIL_TOY
 from .train import History, fit, predict
 
 
+def head_count(n_max: int, rho: float) -> int:
+    """The head class's example count for an app's ``rho`` slider: ``n_max``, raised to ``ceil(rho)``
+    when ``rho > n_max`` so that every position of the slider (up to rho = 1000) builds a dataset whose
+    rarest class keeps at least one example."""
+    return max(int(n_max), math.ceil(rho)) if np.isfinite(rho) else int(n_max)
+
+
 @dataclass
 class LongTailView:
     """Everything notebook 01 shows for one setting of the sliders."""
@@ -61,8 +70,9 @@ def longtail_view(rho: float = 100.0, profile: str = "exp", *, kind: str = "gaus
                   n_max: int = 500, seed: int = 0, epochs: int = LONGTAIL_TOY["epochs"],
                   lr: float = LONGTAIL_TOY["lr"], batch_size: int = LONGTAIL_TOY["batch_size"],
                   many: int = 100, few: int = 20) -> LongTailView:
-    """Sample the toy problem, train plain ERM (cross-entropy) and evaluate on the balanced test set."""
-    data = make_toy(kind, n_classes, n_max, rho, profile, seed=seed)
+    """Sample the toy problem, train plain ERM (cross-entropy) and evaluate on the balanced test set.
+    ``n_max`` grows to ``ceil(rho)`` where it must, so that the rarest class keeps one example."""
+    data = make_toy(kind, n_classes, head_count(n_max, rho), rho, profile, seed=seed)
     model = toy_model(kind, n_classes, seed)
     history = fit(model, data.x_train, data.y_train, epochs=epochs, lr=lr, seed=seed, progress=False)
     y_pred = predict(model, data.x_test)
@@ -155,10 +165,15 @@ class App:
 
     def _on_change(self, _change) -> None:
         if not self._setting:
-            self.update()
+            try:
+                self.update()
+            except Exception:   # update() showed it in the readout; raised here it would reach only the browser console
+                pass
 
     def update(self, **values):
-        """Set the named controls (if given), recompute the view and redraw; returns the view."""
+        """Set the named controls (if given), recompute the view and redraw; returns the view.
+        If the computation fails, the readout shows the error (in red) and the error is raised again:
+        a slider never leaves a silently stale figure."""
         unknown = set(values) - set(self.controls)
         if unknown:
             raise ValueError(f"unknown control(s) {sorted(unknown)}; this app has {sorted(self.controls)}.")
@@ -168,9 +183,18 @@ class App:
                 self.controls[name].value = value
         finally:
             self._setting = False
-        self.view = self._compute(**self.values())
-        update_figure_traces(self.figure, self._figure(self.view).data)
-        self.readout.value = self._readout(self.view)
+        try:
+            view = self._compute(**self.values())
+            traces = self._figure(view).data
+            text = self._readout(view)
+        except Exception as error:
+            self.readout.value = (f"<span style='color:#c00'><b>this setting failed</b> "
+                                  f"({html.escape(type(error).__name__)}: {html.escape(str(error))}); "
+                                  "the figure still shows the previous setting</span>")
+            raise
+        self.view = view
+        update_figure_traces(self.figure, traces)
+        self.readout.value = text
         return self.view
 
 
@@ -207,8 +231,9 @@ def logit_margin_view(method: str = "la", tau: float = 1.0, rho: float = 100.0, 
                       lr: float = LOGIT_TOY["lr"], weight_decay: float | None = None,
                       n_eval: int = 5000) -> LogitMarginView:
     """Train ``method`` on the Gaussian toy problem and measure its errors and the Bayes-balanced
-    classifier's on the same fresh balanced sample (``n_eval`` points per class)."""
-    data = make_toy(kind, n_classes, n_max, rho, seed=seed)
+    classifier's on the same fresh balanced sample (``n_eval`` points per class). ``n_max`` grows to
+    ``ceil(rho)`` where it must (:func:`head_count`)."""
+    data = make_toy(kind, n_classes, head_count(n_max, rho), rho, seed=seed)
     model, loss = train_logit_method(method, data, tau, seed, epochs, lr, weight_decay)
     margins = loss.pairwise_margins().numpy() if hasattr(loss, "pairwise_margins") else np.zeros((n_classes,) * 2)
     return LogitMarginView(method, tau, data, model, margins,
@@ -238,11 +263,43 @@ def logit_margin_figure(view: LogitMarginView, widget: bool = False, title: str 
     return fig
 
 
+def logit_margin_errors(method_names, seeds, **view_kwargs) -> dict[str, dict[str, np.ndarray]]:
+    """Notebook 02's comparisons over several seeds (each seed: its own data draw, initialisation and
+    evaluation sample): for every method, ``{"balanced": (S,), "per_class": (S, C), "bayes": (S,)}``
+    balanced error, per-class error and the Bayes-balanced error of the same draw."""
+    out = {}
+    for name in method_names:
+        views = [logit_margin_view(name, **{**view_kwargs, "seed": seed}) for seed in seeds]
+        out[name] = {"balanced": np.array([v.errors["balanced"] for v in views]),
+                     "per_class": np.array([v.errors["per_class"] for v in views]),
+                     "bayes": np.array([v.bayes["balanced"] for v in views])}
+    return out
+
+
+def logit_margin_table(errors: dict) -> str:
+    """A text table of :func:`logit_margin_errors`: balanced error, mean ± sample std over the seeds, and
+    the mean per-class accuracy head -> tail; the Bayes-balanced error of the same draws last."""
+    n = len(next(iter(errors.values()))["balanced"])
+    lines = [f"{'method':36s} {'balanced error':>16s}   per-class accuracy (head -> tail), mean of {n} seeds"]
+    for name, e in errors.items():
+        mean, sd, _ = metrics.mean_sd(e["balanced"])
+        accs = " ".join(f"{1 - v:4.0%}" for v in e["per_class"].mean(0))
+        lines.append(f"{methods.get(name).label:36s} {mean:9.1%} ± {sd:4.1%}   {accs}")
+    bayes, sd, _ = metrics.mean_sd(next(iter(errors.values()))["bayes"])
+    lines.append(f"{'Bayes-balanced':36s} {bayes:9.1%} ± {sd:4.1%}")
+    lines.append("(± is the sample standard deviation over seeds, ddof = 1)")
+    return "\n".join(lines)
+
+
+TAU_METHODS = ("la", "posthoc-la")   # the losses of notebook 02's app that the tau slider acts on
+
+
 def logit_margin_readout(view: LogitMarginView) -> str:
     e, b = view.errors, view.bayes
     accs = ", ".join(f"{1 - err:.0%}" for err in e["per_class"])
     tail, head = view.data.n_classes - 1, 0
-    return (f"<b>{methods.get(view.method).label}</b> (tau = {view.tau:g}, rho = {view.data.info['rho']:g}): "
+    tau = f"tau = {view.tau:g}" if view.method in TAU_METHODS else "tau does not apply to this loss"
+    return (f"<b>{methods.get(view.method).label}</b> ({tau}, rho = {view.data.info['rho']:g}): "
             f"<b>balanced error {e['balanced']:.1%}</b> vs Bayes-balanced {b['balanced']:.1%} "
             f"(&plusmn; {max(e['balanced_se'], b['balanced_se']):.1%}); standard error {e['standard']:.1%}<br>"
             f"per-class accuracy, head to tail: {accs}<br>"
@@ -566,15 +623,16 @@ MEASURE_NAMES = {"balanced_accuracy": "balanced accuracy", "acc_few": "rare-clas
 def methods_panel_view(measure: str = "balanced_accuracy", *, sweeps: dict) -> dict:
     j = list(sweeps["measures"]).index(measure)
     values = sweeps["method_table"][:, j, :]                                    # (methods, seeds)
-    return {"measure": measure, "labels": list(sweeps["method_labels"]), "mean": values.mean(1),
-            "std": values.std(1), "seeds": values.shape[1]}
+    mean, sd, _ = zip(*map(metrics.mean_sd, values))
+    return {"measure": measure, "labels": list(sweeps["method_labels"]), "mean": np.array(mean),
+            "std": np.array(sd), "seeds": values.shape[1]}
 
 
 def methods_panel_figure(view: dict, widget: bool = False) -> go.Figure:
     fig = go.Figure(go.Bar(x=view["labels"], y=view["mean"], error_y=dict(type="data", array=view["std"]),
                            marker_color=["#888888"] * (len(view["labels"]) - 1) + ["#d62728"]))
     fig.update_layout(width=900, height=330, margin=dict(t=40, b=20), font=dict(size=11),
-                      title=f"{MEASURE_NAMES[view['measure']]}, mean ± std over {view['seeds']} seeds")
+                      title=f"{MEASURE_NAMES[view['measure']]}: mean ± sample std (n = {view['seeds']} seeds)")
     return go.FigureWidget(fig) if widget else fig
 
 

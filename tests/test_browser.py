@@ -148,6 +148,7 @@ def test_widgets_render_and_react_in_jupyterlab(path, lab, browser):
         assert abs(_tail_training_margin(after) - _tail_training_margin(before)) > 0.05, (before, after)
     else:
         _drag_slider_and_check(page, app, ARTIFACTS / f"{stem}-2-after-slider.png")
+    _push_slider_to_both_ends(page, app, ARTIFACTS / f"{stem}-3-slider-ends.png")
     assert not [e for e in errors if "widget" in e.lower()], errors
     page.close()
 
@@ -184,6 +185,37 @@ def _drag_slider_and_check(page, app, screenshot, slider: int = 0) -> tuple[str,
     return readout_before, readout_after
 
 
+def _push_slider_to_both_ends(page, app, screenshot, slider: int = 0) -> None:
+    """Drag the app's slider number ``slider`` past the left end of its track, then past the right end
+    (the handle stops at the first and the last position); wherever the slider's value changed, the
+    figure must redraw, and the readout must never report a failed setting."""
+    figure = app.locator(".js-plotly-plot").first
+    control = app.locator(".widget-slider").nth(slider)
+    for side in ("left", "right"):
+        before, value = figure.evaluate(FINGERPRINT), control.locator(".widget-readout").inner_text()
+        handle = control.locator(".noUi-handle")
+        handle.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        box, track = handle.bounding_box(), control.locator(".noUi-target").bounding_box()
+        y = box["y"] + box["height"] / 2
+        page.mouse.move(box["x"] + box["width"] / 2, y)
+        page.mouse.down()
+        page.mouse.move(track["x"] - 40 if side == "left" else track["x"] + track["width"] + 40, y, steps=10)
+        page.mouse.up()
+        page.wait_for_timeout(500)
+        if control.locator(".widget-readout").inner_text() == value:
+            continue                                    # it was at that end already
+        deadline = time.time() + 90
+        while time.time() < deadline and figure.evaluate(FINGERPRINT) == before:
+            page.wait_for_timeout(500)
+        page.wait_for_timeout(500)
+        assert figure.evaluate(FINGERPRINT) != before, f"the slider's {side} end did not redraw the figure"
+        readout = app.locator(".widget-html").last.inner_text()
+        assert "this setting failed" not in readout, readout
+    app.scroll_into_view_if_needed()
+    page.screenshot(path=str(screenshot), full_page=False)
+
+
 def test_workshop_dashboard_in_voila(browser, tmp_path):
     """`make workshop` serves notebooks/workshop.ipynb with Voila: four panels render with their
     figures, no error or traceback or unfinished-exercise text, and a slider moves its figure."""
@@ -215,6 +247,9 @@ def test_workshop_dashboard_in_voila(browser, tmp_path):
         margins = page.locator(".elm-panel").nth(1)                 # panel 2: tau
         margins.scroll_into_view_if_needed()
         _drag_slider_and_check(page, margins, ARTIFACTS / "workshop-2-after-slider.png")
+        for k in range(3):                                          # panels 1-3 have a slider each
+            panel = page.locator(".elm-panel").nth(k)
+            _push_slider_to_both_ends(page, panel, ARTIFACTS / f"workshop-3-panel-{k + 1}-ends.png")
         page.close()
     finally:
         proc.terminate()
