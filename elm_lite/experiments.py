@@ -215,18 +215,36 @@ def compare(methods: dict, data, seeds=(0, 1, 2), progress: bool = False, train=
 
 
 def summarize(rows: list[dict], columns=("balanced_accuracy", "acc_few", "spread_few", "spread_many")) -> str:
-    """A text table: mean +- std over seeds of each column, one line per method (first-seen order)."""
+    """A text table: mean ± sample standard deviation over seeds (:func:`~elm_lite.metrics.mean_sd`)
+    of each column, one line per method (first-seen order), and the number of seeds n."""
     names = list(dict.fromkeys(r["method"] for r in rows))
     width = max(len(n) for n in names) + 2
-    lines = [f"{'method':{width}s}" + "".join(f"{c:>22s}" for c in columns) + "   seeds"]
+    lines = [f"{'method':{width}s}" + "".join(f"{c:>22s}" for c in columns) + "   n (seeds)"]
     for name in names:
         mine = [r for r in rows if r["method"] == name]
         cells = []
         for c in columns:
-            vals = np.array([r[c] for r in mine], dtype=float)
-            vals = vals[~np.isnan(vals)]
-            cells.append(f"{vals.mean():>14.3f} ± {vals.std():.3f}" if vals.size else f"{'n/a':>22s}")
+            mean, sd, n = metrics.mean_sd([r[c] for r in mine])
+            cells.append(f"{'n/a':>22s}" if not n else f"{mean:>14.3f} ± {sd:.3f}" if n > 1 else f"{mean:>22.3f}")
         lines.append(f"{name:{width}s}" + "".join(cells) + f"   {len(mine)}")
+    lines.append("(± is the sample standard deviation over seeds, ddof = 1)")
+    return "\n".join(lines)
+
+
+def paired_summary(rows: list[dict], reference: str, column: str = "balanced_accuracy") -> str:
+    """A text table of each method's difference from ``reference`` in ``column``, seed by seed (the
+    same seed is the same data order and initialisation): mean ± sample standard deviation of the
+    differences, and on how many of the n seeds the method was higher -- which differences exceed the
+    seed-to-seed spread, and which do not."""
+    base = {r["seed"]: r[column] for r in rows if r["method"] == reference}
+    names = [n for n in dict.fromkeys(r["method"] for r in rows) if n != reference]
+    width = max(len(n) for n in names) + 2
+    lines = [f"{'method':{width}s}{'minus ' + reference:>22s}   higher on"]
+    for name in names:
+        diffs = [r[column] - base[r["seed"]] for r in rows if r["method"] == name and r["seed"] in base]
+        mean, sd, n = metrics.mean_sd(diffs)
+        lines.append(f"{name:{width}s}{mean:>+14.3f} ± {sd:.3f}   {sum(d > 0 for d in diffs)} of {n} seeds")
+    lines.append(f"({column}; ± is the sample standard deviation of the per-seed differences, ddof = 1)")
     return "\n".join(lines)
 
 

@@ -49,3 +49,24 @@ class HostSyncs:
 @pytest.fixture
 def host_syncs(monkeypatch):
     return HostSyncs(monkeypatch)
+
+
+def per_seed(rows: list[dict], method: str, column: str):
+    """``column`` of ``method`` in :func:`elm_lite.experiments.compare`'s rows, one value per seed
+    (seed order): the unit of every claim about learning in these tests, which are about effects over
+    several seeds, never one seed near its threshold."""
+    import numpy as np
+    mine = sorted((r["seed"], r[column]) for r in rows if r["method"] == method)
+    assert mine, f"no rows of {method!r}"
+    return np.array([v for _, v in mine], dtype=float)
+
+
+def notebook_parameters(name: str) -> dict:
+    """The default values of a notebook's ``parameters`` cell (what a learner's run uses), so that a
+    claim check trains exactly what the notebook trains."""
+    import nbformat
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    values: dict = {}
+    exec(cell.source, {}, values)
+    return values
