@@ -13,6 +13,8 @@ from elm_lite import methods
 from elm_lite.models import MLP, CosineLinear
 from elm_lite.train import EpochSampler, head_inputs, retrain_classifier, tau_normalize
 
+pytestmark = pytest.mark.outcome   # trains and compares: CI runs it again under another arithmetic
+
 
 def test_inverse_frequency_reweighting_by_hand():
     """counts (3, 1): weights 1/3 and 1, normalised to sum to 2 -> (0.5, 1.5). Logits chosen so that

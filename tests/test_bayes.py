@@ -6,6 +6,8 @@ from elm_lite.data import bayes_predict, class_log_densities, make_toy, monte_ca
 from elm_lite.experiments import train_logit_method
 from elm_lite.train import predict
 
+pytestmark = pytest.mark.outcome   # trains and compares: CI runs it again under another arithmetic
+
 
 def test_log_densities_match_closed_form():
     d = make_toy("gaussian", 3, 100, 10, separation=2.0, noise=0.5)

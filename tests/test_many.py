@@ -13,6 +13,8 @@ from elm_lite.many import fit_many
 from elm_lite.models import MLP, ResNet32, SmallCNN, stack_models, unstack_models
 from elm_lite.train import crop_flip, fit, gaussian_jitter, set_seed
 
+pytestmark = pytest.mark.outcome   # trains and compares: CI runs it again under another arithmetic
+
 COUNTS = np.array([40, 20, 10, 5, 3])
 
 

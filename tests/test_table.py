@@ -8,6 +8,8 @@ from elm_lite import cli
 from elm_lite.data import fake_cifar, load_cifar_lt
 from elm_lite.table import train_table
 
+pytestmark = pytest.mark.outcome   # trains and compares: CI runs it again under another arithmetic
+
 TINY = dict(model="small_cnn", epochs=1, batch_size=16, device="cpu", progress=False)
 
 

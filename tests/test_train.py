@@ -4,6 +4,8 @@ import torch
 
 from elm_lite import MLP, LinearModel, balanced_accuracy, fit, make_toy, predict, set_seed
 
+pytestmark = pytest.mark.outcome   # trains and compares: CI runs it again under another arithmetic
+
 
 def test_fit_learns_a_separable_problem():
     d = make_toy("gaussian", n_classes=3, n_max=100, rho=2, separation=6.0, noise=0.5, n_test_per_class=200)

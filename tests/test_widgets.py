@@ -7,6 +7,8 @@ import pytest
 from elm_lite import losses as L
 from elm_lite.widgets import longtail_app, longtail_figure, longtail_readout, longtail_view
 
+pytestmark = pytest.mark.outcome   # trains and compares: CI runs it again under another arithmetic
+
 SMALL = dict(n_max=200, epochs=60)
 
 
