@@ -77,15 +77,22 @@ MEASURES = ("shot_accuracy", "per_class_spread", "spread", "per_class_margin", "
 
 
 def _nan_for_null(value):
+    """JSON ``null`` (how :func:`~elm_lite.runfiles.write_json_atomic` writes nan) read back as nan,
+    in ``value`` and everything it holds."""
+    if value is None:
+        return float("nan")
     if isinstance(value, dict):
-        return {k: float("nan") if v is None else v for k, v in value.items()}
-    return [float("nan") if v is None else v for v in value]
+        return {k: _nan_for_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_for_null(v) for v in value]
+    return value
 
 
 def load_results(name: str) -> dict:
     """A measured results file shipped with the package (``elm_lite/measured/``), read from the
     installed package -- a checkout or a wheel, no network. ``name`` is one of those files' names (any
-    other is refused with the list). A ``.json`` file gives its object, a ``.npz`` file a dict of its arrays."""
+    other is refused with the list). A ``.json`` file gives its object (``null`` read as nan, the way
+    it was measured; older files hold ``NaN``), a ``.npz`` file a dict of its arrays."""
     shipped = resources.files("elm_lite") / "measured"
     names = sorted(p.name for p in shipped.iterdir() if p.name.endswith((".json", ".npz")))
     if name not in names:  # only these names: never a path, never another file of the folder
@@ -94,4 +101,4 @@ def load_results(name: str) -> dict:
     if name.endswith(".npz"):
         with np.load(io.BytesIO(raw), allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
-    return json.loads(raw)
+    return _nan_for_null(json.loads(raw))  # measurements only: null stands for nan (an empty split)
