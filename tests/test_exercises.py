@@ -137,3 +137,21 @@ def test_sys_exit_and_exceptions_show_the_learners_line():
     assert "of leaves" in result.message
     result = ex.check_balanced_error(lambda m: m.reshape(7))
     assert "raised ValueError" in result.message and "lambda m: m.reshape(7)" in result.message, result.message
+
+
+@pytest.mark.notebook
+def test_the_deadline_works_in_a_jupyter_kernel():
+    """In a kernel the learner's cell runs in the main thread, where the timer signal reaches it."""
+    import nbformat
+    from nbclient import NotebookClient
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "from elm_lite import exercises as ex\n"
+        "ex.DEADLINE_S = 1.0\n"
+        "def my_error(m):\n"
+        "    i = 0\n"
+        "    while i < 3:\n"
+        "        pass\n"
+        "result = ex.check_balanced_error(my_error)")])
+    NotebookClient(nb, kernel_name="python3", timeout=60).execute()
+    text = nb.cells[0].outputs[0]["text"]
+    assert text.startswith("NOT YET: your function did not return within 1 s (line 5 of my_error: while i < 3:)"), text
