@@ -50,7 +50,7 @@ class _Deadline(BaseException):
 
 
 @contextmanager
-def _deadline(seconds: float | None):
+def _deadline(seconds: float):
     """Interrupt the code run inside after ``seconds`` with :class:`_Deadline`.
 
     Why a timer signal: the learner's function must stay in this process (a closure or a lambda
@@ -60,7 +60,7 @@ def _deadline(seconds: float | None):
     running loop, in the main thread, where both a Jupyter kernel and pytest run a cell or a test.
     Where there is no such timer (Windows) or off the main thread, the call runs without a deadline.
     A loop inside one long C call (a huge tensor operation) is interrupted when that call returns."""
-    if seconds is None or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
         yield
         return
 
@@ -104,7 +104,7 @@ def _argument_names(fn: Callable, n: int) -> list[str]:
     return names + [f"argument {k + 1}" for k in range(len(names), n)]
 
 
-def _call(fn: Callable, case: tuple, deadline_s: float | None):
+def _call(fn: Callable, case: tuple, deadline_s: float):
     """``(value, None)`` from ``fn`` called on a copy of ``case``, or ``(None, message)`` when it did
     not return in time, raised, exited, or changed its inputs in place."""
     given = copy.deepcopy(case)
