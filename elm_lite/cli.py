@@ -12,7 +12,9 @@ Every entry of the recipe (elm_lite.recipes.CIFAR_RECIPE) has its own flag (--we
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import warnings
 
 from .methods import COMPARISON, FULLSCALE_METHODS
@@ -180,13 +182,28 @@ def _run(args) -> None:
             write_json_atomic(ladder, Path(args.out) / "ladder.json")
 
 
+def _stop(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse, check, run. Anticipated errors (bad options, missing or damaged files, a run that
     diverged, a run folder in use) end in one ``error:`` line and exit code 2; anything else keeps
-    its traceback."""
-    from .runfiles import RunFolderLocked
+    its traceback. ``kill PID`` (SIGTERM) stops a run as an error does: its run folders' locks are
+    given back (only ``kill -9`` leaves a stale lock)."""
     args = parser().parse_args(argv)
     warnings.filterwarnings("default", category=UserWarning, module="elm_lite")
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if main_thread else None
+    try:
+        _checked_run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _checked_run(args) -> None:
+    from .runfiles import RunFolderLocked
     try:
         _check_before_work(args)
         _run(args)

@@ -78,6 +78,15 @@ def test_two_train_processes_cannot_share_a_folder_and_a_killed_ones_lock_is_sta
     assert (out / "results.json").exists() and not (out / LOCK_NAME).exists()
 
 
+def test_kill_without_9_gives_the_lock_back(npz, tmp_path):
+    out = tmp_path / "run"
+    run = _start(["-m", "elm_lite", "train", "--npz", str(npz), "--rho", "10", "--model", "small_cnn", "--epochs",
+                  "100000", "--out", str(out)], out)
+    run.terminate()
+    assert run.wait(timeout=60) == 128 + signal.SIGTERM
+    assert not (out / LOCK_NAME).exists()
+
+
 def test_a_table_refuses_a_run_another_process_holds_and_writes_nothing(tmp_path):
     data = load_cifar_lt("cifar10", rho=5, arrays=fake_cifar(n_classes=10, n_per_class=12, seed=0))
     holder = _holder(tmp_path / "la-s0")
