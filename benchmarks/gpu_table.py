@@ -159,7 +159,11 @@ def table(timing: dict) -> None:
             else:
                 codes[losses] = p.returncode
     for losses, (p, _, _) in running.items():
-        p.kill()
+        p.terminate()  # the CLI stops on SIGTERM as on an error: its run folders' locks are given back
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
         codes[losses] = "killed at the budget"
         log(f"{losses}: killed at the budget; its group checkpoints are in {runs}/groups")
     timing["table_wall_s"] = time.monotonic() - start

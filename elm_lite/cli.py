@@ -12,7 +12,9 @@ Every entry of the recipe (elm_lite.recipes.CIFAR_RECIPE) has its own flag (--we
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import warnings
 
 from .methods import COMPARISON, FULLSCALE_METHODS
@@ -50,6 +52,8 @@ def _names(text: str) -> tuple:
     if not names or unknown:
         raise argparse.ArgumentTypeError(f"expected comma-separated methods from {', '.join(FULLSCALE_METHODS)}, "
                                          f"got {text!r}")
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"methods repeat in {text!r}; each run needs its own method and seed")
     return names
 
 
@@ -116,7 +120,8 @@ def parser() -> argparse.ArgumentParser:
     table.add_argument("--group-size", type=_number(int, 1), default=None,
                        help="runs trained together (default: as many as the device holds, up to 16)")
     table.add_argument("--separate", action="store_true", help="train each run alone (the reference path)")
-    table.add_argument("--overwrite", action="store_true", help="retrain runs whose results differ in setting")
+    table.add_argument("--overwrite", action="store_true",
+                       help="clear the old table in OUT (its runs' results, group checkpoints, table.json) first")
     table.add_argument("--checkpoint-every", type=_number(int, 1), default=10, help="epochs between checkpoints")
     table.add_argument("--compile", action="store_true", help="torch.compile(mode='reduce-overhead')")
     table.add_argument("--no-bf16", action="store_true", help="train in float32 on a GPU too")
@@ -169,22 +174,41 @@ def _run(args) -> None:
     else:
         from pathlib import Path
 
-        from .fullscale import ladder_table, speed_ladder, write_json_atomic
+        from .fullscale import ladder_table, speed_ladder
+        from .runfiles import write_json_atomic
         ladder = speed_ladder(data, device=args.device, epochs=args.epochs, compile=not args.no_compile)
         print(ladder_table(ladder))
         if args.out:
             write_json_atomic(ladder, Path(args.out) / "ladder.json")
 
 
+def _stop(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse, check, run. Anticipated errors (bad options, missing or damaged files, a run that
-    diverged) end in one ``error:`` line and exit code 2; anything else keeps its traceback."""
+    diverged, a run folder in use) end in one ``error:`` line and exit code 2; anything else keeps
+    its traceback. ``kill PID`` (SIGTERM) stops a run as an error does: its run folders' locks are
+    given back (only ``kill -9`` leaves a stale lock)."""
     args = parser().parse_args(argv)
     warnings.filterwarnings("default", category=UserWarning, module="elm_lite")
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if main_thread else None
+    try:
+        _checked_run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _checked_run(args) -> None:
+    from .runfiles import RunFolderLocked
     try:
         _check_before_work(args)
         _run(args)
-    except (ValueError, FileNotFoundError, FloatingPointError, PermissionError, IsADirectoryError) as e:
+    except (ValueError, FileNotFoundError, FloatingPointError, PermissionError, IsADirectoryError,
+            RunFolderLocked) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:  # a full disk or a read-only folder: name the path

@@ -2,14 +2,24 @@
 
 Each ``check_*`` runs the learner's function on random inputs, compares it with the course's
 reference implementation and prints (and returns) a helpful verdict: when the answer matches a
-typical mistake, the message names that mistake. A learner function that raises or returns the
-wrong shape gets a message, never a traceback from inside the checker. Solutions live apart,
-in :mod:`elm_lite.solutions`.
+typical mistake, the message names that mistake. The learner's function cannot fool or freeze a
+check: each call has a deadline, gets copies of its inputs (changing them in place is reported),
+must return numbers (``None`` and text are named), and an exception or ``sys.exit`` inside it
+becomes a message showing its line -- never a traceback from inside the checker. Solutions live
+apart, in :mod:`elm_lite.solutions`.
 """
 from __future__ import annotations
 
+import copy
+import inspect
+import signal
+import sysconfig
+import threading
+import traceback
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,33 +41,135 @@ class CheckResult:
         return ("PASSED: " if self.passed else "NOT YET: ") + self.message
 
 
+DEADLINE_S = 10.0  # seconds one call of a learner's function may take (the course's cases take milliseconds)
+
+
+class _Deadline(BaseException):
+    """Raised into a learner's function when its deadline passes (a BaseException, so that an
+    ``except Exception`` inside the learner's loop cannot swallow it)."""
+
+
+@contextmanager
+def _deadline(seconds: float):
+    """Interrupt the code run inside after ``seconds`` with :class:`_Deadline`.
+
+    Why a timer signal: the learner's function must stay in this process (a closure or a lambda
+    defined in a notebook cannot be sent to a subprocess, and a forked copy of a kernel with torch's
+    threads can deadlock), and a thread with a timeout could only stop *waiting* -- the endless loop
+    would keep running and the kernel stay busy. ``signal.setitimer`` raises the exception inside the
+    running loop, in the main thread, where both a Jupyter kernel and pytest run a cell or a test.
+    Where there is no such timer (Windows) or off the main thread, the call runs without a deadline.
+    A loop inside one long C call (a huge tensor operation) is interrupted when that call returns."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _Deadline
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _where(error: BaseException) -> str:
+    """``" (line N of NAME: CODE)"``: the deepest line of the learner's own code in the traceback
+    (frames of installed libraries and of the standard library are skipped)."""
+    frames = traceback.extract_tb(error.__traceback__)[1:]  # the first frame is the checker's call
+    library = (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["stdlib"], str(Path(__file__).parent))
+    own = [f for f in frames if not f.filename.startswith(library)] or frames
+    if not own:
+        return ""
+    f = own[-1]
+    return f" (line {f.lineno} of {f.name}: {f.line.strip()})" if f.line else f" (line {f.lineno} of {f.name})"
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+    return type(a) is type(b) and a == b
+
+
+def _argument_names(fn: Callable, n: int) -> list[str]:
+    """The learner's own names for the first ``n`` parameters of ``fn`` (``argument k`` where unknown)."""
+    try:
+        names = [p.name for p in inspect.signature(fn).parameters.values()][:n]
+    except (TypeError, ValueError):
+        names = []
+    return names + [f"argument {k + 1}" for k in range(len(names), n)]
+
+
+def _call(fn: Callable, case: tuple, deadline_s: float):
+    """``(value, None)`` from ``fn`` called on a copy of ``case``, or ``(None, message)`` when it did
+    not return in time, raised, exited, or changed its inputs in place."""
+    given = copy.deepcopy(case)
+    try:
+        with _deadline(deadline_s):
+            value = fn(*given)
+    except _Deadline as e:
+        return None, (f"your function did not return within {deadline_s:g} s{_where(e)}: an endless loop? Check that "
+                      "the loop's condition changes (its counter is increased).")
+    except SystemExit as e:
+        return None, (f"your function called sys.exit({e.code!r}) (SystemExit){_where(e)}; a function returns its "
+                      "answer, it does not stop the program.")
+    except Exception as e:  # the learner's code failed: report it, do not crash
+        return None, f"your function raised {type(e).__name__}: {e}{_where(e)}"
+    changed = [name for name, before, after in zip(_argument_names(fn, len(case)), case, given)
+               if not _same(before, after)]
+    if changed:
+        return None, (f"your function changed its input {', '.join(changed)} in place; work on a copy "
+                      "(x = x.copy() for an array, x = x.clone() for a tensor) or build a new result.")
+    return value, None
+
+
 def _as_array(value) -> np.ndarray:
+    """``value`` as a float array; text, ``None`` and other non-numbers raise ``TypeError`` naming them."""
+    if value is None:
+        raise TypeError("your function returned None -- did you forget `return`?")
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=float)
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):
+        array = np.asarray(None)
+    if array.dtype.kind not in "biuf":  # text ("0.54" would pass as a number), objects, complex numbers
+        shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
+        raise TypeError(f"your function returned {type(value).__name__} {shown}; return a number or an array "
+                        "of numbers" + (", not text." if isinstance(value, (str, bytes)) or array.dtype.kind in "US"
+                                        else "."))
+    return array.astype(float)
 
 
 def _run(fn: Callable, cases: list, reference: Callable, mistakes: dict[str, Callable],
-         tol: float = 1e-5) -> CheckResult:
+         tol: float = 1e-5, *, deadline_s: float | None = None) -> CheckResult:
     """Compare ``fn(*case)`` with ``reference(*case)`` on every case; on a mismatch, name the first
-    typical mistake whose output matches the learner's."""
+    typical mistake whose output matches the learner's. Each call of ``fn`` gets its own copy of the
+    case and ``deadline_s`` seconds (default :data:`DEADLINE_S`); a call that overruns, raises, exits,
+    changes its inputs or returns no numbers fails the check with a message (:func:`_call`)."""
+    if not callable(fn):
+        return CheckResult(False, f"pass your function itself (e.g. check(my_function), no parentheses); got "
+                                  f"{type(fn).__name__} {fn!r:.60}.")
+    deadline_s = DEADLINE_S if deadline_s is None else deadline_s
     for case in cases:
-        expected = _as_array(reference(*case))
-        try:
-            got = fn(*case)
-        except Exception as e:  # the learner's code failed: report it, do not crash
-            return CheckResult(False, f"your function raised {type(e).__name__}: {e}")
+        expected = _as_array(reference(*copy.deepcopy(case)))
+        got, failure = _call(fn, case, deadline_s)
+        if failure:
+            return CheckResult(False, failure)
         try:
             got = _as_array(got)
-        except (TypeError, ValueError):
-            return CheckResult(False, f"your function returned {type(got).__name__}, expected numbers of shape "
-                                      f"{expected.shape}.")
+        except TypeError as e:
+            return CheckResult(False, f"{e} Expected numbers of shape {expected.shape}.")
         if got.shape != expected.shape:
             return CheckResult(False, f"your function returned shape {got.shape}, expected {expected.shape}.")
         if not np.allclose(got, expected, rtol=tol, atol=tol, equal_nan=True):
             for hint, wrong in mistakes.items():
                 try:
-                    if np.allclose(got, _as_array(wrong(*case)), rtol=tol, atol=tol, equal_nan=True):
+                    if np.allclose(got, _as_array(wrong(*copy.deepcopy(case))), rtol=tol, atol=tol, equal_nan=True):
                         return CheckResult(False, hint)
                 except Exception:
                     continue

@@ -6,11 +6,11 @@ channels_last, optional ``torch.compile``), atomic checkpoints with resume, and 
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
 import warnings
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from .methods import Method
 from .models import ResNet32, SmallCNN
 from .recipes import CIFAR_RECIPE
 from .results import SCHEMA_VERSION, check_run_results
+from .runfiles import atomic_write, run_lock, write_json_atomic
 from .train import VIEW_AUGMENTATIONS, crop_flip, evaluate_features, fit, set_seed, view_augmentation
 
 MODELS = {"resnet32": ResNet32, "small_cnn": SmallCNN}
@@ -77,15 +78,6 @@ def hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
-
-
-def write_json_atomic(obj, path) -> None:
-    """Write ``obj`` as JSON to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 def check_recipe(recipe: dict) -> dict:
@@ -172,7 +164,8 @@ def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, s
     ``checkpoint.pt`` (atomically, every ``checkpoint_every`` epochs), ``results.json`` and
     ``embeddings.npz`` (a sample of test features for plots). ``resume=True`` continues the same
     run from its checkpoint (another run's is refused, see :func:`run_identity`);
-    ``overwrite=True`` starts over in a folder that holds one. ``bf16=None`` means "on a GPU".
+    ``overwrite=True`` starts over in a folder that holds one. The folder is locked for this process
+    (:func:`~elm_lite.runfiles.run_lock`) before anything is written. ``bf16=None`` means "on a GPU".
     ``on_epoch_end(epoch, model, history)`` is passed to :func:`~elm_lite.train.fit` (live curves)."""
     recipe = check_recipe(recipe)
     method = methods.get(method) if isinstance(method, str) else method
@@ -181,36 +174,37 @@ def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, s
     if world > 1 and dev.type == "cuda":
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(dev)
-    out = prepare_run_folder(out_dir, resume, overwrite) if rank == 0 else None
-    torch.backends.cudnn.benchmark = dev.type == "cuda"  # static shapes: let cuDNN pick the fastest kernels
-    loss = method.build_loss(data.counts, recipe["epochs"])
-    set_seed(seed)
-    net = build_image_model(method, data.n_classes, recipe, dev)
-    runner = net
-    if world > 1:  # data parallel: synchronised batch norm on GPUs, one global batch (see fit)
-        if dev.type == "cuda":
-            runner = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        runner = torch.nn.parallel.DistributedDataParallel(runner,
-                                                           device_ids=[dev.index] if dev.type == "cuda" else None)
-    runner = torch.compile(runner, mode="reduce-overhead") if compile else runner
-    bf16 = dev.type == "cuda" if bf16 is None else bf16
-    start = time.perf_counter()
-    history = fit(runner, torch.as_tensor(data.x_train, device=dev), torch.as_tensor(data.y_train, device=dev),
-                  loss, epochs=recipe["epochs"], batch_size=recipe["batch_size"], lr=recipe["lr"],
-                  weight_decay=recipe["weight_decay"], optimizer="sgd", lr_schedule=partial(lr_schedule, recipe),
-                  drop_last=True, n_views=method.views,
-                  augment=view_augmentation(recipe["view_augment"], method.views), seed=seed, bf16=bf16,
-                  progress=progress,
-                  checkpoint=Path(out_dir) / "checkpoint.pt" if out_dir is not None else None,
-                  checkpoint_every=checkpoint_every, resume=resume, on_epoch_end=on_epoch_end,
-                  identity=run_identity(data, method, recipe), sampling=method.sampling)
-    method.finish(net, data.x_train, data.y_train, seed)
-    logits, feats, projected = evaluate_features(net, data.x_test, dev)
-    results = run_results(data, method, seed, recipe, logits, feats, projected, history,
-                          setup={"total_seconds": time.perf_counter() - start, "hardware": hardware(dev),
-                                 "compile": compile, "bf16": bf16})
-    if out is not None:
-        save_run(out, data, results, feats)
+    with run_lock(out_dir) if out_dir is not None and rank == 0 else nullcontext():
+        out = prepare_run_folder(out_dir, resume, overwrite) if rank == 0 else None
+        torch.backends.cudnn.benchmark = dev.type == "cuda"  # static shapes: let cuDNN pick the fastest kernels
+        loss = method.build_loss(data.counts, recipe["epochs"])
+        set_seed(seed)
+        net = build_image_model(method, data.n_classes, recipe, dev)
+        runner = net
+        if world > 1:  # data parallel: synchronised batch norm on GPUs, one global batch (see fit)
+            if dev.type == "cuda":
+                runner = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            runner = torch.nn.parallel.DistributedDataParallel(runner,
+                                                               device_ids=[dev.index] if dev.type == "cuda" else None)
+        runner = torch.compile(runner, mode="reduce-overhead") if compile else runner
+        bf16 = dev.type == "cuda" if bf16 is None else bf16
+        start = time.perf_counter()
+        history = fit(runner, torch.as_tensor(data.x_train, device=dev), torch.as_tensor(data.y_train, device=dev),
+                      loss, epochs=recipe["epochs"], batch_size=recipe["batch_size"], lr=recipe["lr"],
+                      weight_decay=recipe["weight_decay"], optimizer="sgd", lr_schedule=partial(lr_schedule, recipe),
+                      drop_last=True, n_views=method.views,
+                      augment=view_augmentation(recipe["view_augment"], method.views), seed=seed, bf16=bf16,
+                      progress=progress,
+                      checkpoint=Path(out_dir) / "checkpoint.pt" if out_dir is not None else None,
+                      checkpoint_every=checkpoint_every, resume=resume, on_epoch_end=on_epoch_end,
+                      identity=run_identity(data, method, recipe), sampling=method.sampling)
+        method.finish(net, data.x_train, data.y_train, seed)
+        logits, feats, projected = evaluate_features(net, data.x_test, dev)
+        results = run_results(data, method, seed, recipe, logits, feats, projected, history,
+                              setup={"total_seconds": time.perf_counter() - start, "hardware": hardware(dev),
+                                     "compile": compile, "bf16": bf16})
+        if out is not None:
+            save_run(out, data, results, feats)
     return results
 
 
@@ -218,7 +212,10 @@ def save_run(out: Path, data: ImageData, results: dict, feats: np.ndarray) -> No
     """A finished run's files in its folder: ``results.json`` and ``embeddings.npz`` (100 test
     features ``(F,)`` per class, float16, for plots)."""
     keep = np.concatenate([np.flatnonzero(data.y_test == c)[:100] for c in range(data.n_classes)])
-    np.savez_compressed(out / "embeddings.npz", features=feats[keep].astype(np.float16), labels=data.y_test[keep])
+    def write(tmp):
+        with open(tmp, "wb") as f:  # a file object: numpy would append ".npz" to the temporary's name
+            np.savez_compressed(f, features=feats[keep].astype(np.float16), labels=data.y_test[keep])
+    atomic_write(out / "embeddings.npz", write)
     write_json_atomic(results, out / "results.json")
 
 
@@ -240,6 +237,7 @@ def run_results(data: ImageData, method: Method, seed: int, recipe: dict, logits
     return {
         "schema_version": SCHEMA_VERSION,
         "dataset": data.name, "rho": data.info.get("rho"), "loss": method.name, "seed": seed, "recipe": recipe,
+        "identity": run_identity(data, method, recipe),
         "counts": data.counts.tolist(), "source": data.source,
         "balanced_accuracy": metrics.balanced_accuracy(data.y_test, y_pred, data.n_classes),
         "per_class_accuracy": metrics.per_class_accuracy(data.y_test, y_pred, data.n_classes).tolist(),

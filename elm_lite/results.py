@@ -14,8 +14,9 @@ from typing import TypedDict
 import numpy as np
 
 # 1: files written before the schema was declared (no "schema_version" key); 2: embedding margin;
-# 3: spread and margin of the contrastive projection, for methods that have one
-SCHEMA_VERSION = 3
+# 3: spread and margin of the contrastive projection, for methods that have one; 4: the run's identity
+# (fullscale.run_identity: method constants, data seed and content hash, recipe), strict JSON (null for nan)
+SCHEMA_VERSION = 4
 
 
 class RunResults(TypedDict, total=False):
@@ -26,11 +27,12 @@ class RunResults(TypedDict, total=False):
     loss: str                        # the method's registry name (elm_lite.methods)
     seed: int
     recipe: dict                     # the full recipe the run trained with
+    identity: dict                   # what a finished run must match to be reused (schema 4)
     counts: list                     # training images per class (C,)
     source: str                      # where the images came from
     balanced_accuracy: float
     per_class_accuracy: list         # (C,)
-    shot_accuracy: dict              # {"many", "medium", "few"}; nan for an empty split
+    shot_accuracy: dict              # {"many", "medium", "few"}; nan for an empty split (null in the file)
     per_class_spread: list           # (C,) backbone-feature spread
     spread: dict                     # {"many", "medium", "few", "tail_head_ratio"}
     per_class_margin: list           # (C,) backbone-feature embedding margin (schema 2)
@@ -66,20 +68,37 @@ def check_run_results(obj: dict, where: str = "results") -> RunResults:
     missing = [k for k in REQUIRED if k not in obj]
     if missing:
         raise ValueError(f"{where} is not a run's results: it lacks {missing}.")
-    return RunResults(**obj)
+    return RunResults(**{**obj, **{k: _nan_for_null(obj[k]) for k in MEASURES if k in obj}})
+
+
+# measurements that may hold nan (an empty split): JSON null in the file, nan when read
+MEASURES = ("shot_accuracy", "per_class_spread", "spread", "per_class_margin", "margin", "per_class_projection_spread",
+            "projection_spread", "per_class_projection_margin", "projection_margin")
+
+
+def _nan_for_null(value):
+    """JSON ``null`` (how :func:`~elm_lite.runfiles.write_json_atomic` writes nan) read back as nan,
+    in ``value`` and everything it holds."""
+    if value is None:
+        return float("nan")
+    if isinstance(value, dict):
+        return {k: _nan_for_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_for_null(v) for v in value]
+    return value
 
 
 def load_results(name: str) -> dict:
     """A measured results file shipped with the package (``elm_lite/measured/``), read from the
-    installed package -- a checkout or a wheel, no network. A ``.json`` file gives its object, a
-    ``.npz`` file a dict of its arrays."""
+    installed package -- a checkout or a wheel, no network. ``name`` is one of those files' names (any
+    other is refused with the list). A ``.json`` file gives its object (``null`` read as nan, the way
+    it was measured; older files hold ``NaN``), a ``.npz`` file a dict of its arrays."""
     shipped = resources.files("elm_lite") / "measured"
-    path = shipped / name
-    if not path.is_file():
-        names = sorted(p.name for p in shipped.iterdir() if p.name.endswith((".json", ".npz")))
-        raise FileNotFoundError(f"no shipped results file {name!r}; the package has {names}.")
-    raw = path.read_bytes()
+    names = sorted(p.name for p in shipped.iterdir() if p.name.endswith((".json", ".npz")))
+    if name not in names:  # only these names: never a path, never another file of the folder
+        raise ValueError(f"name={name!r} is not a shipped results file; load_results reads one of {names}.")
+    raw = (shipped / name).read_bytes()
     if name.endswith(".npz"):
         with np.load(io.BytesIO(raw), allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
-    return json.loads(raw)
+    return _nan_for_null(json.loads(raw))  # measurements only: null stands for nan (an empty split)

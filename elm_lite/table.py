@@ -6,14 +6,19 @@ together in groups (:func:`elm_lite.many.fit_many`) or, with ``separate=True``, 
     OUT/groups/<name>.pt                a group's checkpoint (atomic; an interrupted table resumes)
     OUT/table.json                      every run's summary and the mean +- std per method
 
-A run whose ``results.json`` is there and matches (method, seed, data, recipe) is never trained
-again; one that does not match is refused unless ``overwrite``.
+A run whose ``results.json`` is there and matches its identity (seed and
+:func:`~elm_lite.fullscale.run_identity`, the identity ``train`` checkpoints carry: method constants,
+data seed and content hash, recipe) is never trained again; one that does not match, or a damaged
+file, is refused with what differs and the way out. ``overwrite`` clears the old table first
+(:func:`clear_table`). Each run folder is locked (:func:`~elm_lite.runfiles.run_lock`) for the whole
+call: two tables with other methods or seeds may share ``OUT``, two with a run in common may not.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import time
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
@@ -32,36 +37,65 @@ from .fullscale import (
     save_run,
     summarize_runs,
     train_cifar,
-    write_json_atomic,
 )
 from .interfaces import uses_embedding
 from .many import fit_many
 from .methods import Method
 from .results import check_run_results
-from .train import evaluate_features, set_seed, view_augmentation
+from .runfiles import read_json, run_lock, write_json_atomic
+from .train import evaluate_features, load_checkpoint, set_seed, view_augmentation
 
 
 def run_folder(out_dir, method: Method, seed: int) -> Path:
     return Path(out_dir) / f"{method.name}-s{seed}"
 
 
-def _finished(folder: Path, data: ImageData, method: Method, seed: int, recipe: dict, overwrite: bool) -> dict | None:
-    """The run's results if its folder holds a finished run of exactly this setting; ``None`` if it
-    is to be trained. A finished run of another setting is refused (or removed with ``overwrite``)."""
+def _flat(d: dict, prefix: str = "") -> dict:
+    """``{"recipe": {"lr": 0.1}}`` -> ``{"recipe.lr": 0.1}`` (one entry per field, for messages)."""
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _finished(folder: Path, identity: dict) -> dict | None:
+    """The run's results if its folder holds a finished run of exactly this ``identity`` (seed and
+    :func:`~elm_lite.fullscale.run_identity`: method constants, data seed and content hash, recipe);
+    ``None`` if there is none. A run of another setting or a damaged file is refused, named."""
     path = folder / "results.json"
     if not path.exists():
         return None
-    results = check_run_results(json.loads(path.read_text()), str(path))
-    this = {"dataset": data.name, "rho": data.info.get("rho"), "loss": method.name, "seed": seed,
-            "recipe": json.loads(json.dumps(recipe))}
-    differs = [k for k, v in this.items() if results.get(k) != v]
-    if not differs:
-        return results
-    if not overwrite:
-        raise ValueError(f"{path} holds a different run (it differs in {', '.join(differs)}); use another --out "
-                         "or --overwrite to train it again.")
-    path.unlink()
-    return None
+    fix = "delete it to train that run again, or start the table over with overwrite=True (--overwrite)."
+    results = check_run_results(read_json(path, fix), str(path))
+    if "identity" not in results:
+        raise ValueError(f"{path} was written before runs recorded their identity (results schema < 4), so it "
+                         f"cannot be matched to this table; {fix}")
+    saved, now = _flat({"seed": results["seed"], **results["identity"]}), _flat(json.loads(json.dumps(identity)))
+    differs = [f"{k} (finished run {saved.get(k, '(absent)')!r}, this table {now.get(k, '(absent)')!r})"
+               for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    if differs:
+        raise ValueError(f"{path} holds a finished run of another setting; it differs in {'; '.join(differs)}. "
+                         "Use another --out, or --overwrite to clear the old table and train again.")
+    return results
+
+
+def clear_table(out: Path, runs: list[tuple[Method, int]]) -> None:
+    """Remove every file of an old table in ``out`` that could pass for this one's: ``table.json``,
+    each run's results, embeddings and checkpoint, and every group checkpoint in ``out/groups``
+    that trained one of these runs (a damaged one too). Another process's runs in the same folder
+    (other methods or seeds, their folders locked) are left alone."""
+    names = {f"{m.name}-s{s}" for m, s in runs}
+    (out / "table.json").unlink(missing_ok=True)
+    for name in names:
+        for old in ("results.json", "embeddings.npz", "checkpoint.pt"):
+            (out / name / old).unlink(missing_ok=True)
+    for checkpoint in sorted((out / "groups").glob("*.pt")):
+        try:
+            trained = set(load_checkpoint(checkpoint)["fingerprint"].get("runs", []))
+        except (ValueError, KeyError, AttributeError):
+            trained = names
+        if trained & names:
+            checkpoint.unlink()
 
 
 def auto_group_size(device: torch.device, views: int) -> int:
@@ -128,42 +162,54 @@ def train_table(data: ImageData, method_names, seeds, out_dir, *, device: str = 
                 bf16: bool | None = None, group_size: int | None = None, separate: bool = False,
                 overwrite: bool = False, checkpoint_every: int = 10, progress: bool = True, **recipe) -> dict:
     """Train every (method, seed) of the table on ``data`` under :data:`~elm_lite.recipes.CIFAR_RECIPE`
-    (entries overridable as keywords), skipping finished runs; write ``OUT/table.json`` and return it:
+    (entries overridable as keywords), skipping finished runs of the same identity (``overwrite``:
+    clear the old table and train every run); methods and seeds are named once each. Write
+    ``OUT/table.json`` (strict JSON, ``null`` for nan) and return it:
     ``{"runs": [results], "table": text, "wall_seconds", "hardware", "separate"}``."""
     recipe = check_recipe(recipe)
     chosen = [methods.get(n) for n in method_names]
     seeds = list(seeds)
     if not chosen or not seeds:
         raise ValueError(f"a table needs at least one method and one seed; got {list(method_names)} and {seeds}.")
+    for what, values in (("methods", [m.name for m in chosen]), ("seeds", seeds)):
+        if len(set(values)) != len(values):
+            raise ValueError(f"{what} repeat in {values}; each run of a table is one method and one seed, "
+                             "name each once.")
     if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1):
         raise ValueError(f"group_size must be None (fit the device) or an integer >= 1, got {group_size!r}.")
     dev = resolve_device(device)
     bf16 = dev.type == "cuda" if bf16 is None else bf16
     torch.backends.cudnn.benchmark = dev.type == "cuda"
     out = Path(out_dir)
-    start = time.perf_counter()
-    done, pending = {}, []
-    for method in chosen:
-        for seed in seeds:
-            finished = _finished(run_folder(out, method, seed), data, method, seed, recipe, overwrite)
+    every = [(method, seed) for method in chosen for seed in seeds]
+    with ExitStack() as locks:  # every run folder of the table, before anything is written
+        for method, seed in every:
+            locks.enter_context(run_lock(run_folder(out, method, seed)))
+        start = time.perf_counter()
+        if overwrite:
+            clear_table(out, every)
+        done, pending = {}, []
+        for method, seed in every:
+            finished = _finished(run_folder(out, method, seed), {"seed": seed, **run_identity(data, method, recipe)})
             if finished is not None:
                 done[(method.name, seed)] = finished
             else:
                 pending.append((method, seed))
-    if separate:
-        for method, seed in pending:
-            done[(method.name, seed)] = train_cifar(data, method, out_dir=run_folder(out, method, seed), seed=seed,
-                                                    device=device, compile=compile, bf16=bf16, overwrite=True,
-                                                    checkpoint_every=checkpoint_every, progress=progress, **recipe)
-    else:
-        for runs in _groups(pending, group_size, dev):
-            for (method, seed), results in zip(runs, _train_group(data, runs, recipe, out, dev, compile, bf16,
-                                                                  checkpoint_every, progress)):
-                done[(method.name, seed)] = results
-    runs = [done[(m.name, s)] for m in chosen for s in seeds]
-    table = {"table": summarize_runs(runs), "wall_seconds": time.perf_counter() - start, "hardware": hardware(dev),
-             "separate": separate, "trained_now": [f"{m.name}-s{s}" for m, s in pending],
-             "runs": [{k: r[k] for k in ("loss", "seed", "balanced_accuracy", "shot_accuracy", "spread", "margin",
-                                         "total_seconds") if k in r} for r in runs]}
-    write_json_atomic(table, out / "table.json")
+        if separate:
+            for method, seed in pending:
+                done[(method.name, seed)] = train_cifar(data, method, out_dir=run_folder(out, method, seed),
+                                                        seed=seed, device=device, compile=compile, bf16=bf16,
+                                                        overwrite=True, checkpoint_every=checkpoint_every,
+                                                        progress=progress, **recipe)
+        else:
+            for runs in _groups(pending, group_size, dev):
+                for (method, seed), results in zip(runs, _train_group(data, runs, recipe, out, dev, compile, bf16,
+                                                                      checkpoint_every, progress)):
+                    done[(method.name, seed)] = results
+        runs = [done[(m.name, s)] for m, s in every]
+        table = {"table": summarize_runs(runs), "wall_seconds": time.perf_counter() - start,
+                 "hardware": hardware(dev), "separate": separate, "trained_now": [f"{m.name}-s{s}" for m, s in pending],
+                 "runs": [{k: r[k] for k in ("loss", "seed", "balanced_accuracy", "shot_accuracy", "spread", "margin",
+                                             "total_seconds") if k in r} for r in runs]}
+        write_json_atomic(table, out / "table.json")
     return table

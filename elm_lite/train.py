@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from .interfaces import EmbeddingLoss, ImageModel, Scheduled, uses_prototypes
 from .losses import trusted_batches
 from .metrics import balanced_accuracy
+from .runfiles import atomic_write
 
 
 def set_seed(seed: int) -> None:
@@ -227,14 +228,10 @@ def predict(model: nn.Module, x, batch_size: int = 4096) -> np.ndarray:
 
 
 def save_atomic(obj, path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: an interruption never leaves
-    a half-written file under ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    """``torch.save`` to a temporary file beside ``path``, then rename (:func:`~elm_lite.runfiles.atomic_write`):
+    an interruption never leaves a half-written file under ``path``, a failed write no temporary file."""
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: torch.save(obj, tmp))
     except (OSError, RuntimeError) as e:  # torch reports a read-only folder without the path
         raise OSError(f"cannot write the checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0]}); "
                       "check that the folder is writable and the disk has space.") from None

@@ -516,8 +516,15 @@ class LiveCurves:
 # Four panels over the precomputed sweeps of elm_lite.workshop: a slider move is a lookup.
 
 
-def _at(grid, value) -> int:
-    return int(np.argmin(np.abs(np.asarray(grid, dtype=float) - value)))
+def _at(grid, value, name: str = "value") -> int:
+    """Index of the grid point nearest ``value``; a value that is not a finite number inside the
+    precomputed grid's range is refused, naming ``name`` and the grid."""
+    grid = np.asarray(grid, dtype=float)
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not (number and grid.min() <= value <= grid.max()):  # NaN fails the comparison too
+        raise ValueError(f"{name} must be a number in [{grid.min():g}, {grid.max():g}] (the precomputed grid: "
+                         f"{', '.join(f'{v:g}' for v in grid)}), got {value!r}.")
+    return int(np.argmin(np.abs(grid - value)))
 
 
 def _selection_slider(name: str, grid, value):
@@ -527,7 +534,7 @@ def _selection_slider(name: str, grid, value):
 
 
 def imbalance_panel_view(rho: float = 100.0, *, sweeps: dict) -> dict:
-    i = _at(sweeps["rhos"], rho)
+    i = _at(sweeps["rhos"], rho, "rho")
     return {"rho": float(sweeps["rhos"][i]), "counts": sweeps["imbalance_counts"][i],
             "accuracy": sweeps["imbalance_per_class_accuracy"][i]}
 
@@ -550,7 +557,7 @@ def imbalance_panel_readout(view: dict) -> str:
 
 
 def margin_panel_view(tau: float = 1.0, *, sweeps: dict) -> dict:
-    i = _at(sweeps["taus"], tau)
+    i = _at(sweeps["taus"], tau, "tau")
     return {"tau": float(sweeps["taus"][i]), "regions": sweeps["margin_regions"][i],
             "accuracy": sweeps["margin_per_class_accuracy"][i], "sweeps": sweeps}
 
@@ -586,7 +593,7 @@ def margin_panel_readout(view: dict) -> str:
 
 
 def tightening_panel_view(lam: float = 1.0, *, sweeps: dict) -> dict:
-    i = _at(sweeps["lams"], lam)
+    i = _at(sweeps["lams"], lam, "lam")
     return {"lam": float(sweeps["lams"][i]), "spread": sweeps["lam_spread"][i],
             "margin": sweeps["lam_train_margin"][i], "accuracy": float(sweeps["lam_balanced_accuracy"][i]),
             "sweeps": sweeps}
@@ -621,7 +628,10 @@ MEASURE_NAMES = {"balanced_accuracy": "balanced accuracy", "acc_few": "rare-clas
 
 
 def methods_panel_view(measure: str = "balanced_accuracy", *, sweeps: dict) -> dict:
-    j = list(sweeps["measures"]).index(measure)
+    measures = [str(m) for m in sweeps["measures"]]
+    if not isinstance(measure, str) or measure not in measures:
+        raise ValueError(f"measure must be one of {measures}, got {measure!r}.")
+    j = measures.index(measure)
     values = sweeps["method_table"][:, j, :]                                    # (methods, seeds)
     mean, sd, _ = zip(*map(metrics.mean_sd, values))
     return {"measure": measure, "labels": list(sweeps["method_labels"]), "mean": np.array(mean),

@@ -22,6 +22,7 @@ from scipy import stats
 from elm_lite import losses, make_toy, methods
 from elm_lite.experiments import compare
 from elm_lite.recipes import EMBEDDING_TOY
+from elm_lite.runfiles import json_safe
 
 DELTAS = (0.0, 0.25, 0.5, 1.0)
 # Added after the first look at the results (docs/margin_study.md, part 2): the hinge's loss is in
@@ -120,7 +121,7 @@ def main(argv=None) -> None:
             print(f"  {name:16s} " + "  ".join(f"{m} {e['mean']:.3f} [{e['low']:.3f}, {e['high']:.3f}]"
                                                 for m, e in by_measure.items()))
         print(f"  ({len(rows)} runs in {out['regimes'][regime]['seconds']} s)")
-    pathlib.Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    pathlib.Path(args.out).write_text(json.dumps(json_safe(out), indent=1, allow_nan=False) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -1,24 +1,36 @@
 """Bad and edge inputs across the API and the CLI: each one is refused with the right exception
 and a message that names the argument (or file) and what was expected -- never a silent NaN, a
 silently wrong result, a traceback from the CLI, or a hang."""
+import functools
 import http.server
+import json
+import re
+import socket
 import socketserver
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
+import nbformat
 import numpy as np
 import pytest
 import torch
 
 import elm_lite as el
+from elm_lite import exercises, methods, metrics, solutions, widgets
 from elm_lite import losses as L
-from elm_lite import methods, metrics
 from elm_lite.cli import main
 from elm_lite.data import batch_class_stats, fake_cifar, fetch_url, load_cifar_lt, longtail_counts
 from elm_lite.fullscale import check_recipe, prepare_run_folder, resolve_device, speed_ladder, train_cifar
+from elm_lite.params import check_parameters
 from elm_lite.recipes import drw_epoch
-from elm_lite.results import check_run_results
+from elm_lite.results import check_run_results, load_results
+from elm_lite.runfiles import RunFolderLocked
+from elm_lite.table import train_table
 
+ROOT = Path(__file__).resolve().parents[1]
 COUNTS = [500, 200, 50, 10, 5]
 TOY = el.make_toy("gaussian", 3, 40, 4, n_test_per_class=5)
 
@@ -271,3 +283,196 @@ def test_cli_bench_epochs_0(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["bench", "--epochs", "0"])
     assert stop.value.code == 2 and "--epochs: must be >= 1, got 0" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- tables, run folders, exercise checks,
+# apps and shipped data, notebook parameters: each case refused with its message, or a sensible result
+
+
+@functools.cache
+def _sweeps():
+    from elm_lite.results import load_results
+    return load_results("workshop_sweeps.npz")
+
+
+@functools.cache
+def _defaults(notebook: str) -> dict:
+    """A notebook's parameters cell, run: its parameters at their defaults."""
+    path = next((ROOT / "notebooks").glob(f"{notebook}*.ipynb"))
+    cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    values = {}
+    exec(cell.source, {}, values)
+    return values
+
+
+def _params(notebook: str, **change):
+    return check_parameters(notebook, {**_defaults(notebook), **change})
+
+
+def _panel(view: str, value):
+    return getattr(widgets, f"{view}_panel_view")(value, sweeps=_sweeps())
+
+
+MORE_API_CASES = [
+    # tables
+    ("table: a method twice", lambda: train_table(None, ["la", "la"], [0], "unused"), ValueError,
+     r"methods repeat in \['la', 'la'\]; each run of a table is one method and one seed, name each once"),
+    ("table: a seed twice", lambda: train_table(None, ["la"], [1, 1], "unused"), ValueError, r"seeds repeat in \[1, 1\]"),
+    # apps and shipped data
+    ("shipped results: a path outside", lambda: load_results("../results.py"), ValueError,
+     r"name='../results.py' is not a shipped results file; load_results reads one of \['cifar10_lt_cpu.json'"),
+    ("shipped results: the folder's README", lambda: load_results("README.md"), ValueError,
+     r"name='README.md' is not a shipped results file"),
+    ("shipped results: not a name", lambda: load_results(None), ValueError, r"name=None is not a shipped results file"),
+    ("shipped results: a shipped name", lambda: "runs" in load_results("cifar_lt_gpu.json"), None, None),
+    ("imbalance panel: NaN", lambda: _panel("imbalance", float("nan")), ValueError,
+     r"^rho must be a number in \[1, \d+\] \(the precomputed grid: 1, .*\), got nan\.$"),
+    ("imbalance panel: text", lambda: _panel("imbalance", "100"), ValueError, r"^rho must be a number in .*got '100'"),
+    ("imbalance panel: beyond the grid", lambda: _panel("imbalance", 1e6), ValueError, r"^rho must be .*got 1000000.0"),
+    ("margin panel: inf", lambda: _panel("margin", float("inf")), ValueError, r"^tau must be a number in \[0, .*got inf"),
+    ("margin panel: negative tau", lambda: _panel("margin", -1), ValueError, r"^tau must be a number in .*got -1\."),
+    ("tightening panel: a bool", lambda: _panel("tightening", True), ValueError, r"^lam must be a number .*got True"),
+    ("methods panel: unknown measure", lambda: _panel("methods", "accuracy"), ValueError,
+     r"^measure must be one of \['balanced_accuracy', .*\], got 'accuracy'"),
+    ("methods panel: a number", lambda: _panel("methods", 0), ValueError, r"^measure must be one of .*got 0\."),
+    ("imbalance panel: between grid points", lambda: _panel("imbalance", 99.0)["rho"] in _sweeps()["rhos"], None, None),
+    # notebook parameters
+    ("parameters: papermill -r SMOKE False", lambda: _params("01", SMOKE="False"), ValueError,
+     r"parameter SMOKE must be True or False, got 'False' \(str\)\. papermill's -r passes text; pass it with -p"),
+    ("parameters: N_EVAL 0, under its own name", lambda: _params("02", N_EVAL=0), ValueError,
+     r"^parameter N_EVAL must be an integer >= 1, got 0 \(int\)\.$"),
+    ("parameters: RHO NaN", lambda: _params("02", RHO=float("nan")), ValueError,
+     r"parameter RHO must be a finite number >= 1, got nan"),
+    ("parameters: EPOCHS as text", lambda: _params("03", EPOCHS="30"), ValueError,
+     r"parameter EPOCHS must be an integer >= 1, got '30' \(str\)\. papermill's -r"),
+    ("parameters: an empty sweep", lambda: _params("04", SWEEP_LAMS=[]), ValueError,
+     r"parameter SWEEP_LAMS must be a non-empty list of numbers in \[0, 100\], got \[\]"),
+    ("parameters: temperature 0", lambda: _params("04", TEMPERATURE=0.0), ValueError,
+     r"parameter TEMPERATURE must be a finite number >= 0.001"),
+    ("parameters: an unknown loss", lambda: _params("06", LOSS="focal"), ValueError,
+     r"parameter LOSS must be one of \['ce', 'la', .*\], got 'focal'"),
+    ("parameters: EPOCHS None is allowed", lambda: _params("06", EPOCHS=None) is None, None, None),
+    ("parameters: a bool as a seed", lambda: _params("05", SEED=True), ValueError,
+     r"parameter SEED must be an integer in \[0, 2\*\*32\), got True \(bool\)"),
+    ("parameters: one missing", lambda: check_parameters("workshop", {"SMOKE": True}), ValueError,
+     r"parameter RECOMPUTE is missing: the notebook's parameters cell defines it"),
+    ("parameters: an unknown notebook", lambda: check_parameters("99", {}), ValueError,
+     r"notebook must be one of \['01', .*'workshop'\], got '99'"),
+]
+
+
+@pytest.mark.parametrize("call,error,message", [c[1:] for c in MORE_API_CASES], ids=[c[0] for c in MORE_API_CASES])
+def test_more_api_bad_input(call, error, message):
+    test_api_bad_input(call, error, message)
+
+
+def _stuck(m):
+    i = 0
+    while i < 3:
+        pass
+
+
+def _leaves(m):
+    sys.exit("bye")
+
+
+def _fills(m):
+    m[m.sum(1) == 0] = 1
+    return solutions.balanced_error(m)
+
+
+CHECK_CASES = [  # a learner's function for exercise 01.1 (balanced error from a confusion matrix)
+    ("returns None", lambda m: None, r"^your function returned None -- did you forget `return`\? Expected numbers"),
+    ("returns the right number as text", lambda m: str(solutions.balanced_error(m)),
+     r"^your function returned str '0\.\d+'; return a number or an array of numbers, not text\."),
+    ("returns a list of text", lambda m: [str(solutions.balanced_error(m))], r"returned list \['0\.\d+'\]; .*not text"),
+    ("returns a dict", lambda m: {"error": 0.5}, r"^your function returned dict \{'error': 0\.5\}; return a number"),
+    ("returns a complex number", lambda m: 0.5 + 0j, r"returned complex \(0\.5\+0j\); return a number"),
+    ("returns the wrong shape", lambda m: np.zeros(3), r"^your function returned shape \(3,\), expected \(\)\."),
+    ("never returns", _stuck, r"^your function did not return within 1 s \(line \d+ of _stuck: while i < 3:\): an endless"),
+    ("calls sys.exit", _leaves, r"^your function called sys.exit\('bye'\) \(SystemExit\) \(line \d+ of _leaves: "
+                                r"sys.exit\(\"bye\"\)\); a function returns its answer"),
+    ("raises", lambda m: m.reshape(7), r"^your function raised ValueError: cannot reshape .*\(line \d+ of <lambda>: "),
+    ("changes its input", _fills, r"^your function changed its input m in place; work on a copy"),
+    ("is not a function", 0.5, r"^pass your function itself \(e.g. check\(my_function\), no parentheses\); got float"),
+    ("the reference solution", solutions.balanced_error, None),
+]
+
+
+@pytest.mark.parametrize("fn,message", [c[1:] for c in CHECK_CASES], ids=[c[0] for c in CHECK_CASES])
+def test_exercise_check_bad_function(fn, message, monkeypatch, capsys):
+    monkeypatch.setattr(exercises, "DEADLINE_S", 1.0)
+    result = exercises.check_balanced_error(fn)
+    assert result.passed == (message is None)
+    assert message is None or re.search(message, result.message), result.message
+    assert capsys.readouterr().out.startswith("PASSED" if message is None else "NOT YET")
+
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def _lock(tmp, pid, host=None, text=None):
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "run.lock").write_text(text if text is not None else
+                                  json.dumps({"pid": pid, "host": host or socket.gethostname(), "since": "today",
+                                              "command": "elm-lite train"}))
+    return tmp
+
+
+def _damaged_results(tmp, text):
+    (tmp / "la-s0").mkdir()
+    (tmp / "la-s0" / "results.json").write_text(text)
+    return tmp
+
+
+TABLE_DATA = load_cifar_lt("cifar10", rho=5, arrays=fake_cifar(n_classes=10, n_per_class=12, seed=0))
+FOLDER_CASES = [  # (id, set up the folder and call, error, message); {tmp} in a message: the folder
+    ("lock: held by a live process", lambda tmp: train_cifar(None, out_dir=_lock(tmp, 1)), RunFolderLocked,
+     r"^run folder {tmp} is in use by process 1 on .* \(since today: elm-lite train\); wait for it to finish"),
+    ("lock: left by a dead process", lambda tmp: train_cifar(None, out_dir=_lock(tmp, _dead_pid())), RunFolderLocked,
+     r"^run folder {tmp} has a stale lock: process \d+ on .* is no longer running\. If no other run uses this "
+     r"folder, delete {tmp}/run.lock and run again \(--resume continues its checkpoint\)\.$"),
+    ("lock: held on another host", lambda tmp: train_cifar(None, out_dir=_lock(tmp, _dead_pid(), "gpu-node-7")),
+     RunFolderLocked, r"is in use by process \d+ on gpu-node-7"),
+    ("lock: a damaged lock file", lambda tmp: train_cifar(None, out_dir=_lock(tmp, 0, text="{")), RunFolderLocked,
+     r"^run folder {tmp} has a damaged lock file {tmp}/run.lock; if no run uses this folder, delete it"),
+    ("lock: a table's run held", lambda tmp: train_table(TABLE_DATA, ["ce", "la"], [0], _lock(tmp / "la-s0", 1).parent,
+                                                        device="cpu"), RunFolderLocked,
+     r"^run folder {tmp}/la-s0 is in use by process 1"),
+    ("table: a truncated results.json", lambda tmp: train_table(TABLE_DATA, ["la"], [0], _damaged_results(tmp, '{"a'),
+                                                               device="cpu"), ValueError,
+     r"^{tmp}/la-s0/results.json is damaged \(Unterminated string .*\); delete it to train that run again, or start "
+     r"the table over with overwrite=True \(--overwrite\)\.$"),
+    ("table: a results.json of something else", lambda tmp: train_table(TABLE_DATA, ["la"], [0], _damaged_results(
+        tmp, "[1, 2]"), device="cpu"), ValueError, r"^{tmp}/la-s0/results.json must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize("call,error,message", [c[1:] for c in FOLDER_CASES], ids=[c[0] for c in FOLDER_CASES])
+def test_run_folder_bad_state(call, error, message, tmp_path):
+    with pytest.raises(error, match=message.replace("{tmp}", re.escape(str(tmp_path)))):
+        call(tmp_path)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--losses", "la,la"], r"--losses: methods repeat in 'la,la'; each run needs its own method and seed"),
+    (["--losses", "la,ce,la", "--separate"], r"--losses: methods repeat in 'la,ce,la'"),
+])
+def test_cli_table_repeated_methods(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        main(["table", "--out", str(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and re.search(message, err), err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_damaged_results_is_one_line_naming_the_file(npz, tmp_path, capsys):
+    _damaged_results(tmp_path, '{"dataset": "cifar10", "recipe": {"lr')
+    with pytest.raises(SystemExit) as stop:
+        main(["table", "--npz", str(npz / "ok.npz"), "--rho", "10", "--losses", "la", "--seeds", "0", "--model",
+              "small_cnn", "--epochs", "1", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: {tmp_path}/la-s0/results.json is damaged (Unterminated string") and "--overwrite" in err[0]

@@ -1,5 +1,8 @@
 """Every reference solution passes its check; typical wrong answers fail with the intended hint;
 a broken learner function never crashes a check."""
+import sys
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -70,3 +73,85 @@ def test_checks_never_crash(check):
 def test_unrecognised_mistake_shows_expected_and_got():
     result = ex.check_ldam_margins(lambda n, m: np.full(len(n), 0.123))
     assert not result.passed and "expected" in result.message and "0.123" in result.message
+
+
+# ----------------------------------------------------------------------------- a check cannot be fooled or frozen
+
+
+def test_an_endless_loop_meets_the_deadline_and_the_check_returns(monkeypatch):
+    monkeypatch.setattr(ex, "DEADLINE_S", 1.0)
+
+    def stuck(m):
+        i = 0
+        while i < 3:  # the increment is missing
+            pass
+        return i
+
+    def swallows(m):  # an `except Exception` in the learner's loop cannot hide the deadline
+        while True:
+            try:
+                pass
+            except Exception:
+                pass
+    for fn in (stuck, swallows):
+        start = time.monotonic()
+        result = ex.check_balanced_error(fn)
+        assert time.monotonic() - start < 3
+        assert not result.passed and "did not return within 1 s" in result.message, result.message
+    assert "while i < 3:" in ex.check_balanced_error(stuck).message  # the line it was stuck in
+    assert ex.check_balanced_error(solutions.balanced_error).passed  # the timer is off again
+
+
+def test_a_function_that_changes_its_inputs_is_told_so_and_the_next_case_is_untouched():
+    def zero_fill(m):  # right answer, but it writes into the learner's (and the checker's) matrix
+        support = m.sum(1)
+        m[support == 0] = 1
+        return 1 - np.mean(np.diag(m)[support > 0] / support[support > 0])
+    result = ex.check_balanced_error(zero_fill)
+    assert not result.passed and "changed its input m in place" in result.message
+    result = ex.check_la_loss(lambda lo, y, n, tau: F.cross_entropy(lo.add_(tau * log_prior(n)), y))
+    assert not result.passed and "changed its input lo in place" in result.message
+
+
+@pytest.mark.parametrize("returns,message", [
+    (None, "returned None -- did you forget `return`?"),
+    ("0.5402", "returned str '0.5402'; return a number or an array of numbers, not text"),
+    (["0.5"], "returned list ['0.5']; return a number or an array of numbers, not text"),
+    ({"error": 0.5}, "returned dict"),
+])
+def test_return_types_are_checked_and_named(returns, message):
+    result = ex.check_balanced_error(lambda m: returns)
+    assert not result.passed and message in result.message, result.message
+
+
+def test_a_string_of_the_right_number_does_not_pass():
+    assert not ex.check_balanced_error(lambda m: str(solutions.balanced_error(m))).passed
+    assert not ex.check_ldam_margins(lambda n, m: [str(v) for v in solutions.my_ldam_margins(n, m)]).passed
+
+
+def test_sys_exit_and_exceptions_show_the_learners_line():
+    def leaves(m):
+        sys.exit(3)
+    result = ex.check_balanced_error(leaves)
+    assert not result.passed and "called sys.exit(3)" in result.message and "sys.exit(3))" in result.message
+    assert "of leaves" in result.message
+    result = ex.check_balanced_error(lambda m: m.reshape(7))
+    assert "raised ValueError" in result.message and "lambda m: m.reshape(7)" in result.message, result.message
+
+
+@pytest.mark.notebook
+def test_the_deadline_works_in_a_jupyter_kernel():
+    """In a kernel the learner's cell runs in the main thread, where the timer signal reaches it."""
+    import nbformat
+    from nbclient import NotebookClient
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "from elm_lite import exercises as ex\n"
+        "ex.DEADLINE_S = 1.0\n"
+        "def my_error(m):\n"
+        "    i = 0\n"
+        "    while i < 3:\n"
+        "        pass\n"
+        "result = ex.check_balanced_error(my_error)")])
+    NotebookClient(nb, kernel_name="python3", timeout=60).execute()
+    text = nb.cells[0].outputs[0]["text"]
+    assert text.startswith("NOT YET: your function did not return within 1 s (line 5 of my_error: while i < 3:)"), text

@@ -15,7 +15,8 @@ import tempfile
 
 import numpy as np
 
-from elm_lite.fullscale import ladder_table, summarize_runs, write_json_atomic
+from elm_lite.fullscale import ladder_table, summarize_runs
+from elm_lite.runfiles import write_json_atomic
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

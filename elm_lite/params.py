@@ -1,0 +1,94 @@
+"""Notebook parameters, checked where they enter: the first code cell after each notebook's
+``parameters`` cell calls :func:`check_parameters`, so that a bad value -- or papermill's
+``-r SMOKE False``, which passes the *text* "False" -- is refused under the notebook's own name
+(``N_EVAL``, not the ``n_per_class`` of a function deep inside) before anything runs.
+
+    check_parameters("02", globals())
+"""
+from __future__ import annotations
+
+import math
+
+from .data import PROFILES, TOY_KINDS
+from .methods import FULLSCALE_METHODS
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# each kind: (test, expectation)
+FLAG = (lambda v: isinstance(v, bool), "True or False")
+SEED = (lambda v: _is_int(v) and 0 <= v < 2**32, "an integer in [0, 2**32)")
+TEXT = (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
+
+
+def integer(low: int, high: int | None = None) -> tuple:
+    return (lambda v: _is_int(v) and v >= low and (high is None or v <= high),
+            f"an integer >= {low}" + (f" and <= {high}" if high is not None else ""))
+
+
+def number(low: float, high: float = math.inf, low_open: bool = False) -> tuple:
+    return (lambda v: _is_number(v) and (v > low if low_open else v >= low) and v <= high,
+            f"a finite number {'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high < math.inf else ""))
+
+
+def one_of(*options) -> tuple:
+    return (lambda v: isinstance(v, str) and v in options, f"one of {list(options)}")
+
+
+def numbers(low: float, high: float) -> tuple:
+    return (lambda v: isinstance(v, (list, tuple)) and len(v) > 0
+            and all(_is_number(x) and low <= x <= high for x in v),
+            f"a non-empty list of numbers in [{low:g}, {high:g}]")
+
+
+def or_none(kind: tuple) -> tuple:
+    return (lambda v: v is None or kind[0](v), f"None or {kind[1]}")
+
+
+# every notebook's parameters cell, name by name (tests/test_notebooks.py keeps these in step with the cells)
+NOTEBOOKS = {
+    "01": {"SMOKE": FLAG, "SEED": SEED, "KIND": one_of(*TOY_KINDS), "N_CLASSES": integer(2, 20),
+           "N_MAX": integer(1), "RHO": number(1), "PROFILE": one_of(*PROFILES), "EPOCHS": integer(1),
+           "BATCH_SIZE": integer(1), "MANY": integer(1), "FEW": integer(1), "INTERACTIVE": FLAG},
+    "02": {"SMOKE": FLAG, "SEED": SEED, "N_CLASSES": integer(2, 20), "N_MAX": integer(1), "RHO": number(1),
+           "TAU": number(0, 10), "EPOCHS": integer(1), "N_EVAL": integer(1), "SVM_WEIGHT_DECAY": number(0),
+           "INTERACTIVE": FLAG},
+    "03": {"SMOKE": FLAG, "SEED": SEED, "EMBED_DIM": integer(2), "EPOCHS": integer(1), "SNAPSHOT_EVERY": integer(1)},
+    "04": {"SMOKE": FLAG, "SEED": SEED, "N_SEEDS": integer(1), "EPOCHS": integer(1), "LAM": number(0, 100),
+           "DELTA_MAX": number(0, 2), "TEMPERATURE": number(1e-3, 100), "SWEEP_LAMS": numbers(0, 100),
+           "GRID_DELTAS": numbers(0, 2), "INTERACTIVE": FLAG},
+    "05": {"SMOKE": FLAG, "SEED": SEED, "N_SEEDS": integer(1), "EPOCHS": integer(1), "RUN_CIFAR": FLAG,
+           "CIFAR_NPZ": or_none(TEXT), "CIFAR_EPOCHS": integer(1), "INTERACTIVE": FLAG},
+    "06": {"SMOKE": FLAG, "DATASET": one_of("cifar10-lt", "cifar100-lt"), "RHO": number(1),
+           "LOSS": one_of(*FULLSCALE_METHODS), "DEVICE": TEXT, "EPOCHS": or_none(integer(1)),
+           "MODEL": or_none(one_of("resnet32", "small_cnn")), "CIFAR_NPZ": or_none(TEXT), "ROOT": TEXT,
+           "DOWNLOAD": FLAG, "OUT": or_none(TEXT), "SEED": SEED},
+    "workshop": {"SMOKE": FLAG, "RECOMPUTE": FLAG, "STATIC": FLAG},
+}
+
+
+def check_parameters(notebook: str, values: dict) -> None:
+    """Refuse any parameter of ``notebook`` (a key of :data:`NOTEBOOKS`) whose value in ``values``
+    (the notebook's ``globals()``) is missing, of the wrong type or out of range, with a
+    ``ValueError`` naming the parameter, the value, what it must be and how to pass it."""
+    if notebook not in NOTEBOOKS:
+        raise ValueError(f"notebook must be one of {sorted(NOTEBOOKS)}, got {notebook!r}.")
+    for name, (ok, expectation) in NOTEBOOKS[notebook].items():
+        if name not in values:
+            raise ValueError(f"parameter {name} is missing: the notebook's parameters cell defines it; run that "
+                             "cell first.")
+        value = values[name]
+        if ok(value):
+            continue
+        hint = ""
+        if isinstance(value, str) and (expectation.startswith("True") or "integer" in expectation
+                                       or "number" in expectation):
+            hint = (f" papermill's -r passes text; pass it with -p (papermill -p {name} ... reads True, False, "
+                    "None and numbers).")
+        raise ValueError(f"parameter {name} must be {expectation}, got {value!r} ({type(value).__name__}).{hint}")
