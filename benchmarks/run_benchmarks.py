@@ -3,7 +3,9 @@
     python benchmarks/run_benchmarks.py                 # everything
     python benchmarks/run_benchmarks.py --only callbacks
 
-1. notebooks: each notebook executed top to bottom with its defaults (papermill), wall seconds.
+1. notebooks: each notebook executed top to bottom with its defaults (papermill), wall seconds; written to
+   docs/runtimes.json, the one source every quoted runtime (README, notebook headers, teacher's guide)
+   reads (tests/test_project.py checks them). ``--no-record`` prints without writing.
 2. callbacks: median latency of each widget callback (recompute + redraw the FigureWidget).
 3. losses: forward+backward time of the embedding losses relative to cross-entropy, per batch size.
 4. sweeps: notebook 04's trainings (its two 3-seed comparisons and its app's lambda x delta_max grid), runs
@@ -33,6 +35,19 @@ def machine() -> str:
         pass
     import torch
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+RUNTIMES = ROOT / "docs" / "runtimes.json"
+
+
+def record_runtimes(rows: list[tuple[str, float]]) -> None:
+    """Write the measured notebook runtimes to :data:`RUNTIMES` with the machine that measured them."""
+    import datetime
+    import json
+    RUNTIMES.write_text(json.dumps({
+        "machine": machine(), "date": datetime.date.today().isoformat(),
+        "how": "python benchmarks/run_benchmarks.py --only notebooks (each notebook with its defaults, papermill)",
+        "seconds": {name: round(sec, 1) for name, sec in rows}}, indent=2) + "\n")
 
 
 def bench_notebooks() -> list[tuple[str, float]]:
@@ -247,12 +262,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["notebooks", "callbacks", "losses", "sweeps", "workshop"])
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--no-record", action="store_true", help="do not write docs/runtimes.json")
     args = parser.parse_args()
     print(f"machine: {machine()}\n")
     if args.only in (None, "notebooks"):
         print(f"{'notebook (defaults, papermill)':40s} {'seconds':>8s}")
-        for name, sec in bench_notebooks():
+        rows = bench_notebooks()
+        for name, sec in rows:
             print(f"{name:40s} {sec:8.1f}")
+        if not args.no_record:
+            record_runtimes(rows)
+            print(f"(written to {RUNTIMES.relative_to(ROOT)})")
         print()
     if args.only in (None, "callbacks"):
         print(f"{'widget callback':50s} {'median ms':>10s}  target")

@@ -183,3 +183,30 @@ def test_teacher_material_covers_every_notebook():
         section = key.split(f"## {path.stem[:2]} ")[1].split("\n## ")[0]
         assert section.count("\n- **") >= prompts, f"the answer key misses prompts of {path.name}"
 
+
+
+def quoted_runtime(seconds: float) -> str:
+    """How a measured notebook runtime is quoted everywhere: whole seconds."""
+    return f"{seconds:.0f} s"
+
+
+def test_quoted_notebook_runtimes_come_from_the_one_runtimes_file():
+    """Every runtime quoted for a notebook -- its own header, the README's table, the teacher's guide --
+    is the one written by ``benchmarks/run_benchmarks.py --only notebooks`` to docs/runtimes.json (with
+    the machine that measured it)."""
+    import json
+    measured = json.loads((ROOT / "docs" / "runtimes.json").read_text())
+    assert measured["machine"] and set(measured["seconds"]) == {p.name for p in NOTEBOOKS}
+    readme = (ROOT / "README.md").read_text()
+    teachers = (ROOT / "docs" / "teachers.md").read_text()
+    for name, seconds in measured["seconds"].items():
+        expected = quoted_runtime(seconds)
+        header = nbformat.read(ROOT / "notebooks" / name, as_version=4).cells[0].source
+        quotes = re.findall(r"\*\*Runtime:\*\*[^.]*?about (\d+ s)", header)
+        assert quotes == [expected] or "workshop" in name, (name, quotes, expected)
+        rows = [line for line in readme.splitlines() if line.startswith("|") and f"(notebooks/{name})" in line]
+        assert not rows or re.search(rf"\| {expected}\b", rows[0]), (name, rows, expected)
+        for line in teachers.splitlines():
+            if re.search(rf"\b{name[:2]}\b.*\(whole notebook\)", line):
+                assert f"{expected} (whole notebook)" in line, (name, line, expected)
+    assert "docs/runtimes.json" in readme
