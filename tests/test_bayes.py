@@ -48,13 +48,18 @@ def test_densities_need_gaussian():
         class_log_densities(make_toy("rings", 2, 10, 1), np.zeros((1, 2)))
 
 
-def test_la_beats_ce_and_approaches_bayes_balanced_on_default_toy():
-    """Default toy problem (5 Gaussian classes, n_max 500, rho 100, seed 0). Measured on a 2-core
-    CPU: CE 23.7 %, LA 15.2 %, post-hoc LA 15.0 %, Bayes-balanced 14.0 % balanced error (notebook 02)."""
-    d = make_toy("gaussian", 5, 500, 100, seed=0)
+@pytest.mark.parametrize("seed", range(5))
+def test_la_beats_ce_and_approaches_bayes_balanced_on_default_toy(seed):
+    """Default toy problem (5 Gaussian classes, n_max 500, rho 100), five draws. Measured (notebook 02, 20,000
+    evaluation points per class) on a 2-core AMD
+    EPYC (the same digits under AVX-512 and the generic kernels: full-batch training of a linear model):
+    balanced error CE 0.237-0.278, LA 0.148-0.158, post-hoc LA 0.149-0.164, Bayes-balanced 0.140. Every
+    draw must show LA and post-hoc LA 5 points below CE and LA within 3 points of Bayes (measured: 1.8 at
+    most)."""
+    d = make_toy("gaussian", 5, 500, 100, seed=seed)
     err = {}
     for method in ("ce", "la", "posthoc-la"):
-        model, _ = train_logit_method(method, d, tau=1.0, seed=0)
+        model, _ = train_logit_method(method, d, tau=1.0, seed=seed)
         err[method] = monte_carlo_errors(lambda x: predict(model, x), d)["balanced"]
     bayes = monte_carlo_errors(lambda x: bayes_predict(d, x), d)["balanced"]
     assert err["la"] < err["ce"] - 0.05

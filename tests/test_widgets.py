@@ -12,15 +12,20 @@ pytestmark = pytest.mark.outcome   # trains and compares: CI runs it again under
 SMALL = dict(n_max=200, epochs=60)
 
 
-def test_view_shows_erm_hurting_the_tail():
-    view = longtail_view(100, n_max=500, epochs=200)
+@pytest.mark.parametrize("seed", range(3))
+def test_view_shows_erm_hurting_the_tail(seed):
+    """Notebook 01's claim on three draws. Measured (2-core AMD EPYC): head accuracy 0.97-0.98, the
+    rarest class 0.23-0.40; balanced minus standard error 0.16-0.20."""
+    view = longtail_view(100, n_max=500, epochs=200, seed=seed)
     acc = view.per_class_acc
     assert acc[0] > 0.9 and acc[-1] < acc[0] - 0.3          # the tail class suffers
     assert view.balanced_error > view.standard_error + 0.05  # and the standard error hides it
 
 
-def test_balanced_data_treats_classes_alike():
-    view = longtail_view(1, n_max=500, epochs=200)
+@pytest.mark.parametrize("seed", range(3))
+def test_balanced_data_treats_classes_alike(seed):
+    """Measured on the same three draws with rho = 1: per-class accuracies within 0.05-0.06."""
+    view = longtail_view(1, n_max=500, epochs=200, seed=seed)
     assert view.per_class_acc.max() - view.per_class_acc.min() < 0.15
 
 
