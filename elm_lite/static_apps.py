@@ -109,7 +109,7 @@ def _controls_layout(app, values: dict, shown: list[str], layout: dict) -> dict:
                                 y=y, yanchor="top", pad=dict(t=30),
                                 steps=[dict(label=lab, method="skip", args=[]) for lab in labels]))
             offset += SLIDER_PX
-    return {"sliders": sliders, "updatemenus": menus, "annotations": annotations, "extra": offset - bottom}
+    return {"sliders": sliders, "updatemenus": menus, "annotations": annotations, "extra": offset + 15 - bottom}
 
 
 def _packed(obj) -> str:
@@ -135,7 +135,7 @@ def static_app(app, grid=None, *, title: str = "") -> str:
         try:
             app.update(**setting)
         except ValueError as e:   # a setting the app itself refuses (e.g. rho above n_max): left out, said
-            refused.append((", ".join(f"{n} = {_label(app.controls[n], v)}" for n, v in setting.items()), str(e)))
+            refused.append((setting, str(e)))
             continue
         figure = json.loads(pio.to_json(app.static_figure(), validate=False))
         layout = json.dumps(figure["layout"], sort_keys=True)
@@ -145,6 +145,8 @@ def static_app(app, grid=None, *, title: str = "") -> str:
                                    "readout": app.readout.value}))
     if not computed:
         raise ValueError(f"the app refused every setting of the grid, e.g. {refused[0][0]}: {refused[0][1]}")
+    never = [f"{n} = {_label(app.controls[n], v)}" for n in app.controls   # values refused in every setting
+             for v in dict.fromkeys(r[n] for r, _ in refused) if all(s[n] != v for s, _ in computed)]
     if app.values() != start:
         app.update(**start)
     values = {n: list(dict.fromkeys(s[n] for s, _ in computed)) for n in app.controls}   # choices: the grid's order
@@ -163,8 +165,9 @@ def static_app(app, grid=None, *, title: str = "") -> str:
              for n in app.controls if len(values[n]) < live_settings(app.controls[n])]
     note = ("Precomputed: every state below was computed in advance by the app's own code; move the controls "
             "under the figure. " + (f"A coarser grid than the live app ({'; '.join(notes)} values). " if notes else "")
-            + f"{len(states)} states." + (f" Left out, refused by the app: {'; '.join(r[0] for r in refused)} "
-                                          f"(e.g. {refused[0][1]})" if refused else ""))
+            + f"{len(states)} states." + (f" Left out: {len(refused)} settings the app refuses"
+                                          + (f" ({', '.join(never)})" if never else "")
+                                          + f", e.g. {refused[0][1]}" if refused else ""))
     heading = f"<h4>{html.escape(title)}</h4>" if title else ""
     return (f'<div class="elm-static-app">{heading}<p class="elm-static-note"><i>{html.escape(note)}</i></p>'
             '<div class="elm-static-figure"></div><div class="elm-static-readout"></div>'
