@@ -31,7 +31,7 @@ ENV = "ELM_STATIC_APPS"   # set by tools/build_site.py while it executes the not
 # slider where that one has many steps; the page says so).
 LONGTAIL_GRID = {"rho": (1, 3, 10, 30, 100, 300, 1000), "profile": PROFILES}
 LOGIT_MARGIN_GRID = {"method": LOGIT_MARGIN_METHODS, "tau": (0.0, 0.5, 1.0, 2.0, 3.0), "rho": (1, 10, 100, 1000)}
-MARGIN_SPREAD_GRID = {"noise": tuple(v for v in NOISES if v <= 10 ** 0.5), "margin": MARGINS,
+MARGIN_SPREAD_GRID = {"noise": tuple(v for v in NOISES if 10 ** -1.3 <= v <= 10 ** 0.5), "margin": MARGINS,
                       "n_train": (1, 2, 5, 10, 20, 50)}
 
 SLIDER_PX, MENU_PX = 95, 45   # vertical room of a plotly slider, of a row of buttons, under the figure
@@ -141,8 +141,8 @@ def static_app(app, grid=None, *, title: str = "") -> str:
         layout = json.dumps(figure["layout"], sort_keys=True)
         if layout not in layouts:
             layouts.append(layout)
-        computed.append((setting, {"data": figure["data"], "layout": layouts.index(layout),
-                                   "readout": app.readout.value}))
+        computed.append((app.values(),   # the setting as the controls took it (a slider clamps to its range)
+                         {"data": figure["data"], "layout": layouts.index(layout), "readout": app.readout.value}))
     if not computed:
         raise ValueError(f"the app refused every setting of the grid, e.g. {refused[0][0]}: {refused[0][1]}")
     never = [f"{n} = {_label(app.controls[n], v)}" for n in app.controls   # values refused in every setting
