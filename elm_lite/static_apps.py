@@ -125,6 +125,23 @@ def figure_html(figure: dict) -> str:
     return f'<div class="elm-figure">{_packed(figure)}</div>'
 
 
+def _note(app, values: dict, n_states: int, refused: list, computed: list) -> str:
+    """What the page says above a static app: precomputed, how much coarser than the live controls, and
+    the settings the app refused."""
+    live = {n: live_settings(control) for n, control in app.controls.items()}
+    coarser = [f"{app.controls[n].description or n}: {len(values[n])} of the live app's {live[n]}"
+               for n in app.controls if len(values[n]) < live[n]]
+    never = [f"{n} = {_label(app.controls[n], v)}" for n in app.controls   # values refused in every setting
+             for v in dict.fromkeys(r[n] for r, _ in refused) if all(s[n] != v for s, _ in computed)]
+    note = ("Precomputed: every state below was computed in advance by the app's own code; move the controls "
+            "under the figure. " + (f"A coarser grid than the live app ({'; '.join(coarser)} values). " if coarser
+                                    else "") + f"{n_states} states.")
+    if refused:
+        note += (f" Left out: {len(refused)} settings the app refuses" + (f" ({', '.join(never)})" if never else "")
+                 + f", e.g. {refused[0][1]}")
+    return note
+
+
 def static_app(app, grid=None, *, title: str = "") -> str:
     """The static version of ``app`` (a :class:`~elm_lite.widgets.App`) as an HTML fragment: every
     setting of ``grid`` computed by the app's own callback (see :func:`_settings` for ``grid``). The
@@ -145,8 +162,6 @@ def static_app(app, grid=None, *, title: str = "") -> str:
                          {"data": figure["data"], "layout": layouts.index(layout), "readout": app.readout.value}))
     if not computed:
         raise ValueError(f"the app refused every setting of the grid, e.g. {refused[0][0]}: {refused[0][1]}")
-    never = [f"{n} = {_label(app.controls[n], v)}" for n in app.controls   # values refused in every setting
-             for v in dict.fromkeys(r[n] for r, _ in refused) if all(s[n] != v for s, _ in computed)]
     if app.values() != start:
         app.update(**start)
     values = {n: list(dict.fromkeys(s[n] for s, _ in computed)) for n in app.controls}   # choices: the grid's order
@@ -161,13 +176,7 @@ def static_app(app, grid=None, *, title: str = "") -> str:
             "initial": [int(i) for i in initial.split(",")] if shown else [],
             "extra_height": controls.pop("extra"), "controls_layout": controls,
             "layouts": [json.loads(s) for s in layouts], "states": states}
-    notes = [f"{app.controls[n].description or n}: {len(values[n])} of the live app's {live_settings(app.controls[n])}"
-             for n in app.controls if len(values[n]) < live_settings(app.controls[n])]
-    note = ("Precomputed: every state below was computed in advance by the app's own code; move the controls "
-            "under the figure. " + (f"A coarser grid than the live app ({'; '.join(notes)} values). " if notes else "")
-            + f"{len(states)} states." + (f" Left out: {len(refused)} settings the app refuses"
-                                          + (f" ({', '.join(never)})" if never else "")
-                                          + f", e.g. {refused[0][1]}" if refused else ""))
+    note = _note(app, values, len(states), refused, computed)
     heading = f"<h4>{html.escape(title)}</h4>" if title else ""
     return (f'<div class="elm-static-app">{heading}<p class="elm-static-note"><i>{html.escape(note)}</i></p>'
             '<div class="elm-static-figure"></div><div class="elm-static-readout"></div>'
