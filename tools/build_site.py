@@ -144,7 +144,8 @@ def main() -> None:
         for nb in notebooks:
             print(f"{nb.stem}: {execute(nb, src / 'notebooks' / nb.name, args.smoke):.0f} s", flush=True)
         shutil.rmtree(out, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "sphinx", "-b", "html", "-q", "-E", str(src), str(out)], check=True)
+        subprocess.run([sys.executable, "-m", "sphinx", "-b", "html", "-q", "-E", "-d", str(src / ".doctrees"),
+                        str(src), str(out)], check=True)   # its caches stay out of the site
     (out / "index.html").write_text('<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" '
                                     'content="0; url=README.html"><a href="README.html">elm_lite course</a>')
     print(f"wrote {out / 'index.html'}")
