@@ -6,7 +6,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: course test test-other-arithmetic lint install clean workshop workshop-all html
+.PHONY: course test test-other-arithmetic lint install clean workshop workshop-all site
 
 # JupyterLab refuses to run as root unless told (containers, CI machines)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -35,9 +35,10 @@ workshop: $(VENV)/.installed
 workshop-all: $(VENV)/.installed
 	$(BIN)/voila notebooks/ --no-browser
 
-# readable without running: executed notebooks as HTML pages in site/ (SMOKE=1 for quick sizes)
-html: $(VENV)/.installed
-	$(BIN)/python tools/build_html.py $(if $(SMOKE),--smoke)
+# the course as a static web site in site/ (open site/index.html): every notebook executed, with sliders
+# that work without a kernel, the docs, search; SMOKE=1 for quick sizes
+site: $(VENV)/.installed
+	$(BIN)/python tools/build_site.py $(if $(SMOKE),--smoke)
 
 install: $(VENV)/.installed
 
@@ -45,7 +46,7 @@ $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "elm_lite needs Python >= 3.11; run: make PYTHON=python3.11 ...")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install "$(TORCH)"
-	$(BIN)/python -m pip install -e ".[course,test]"
+	$(BIN)/python -m pip install -e ".[course,test,site]"
 	touch $@
 
 clean:

@@ -13,6 +13,9 @@
 5. workshop: the dashboard (notebooks/workshop.ipynb) served by Voila and driven by headless Chromium:
    time until its four panels show, and each slider's latency in the browser (key press to redrawn
    figure); the same callbacks in-process; notebook 04's time to its sliders (cells run in order).
+6. site: every page of the built site (`make site`; --site DIR), served locally and opened in headless
+   Chromium offline: its HTML size, everything it loads, the time until its figures and apps have drawn;
+   the whole site's size.
 """
 from __future__ import annotations
 
@@ -258,9 +261,46 @@ def _browser_rows(repeats: int) -> list[tuple[str, float, str]]:
     return rows
 
 
+def bench_site(site: pathlib.Path, repeats: int) -> list[tuple[str, float, float, float]]:
+    """(page, HTML KB, KB the page loads in all, median ms until its figures and apps have drawn) for
+    every page of a built site (``make site``), served locally and opened in headless Chromium with a
+    cold cache each time; outside requests are blocked."""
+    import sys
+    from urllib.parse import urlsplit
+
+    from playwright.sync_api import sync_playwright
+    sys.path.insert(0, str(ROOT / "tools"))
+    import build_site
+    url, httpd = build_site.serve(site)
+    rows = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=os.environ.get("ELM_CHROMIUM", "/usr/bin/chromium"),
+                                        args=["--no-sandbox", "--disable-gpu"])
+            for name in build_site.pages(site):
+                times, loaded = [], set()
+                for _ in range(repeats):
+                    page = browser.new_context().new_page()
+                    page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(url) else r.abort())
+                    page.on("request", lambda r: loaded.add(urlsplit(r.url).path))
+                    start = time.perf_counter()
+                    page.goto(url + name)
+                    page.wait_for_function(build_site.READY_JS, timeout=120_000)
+                    times.append(1000 * (time.perf_counter() - start))
+                    page.context.close()
+                files = [site / path.lstrip("/") for path in loaded]
+                kb = sum(f.stat().st_size for f in files if f.is_file()) / 1024
+                rows.append((name, (site / name).stat().st_size / 1024, kb, statistics.median(times)))
+            browser.close()
+    finally:
+        httpd.shutdown()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["notebooks", "callbacks", "losses", "sweeps", "workshop"])
+    parser.add_argument("--only", choices=["notebooks", "callbacks", "losses", "sweeps", "workshop", "site"])
+    parser.add_argument("--site", default=str(ROOT / "site"), help="the built site to time (make site)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--no-record", action="store_true", help="do not write docs/runtimes.json")
     args = parser.parse_args()
@@ -295,6 +335,17 @@ def main() -> None:
         print(f"{'workshop dashboard and notebook 04':62s} {'measured':>9s}  target")
         for name, value, target in bench_workshop(min(args.repeats, 9)):
             print(f"{name:62s} {value:9.1f}  {target}")
+        print()
+    if args.only in (None, "site"):
+        site = pathlib.Path(args.site)
+        if not (site / "index.html").exists():
+            raise SystemExit(f"no site at {site}: run `make site` (or `make site SMOKE=1`) first")
+        print(f"{'site page (local server, headless Chromium, cold cache)':58s} {'HTML KB':>8s} {'loads KB':>9s} "
+              f"{'ready ms':>9s}")
+        for name, html_kb, kb, ms in bench_site(site, min(args.repeats, 3)):
+            print(f"{name:58s} {html_kb:8.0f} {kb:9.0f} {ms:9.0f}")
+        total = sum(f.stat().st_size for f in site.rglob("*") if f.is_file()) / 2**20
+        print(f"whole site: {total:.1f} MB in {sum(1 for f in site.rglob('*') if f.is_file())} files")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from .train import History, predict_logits
 
 # In Jupyter, figures also carry an HTML rendering (plotly.js from its CDN), so that notebooks
 # exported to HTML or opened in nbviewer keep interactive figures. Colab's renderer is left alone.
-# ELM_PLOTLY_RENDERER overrides (tools/build_html.py embeds plotly.js for offline pages).
+# ELM_PLOTLY_RENDERER overrides (tools/build_site.py asks for plain plotly outputs, drawn by the site's plotly.js).
 if os.environ.get("ELM_PLOTLY_RENDERER"):
     pio.renderers.default = os.environ["ELM_PLOTLY_RENDERER"]
 elif "plotly_mimetype" in str(pio.renderers.default) and "notebook" not in str(pio.renderers.default):

@@ -1,9 +1,35 @@
+import os
 import pathlib
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def chromium_or_skip() -> tuple[str, list[str]]:
+    """Debian's Chromium for the browser tests: (path, launch arguments). Without it the calling test
+    module skips and says so, unless ELM_REQUIRE_BROWSER=1 (CI), where a missing browser is an error."""
+    chromium = os.environ.get("ELM_CHROMIUM", "/usr/bin/chromium")
+    if not os.path.exists(chromium):
+        message = (f"no Chromium at {chromium}: apt-get install chromium (or set ELM_CHROMIUM) to run the "
+                   "browser test")
+        if os.environ.get("ELM_REQUIRE_BROWSER"):
+            raise RuntimeError(message)
+        pytest.skip(message, allow_module_level=True)
+    return chromium, ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                      "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium driven by Playwright, shared by the browser tests of the session."""
+    chromium, args = chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, headless=True, args=args)
+        yield b
+        b.close()
 
 
 @pytest.fixture(scope="session")

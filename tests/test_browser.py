@@ -18,22 +18,12 @@ import urllib.request
 
 import nbformat
 import pytest
-from conftest import NOTEBOOKS, ROOT
+from conftest import NOTEBOOKS, ROOT, chromium_or_skip
 
-CHROMIUM = os.environ.get("ELM_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "artifacts" / "browser"
 WIDGET_NOTEBOOKS = [p for p in NOTEBOOKS if "_app(" in p.read_text()]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"]
-
-# CI sets ELM_REQUIRE_BROWSER=1 so that a missing browser fails instead of skipping.
-if not os.path.exists(CHROMIUM):
-    message = (f"no Chromium at {CHROMIUM}: apt-get install chromium (or set ELM_CHROMIUM) to run the "
-               "browser test")
-    if os.environ.get("ELM_REQUIRE_BROWSER"):
-        raise RuntimeError(message)
-    pytest.skip(message, allow_module_level=True)
-playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright to run the browser test")
+chromium_or_skip()   # skips the module without Chromium; CI sets ELM_REQUIRE_BROWSER=1: then it fails
+pytest.importorskip("playwright.sync_api", reason="pip install playwright to run the browser test")
 
 pytestmark = pytest.mark.browser
 
@@ -78,14 +68,6 @@ def lab(tmp_path_factory):
         proc.wait(timeout=30)
     except Exception:
         proc.kill()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _wait_idle(page, timeout_s: float) -> None:

@@ -20,10 +20,12 @@ def _name(spec: str) -> str:
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pypi = {_name(d) for d in project["dependencies"]}
-    for extra in ("course", "test"):
+    for extra in ("course", "test", "site"):
         pypi |= {_name(d) for d in project["optional-dependencies"][extra]}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda = {_name(d) for d in env["dependencies"] if isinstance(d, str)} - {"python", "pip"}
+    conda |= {_name(d) for entry in env["dependencies"] if isinstance(entry, dict)   # from PyPI, via pip
+              for d in entry.get("pip", []) if not d.startswith("-e")}
     conda = {CONDA_TO_PYPI.get(n, n) for n in conda}
     assert conda == pypi, f"only in environment.yml: {conda - pypi}; only in pyproject: {pypi - conda}"
     assert "conda-forge" in env["channels"]
@@ -49,16 +51,32 @@ def test_notebook_is_stored_clean_with_parameters(path):
         assert "exercises" not in "".join(c.source for c in code), f"{path.name}: a demo page runs no exercise checks"
 
 
-def test_html_pages_build(tmp_path):
-    """`make html` (tools/build_html.py) writes an index and a page with interactive figures."""
-    import subprocess
-    import sys
-    subprocess.run([sys.executable, str(ROOT / "tools" / "build_html.py"), "--smoke", "--only",
-                    "01_long_tail_problem", "--out", str(tmp_path)], check=True, capture_output=True)
-    page = (tmp_path / "01_long_tail_problem.html").read_text()
-    assert "01_long_tail_problem.html" in (tmp_path / "index.html").read_text()
-    assert page.count("Plotly.newPlot(") >= 5  # the figures, with plotly.js embedded
-    assert not (tmp_path / "01_long_tail_problem.ipynb").exists()
+def test_site_pages_use_the_sites_own_plotly_and_no_widgets():
+    """tools/build_site.py (`make site`): a plotly output becomes a figure that the site's one plotly.js
+    draws, a live widget's output is dropped (its static version stands in), an external image (the
+    Colab badge) becomes its link text, a demo page hides its code; the build never downloads."""
+    import importlib.util
+
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+    spec = importlib.util.spec_from_file_location("build_site", ROOT / "tools" / "build_site.py")
+    build_site = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_site)
+    figure = {"data": [{"type": "bar", "y": [1, 2]}], "layout": {}}
+    outputs = [new_output("display_data", {build_site.PLOTLY_MIME: figure, "text/plain": "fig"}),
+               new_output("display_data", {build_site.WIDGET_MIME: {"model_id": "x"}, "text/plain": "VBox()"}),
+               new_output("stream", name="stdout", text="hello")]
+    nb = new_notebook(cells=[new_markdown_cell("[![Open In Colab](https://colab.research.google.com/b.svg)](https://x)"),
+                             new_code_cell("1", outputs=outputs)])
+    build_site.for_the_page(nb, lesson=False)
+    assert nb.cells[0].source == "[Open In Colab](https://x)"
+    kept = nb.cells[1].outputs
+    assert len(kept) == 2 and kept[1]["text"] == "hello"
+    assert list(kept[0]["data"]) == ["text/html"] and 'class="elm-figure"' in kept[0]["data"]["text/html"]
+    assert "remove-input" in nb.cells[1].metadata["tags"]
+    assert build_site.parameters_of(ROOT / "notebooks" / "06_cifar_lt_gpu.ipynb", smoke=True) == {
+        "DOWNLOAD": False, "SMOKE": True}
+    assert build_site.parameters_of(ROOT / "notebooks" / "01_long_tail_problem.ipynb", smoke=False) == {}
+    assert "answer_key.md" not in {p.name for p in build_site.docs()}
 
 
 def _package_imports() -> dict[str, set[str]]:
