@@ -538,8 +538,9 @@ def tightening_panel_view(lam: float = 1.0, *, sweeps: dict) -> dict:
 def tightening_panel_figure(view: dict, widget: bool = False) -> go.Figure:
     s = view["sweeps"]
     classes = [f"{k}<br>n={n}" for k, n in enumerate(s["embedding_counts"])]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("test spread per class (lower: tighter)",
-                                                        "training embedding margin per class"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        f"test spread per class (lower: tighter), mean of {len(s['panel3_seeds'])} seeds",
+        "training embedding margin per class"))
     for col, (base, now) in enumerate(((s["la_spread"], view["spread"]), (s["la_train_margin"], view["margin"])), 1):
         fig.add_trace(go.Bar(x=classes, y=base, name="LA alone", marker_color="#bbbbbb", showlegend=col == 1),
                       row=1, col=col)
@@ -554,9 +555,14 @@ def tightening_panel_figure(view: dict, widget: bool = False) -> go.Figure:
 
 def tightening_panel_readout(view: dict) -> str:
     s, few = view["sweeps"], view["sweeps"]["shot_split"] == "few"
-    return (f"lambda = <b>{view['lam']:g}</b>: the rare classes' test spread <b>{view['spread'][few].mean():.3f}</b> "
-            f"(LA alone {s['la_spread'][few].mean():.3f}); balanced accuracy <b>{view['accuracy']:.1%}</b> (LA alone "
-            f"{float(s['la_balanced_accuracy']):.1%}). lambda = 0 is LA trained on two jittered views")
+    head = s["shot_split"] == "many"
+    return (f"lambda = <b>{view['lam']:g}</b>, mean of {len(s['panel3_seeds'])} seeds: the rare classes' test spread "
+            f"<b>{view['spread'][few].mean():.3f}</b> (LA alone {s['la_spread'][few].mean():.3f}), the head's "
+            f"{view['spread'][head].mean():.3f} (LA alone {s['la_spread'][head].mean():.3f}); the rare classes' "
+            f"training margin <b>{view['margin'][few].mean():.3f}</b> "
+            f"(LA alone {s['la_train_margin'][few].mean():.3f}); "
+            f"balanced accuracy <b>{view['accuracy']:.1%}</b> (LA alone {float(s['la_balanced_accuracy']):.1%}). "
+            "lambda = 0 is LA trained on two jittered views")
 
 
 MEASURE_NAMES = {"balanced_accuracy": "balanced accuracy", "acc_few": "rare-class accuracy",
