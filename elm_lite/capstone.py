@@ -129,7 +129,7 @@ _FIRST_FORM_FILES = ("cifar10_lt_cpu.json", "cifar_lt_gpu.json")
 
 
 def _label(name_or_label: str, file: str) -> str:
-    """A row's method label; ELM in the files trained before the margin study is the first form."""
+    """A row's method label; ELM in the files trained before the margin study has the margin on the positives."""
     by_label = {m.label: m.name for m in methods.METHODS.values()}
     name = by_label.get(name_or_label, name_or_label)
     if name == "elm" and file in _FIRST_FORM_FILES:

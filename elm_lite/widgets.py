@@ -312,7 +312,7 @@ def embedding_margin_figure(view: EmbeddingMarginView, widget: bool = False) -> 
     fig = make_subplots(rows=2, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.08, vertical_spacing=0.14,
                         specs=[[{"type": "scene", "rowspan": 2}, {"type": "xy"}], [None, {"type": "xy"}]],
                         subplot_titles=("test embeddings (3 principal directions)", "test spread per class",
-                                        "training embedding margin per class"))
+                                        "measured training embedding margin per class"))
     reference = view.baseline.z_test                     # the same test set, embedded by LA alone
     z = align_to(view.run.z_test, data.y_test, reference, data.y_test)
     basis = pca_basis(reference) if reference.shape[1] > 3 else None
@@ -540,7 +540,7 @@ def tightening_panel_figure(view: dict, widget: bool = False) -> go.Figure:
     classes = [f"{k}<br>n={n}" for k, n in enumerate(s["embedding_counts"])]
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
         f"test spread per class (lower: tighter), mean of {len(s['panel3_seeds'])} seeds",
-        "training embedding margin per class"))
+        "measured training embedding margin per class"))
     for col, (base, now) in enumerate(((s["la_spread"], view["spread"]), (s["la_train_margin"], view["margin"])), 1):
         fig.add_trace(go.Bar(x=classes, y=base, name="LA alone", marker_color="#bbbbbb", showlegend=col == 1),
                       row=1, col=col)

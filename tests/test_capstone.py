@@ -45,7 +45,7 @@ def test_real_image_rows_are_the_shipped_files():
     shipped = load_results("cifar10_lt_cpu.json")
     la = [r["balanced_accuracy"] for r in shipped["rows"] if r["method"] == "LA"]
     assert sorted(r["balanced_accuracy"] for r in cpu if r["method"] == LABEL["la"]) == sorted(la)
-    # the ELM rows of the files trained before the margin study are the first form
+    # the ELM rows of the files trained before the margin study have the margin on the positives
     assert {r["method"] for r in cpu + gpu120} >= {LABEL["elm-positive"]} and LABEL["elm"] not in {
         r["method"] for r in cpu + gpu120}
     assert len(gpu200) == len(load_results("cifar10_lt_gpu_table_200ep.json")["runs"])
