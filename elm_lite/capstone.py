@@ -4,6 +4,7 @@ that reconciles the two re-weighting verdicts of notebooks 02 and 05."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from . import methods, metrics
 from .data import ToyData
@@ -54,10 +55,16 @@ def training_fit(model, data: ToyData) -> float:
 def cost_seconds(data: ToyData, names=CAPSTONE_METHODS, seed: int = 0, repeats: int = 2,
                  **recipe) -> dict[str, float]:
     """``{label: seconds}``: the training time (``History.seconds``; measurements and a second stage
-    left out) of one run of each method trained alone on this machine -- what one try costs. The best of
-    ``repeats`` runs: other work on the machine only ever slows a run down."""
-    return {methods.get(name).label: min(train_embedding_model(data, methods.get(name), seed=seed, **recipe)
-                                         .history.seconds for _ in range(repeats)) for name in names}
+    left out) of one run of each method trained alone on this machine -- what one try costs. Timed on one
+    CPU thread (threads that share a loaded machine wait for each other, by up to tens of times on the
+    course's 2-core VM), the best of ``repeats`` runs: other work only ever slows a run down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {methods.get(name).label: min(train_embedding_model(data, methods.get(name), seed=seed, **recipe)
+                                             .history.seconds for _ in range(repeats)) for name in names}
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _mean(values) -> float:
