@@ -96,7 +96,7 @@ def toy_table(rows: list[dict], seconds: dict[str, float], confidence: float = 0
         means = [_mean([r[k] for r in mine]) for k in ("acc_many", "acc_medium", "acc_few", "val_balanced_accuracy")]
         lines.append(f"{name:{w}s}{_cell([r['balanced_accuracy'] for r in mine], confidence):>38s}"
                      + "".join(f"{m:{7 if i != 1 else 8}.3f}" for i, m in enumerate(means))
-                     + f"{seconds.get(name, float('nan')):7.1f}{len(mine):3d}")
+                     + f"{seconds.get(name, float('nan')):7.2f}{len(mine):3d}")
     return "\n".join(lines)
 
 
