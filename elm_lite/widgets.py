@@ -397,27 +397,27 @@ def margin_spread_view(noise: float = 1.0, margin: float = 0.1, n_train: int = 5
 
 def margin_spread_figure(view: MarginSpreadView, widget: bool = False) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
-                        subplot_titles=("tail test error vs spread, at the chosen margin",
-                                        "tail test error vs margin, at the chosen spread"))
+                        subplot_titles=("tail test error vs spread, at the chosen offset b",
+                                        "tail test error vs boundary offset b, at the chosen spread"))
     sx, sy = zip(*view.by_spread)
     mx, my = zip(*view.by_margin)
     fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines+markers", name="vary the spread"), row=1, col=1)
     fig.add_trace(go.Scatter(x=[view.current["spread"]], y=[view.current["error"]], mode="markers",
                              marker=dict(size=14, color="#d62728"), name="you are here"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=mx, y=my, mode="lines+markers", name="vary the margin"), row=1, col=2)
+    fig.add_trace(go.Scatter(x=mx, y=my, mode="lines+markers", name="vary the offset b"), row=1, col=2)
     fig.add_trace(go.Scatter(x=[view.margin], y=[view.current["error"]], mode="markers",
                              marker=dict(size=14, color="#d62728"), showlegend=False), row=1, col=2)
     fig.update_xaxes(title="spread of the tail's embeddings", row=1, col=1)
-    fig.update_xaxes(title="margin (cosine units)", row=1, col=2)
+    fig.update_xaxes(title="boundary offset b (cosine units)", row=1, col=2)
     fig.update_yaxes(title="tail test error", tickformat=".0%", rangemode="tozero")
     fig.update_layout(width=980, height=420, font=dict(size=11), legend=dict(orientation="h", x=0, y=-0.2))
     return go.FigureWidget(fig) if widget else fig
 
 
 def margin_spread_readout(view: MarginSpreadView) -> str:
-    return (f"{view.n_train} training examples, spread <b>{view.current['spread']:.3f}</b>, margin "
-            f"<b>{view.margin:g}</b>: expected tail test error <b>{view.current['error']:.1%}</b> "
-            f"(with no margin it would be about 1/(n+1) = {1 / (view.n_train + 1):.1%})")
+    return (f"{view.n_train} training examples, spread <b>{view.current['spread']:.3f}</b>, boundary offset b "
+            f"<b>{view.margin:g}</b> (the margin slider): expected tail test error <b>{view.current['error']:.1%}</b> "
+            f"(with b = 0 it would be about 1/(n+1) = {1 / (view.n_train + 1):.1%})")
 
 
 def margin_spread_app(noise: float = 1.0, margin: float = 0.1, n_train: int = 5) -> App:
