@@ -52,6 +52,7 @@ def test_real_image_rows_are_the_shipped_files():
     table = capstone.real_image_table()
     assert table.count("not run:") == 3 and "unfinished: ELM" in table
     assert all(np.isnan(r["acc_few"]) for r in cpu + gpu120 + gpu200)  # CIFAR-10-LT has no few split
+    assert load_results("cifar_lt_gpu.json")["runs"][0]["counts"][-2:] == [83, 50]  # section 3: its rarest two
 
 
 def _by(rows, column="balanced_accuracy"):
