@@ -27,6 +27,7 @@ from torch.nn import functional as F
 
 from . import losses, metrics
 from .data import batch_class_stats
+from .recipes import ELM_RECOMMENDED
 
 
 @dataclass
@@ -329,25 +330,127 @@ def check_has_positive(fn: Callable) -> CheckResult:
 
 
 def check_elm(fn: Callable) -> CheckResult:
-    """Exercise 05.1: ``fn(logits, z, labels, counts, lam)`` -> the ELM total loss with the default
-    embedding term (``losses.EmbeddingMarginLoss(counts)``)."""
+    """Exercise 05.1: ``fn(logits, z, labels, counts, lam)`` -> the ELM total loss in the course's
+    recommended form: LA plus ``lam`` times ``losses.EmbeddingMarginLoss`` with the embedding constants
+    of :data:`~elm_lite.recipes.ELM_RECOMMENDED` (the centroid margin, per-class averaging)."""
     rng = np.random.default_rng(4)
     cases = []
     for b, lam in ((16, 0.5), (24, 1.0), (12, 2.0)):
         counts = torch.tensor(_random_counts(rng, 4))
         cases.append((torch.tensor(rng.normal(size=(b, 4))), torch.tensor(rng.normal(size=(b, 3))),
                       torch.tensor(rng.integers(0, 4, size=b)), counts, lam))
+    embedding = {k: ELM_RECOMMENDED[k] for k in ("temperature", "delta_max", "placement", "anchor_average")}
 
     def parts(lo, z, y, n):
-        return losses.LogitAdjustedLoss(n).double()(lo, y), losses.EmbeddingMarginLoss(n).double()(z, y)
-    # ELMLoss with the embedding term's own defaults (not the course's recommended ELM constants)
-    embedding_defaults = dict(temperature=0.1, delta_max=0.2, anchor_average="all", placement="positive")
-    return _report(_run(fn, cases, lambda lo, z, y, n, lam: losses.ELMLoss(n, lam=lam, **embedding_defaults).double()(
-            lo, z, y)[0], {
+        return losses.LogitAdjustedLoss(n).double()(lo, y), losses.EmbeddingMarginLoss(n, **embedding).double()(z, y)
+    return _report(_run(fn, cases, lambda lo, z, y, n, lam: losses.ELMLoss(n, lam=lam).double()(lo, z, y)[0], {
         "lambda is missing: weight the embedding term by lam":
             lambda lo, z, y, n, lam: sum(parts(lo, z, y, n)),
         "lambda weights the *embedding* term, not the logit term":
             lambda lo, z, y, n, lam: lam * parts(lo, z, y, n)[0] + parts(lo, z, y, n)[1],
         "the logit term should be the logit-adjusted loss, not plain cross-entropy":
             lambda lo, z, y, n, lam: F.cross_entropy(lo, y) + lam * parts(lo, z, y, n)[1],
+        "EmbeddingMarginLoss's own defaults are the margin on the positives; build the course's recommended "
+        "form with the embedding constants of recipes.ELM_RECOMMENDED (placement, anchor_average, delta_max, "
+        "temperature)":
+            lambda lo, z, y, n, lam: parts(lo, z, y, n)[0] + lam * losses.EmbeddingMarginLoss(n).double()(z, y),
+    }))
+
+
+# ----------------------------------------------------------------------------- the key losses, written out
+
+
+def _embedding_cases(seed: int) -> list:
+    """Batches ``(z (N, E) unnormalised, labels (N,), temperature)``; some anchors have no positive."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for n, e, c, t in ((10, 3, 4, 0.1), (16, 5, 6, 0.5), (12, 4, 8, 0.2)):
+        labels = np.concatenate([np.arange(c), rng.integers(0, c // 2, size=n - c)])  # rare classes once
+        cases.append((torch.tensor(rng.normal(size=(n, e)) * rng.uniform(0.5, 2, size=(n, 1))),
+                      torch.tensor(labels), t))
+    return cases
+
+
+def _supcon_variant(z, y, t, normalise=True, self_in_denominator=False, log_of_mean=False, count_all=False):
+    """SupCon's L_out and its usual mistakes, written with masks: mean over anchors with a positive of
+    ``-1/|P(i)| sum_p log(e^{s_ip/T} / sum_{a != i} e^{s_ia/T})``."""
+    z = F.normalize(z, dim=1) if normalise else z
+    s = z @ z.T / t
+    eye = torch.eye(len(y), dtype=torch.bool)
+    pos = (y[:, None] == y[None, :]) & ~eye
+    log_prob = s - torch.logsumexp(s if self_in_denominator else s.masked_fill(eye, float("-inf")), 1, keepdim=True)
+    n_pos = pos.sum(1)
+    if log_of_mean:
+        per = -(torch.logsumexp(log_prob.masked_fill(~pos, float("-inf")), 1) - torch.log(n_pos.clamp(min=1)))
+    else:
+        per = -(log_prob * pos).sum(1) / n_pos.clamp(min=1)
+    per = torch.where(n_pos > 0, per, torch.zeros_like(per))
+    return per.sum() / (len(y) if count_all else (n_pos > 0).sum().clamp(min=1))
+
+
+def check_supcon(fn: Callable) -> CheckResult:
+    """Exercise 04.2: ``fn(z, labels, temperature)`` -> the supervised contrastive loss (Khosla et al.
+    2020, L_out) of a batch of unnormalised embeddings ``z (N, E)``: the mean over anchors with at least
+    one positive of ``-1/|P(i)| sum_{p in P(i)} log(e^{z_i.z_p/T} / sum_{a != i} e^{z_i.z_a/T})``, on
+    unit-length embeddings."""
+    return _report(_run(fn, _embedding_cases(5), lambda z, y, t: losses.SupConLoss(t).double()(z, y), {
+        "normalise the embeddings first: SupCon compares cosines (unit-length z)":
+            lambda z, y, t: _supcon_variant(z, y, t, normalise=False),
+        "the anchor itself belongs in no sum: leave a = i out of the denominator":
+            lambda z, y, t: _supcon_variant(z, y, t, self_in_denominator=True),
+        "you took the log of the mean over positives (the L_in form); L_out averages the logs":
+            lambda z, y, t: _supcon_variant(z, y, t, log_of_mean=True),
+        "anchors without a positive must be skipped, not counted as 0 in the mean":
+            lambda z, y, t: _supcon_variant(z, y, t, count_all=True),
+        "the temperature is missing: divide every cosine by T":
+            lambda z, y, t: _supcon_variant(z, y, 1.0),
+    }))
+
+
+def _centroid_variant(z, y, delta, t, leave_out=True, sign=1.0, margin_over_t=True, count_all=False):
+    """The centroid margin term and its usual mistakes: for anchor i, ``-log softmax_k`` of
+    ``(cos(z_i, c_k) - delta_{y_i} [k = y_i]) / T`` over the classes k present, ``c_k`` the mean of class
+    k's unit embeddings (i left out of its own); the mean over anchors whose class has another member."""
+    z = F.normalize(z, dim=1)
+    c = int(delta.shape[0])
+    member = F.one_hot(y, c).to(z.dtype)                                   # (N, C)
+    sums = member.T @ z                                                    # (C, E)
+    own = member if leave_out else torch.zeros_like(member)
+    means = sums[None] - own[..., None] * z[:, None, :]                    # (N, C, E): i left out of its own
+    count = member.sum(0)[None] - own                                      # (N, C)
+    cos = (means * z[:, None, :]).sum(-1) / means.norm(dim=-1).clamp(min=1e-12)
+    margin = sign * delta[y][:, None] * member
+    logits = (cos - margin) / t if margin_over_t else cos / t - margin
+    logits = logits.masked_fill(count == 0, float("-inf"))
+    has_pos = (count * member).sum(1) > 0
+    per = torch.logsumexp(logits, 1) - logits.gather(1, y[:, None]).squeeze(1)
+    per = torch.where(has_pos, per, torch.zeros_like(per))
+    return per.sum() / (len(y) if count_all else has_pos.sum().clamp(min=1))
+
+
+def check_centroid_margin(fn: Callable) -> CheckResult:
+    """Exercise 05.2: ``fn(z, labels, delta, temperature)`` -> the course's ELM embedding term (the
+    centroid form): for each anchor i, ``-log`` of the softmax over the classes k in the batch of
+    ``(cos(z_i, c_k) - delta_{y_i} [k = y_i]) / T``, with ``c_k`` the mean of class k's unit embeddings
+    -- i left out of its own class -- averaged over the anchors whose class has another member.
+    ``delta (C,)``: the embedding margin of each class."""
+    rng = np.random.default_rng(6)
+    cases = [(z, y, torch.tensor(rng.uniform(0.1, 0.8, size=int(y.max()) + 1)), t) for z, y, t in _embedding_cases(6)]
+
+    def reference(z, y, delta, t):
+        per, has_pos = losses.contrastive_terms(z, y, t, delta[y], "centroid", n_classes=len(delta))
+        return losses.average_anchors(per, has_pos, y, len(delta), "all")
+    return _report(_run(fn, cases, reference, {
+        "leave the anchor out of its own class's mean: otherwise a rare class's anchor is compared with "
+        "itself and its class looks tighter than it is":
+            lambda z, y, d, t: _centroid_variant(z, y, d, t, leave_out=False),
+        "wrong sign: the margin is *subtracted* from the own class's cosine (the anchor must beat the "
+        "other centres by delta)":
+            lambda z, y, d, t: _centroid_variant(z, y, d, t, sign=-1.0),
+        "the margin is missing: subtract delta of the anchor's class from its own-class cosine":
+            lambda z, y, d, t: _centroid_variant(z, y, d * 0, t),
+        "the margin is in cosine units: subtract it before dividing by T, (cos - delta) / T":
+            lambda z, y, d, t: _centroid_variant(z, y, d, t, margin_over_t=False),
+        "anchors whose class has no other member in the batch must be skipped, not counted as 0":
+            lambda z, y, d, t: _centroid_variant(z, y, d, t, count_all=True),
     }))

@@ -641,8 +641,8 @@ class ELMLoss(nn.Module):
     (``logit="ldam"``, cosine logits, ``max_m``, ``s``); ``L_emb`` is :class:`EmbeddingMarginLoss`
     (``temperature``, ``delta_max``, ``schedule``, ``placement``; by default the margin between each
     embedding and its class centre). ``lam = 0`` is the logit loss alone.
-    This is our reading of arXiv 2204.13208 (docs/design.md): the form is the paper's, the
-    constants and switches are not from its text and are parameters here; the defaults are the
+    The course's reconstruction of arXiv 2204.13208 from its abstract (docs/design.md; the full text
+    was not available): form, constants and switches are parameters here; the defaults are the
     course's recommended constants, :data:`~elm_lite.recipes.ELM_RECOMMENDED`.
 
     ``forward(logits, z, labels, prototypes=None)``: logits ``(B, C)`` or ``(B, V, C)``, z ``(B, E)``

@@ -51,7 +51,43 @@ def has_positive(labels) -> np.ndarray:
 
 
 def my_elm(logits, z, labels, counts, lam: float) -> torch.Tensor:
-    """05.1: logit-adjusted CE plus lam times the default embedding-margin term."""
+    """05.1: logit-adjusted CE plus lam times the embedding term in the course's recommended form."""
     logit_term = losses.LogitAdjustedLoss(counts).to(logits.dtype)(logits, labels)
-    embedding_term = losses.EmbeddingMarginLoss(counts).to(z.dtype)(z, labels)
+    embedding_term = losses.EmbeddingMarginLoss(counts, temperature=0.1, delta_max=0.5, placement="centroid",
+                                                anchor_average="class").to(z.dtype)(z, labels)
     return logit_term + lam * embedding_term
+
+
+def my_supcon(z, labels, temperature: float) -> torch.Tensor:
+    """04.2: SupCon's L_out, written from the formula with an explicit loop over anchors."""
+    z = F.normalize(z, dim=1)
+    sim = z @ z.T / temperature
+    losses_ = []
+    for i in range(len(labels)):
+        others = [a for a in range(len(labels)) if a != i]
+        positives = [p for p in others if labels[p] == labels[i]]
+        if positives:
+            log_denominator = torch.logsumexp(sim[i, others], 0)
+            losses_.append(-torch.stack([sim[i, p] - log_denominator for p in positives]).mean())
+    return torch.stack(losses_).mean() if losses_ else z.sum() * 0
+
+
+def my_centroid_margin(z, labels, delta, temperature: float) -> torch.Tensor:
+    """05.2: the centroid margin term, written from the formula with an explicit loop over anchors."""
+    z = F.normalize(z, dim=1)
+    losses_ = []
+    for i in range(len(labels)):
+        logits, own = [], None
+        for k in sorted(set(labels.tolist())):
+            members = [j for j in range(len(labels)) if labels[j] == k and j != i]
+            if not members:
+                continue
+            centre = z[members].mean(0)
+            cos = z[i] @ centre / centre.norm()
+            if k == labels[i]:
+                own, cos = len(logits), cos - delta[k]
+            logits.append(cos / temperature)
+        if own is not None:
+            logits = torch.stack(logits)
+            losses_.append(torch.logsumexp(logits, 0) - logits[own])
+    return torch.stack(losses_).mean() if losses_ else z.sum() * 0

@@ -369,7 +369,7 @@ def embedding_margin_figure(view: EmbeddingMarginView, widget: bool = False) -> 
     fig = make_subplots(rows=2, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.08, vertical_spacing=0.14,
                         specs=[[{"type": "scene", "rowspan": 2}, {"type": "xy"}], [None, {"type": "xy"}]],
                         subplot_titles=("test embeddings (3 principal directions)", "test spread per class",
-                                        "training embedding margin per class"))
+                                        "measured training embedding margin per class"))
     reference = view.baseline.z_test                     # the same test set, embedded by LA alone
     z = align_to(view.run.z_test, data.y_test, reference, data.y_test)
     basis = pca_basis(reference) if reference.shape[1] > 3 else None
@@ -454,27 +454,27 @@ def margin_spread_view(noise: float = 1.0, margin: float = 0.1, n_train: int = 5
 
 def margin_spread_figure(view: MarginSpreadView, widget: bool = False) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
-                        subplot_titles=("tail test error vs spread, at the chosen margin",
-                                        "tail test error vs margin, at the chosen spread"))
+                        subplot_titles=("tail test error vs spread, at the chosen offset b",
+                                        "tail test error vs boundary offset b, at the chosen spread"))
     sx, sy = zip(*view.by_spread)
     mx, my = zip(*view.by_margin)
     fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines+markers", name="vary the spread"), row=1, col=1)
     fig.add_trace(go.Scatter(x=[view.current["spread"]], y=[view.current["error"]], mode="markers",
                              marker=dict(size=14, color="#d62728"), name="you are here"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=mx, y=my, mode="lines+markers", name="vary the margin"), row=1, col=2)
+    fig.add_trace(go.Scatter(x=mx, y=my, mode="lines+markers", name="vary the offset b"), row=1, col=2)
     fig.add_trace(go.Scatter(x=[view.margin], y=[view.current["error"]], mode="markers",
                              marker=dict(size=14, color="#d62728"), showlegend=False), row=1, col=2)
     fig.update_xaxes(title="spread of the tail's embeddings", row=1, col=1)
-    fig.update_xaxes(title="margin (cosine units)", row=1, col=2)
+    fig.update_xaxes(title="boundary offset b (cosine units)", row=1, col=2)
     fig.update_yaxes(title="tail test error", tickformat=".0%", rangemode="tozero")
     fig.update_layout(width=980, height=420, font=dict(size=11), legend=dict(orientation="h", x=0, y=-0.2))
     return go.FigureWidget(fig) if widget else fig
 
 
 def margin_spread_readout(view: MarginSpreadView) -> str:
-    return (f"{view.n_train} training examples, spread <b>{view.current['spread']:.3f}</b>, margin "
-            f"<b>{view.margin:g}</b>: expected tail test error <b>{view.current['error']:.1%}</b> "
-            f"(with no margin it would be about 1/(n+1) = {1 / (view.n_train + 1):.1%})")
+    return (f"{view.n_train} training examples, spread <b>{view.current['spread']:.3f}</b>, boundary offset b "
+            f"<b>{view.margin:g}</b> (the margin slider): expected tail test error <b>{view.current['error']:.1%}</b> "
+            f"(with b = 0 it would be about 1/(n+1) = {1 / (view.n_train + 1):.1%})")
 
 
 def margin_spread_app(noise: float = 1.0, margin: float = 0.1, n_train: int = 5) -> App:
@@ -602,8 +602,9 @@ def tightening_panel_view(lam: float = 1.0, *, sweeps: dict) -> dict:
 def tightening_panel_figure(view: dict, widget: bool = False) -> go.Figure:
     s = view["sweeps"]
     classes = [f"{k}<br>n={n}" for k, n in enumerate(s["embedding_counts"])]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("test spread per class (lower: tighter)",
-                                                        "training embedding margin per class"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        f"test spread per class (lower: tighter), mean of {len(s['panel3_seeds'])} seeds",
+        "measured training embedding margin per class"))
     for col, (base, now) in enumerate(((s["la_spread"], view["spread"]), (s["la_train_margin"], view["margin"])), 1):
         fig.add_trace(go.Bar(x=classes, y=base, name="LA alone", marker_color="#bbbbbb", showlegend=col == 1),
                       row=1, col=col)
@@ -618,9 +619,14 @@ def tightening_panel_figure(view: dict, widget: bool = False) -> go.Figure:
 
 def tightening_panel_readout(view: dict) -> str:
     s, few = view["sweeps"], view["sweeps"]["shot_split"] == "few"
-    return (f"lambda = <b>{view['lam']:g}</b>: the rare classes' test spread <b>{view['spread'][few].mean():.3f}</b> "
-            f"(LA alone {s['la_spread'][few].mean():.3f}); balanced accuracy <b>{view['accuracy']:.1%}</b> (LA alone "
-            f"{float(s['la_balanced_accuracy']):.1%}). lambda = 0 is LA trained on two jittered views")
+    head = s["shot_split"] == "many"
+    return (f"lambda = <b>{view['lam']:g}</b>, mean of {len(s['panel3_seeds'])} seeds: the rare classes' test spread "
+            f"<b>{view['spread'][few].mean():.3f}</b> (LA alone {s['la_spread'][few].mean():.3f}), the head's "
+            f"{view['spread'][head].mean():.3f} (LA alone {s['la_spread'][head].mean():.3f}); the rare classes' "
+            f"training margin <b>{view['margin'][few].mean():.3f}</b> "
+            f"(LA alone {s['la_train_margin'][few].mean():.3f}); "
+            f"balanced accuracy <b>{view['accuracy']:.1%}</b> (LA alone {float(s['la_balanced_accuracy']):.1%}). "
+            "lambda = 0 is LA trained on two jittered views")
 
 
 MEASURE_NAMES = {"balanced_accuracy": "balanced accuracy", "acc_few": "rare-class accuracy",

@@ -29,8 +29,8 @@ def test_gpu_runs_are_complete_and_use_the_standard_construction(gpu):
 
 
 def test_gpu_results_match_the_prose(gpu):
-    """Notebook 06 and the README: LA beats CE by about 7 points; ELM is within a point of LA (not
-    the 1.5-point gain checked for); ELM's medium-split (tail) spread is higher than LA's."""
+    """Notebook 06 and the README: LA beats CE by about 7 points; ELM is within a point of LA; ELM's
+    medium-split (tail) spread is higher than LA's."""
     runs = gpu["runs"]
     ce, la, elm = (_mean(runs, loss) for loss in ("ce", "la", "elm"))
     assert 0.06 < la - ce < 0.09

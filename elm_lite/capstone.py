@@ -1,0 +1,207 @@
+"""The capstone (notebook 07): the course's own measurements side by side -- every method on the toy
+problem over several seeds, with intervals and cost; the shipped CIFAR-10-LT rows -- and the check
+that reconciles the two re-weighting verdicts of notebooks 02 and 05."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import methods, metrics
+from .data import ToyData
+from .experiments import embed, run_summary, train_embedding_model, train_embedding_models, train_logit_method
+from .plots import go  # plotly, with the course's notebook renderer (static HTML copies of figures)
+from .results import load_results
+from .train import predict
+
+# The candidates of the decision table, one per family (CE is the reference).
+CAPSTONE_METHODS = ("ce", "la", "posthoc-la", "balanced-softmax", "ldam-drw", "reweight-inverse", "cb-sampling",
+                    "crt", "tau-norm", "supcon-la", "elm")
+
+
+def interval(values, confidence: float = 0.95) -> dict[str, float]:
+    """Mean, sample std (ddof = 1), the half-width of the ``confidence`` t-interval of the mean, and n
+    of ``values`` (NaNs dropped; std and half-width are NaN for fewer than two values)."""
+    from scipy import stats
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}; 0.95 gives a 95 % interval.")
+    if v.size < 2:
+        return {"mean": float(v.mean()) if v.size else float("nan"), "sd": float("nan"), "half": float("nan"),
+                "n": int(v.size)}
+    sd = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, v.size - 1) * sd / np.sqrt(v.size))
+    return {"mean": float(v.mean()), "sd": sd, "half": half, "n": int(v.size)}
+
+
+def toy_runs(data: ToyData, names=CAPSTONE_METHODS, seeds=(0, 1, 2, 3, 4), **recipe) -> tuple[list, list]:
+    """Every method of ``names`` on ``data`` for every seed, trained together
+    (:func:`~elm_lite.experiments.train_embedding_models`). Returns ``(rows, runs)`` in (method, seed)
+    order: ``rows`` as :func:`~elm_lite.experiments.compare` gives them (``method`` is the label), plus
+    ``train_balanced_accuracy`` (how well the model fits its own training set)."""
+    jobs = [(methods.get(n), s) for n in names for s in seeds]
+    runs = train_embedding_models(data, jobs, **recipe)
+    rows = [{"method": m.label, "seed": s, **run_summary(r, data.counts),
+             "train_balanced_accuracy": training_fit(r.model, data)} for (m, s), r in zip(jobs, runs)]
+    return rows, runs
+
+
+def training_fit(model, data: ToyData) -> float:
+    """Balanced accuracy of ``model`` on its own training set (1.0: it separates the training data)."""
+    logits, _ = embed(model, data.x_train)
+    return metrics.balanced_accuracy(data.y_train, logits.argmax(1), data.n_classes)
+
+
+def cost_seconds(data: ToyData, names=CAPSTONE_METHODS, seed: int = 0, repeats: int = 2,
+                 **recipe) -> dict[str, float]:
+    """``{label: seconds}``: the training time (``History.seconds``; measurements and a second stage
+    left out) of one run of each method trained alone on this machine -- what one try costs. Timed on one
+    CPU thread (threads that share a loaded machine wait for each other, by up to tens of times on the
+    course's 2-core VM), the best of ``repeats`` runs: other work only ever slows a run down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {methods.get(name).label: min(train_embedding_model(data, methods.get(name), seed=seed, **recipe)
+                                             .history.seconds for _ in range(repeats)) for name in names}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _mean(values) -> float:
+    """The mean of the values that are not NaN (NaN if none is)."""
+    v = np.asarray(values, dtype=float)
+    return float(v[~np.isnan(v)].mean()) if np.any(~np.isnan(v)) else float("nan")
+
+
+def _cell(values, confidence: float) -> str:
+    s = interval(values, confidence)
+    if s["n"] == 0:
+        return "n/a"
+    if s["n"] == 1:
+        return f"{s['mean']:.3f} (n=1)"
+    return f"{s['mean']:.3f} ± {s['sd']:.3f} [{s['mean'] - s['half']:.3f}, {s['mean'] + s['half']:.3f}]"
+
+
+def toy_table(rows: list[dict], seconds: dict[str, float], confidence: float = 0.95) -> str:
+    """The toy decision table: per method, balanced accuracy as mean ± sample std [t-interval], many /
+    medium / few accuracy and validation balanced accuracy (means), ``seconds`` (one run alone,
+    :func:`cost_seconds`), n seeds."""
+    names = list(dict.fromkeys(r["method"] for r in rows))
+    w = max(map(len, names)) + 2
+    head = (f"{'method':{w}s}{'balanced accuracy: mean ± sd [' + f'{confidence:.0%}' + ' CI]':>38s}"
+            f"{'many':>7s}{'medium':>8s}{'few':>7s}{'val':>7s}{'cost s':>7s}{'n':>3s}")
+    lines = [head]
+    for name in names:
+        mine = [r for r in rows if r["method"] == name]
+        means = [_mean([r[k] for r in mine]) for k in ("acc_many", "acc_medium", "acc_few", "val_balanced_accuracy")]
+        lines.append(f"{name:{w}s}{_cell([r['balanced_accuracy'] for r in mine], confidence):>38s}"
+                     + "".join(f"{m:{7 if i != 1 else 8}.3f}" for i, m in enumerate(means))
+                     + f"{seconds.get(name, float('nan')):7.2f}{len(mine):3d}")
+    return "\n".join(lines)
+
+
+def paired_difference(rows: list[dict], a: str, b: str, column: str = "balanced_accuracy",
+                      confidence: float = 0.95) -> dict[str, float]:
+    """``a`` minus ``b`` (method labels) in ``column``, seed by seed, summarised by :func:`interval`."""
+    by = {(r["method"], r["seed"]): r[column] for r in rows}
+    seeds = sorted(s for (m, s) in by if m == a and (b, s) in by)
+    if not seeds:
+        raise ValueError(f"no seed has both {a!r} and {b!r}; the rows hold {sorted({m for m, _ in by})}.")
+    return interval([by[(a, s)] - by[(b, s)] for s in seeds], confidence)
+
+
+def logit_toy_rows(data: ToyData, names=("ce", "la", "reweight-inverse"), seeds=(0, 1, 2, 3, 4)) -> list[dict]:
+    """Notebook 02's setting: each method on ``data`` with the linear full-batch recipe, per seed:
+    ``{"method", "seed", "balanced_accuracy" (test), "train_balanced_accuracy"}``."""
+    rows = []
+    for name in names:
+        for seed in seeds:
+            model, _ = train_logit_method(name, data, seed=seed)
+            rows.append({"method": methods.get(name).label, "seed": seed,
+                         "balanced_accuracy": metrics.balanced_accuracy(data.y_test, predict(model, data.x_test),
+                                                                        data.n_classes),
+                         "train_balanced_accuracy": metrics.balanced_accuracy(
+                             data.y_train, predict(model, data.x_train), data.n_classes)})
+    return rows
+
+
+# The shipped real-image results (elm_lite/measured/), one entry per setting: file, what it trained.
+REAL_IMAGE_FILES = (
+    ("cifar10_lt_cpu.json", "CPU: small CNN, 10 epochs, Adam (notebook 05)"),
+    ("cifar_lt_gpu.json", "GPU: ResNet-32, 120 epochs, SGD, one H200 (notebook 06)"),
+    ("cifar10_lt_gpu_table_200ep.json", "GPU: ResNet-32, 200 epochs, SGD, one H200, trained together (notebook 06)"),
+)
+# Their ELM rows were trained before the margin study, with the margin on the positives.
+_FIRST_FORM_FILES = ("cifar10_lt_cpu.json", "cifar_lt_gpu.json")
+
+
+def _label(name_or_label: str, file: str) -> str:
+    """A row's method label; ELM in the files trained before the margin study has the margin on the positives."""
+    by_label = {m.label: m.name for m in methods.METHODS.values()}
+    name = by_label.get(name_or_label, name_or_label)
+    if name == "elm" and file in _FIRST_FORM_FILES:
+        name = "elm-positive"
+    return methods.get(name).label
+
+
+def real_image_rows() -> dict[str, list[dict]]:
+    """``{setting: [row]}`` from the shipped CIFAR-10-LT files; a row is ``{"method" (label), "seed",
+    "balanced_accuracy", "acc_many", "acc_medium", "acc_few", "seconds"}``. ``seconds``: one run's training
+    time where the file records it; the CPU file records only its total, shared out over its runs; the
+    200-epoch file its group's wall time, shared out over the group's runs."""
+    out = {}
+    for file, setting in REAL_IMAGE_FILES:
+        f = load_results(file)
+        if "machine" in f:  # the CPU comparison: rows of run_summary, one total time
+            each = f["seconds"] / len(f["rows"])
+            out[setting] = [{**{k: r[k] for k in ("seed", "balanced_accuracy", "acc_many", "acc_medium", "acc_few")},
+                             "method": _label(r["method"], file), "seconds": each} for r in f["rows"]]
+            continue
+        runs = f["runs"]
+        share = len(runs) if "table_wall_seconds" in f else 1
+        out[setting] = [{"method": _label(r["loss"], file), "seed": r["seed"],
+                         "balanced_accuracy": r["balanced_accuracy"],
+                         **{f"acc_{k}": r["shot_accuracy"][k] for k in metrics.SPLITS},
+                         "seconds": r["total_seconds"] / share} for r in runs]
+    return out
+
+
+def real_image_table(confidence: float = 0.95) -> str:
+    """The shipped CIFAR-10-LT rows, setting by setting: balanced accuracy (mean ± sd, n), many /
+    medium / few means (CIFAR-10-LT has no few split: "--"), seconds per run; then the candidates of
+    :data:`CAPSTONE_METHODS` that the setting did not train, and runs its file names as unfinished."""
+    lines = []
+    for (file, setting), rows in zip(REAL_IMAGE_FILES, real_image_rows().values()):
+        lines += ["", setting, f"  {'method':28s}{'balanced accuracy: mean ± sd [CI]':>36s}{'n':>3s}"
+                  f"{'many':>7s}{'medium':>8s}{'few':>6s}{'s/run':>8s}"]
+        names = list(dict.fromkeys(r["method"] for r in rows))
+        for name in names:
+            mine = [r for r in rows if r["method"] == name]
+            many, medium, few = (_mean([r[f"acc_{k}"] for r in mine]) for k in metrics.SPLITS)
+            lines.append(f"  {name:28s}{_cell([r['balanced_accuracy'] for r in mine], confidence):>36s}{len(mine):3d}"
+                         f"{many:7.3f}{medium:8.3f}{'--' if np.isnan(few) else f'{few:.3f}':>6s}"
+                         f"{np.mean([r['seconds'] for r in mine]):8.0f}")
+        unfinished = load_results(file).get("unfinished", {})
+        missing = [methods.get(n).label for n in CAPSTONE_METHODS if methods.get(n).label not in names
+                   and n not in unfinished]
+        lines.append("  not run: " + ", ".join(missing))
+        lines += [f"  unfinished: {methods.get(name).label} -- {why}" for name, why in unfinished.items()]
+    return "\n".join(lines[1:])
+
+
+def decision_figure(rows: list[dict], confidence: float = 0.95):
+    """Balanced accuracy per method (mean, t-interval as error bar) and its few-shot accuracy (mean,
+    open marker), methods sorted by mean balanced accuracy: the toy decision table at a glance."""
+    names = list(dict.fromkeys(r["method"] for r in rows))
+    stats = {n: interval([r["balanced_accuracy"] for r in rows if r["method"] == n], confidence) for n in names}
+    names.sort(key=lambda n: stats[n]["mean"])
+    few = [_mean([r["acc_few"] for r in rows if r["method"] == n]) for n in names]
+    fig = go.Figure([
+        go.Scatter(x=[stats[n]["mean"] for n in names], y=names, mode="markers", name="balanced accuracy",
+                   error_x=dict(type="data", array=[stats[n]["half"] for n in names], visible=True)),
+        go.Scatter(x=few, y=names, mode="markers", name="few-shot accuracy",
+                   marker=dict(symbol="circle-open", size=9))])
+    n = max(s["n"] for s in stats.values())
+    fig.update_layout(title=f"toy problem, {n} seeds: mean and {confidence:.0%} t-interval",
+                      xaxis_title="test accuracy (balanced test set)", height=420, margin=dict(l=220))
+    return fig
