@@ -70,6 +70,9 @@ NOTEBOOKS = {
            "LOSS": one_of(*FULLSCALE_METHODS), "DEVICE": TEXT, "EPOCHS": or_none(integer(1)),
            "MODEL": or_none(one_of("resnet32", "small_cnn")), "CIFAR_NPZ": or_none(TEXT), "ROOT": TEXT,
            "DOWNLOAD": FLAG, "OUT": or_none(TEXT), "SEED": SEED},
+    "07": {"SMOKE": FLAG, "SEED": SEED, "N_SEEDS": integer(2), "EPOCHS": integer(1),
+           "CONFIDENCE": number(0, 0.999, low_open=True)},
+    "A1": {"SMOKE": FLAG},
     "workshop": {"SMOKE": FLAG, "RECOMPUTE": FLAG, "STATIC": FLAG},
 }
 

@@ -235,3 +235,21 @@ def test_workshop_dashboard_in_voila(browser, tmp_path):
         page.close()
     finally:
         proc.terminate()
+
+
+def test_capstone_runs_in_jupyterlab(lab, browser):
+    """The capstone (notebook 07) has no widget app: it runs all its cells at smoke sizes in the lab, and
+    every figure renders without a traceback."""
+    base, token, work = lab
+    capstone = ROOT / "notebooks" / "07_what_to_use.ipynb"
+    nb = nbformat.read(capstone, 4)
+    parameters = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    parameters.source = parameters.source.replace("SMOKE = False", "SMOKE = True")
+    nbformat.write(nb, work / capstone.name)                  # the lab serves a copy: the smoke version
+    page, errors = _run_all_cells(browser, base, token, capstone.name)
+    assert page.locator(TRACEBACK).count() == 0
+    shown = sum(".show()" in c.source for c in nb.cells if c.cell_type == "code")
+    assert page.locator(".js-plotly-plot").count() >= shown, "a figure did not render"
+    assert page.locator("text=paired differences to LA").count() >= 1
+    assert not errors, errors
+    page.close()
