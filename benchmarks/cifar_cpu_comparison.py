@@ -1,5 +1,5 @@
 """CPU-sized real-image comparison on CIFAR-10-LT (rho = 100): CE, LA, LDAM-DRW, SupCon + LA and
-ELM under one recipe (a small CNN, a few epochs), mean +- std over seeds. Prints the table with the
+ELM under one recipe (a small CNN, a few epochs), mean ± sample std over seeds. Prints the table with the
 machine named and writes it as JSON (the file notebook 05 shows).
 
     python benchmarks/cifar_cpu_comparison.py --npz ../shared/data/cifar10_from_jpeg.npz \\

@@ -4,7 +4,7 @@ together in groups (:func:`elm_lite.many.fit_many`) or, with ``separate=True``, 
 
     OUT/<method>-s<seed>/results.json   every run, the schema of ``train`` (history included)
     OUT/groups/<name>.pt                a group's checkpoint (atomic; an interrupted table resumes)
-    OUT/table.json                      every run's summary and the mean +- std per method
+    OUT/table.json                      every run's summary and the mean ± sample std per method
 
 A run whose ``results.json`` is there and matches its identity (seed and
 :func:`~elm_lite.fullscale.run_identity`, the identity ``train`` checkpoints carry: method constants,

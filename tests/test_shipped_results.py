@@ -132,7 +132,7 @@ def test_notebook_05_quotes_only_numbers_of_the_shipped_cpu_runs():
             mine = [r for r in rows if r["method"] == method]
             for key, fmt in (("balanced_accuracy", "pct"), ("acc_medium", "pct"), ("spread_medium", "spread")):
                 values = np.array([r[key] for r in mine], dtype=float)
-                for v in (*values, values.mean(), values.std()):
+                for v in (*values, values.mean(), values.std(ddof=1) if len(values) > 1 else values.mean()):
                     known.add(f"{100 * v:.1f}" if fmt == "pct" else f"{v:.3f}")
     gpu_runs = load_results("cifar_lt_gpu.json")["runs"]
     known |= {f"{100 * _mean(gpu_runs, loss):.1f}" for loss in {r["loss"] for r in gpu_runs}}
