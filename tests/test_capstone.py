@@ -9,6 +9,8 @@ from elm_lite import capstone, methods
 from elm_lite.recipes import EMBEDDING_TOY
 from elm_lite.results import load_results
 
+pytestmark = pytest.mark.outcome   # trains and compares: CI runs it again under another arithmetic
+
 SEEDS = (0, 1, 2, 3, 4)
 LABEL = {name: methods.get(name).label for name in methods.METHODS}
 
@@ -86,16 +88,6 @@ def test_capstone_toy_reveal(toy):
     gain = acc[LABEL["la"]] - acc[LABEL["ce"]]
     for name in ("crt", "tau-norm"):
         assert 0.5 * gain < acc[LABEL[name]] - acc[LABEL["ce"]] < gain + 0.01
-
-
-def test_capstone_embedding_terms_cost_most():
-    """Section 2's cost column: a SupCon + LA or ELM run trains more than 1.5 times as long as an LA run;
-    every one-view method costs about what LA costs (under 1.5 times)."""
-    data = el.make_toy(**EMBEDDING_TOY, seed=0)
-    seconds = capstone.cost_seconds(data, capstone.CAPSTONE_METHODS)
-    ratio = {name: seconds[LABEL[name]] / seconds[LABEL["la"]] for name in capstone.CAPSTONE_METHODS}
-    assert ratio["supcon-la"] > 1.5 and ratio["elm"] > 1.5, ratio
-    assert all(r < 1.5 for name, r in ratio.items() if methods.get(name).views == 1), ratio
 
 
 def test_capstone_real_image_reading():
