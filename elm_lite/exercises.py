@@ -38,6 +38,9 @@ class CheckResult:
     def __bool__(self) -> bool:
         return self.passed
 
+    def _ipython_display_(self) -> None:
+        """A check cell ends with the check's call: its message is printed once, not echoed again."""
+
     def __repr__(self) -> str:
         return ("PASSED: " if self.passed else "NOT YET: ") + self.message
 

@@ -101,7 +101,7 @@ def test_notebook_02_logit_margins_reveal(notebook_02_errors):
     bayes = notebook_02_errors["ce"]["bayes"].mean()
     assert err["la"] - bayes < 0.025 and err["posthoc-la"] - bayes < 0.025 and err["ce"] - err["la"] > 0.05
     assert err["balanced-softmax"] == pytest.approx(err["la"], abs=0.005)
-    assert err["ldam"] > err["la"] + 0.02 and abs(err["ldam-drw"] - err["la"]) < 0.015
+    assert err["ldam"] > err["la"] + 0.05 and abs(err["ldam-drw"] - err["la"]) < 0.015   # "far less than LA"
     assert abs(err["hinge-equal"] - err["ce"]) < 0.03
     assert err["la"] + 0.02 < err["hinge-n14"] < err["ce"] - 0.01
 
@@ -155,10 +155,13 @@ def test_notebook_04_positives_reveal(notebook_04_comparisons):
 def test_notebook_04_candidates_reveal(notebook_04_comparisons):
     """Section 2's second reveal, on the mean over 5 seeds. Measured (6 seeds, AMD EPYC; means): LA few-shot
     spread 0.369, balanced accuracy 0.745; per-anchor SupCon 0.068 / 0.608; per-class 0.083 / 0.828;
-    prototypes without views 0.362 / 0.715; LA with two views 0.373 / 0.701."""
+    prototypes without views 0.362 / 0.715; LA with two views 0.373 / 0.701; few-shot accuracy LA 0.506,
+    per-anchor 0.098."""
     rows = notebook_04_comparisons[0]
     acc, spread = _means(rows, "balanced_accuracy"), _means(rows, "spread_few")
     assert spread["per-anchor"] < 0.5 * spread["LA"] and acc["per-anchor"] < acc["LA"] - 0.05
+    few = _means(rows, "acc_few")                                      # "the few-shot accuracy collapses"
+    assert few["per-anchor"] < few["LA"] - 0.2
     assert spread["per-class"] < 0.5 * spread["LA"] and acc["per-class"] > acc["LA"] + 0.03
     assert spread["prototypes"] > 0.8 * spread["LA"]                  # "barely tighten the tail"
     assert acc["LA, two views"] < acc["LA"] + 0.01 and spread["LA, two views"] > 0.8 * spread["LA"]
@@ -169,7 +172,8 @@ def test_notebook_04_margin_reveal(notebook_04_comparisons):
     form's training margin grows with delta_max while the tail's spread does not fall, and balanced accuracy
     moves by a point or two at most. Measured (6 seeds, AMD EPYC; means): centroid training margin 0.44 /
     0.61 / 0.76 / 0.90 at delta_max 0 / 0.25 / 0.5 / 1, spread 0.133 / 0.162 / 0.200 / 0.183, balanced
-    accuracy 0.860 -> 0.876; positive form's balanced accuracy 0.826-0.828 at every delta_max."""
+    accuracy 0.860 -> 0.876, few-shot accuracy 0.795 -> 0.840; positive form's balanced accuracy 0.826-0.828
+    at every delta_max."""
     rows = notebook_04_comparisons[1]
     train_margin, spread = _means(rows, "train_margin_few"), _means(rows, "spread_few")
     acc = _means(rows, "balanced_accuracy")
@@ -178,6 +182,8 @@ def test_notebook_04_margin_reveal(notebook_04_comparisons):
     assert all(b > a + 0.05 for a, b in zip(centroid, centroid[1:]))
     assert all(spread[f"centroid {d}"] > spread["centroid 0"] + 0.01 for d in deltas[1:])
     assert -0.01 < acc["centroid 1"] - acc["centroid 0"] < 0.04
+    few = _means(rows, "acc_few")                                      # the summary: "lifts the few-shot accuracy"
+    assert few["centroid 1"] > few["centroid 0"] + 0.01
     positive = [acc[f"positive {d}"] for d in deltas]
     assert max(positive) - min(positive) < 0.02
 
