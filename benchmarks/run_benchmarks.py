@@ -9,7 +9,7 @@
 2. callbacks: median latency of each widget callback (recompute + redraw the FigureWidget).
 3. losses: forward+backward time of the embedding losses relative to cross-entropy, per batch size.
 4. sweeps: notebook 04's trainings (its two 3-seed comparisons and its app's lambda x delta_max grid), runs
-   one by one (as before the multi-model trainer) vs all together (elm_lite.many), and all of them in total.
+   one by one (as before the multi-model trainer) vs all together (elm_lite.engine.many), and all of them in total.
 5. workshop: the dashboard (notebooks/workshop.ipynb) served by Voila and driven by headless Chromium:
    time until its four panels show, and each slider's latency in the browser (key press to redrawn
    figure); the same callbacks in-process; notebook 04's time to its sliders (cells run in order).

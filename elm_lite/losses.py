@@ -36,7 +36,7 @@ _TRUSTED = contextvars.ContextVar("elm_lite_trusted_batches", default=False)
 def trusted_batches() -> Iterator[None]:
     """Inside it, losses skip the input checks that read values back from the device (label range,
     finiteness): on a GPU each is a host sync that stalls the step. :func:`~elm_lite.train.fit` and
-    :func:`~elm_lite.many.fit_many` train inside it, having checked the labels once before training;
+    :func:`~elm_lite.engine.many.fit_many` train inside it, having checked the labels once before training;
     they check every epoch's loss for finiteness (shapes and dtypes are still checked every call)."""
     token = _TRUSTED.set(True)
     try:

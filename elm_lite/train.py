@@ -128,7 +128,7 @@ def compute_loss(loss_fn: Callable, logits: torch.Tensor, embedding: torch.Tenso
 def draw(sample: Callable[[int, torch.Generator | None], torch.Tensor], n: int, generator) -> torch.Tensor:
     """``sample(n, generator)``: random values for ``n`` images. ``generator`` may also be a list of
     streams, one per equal share of the images (K runs augmented in one call,
-    :func:`~elm_lite.many.fit_many`): each share then draws from its own stream exactly what it would
+    :func:`~elm_lite.engine.many.fit_many`): each share then draws from its own stream exactly what it would
     draw alone, and the costly image operations run once for all of them. Augmentations built on it
     say so with ``augment.stream_lists = True``."""
     if not isinstance(generator, (list, tuple)):
@@ -180,7 +180,7 @@ class EpochSampler:
 def run_generators(seed: int, device: torch.device, rank: int = 0) -> tuple[torch.Generator, torch.Generator]:
     """A run's two random streams, both fixed by its seed: batch order (CPU) and augmentation (on
     ``device``, one stream per process under DDP). Separate streams let K runs trained together
-    (:func:`elm_lite.many.fit_many`) draw exactly what each would draw alone."""
+    (:func:`elm_lite.engine.many.fit_many`) draw exactly what each would draw alone."""
     order = torch.Generator().manual_seed(seed)
     augment = torch.Generator(device=device).manual_seed(seed + 7919 * (rank + 1))
     return order, augment
@@ -470,7 +470,7 @@ def keep_freed_memory() -> bool:
     variables). A CPU step frees and re-allocates the same few-MB temporaries (K runs' ``(K, N, N)``
     similarities); by default glibc hands them back to the kernel and the next step faults them in
     again, page by page (``benchmarks/run_benchmarks.py --only sweeps`` measures what this saves).
-    The price: the process keeps its peak heap. :func:`fit` and :func:`~elm_lite.many.fit_many` call
+    The price: the process keeps its peak heap. :func:`fit` and :func:`~elm_lite.engine.many.fit_many` call
     it on a CPU; elsewhere (another C library) it does nothing. Returns whether the thresholds are set."""
     try:
         os.confstr("CS_GNU_LIBC_VERSION")           # raises where the C library is not glibc

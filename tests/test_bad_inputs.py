@@ -23,12 +23,13 @@ from elm_lite import exercises, methods, metrics, solutions, widgets
 from elm_lite import losses as L
 from elm_lite.cli import main
 from elm_lite.data import batch_class_stats, fake_cifar, fetch_url, load_cifar_lt, longtail_counts
-from elm_lite.fullscale import check_recipe, prepare_run_folder, resolve_device, speed_ladder, train_cifar
+from elm_lite.engine.fullscale import check_recipe, prepare_run_folder, resolve_device, train_cifar
+from elm_lite.engine.ladder import speed_ladder
+from elm_lite.engine.table import train_table
 from elm_lite.params import check_parameters
 from elm_lite.recipes import drw_epoch
 from elm_lite.results import check_run_results, load_results
 from elm_lite.runfiles import RunFolderLocked
-from elm_lite.table import train_table
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNTS = [500, 200, 50, 10, 5]

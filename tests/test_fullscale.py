@@ -7,7 +7,8 @@ import torch
 
 from elm_lite.cli import main
 from elm_lite.data import fake_cifar, load_cifar_lt
-from elm_lite.fullscale import ladder_table, lr_multiplier, speed_ladder, summarize_runs, train_cifar
+from elm_lite.engine.fullscale import lr_multiplier, summarize_runs, train_cifar
+from elm_lite.engine.ladder import ladder_table, speed_ladder
 from elm_lite.train import load_checkpoint
 
 TINY = dict(model="small_cnn", epochs=4, batch_size=32, lr=0.05, projection_dim=16)
@@ -241,7 +242,7 @@ def test_step_anatomy_benchmark_counts_each_phase():
 
 
 def test_write_json_atomic_creates_the_folder_and_leaves_no_temporary(tmp_path):
-    from elm_lite.fullscale import write_json_atomic
+    from elm_lite.engine.fullscale import write_json_atomic
     target = tmp_path / "new" / "folder" / "results.json"
     write_json_atomic({"a": 1}, target)
     assert json.loads(target.read_text()) == {"a": 1} and [p.name for p in target.parent.iterdir()] == ["results.json"]

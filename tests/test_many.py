@@ -1,4 +1,4 @@
-"""Many runs at once (elm_lite.many): K models trained together must equal K separate fit() runs,
+"""Many runs at once (elm_lite.engine.many): K models trained together must equal K separate fit() runs,
 and the stacked losses must equal each loss called on its own slice."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from elm_lite import losses as L
 from elm_lite import methods
 from elm_lite.data import fake_cifar, make_toy
-from elm_lite.many import fit_many
+from elm_lite.engine.many import fit_many
 from elm_lite.models import MLP, ResNet32, SmallCNN, stack_models, unstack_models
 from elm_lite.train import crop_flip, fit, gaussian_jitter, set_seed
 
@@ -196,7 +196,7 @@ def test_fit_many_resumes_its_group_checkpoint_and_refuses_another_group(tmp_pat
 
     straight, hs = run([0, 1], 4)
     ckpt.unlink()
-    import elm_lite.many as many
+    import elm_lite.engine.many as many
     real_save = many._save
 
     def save_then_stop(*args):

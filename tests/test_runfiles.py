@@ -15,10 +15,10 @@ import torch
 
 from elm_lite.cli import main
 from elm_lite.data import fake_cifar, load_cifar_lt
-from elm_lite.fullscale import save_run
+from elm_lite.engine.fullscale import save_run
+from elm_lite.engine.table import train_table
 from elm_lite.results import check_run_results
 from elm_lite.runfiles import LOCK_NAME, RunFolderLocked, run_lock, write_json_atomic
-from elm_lite.table import train_table
 from elm_lite.train import save_atomic
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -126,7 +126,7 @@ def test_augmentations_take_one_stream_per_share_of_the_batch(name):
 
 def test_fit_many_with_an_augmentation_that_takes_one_stream_equals_separate_runs():
     """An augmentation without ``stream_lists`` is called once per run and view, as fit calls it."""
-    from elm_lite.many import fit_many
+    from elm_lite.engine.many import fit_many
     data = make_toy("gaussian", n_classes=3, n_max=30, rho=5, dim=4, seed=0)
 
     def flip_sign(x, generator=None):

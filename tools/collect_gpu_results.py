@@ -15,7 +15,8 @@ import tempfile
 
 import numpy as np
 
-from elm_lite.fullscale import ladder_table, summarize_runs
+from elm_lite.engine.fullscale import summarize_runs
+from elm_lite.engine.ladder import ladder_table
 from elm_lite.runfiles import write_json_atomic
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -20,11 +20,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .interfaces import uses_prototypes
-from .losses import stack_key, stacked_loss, trusted_batches
-from .metrics import balanced_accuracy
-from .models import stack_models, unstack_models
-from .train import (
+from ..interfaces import uses_prototypes
+from ..losses import stack_key, stacked_loss, trusted_batches
+from ..metrics import balanced_accuracy
+from ..models import stack_models, unstack_models
+from ..train import (
     EpochSampler,
     History,
     _check_fit_args,

@@ -1,13 +1,13 @@
 """A whole comparison table -- methods x seeds at full scale -- in one call, the runs trained
-together in groups (:func:`elm_lite.many.fit_many`) or, with ``separate=True``, each alone
-(:func:`elm_lite.fullscale.train_cifar`, the reference path).
+together in groups (:func:`elm_lite.engine.many.fit_many`) or, with ``separate=True``, each alone
+(:func:`elm_lite.engine.fullscale.train_cifar`, the reference path).
 
     OUT/<method>-s<seed>/results.json   every run, the schema of ``train`` (history included)
     OUT/groups/<name>.pt                a group's checkpoint (atomic; an interrupted table resumes)
     OUT/table.json                      every run's summary and the mean +- std per method
 
 A run whose ``results.json`` is there and matches its identity (seed and
-:func:`~elm_lite.fullscale.run_identity`, the identity ``train`` checkpoints carry: method constants,
+:func:`~elm_lite.engine.fullscale.run_identity`, the identity ``train`` checkpoints carry: method constants,
 data seed and content hash, recipe) is never trained again; one that does not match, or a damaged
 file, is refused with what differs and the way out. ``overwrite`` clears the old table first
 (:func:`clear_table`). Each run folder is locked (:func:`~elm_lite.runfiles.run_lock`) for the whole
@@ -24,8 +24,13 @@ from pathlib import Path
 
 import torch
 
-from . import methods
-from .data import ImageData
+from .. import methods
+from ..data import ImageData
+from ..interfaces import uses_embedding
+from ..methods import Method
+from ..results import check_run_results
+from ..runfiles import read_json, run_lock, write_json_atomic
+from ..train import evaluate_features, load_checkpoint, set_seed, view_augmentation
 from .fullscale import (
     build_image_model,
     check_recipe,
@@ -38,12 +43,7 @@ from .fullscale import (
     summarize_runs,
     train_cifar,
 )
-from .interfaces import uses_embedding
 from .many import fit_many
-from .methods import Method
-from .results import check_run_results
-from .runfiles import read_json, run_lock, write_json_atomic
-from .train import evaluate_features, load_checkpoint, set_seed, view_augmentation
 
 
 def run_folder(out_dir, method: Method, seed: int) -> Path:
@@ -60,7 +60,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def _finished(folder: Path, identity: dict) -> dict | None:
     """The run's results if its folder holds a finished run of exactly this ``identity`` (seed and
-    :func:`~elm_lite.fullscale.run_identity`: method constants, data seed and content hash, recipe);
+    :func:`~elm_lite.engine.fullscale.run_identity`: method constants, data seed and content hash, recipe);
     ``None`` if there is none. A run of another setting or a damaged file is refused, named."""
     path = folder / "results.json"
     if not path.exists():
