@@ -340,10 +340,8 @@ def check_elm(fn: Callable) -> CheckResult:
 
     def parts(lo, z, y, n):
         return losses.LogitAdjustedLoss(n).double()(lo, y), losses.EmbeddingMarginLoss(n).double()(z, y)
-    # ELMLoss with the embedding term's own defaults (not the course's recommended ELM constants)
-    embedding_defaults = dict(temperature=0.1, delta_max=0.2, anchor_average="all", placement="positive")
-    return _report(_run(fn, cases, lambda lo, z, y, n, lam: losses.ELMLoss(n, lam=lam, **embedding_defaults).double()(
-            lo, z, y)[0], {
+    # one set of defaults: EmbeddingMarginLoss's are ELMLoss's (recipes.ELM_RECOMMENDED)
+    return _report(_run(fn, cases, lambda lo, z, y, n, lam: losses.ELMLoss(n, lam=lam).double()(lo, z, y)[0], {
         "lambda is missing: weight the embedding term by lam":
             lambda lo, z, y, n, lam: sum(parts(lo, z, y, n)),
         "lambda weights the *embedding* term, not the logit term":

@@ -29,7 +29,6 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .interfaces import EmbeddingLoss, ImageModel, Scheduled, uses_prototypes
-from .losses import trusted_batches
 from .metrics import balanced_accuracy
 from .runfiles import atomic_write
 
@@ -380,18 +379,17 @@ def train_step(s: _Step, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tens
 def train_epoch(s: _Step, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor | None, batch_size: int,
                 n_batches: int, rank: int) -> tuple[float, float]:
     """One pass over ``(x, y)`` in ``order`` (``None``: one full batch); returns (mean loss,
-    balanced accuracy on the batches as trained). Syncs with the device once, at the end (the
-    losses skip their per-call value checks, :func:`~elm_lite.losses.trusted_batches`)."""
+    balanced accuracy on the batches as trained). Syncs with the device once, at the end, where the
+    losses skip their per-call value checks (inside :func:`~elm_lite.engine.fused.trusted_batches`)."""
     total, preds, labels = torch.zeros((), device=x.device, dtype=torch.float64), [], []
-    with trusted_batches():
-        for i in range(0, n_batches * batch_size, batch_size):
-            idx = order[i:i + batch_size] if order is not None else None
-            if s.world > 1:  # this process's share of the global batch
-                idx = (idx if idx is not None else torch.arange(len(x), device=x.device))[rank::s.world]
-            loss, logits, yb = train_step(s, *((x, y) if idx is None else (x[idx], y[idx])))
-            total += loss * len(yb)      # stays on the device: no sync per step
-            preds.append(logits.argmax(1))
-            labels.append(yb)
+    for i in range(0, n_batches * batch_size, batch_size):
+        idx = order[i:i + batch_size] if order is not None else None
+        if s.world > 1:  # this process's share of the global batch
+            idx = (idx if idx is not None else torch.arange(len(x), device=x.device))[rank::s.world]
+        loss, logits, yb = train_step(s, *((x, y) if idx is None else (x[idx], y[idx])))
+        total += loss * len(yb)      # stays on the device: no sync per step
+        preds.append(logits.argmax(1))
+        labels.append(yb)
     labels = torch.cat(labels)
     return total.item() / len(labels), balanced_accuracy(labels.cpu(), torch.cat(preds).cpu())
 

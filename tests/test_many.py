@@ -9,6 +9,7 @@ import torch
 from elm_lite import losses as L
 from elm_lite import methods
 from elm_lite.data import fake_cifar, make_toy
+from elm_lite.engine import fused
 from elm_lite.engine.many import fit_many
 from elm_lite.models import MLP, ResNet32, SmallCNN, stack_models, unstack_models
 from elm_lite.train import crop_flip, fit, gaussian_jitter, set_seed
@@ -163,7 +164,7 @@ def test_stacked_loss_equals_each_loss_on_its_slice(build):
     y = torch.randint(0, 5, (k, b), generator=gen)
     y[0, :] = 4                                   # one run whose batch is a single class
     protos = torch.randn(k, 5, e, generator=gen) if getattr(kind_losses[0], "use_prototypes", False) else None
-    together = L.stacked_loss(kind_losses)(logits, z, y, protos)
+    together = fused.stacked_loss(kind_losses)(logits, z, y, protos)
     alone = _slices(kind_losses, logits, z, y, protos)
     torch.testing.assert_close(together, alone, rtol=1e-6, atol=1e-6)
     g1 = torch.autograd.grad(together.sum(), (logits, z), allow_unused=True)
@@ -174,10 +175,11 @@ def test_stacked_loss_equals_each_loss_on_its_slice(build):
 
 
 def test_stacked_loss_declines_kinds_it_does_not_cover():
-    assert L.stacked_loss([L.LogitAdjustedLoss(COUNTS), L.LDAMLoss(COUNTS)]) is None
-    assert L.stacked_loss([L.MulticlassHingeLoss(COUNTS), L.MulticlassHingeLoss(COUNTS)]) is None
-    assert L.stacked_loss([L.ELMLoss(COUNTS, logit="ldam"), L.ELMLoss(COUNTS, logit="ldam")]) is None
-    assert L.stacked_loss([L.ELMLoss(COUNTS, placement="positive"), L.ELMLoss(COUNTS, placement="centroid")]) is None
+    assert fused.stacked_loss([L.LogitAdjustedLoss(COUNTS), L.LDAMLoss(COUNTS)]) is None
+    assert fused.stacked_loss([L.MulticlassHingeLoss(COUNTS), L.MulticlassHingeLoss(COUNTS)]) is None
+    assert fused.stacked_loss([L.ELMLoss(COUNTS, logit="ldam"), L.ELMLoss(COUNTS, logit="ldam")]) is None
+    positive, centroid = L.ELMLoss(COUNTS, placement="positive"), L.ELMLoss(COUNTS, placement="centroid")
+    assert fused.stacked_loss([positive, centroid]) is None
 
 
 def test_fit_many_resumes_its_group_checkpoint_and_refuses_another_group(tmp_path, monkeypatch):
@@ -227,8 +229,8 @@ def test_fit_many_bad_inputs_are_named():
 def test_stacked_loss_declines_losses_it_does_not_know():
     """Plain torch losses (no buffers) and the re-weighted CE fall back to the per-run loop."""
     from torch import nn
-    assert L.stacked_loss([nn.CrossEntropyLoss(), nn.CrossEntropyLoss()]) is None
-    assert L.stacked_loss([L.ReweightedLoss(COUNTS), L.ReweightedLoss(COUNTS)]) is None
+    assert fused.stacked_loss([nn.CrossEntropyLoss(), nn.CrossEntropyLoss()]) is None
+    assert fused.stacked_loss([L.ReweightedLoss(COUNTS), L.ReweightedLoss(COUNTS)]) is None
 
 
 def test_a_group_step_never_waits_for_the_device(host_syncs):

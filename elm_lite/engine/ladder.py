@@ -16,6 +16,7 @@ from ..data import ImageData
 from ..recipes import CIFAR_RECIPE
 from ..train import crop_flip, fit, set_seed
 from .fullscale import MODELS, hardware, resolve_device
+from .fused import trusted_batches
 
 
 def _epoch_times(run_epochs) -> list[float]:
@@ -62,11 +63,12 @@ def _resident_rung(tick, *, data: ImageData, build, dev, epochs: int, batch_size
     net = build(data.n_classes, projection_dim=CIFAR_RECIPE["projection_dim"] if views > 1 else None).to(dev)
     if bf16 and dev.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
-    fit(torch.compile(net, mode="reduce-overhead") if compiled else net,
-        torch.as_tensor(data.x_train, device=dev), torch.as_tensor(data.y_train, device=dev), loss,
-        epochs=epochs + 1, batch_size=batch_size, lr=CIFAR_RECIPE["lr"], weight_decay=CIFAR_RECIPE["weight_decay"],
-        optimizer="sgd", drop_last=True, n_views=views, augment=crop_flip, bf16=bf16 and dev.type == "cuda",
-        progress=False, on_epoch_end=tick)
+    with trusted_batches():
+        fit(torch.compile(net, mode="reduce-overhead") if compiled else net,
+            torch.as_tensor(data.x_train, device=dev), torch.as_tensor(data.y_train, device=dev), loss,
+            epochs=epochs + 1, batch_size=batch_size, lr=CIFAR_RECIPE["lr"], weight_decay=CIFAR_RECIPE["weight_decay"],
+            optimizer="sgd", drop_last=True, n_views=views, augment=crop_flip, bf16=bf16 and dev.type == "cuda",
+            progress=False, on_epoch_end=tick)
 
 
 def speed_ladder(data: ImageData, device: str = "auto", epochs: int = 3, model: str = "resnet32",

@@ -21,7 +21,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..interfaces import uses_prototypes
-from ..losses import stack_key, stacked_loss, trusted_batches
 from ..metrics import balanced_accuracy
 from ..models import stack_models, unstack_models
 from ..train import (
@@ -42,6 +41,7 @@ from ..train import (
     run_generators,
     start_epoch,
 )
+from .fused import stack_key, stacked_loss, trusted_batches
 
 
 def _check_runs(models, losses, seeds) -> int:
@@ -57,8 +57,8 @@ def _check_runs(models, losses, seeds) -> int:
 
 class _RunLosses:
     """The K runs' losses: ``(logits (K, B[, V], C), embeddings (K, B[, V], E), labels (K, B),
-    prototypes (K, C, E) | None) -> (K,)``. Runs whose losses stack (:func:`~elm_lite.losses.stacked_loss`,
-    one group per :func:`~elm_lite.losses.stack_key`) are computed together, the rest one by one
+    prototypes (K, C, E) | None) -> (K,)``. Runs whose losses stack (:func:`~elm_lite.engine.fused.stacked_loss`,
+    one group per :func:`~elm_lite.engine.fused.stack_key`) are computed together, the rest one by one
     (:func:`~elm_lite.train.compute_loss`)."""
 
     def __init__(self, losses: list, device: torch.device):
@@ -66,7 +66,7 @@ class _RunLosses:
         for k, loss in enumerate(losses):
             by_kind.setdefault((stack_key(loss), uses_prototypes(loss)), []).append(k)
         self.groups = [(members, torch.tensor(members, device=device), with_prototypes,
-                        stacked_loss([losses[k] for k in members]) if len(members) > 1 else None)
+                        stacked_loss([losses[k] for k in members]))
                        for (_, with_prototypes), members in by_kind.items()]
 
     def __call__(self, logits, emb, y, prototypes) -> torch.Tensor:
