@@ -11,7 +11,8 @@ from elm_lite import methods
 from elm_lite.data import fake_cifar, make_toy
 from elm_lite.engine import fused
 from elm_lite.engine.many import fit_many
-from elm_lite.models import MLP, ResNet32, SmallCNN, stack_models, unstack_models
+from elm_lite.engine.stacked import StackedModels
+from elm_lite.models import MLP, ResNet32, SmallCNN
 from elm_lite.train import crop_flip, fit, gaussian_jitter, set_seed
 
 pytestmark = pytest.mark.outcome   # trains and compares: CI runs it again under another arithmetic
@@ -110,7 +111,7 @@ def test_stack_and_unstack_round_trip_outputs_and_state():
     for seed in range(3):
         set_seed(seed)
         models.append(ResNet32(5, projection_dim=8).double())
-    stacked = stack_models(models).eval()
+    stacked = StackedModels(models).eval()
     x = torch.rand(3, 4, 32, 32, 3, dtype=torch.float64) * 255
     logits, z = stacked(x)
     for k, m in enumerate(models):
@@ -118,15 +119,19 @@ def test_stack_and_unstack_round_trip_outputs_and_state():
         torch.testing.assert_close(logits[k], one_logits, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(z[k], one_z, rtol=1e-10, atol=1e-10)
     fresh = [ResNet32(5, projection_dim=8).double() for _ in range(3)]
-    unstack_models(stacked, fresh)
+    stacked.unstack(fresh)
     for a, b in zip(models, fresh):
         for ta, tb in zip(a.state_dict().values(), b.state_dict().values()):
             assert torch.equal(ta, tb)
 
 
-def test_stack_models_refuses_different_architectures():
+def test_stacked_models_refuse_different_architectures():
     with pytest.raises(ValueError, match="one architecture"):
-        stack_models([SmallCNN(4), SmallCNN(4, cosine=True)])
+        StackedModels([SmallCNN(4), SmallCNN(4, cosine=True)])
+    with pytest.raises(ValueError, match="one architecture"):
+        StackedModels([SmallCNN(4), SmallCNN(4, projection_dim=8)])
+    with pytest.raises(ValueError, match="one architecture"):
+        StackedModels([SmallCNN(4), ResNet32(4)])
 
 
 def _slices(kind_losses, logits, z, y, protos=None):

@@ -1,9 +1,9 @@
 """Many runs at once: K independent models trained together in one process, each exactly as
 :func:`elm_lite.train.fit` would train it alone.
 
-The K models become one network (:func:`elm_lite.models.stack_models`: grouped convolutions,
-batched linear layers), so a step costs about what one model's step costs while the device is
-launch-bound. Each run keeps everything that makes it a run: its own weights and batch-norm
+The K models become one network (:class:`~elm_lite.engine.stacked.StackedModels`: batched linear
+layers, or the models under ``torch.func.vmap``), so a step costs about what one model's step costs
+while the device is launch-bound. Each run keeps everything that makes it a run: its own weights and batch-norm
 statistics, its own seed (batch order and augmentation streams, :func:`~elm_lite.train.run_generators`),
 its own loss with its own constants (LDAM-DRW switches on its own schedule) and its own history.
 The sum of the K losses is differentiated once; model k's weights only meet loss k, so each gets
@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 
 from ..interfaces import uses_prototypes
 from ..metrics import balanced_accuracy
-from ..models import stack_models, unstack_models
 from ..train import (
     EpochSampler,
     History,
@@ -42,6 +41,7 @@ from ..train import (
     start_epoch,
 )
 from .fused import stack_key, stacked_loss, trusted_batches
+from .stacked import StackedModels
 
 
 def _check_runs(models, losses, seeds) -> int:
@@ -124,11 +124,10 @@ def _group_epoch(g: _Group, x: torch.Tensor, y: torch.Tensor, bs: int, n_batches
         if g.augment is not None:  # (K, V * b, ...): run k's views from run k's stream, as fit draws them
             xb = _augment_views(g, xb)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=g.bf16), trusted_batches():
-            logits, emb = g.runner(xb) if k > 1 else (t[None] for t in g.runner(xb[0]))  # (K, V * b, C | E)
+            logits, emb = g.runner(xb)                                     # (K, V * b, C | E)
             if g.n_views > 1:                                              # -> (K, b, V, ...)
                 logits, emb = (t.unflatten(1, (g.n_views, -1)).transpose(1, 2) for t in (logits, emb))
-            weight = g.stacked.head.weight
-            prototypes = weight.view(k, -1, weight.shape[-1]) if g.use_prototypes else None
+            prototypes = g.stacked.head_weight() if g.use_prototypes else None
             per_model = g.losses(loss_precision(logits), loss_precision(emb), yb, prototypes)
         g.opt.zero_grad(set_to_none=True)
         per_model.sum().backward()
@@ -167,9 +166,7 @@ def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *, e
         _check_model_takes(m, x)
     if device.type == "cpu":
         keep_freed_memory()
-    stacked = stack_models(models).train()
-    if device.type == "cuda":  # the grouped convolutions' fast layout, as for a single model
-        stacked = stacked.to(memory_format=torch.channels_last)
+    stacked = StackedModels(models).train()
     bs = batch_size or len(x)
     streams = [run_generators(s, device) for s in seeds]                 # [(order, augment)] per run
     group = _Group(stacked, torch.compile(stacked, mode="reduce-overhead") if compile else stacked,
@@ -191,5 +188,5 @@ def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *, e
             h.record(epoch, loss, acc, seconds)
         if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
             _save(checkpoint, stacked, group.opt, generators, epoch, histories, fingerprint)
-    unstack_models(stacked, models)
+    stacked.unstack(models)
     return histories
