@@ -37,9 +37,9 @@ def main() -> None:
 
     from elm_lite import methods
     from elm_lite.data import load_cifar_lt
+    from elm_lite.engine.runfiles import write_json_atomic
     from elm_lite.experiments import compare, summarize, train_image_model
     from elm_lite.recipes import IMAGE_RECIPE
-    from elm_lite.runfiles import write_json_atomic
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--npz", help="a .npz with x_train, y_train, x_test, y_test (CIFAR-10)")

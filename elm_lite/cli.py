@@ -175,7 +175,7 @@ def _run(args) -> None:
         from pathlib import Path
 
         from .engine.ladder import ladder_table, speed_ladder
-        from .runfiles import write_json_atomic
+        from .engine.runfiles import write_json_atomic
         ladder = speed_ladder(data, device=args.device, epochs=args.epochs, compile=not args.no_compile)
         print(ladder_table(ladder))
         if args.out:
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _checked_run(args) -> None:
-    from .runfiles import RunFolderLocked
+    from .engine.runfiles import RunFolderLocked
     try:
         _check_before_work(args)
         _run(args)

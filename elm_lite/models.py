@@ -136,7 +136,7 @@ class SmallCNN(_ImageModel):
         self._init_heads(128, n_classes, cosine, projection_dim)
 
 
-class _BasicBlock(nn.Module):
+class BasicBlock(nn.Module):
     """3x3-3x3 residual block; the shortcut subsamples and zero-pads channels ("option A")."""
 
     def __init__(self, cin: int, cout: int, stride: int):
@@ -166,7 +166,7 @@ class ResNet32(_ImageModel):
         layers, cin = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()], 16
         for cout, stride in ((16, 1), (32, 2), (64, 2)):
             for i in range(5):
-                layers.append(_BasicBlock(cin, cout, stride if i == 0 else 1))
+                layers.append(BasicBlock(cin, cout, stride if i == 0 else 1))
                 cin = cout
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self._init_heads(64, n_classes, cosine, projection_dim)

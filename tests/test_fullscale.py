@@ -7,9 +7,9 @@ import torch
 
 from elm_lite.cli import main
 from elm_lite.data import fake_cifar, load_cifar_lt
+from elm_lite.engine.checkpoints import load_checkpoint
 from elm_lite.engine.fullscale import lr_multiplier, summarize_runs, train_cifar
 from elm_lite.engine.ladder import ladder_table, speed_ladder
-from elm_lite.train import load_checkpoint
 
 TINY = dict(model="small_cnn", epochs=4, batch_size=32, lr=0.05, projection_dim=16)
 

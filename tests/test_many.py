@@ -204,16 +204,16 @@ def test_fit_many_resumes_its_group_checkpoint_and_refuses_another_group(tmp_pat
     straight, hs = run([0, 1], 4)
     ckpt.unlink()
     import elm_lite.engine.many as many
-    real_save = many._save
+    real_save = many.save_checkpoint
 
     def save_then_stop(*args):
         real_save(*args)
         if args[4] == 2:                                   # the epoch: interrupted after its checkpoint
             raise KeyboardInterrupt
-    monkeypatch.setattr(many, "_save", save_then_stop)
+    monkeypatch.setattr(many, "save_checkpoint", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         run([0, 1], 4)
-    monkeypatch.setattr(many, "_save", real_save)
+    monkeypatch.setattr(many, "save_checkpoint", real_save)
     resumed, hr = run([0, 1], 4, resume=True)
     assert hr[0].epoch == [1, 2, 3, 4]
     for a, b in zip(straight, resumed):

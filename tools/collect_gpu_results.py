@@ -17,7 +17,7 @@ import numpy as np
 
 from elm_lite.engine.fullscale import summarize_runs
 from elm_lite.engine.ladder import ladder_table
-from elm_lite.runfiles import write_json_atomic
+from elm_lite.engine.runfiles import write_json_atomic
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -24,9 +24,10 @@ from ..methods import Method
 from ..models import ResNet32, SmallCNN
 from ..recipes import CIFAR_RECIPE
 from ..results import SCHEMA_VERSION, check_run_results
-from ..runfiles import atomic_write, run_lock, write_json_atomic
 from ..train import VIEW_AUGMENTATIONS, evaluate_features, fit, set_seed, view_augmentation
+from .checkpoints import RunHooks, check_every
 from .fused import trusted_batches
+from .runfiles import atomic_write, run_lock, write_json_atomic
 
 MODELS = {"resnet32": ResNet32, "small_cnn": SmallCNN}
 
@@ -166,9 +167,9 @@ def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, s
     ``embeddings.npz`` (a sample of test features for plots). ``resume=True`` continues the same
     run from its checkpoint (another run's is refused, see :func:`run_identity`);
     ``overwrite=True`` starts over in a folder that holds one. The folder is locked for this process
-    (:func:`~elm_lite.runfiles.run_lock`) before anything is written. ``bf16=None`` means "on a GPU".
+    (:func:`~elm_lite.engine.runfiles.run_lock`) before anything is written. ``bf16=None`` means "on a GPU".
     ``on_epoch_end(epoch, model, history)`` is passed to :func:`~elm_lite.train.fit` (live curves)."""
-    recipe = check_recipe(recipe)
+    recipe, every = check_recipe(recipe), check_every(checkpoint_every)
     method = methods.get(method) if isinstance(method, str) else method
     dev = resolve_device(device)
     world, rank = _init_distributed()
@@ -197,9 +198,9 @@ def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, s
                           lr_schedule=partial(lr_schedule, recipe), drop_last=True, n_views=method.views,
                           augment=view_augmentation(recipe["view_augment"], method.views), seed=seed, bf16=bf16,
                           progress=progress,
-                          checkpoint=Path(out_dir) / "checkpoint.pt" if out_dir is not None else None,
-                          checkpoint_every=checkpoint_every, resume=resume, on_epoch_end=on_epoch_end,
-                          identity=run_identity(data, method, recipe), sampling=method.sampling)
+                          on_epoch_end=on_epoch_end, sampling=method.sampling,
+                          hooks=RunHooks(Path(out_dir) / "checkpoint.pt" if out_dir is not None else None,
+                                         every, resume, run_identity(data, method, recipe)))
         method.finish(net, data.x_train, data.y_train, seed)
         logits, feats, projected = evaluate_features(net, data.x_test, dev)
         results = run_results(data, method, seed, recipe, logits, feats, projected, history,

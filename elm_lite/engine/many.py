@@ -12,6 +12,9 @@ exactly its own gradient, and SGD / Adam (momentum, weight decay) update every e
 """
 from __future__ import annotations
 
+import ctypes
+import functools
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,21 +28,19 @@ from ..metrics import balanced_accuracy
 from ..train import (
     EpochSampler,
     History,
-    _check_fit_args,
-    _check_model_takes,
-    _check_xy,
-    _save,
     batch_count,
     check_finite,
+    check_fit_args,
+    check_model_takes,
+    check_xy,
     compute_loss,
-    keep_freed_memory,
+    loop_settings,
     loss_precision,
     make_optimizer,
-    resume_or_start,
-    run_fingerprint,
     run_generators,
     start_epoch,
 )
+from .checkpoints import check_every, resume_or_start, run_fingerprint, save_checkpoint
 from .fused import stack_key, stacked_loss, trusted_batches
 from .stacked import StackedModels
 
@@ -158,12 +159,13 @@ def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *, e
     ``History.seconds`` is the wall time of the group, the same for each of its runs.
     """
     k = _check_runs(models, losses, seeds)
-    _check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, checkpoint_every, sampling)
+    check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, sampling)
+    check_every(checkpoint_every)
     first = next(models[0].parameters())
     device = first.device
-    x, y = (t.to(device) for t in _check_xy(x, y, getattr(models[0], "n_classes", None), first.dtype))
+    x, y = (t.to(device) for t in check_xy(x, y, getattr(models[0], "n_classes", None), first.dtype))
     for m in models:
-        _check_model_takes(m, x)
+        check_model_takes(m, x)
     if device.type == "cpu":
         keep_freed_memory()
     stacked = StackedModels(models).train()
@@ -174,8 +176,8 @@ def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *, e
                    make_optimizer(optimizer, list(stacked.parameters()), lr, weight_decay),
                    streams, [EpochSampler(y, bs, sampling, order) for order, _ in streams], n_views, augment,
                    bf16, any(uses_prototypes(loss) for loss in losses))
-    fingerprint = run_fingerprint(x, bs, lr, weight_decay, optimizer, n_views, epochs, identity, sampling, models=k,
-                                  seeds=list(seeds))
+    fingerprint = run_fingerprint(loop_settings(x, bs, lr, weight_decay, optimizer, n_views, epochs, sampling,
+                                                models=k, seeds=list(seeds)), identity)
     generators = [g for stream in group.streams for g in stream]
     histories, first_epoch = resume_or_start(resume, checkpoint, fingerprint, stacked, group.opt, generators, k)
     for epoch in tqdm(range(first_epoch, epochs + 1), desc=f"training {k} models", disable=not progress):
@@ -187,6 +189,24 @@ def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *, e
         for h, loss, acc in zip(histories, mean_loss, accuracy):
             h.record(epoch, loss, acc, seconds)
         if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
-            _save(checkpoint, stacked, group.opt, generators, epoch, histories, fingerprint)
+            save_checkpoint(checkpoint, stacked, group.opt, generators, epoch, histories, fingerprint)
     stacked.unstack(models)
     return histories
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """On Linux (glibc), keep freed memory in the process: raise glibc's mmap and trim thresholds to
+    1 GiB (``mallopt``; the effect of the ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_``
+    variables). A CPU step frees and re-allocates the same few-MB temporaries (K runs' ``(K, N, N)``
+    similarities); by default glibc hands them back to the kernel and the next step faults them in
+    again, page by page (``benchmarks/run_benchmarks.py --only sweeps`` measures what this saves).
+    The price: the process keeps its peak heap. :func:`fit_many` calls it on a CPU; elsewhere (another C
+    library) it does nothing. Returns whether the thresholds are set."""
+    try:
+        os.confstr("CS_GNU_LIBC_VERSION")           # raises where the C library is not glibc
+    except (ValueError, OSError):
+        return False
+    libc = ctypes.CDLL(None)                        # the running process's C library
+    m_trim_threshold, m_mmap_threshold = -1, -3     # glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 30))

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..models import CosineLinear, Standardize, _BasicBlock, _ImageModel
+from ..interfaces import ImageModel
+from ..models import BasicBlock, CosineLinear, Standardize
 
 
 class ModelsLinear(nn.Module):
@@ -49,8 +50,8 @@ class _ModelsStandardize(Standardize):
         return x.unflatten(0, (k, -1)).transpose(0, 1).flatten(1, 2)
 
 
-class _ModelsBlock(_BasicBlock):
-    """:class:`~elm_lite.models._BasicBlock` of K models: the shortcut's zero channels are padded
+class _ModelsBlock(BasicBlock):
+    """:class:`~elm_lite.models.BasicBlock` of K models: the shortcut's zero channels are padded
     around each model's own channels."""
     models: int
 
@@ -94,7 +95,7 @@ class StackedModels(nn.Module):
                              f"{[type(m).__name__ for m in models]}.")
         self.k, self.net = len(models), copy.deepcopy(first)
         for name, layer in list(self.net.named_modules()):
-            if isinstance(layer, _BasicBlock):
+            if isinstance(layer, BasicBlock):
                 layer.__class__, layer.models = _ModelsBlock, self.k
             elif (replacement := _for_k_models(layer, self.k)) is not None:
                 self.net.set_submodule(name, replacement)
@@ -104,7 +105,7 @@ class StackedModels(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         net = self.net
-        if not isinstance(net, _ImageModel):                 # linear layers: its forward works on (K, B, D)
+        if not isinstance(net, ImageModel):                 # linear layers: its forward works on (K, B, D)
             return net(x)
         h = net.features(net.standardize(x))                  # (B, K * F)
         h = h.view(len(h), self.k, -1).transpose(0, 1)        # (K, B, F)

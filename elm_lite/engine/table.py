@@ -10,7 +10,7 @@ A run whose ``results.json`` is there and matches its identity (seed and
 :func:`~elm_lite.engine.fullscale.run_identity`, the identity ``train`` checkpoints carry: method constants,
 data seed and content hash, recipe) is never trained again; one that does not match, or a damaged
 file, is refused with what differs and the way out. ``overwrite`` clears the old table first
-(:func:`clear_table`). Each run folder is locked (:func:`~elm_lite.runfiles.run_lock`) for the whole
+(:func:`clear_table`). Each run folder is locked (:func:`~elm_lite.engine.runfiles.run_lock`) for the whole
 call: two tables with other methods or seeds may share ``OUT``, two with a run in common may not.
 """
 from __future__ import annotations
@@ -29,8 +29,8 @@ from ..data import ImageData
 from ..interfaces import uses_embedding
 from ..methods import Method
 from ..results import check_run_results
-from ..runfiles import read_json, run_lock, write_json_atomic
-from ..train import evaluate_features, load_checkpoint, set_seed, view_augmentation
+from ..train import evaluate_features, set_seed, view_augmentation
+from .checkpoints import load_checkpoint
 from .fullscale import (
     build_image_model,
     check_recipe,
@@ -44,6 +44,7 @@ from .fullscale import (
     train_cifar,
 )
 from .many import fit_many
+from .runfiles import read_json, run_lock, write_json_atomic
 
 
 def run_folder(out_dir, method: Method, seed: int) -> Path:
