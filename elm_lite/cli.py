@@ -175,11 +175,11 @@ def _run(args) -> None:
         from pathlib import Path
 
         from .engine.ladder import ladder_table, speed_ladder
-        from .engine.runfiles import write_json_atomic
+        from .engine.runfiles import save_atomic
         ladder = speed_ladder(data, device=args.device, epochs=args.epochs, compile=not args.no_compile)
         print(ladder_table(ladder))
         if args.out:
-            write_json_atomic(ladder, Path(args.out) / "ladder.json")
+            save_atomic(ladder, Path(args.out) / "ladder.json")
 
 
 def _stop(signum, frame):

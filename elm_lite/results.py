@@ -77,7 +77,7 @@ MEASURES = ("shot_accuracy", "per_class_spread", "spread", "per_class_margin", "
 
 
 def _nan_for_null(value):
-    """JSON ``null`` (how :func:`~elm_lite.engine.runfiles.write_json_atomic` writes nan) read back as nan,
+    """JSON ``null`` (how :func:`~elm_lite.engine.runfiles.save_atomic` writes nan) read back as nan,
     in ``value`` and everything it holds."""
     if value is None:
         return float("nan")

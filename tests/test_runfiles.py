@@ -15,9 +15,8 @@ import torch
 
 from elm_lite.cli import main
 from elm_lite.data import fake_cifar, load_cifar_lt
-from elm_lite.engine.checkpoints import save_atomic
 from elm_lite.engine.fullscale import save_run
-from elm_lite.engine.runfiles import LOCK_NAME, RunFolderLocked, run_lock, write_json_atomic
+from elm_lite.engine.runfiles import LOCK_NAME, RunFolderLocked, run_lock, save_atomic
 from elm_lite.engine.table import train_table
 from elm_lite.results import check_run_results
 
@@ -119,7 +118,7 @@ def test_the_lock_is_given_back_on_an_error_and_nested_use_is_allowed(tmp_path):
 
 def test_a_failed_json_write_removes_its_temporary_and_keeps_the_old_file(tmp_path, monkeypatch):
     target = tmp_path / "results.json"
-    write_json_atomic({"old": 1}, target)
+    save_atomic({"old": 1}, target)
 
     def full(self, text, *args, **kwargs):
         with open(self, "w") as f:
@@ -127,7 +126,7 @@ def test_a_failed_json_write_removes_its_temporary_and_keeps_the_old_file(tmp_pa
         raise OSError(errno.ENOSPC, "No space left on device", str(self))
     monkeypatch.setattr(Path, "write_text", full)
     with pytest.raises(OSError, match="No space left"):
-        write_json_atomic({"new": 2}, target)
+        save_atomic({"new": 2}, target)
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"] and json.loads(target.read_text()) == {"old": 1}
 
@@ -138,7 +137,7 @@ def test_a_failed_checkpoint_write_removes_its_temporary(tmp_path, monkeypatch):
         raise RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file: "
                            "No space left on device")
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(OSError, match=r"cannot write the checkpoint .*checkpoint.pt .*disk has space"):
+    with pytest.raises(OSError, match=r"cannot write .*checkpoint.pt .*disk has space"):
         save_atomic({"model": {}}, tmp_path / "checkpoint.pt")
     assert list(tmp_path.iterdir()) == []
 
@@ -165,7 +164,7 @@ def _strict(text: str):
 
 
 def test_json_files_hold_null_for_nan_and_read_back_as_nan(tmp_path):
-    write_json_atomic({"shot_accuracy": {"many": 0.5, "few": float("nan")}, "steps": (1, float("inf"))},
+    save_atomic({"shot_accuracy": {"many": 0.5, "few": float("nan")}, "steps": (1, float("inf"))},
                       tmp_path / "x.json")
     assert _strict((tmp_path / "x.json").read_text()) == {"shot_accuracy": {"many": 0.5, "few": None},
                                                           "steps": [1, None]}

@@ -20,7 +20,7 @@ from torch import nn
 from torch.distributed.nn import functional as dist_nn
 
 from ..train import FitHooks, History, Run
-from .runfiles import atomic_write
+from .runfiles import save_atomic
 
 
 def gather_batch(t: torch.Tensor) -> torch.Tensor:
@@ -33,16 +33,6 @@ def gather_batch(t: torch.Tensor) -> torch.Tensor:
         dist.all_gather(parts, t.contiguous())
         return torch.cat(parts)
     return torch.cat(dist_nn.all_gather(t.contiguous()))
-
-
-def save_atomic(obj, path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename (:func:`~elm_lite.engine.runfiles.atomic_write`):
-    an interruption never leaves a half-written file under ``path``, a failed write no temporary file."""
-    try:
-        atomic_write(path, lambda tmp: torch.save(obj, tmp))
-    except (OSError, RuntimeError) as e:  # torch reports a read-only folder without the path
-        raise OSError(f"cannot write the checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                      "check that the folder is writable and the disk has space.") from None
 
 
 def load_checkpoint(path) -> dict:

@@ -27,23 +27,19 @@ from ..results import SCHEMA_VERSION, check_run_results
 from ..train import VIEW_AUGMENTATIONS, evaluate_features, fit, set_seed, view_augmentation
 from .checkpoints import RunHooks, check_every
 from .fused import trusted_batches
-from .runfiles import atomic_write, run_lock, write_json_atomic
+from .runfiles import atomic_write, run_lock, save_atomic
 
 MODELS = {"resnet32": ResNet32, "small_cnn": SmallCNN}
 
 
 def lr_schedule(recipe: dict, epoch: int) -> float:
-    """The recipe's learning-rate multiplier at ``epoch`` (counting from 1)."""
-    return lr_multiplier(epoch, recipe["epochs"], recipe["warmup_epochs"], recipe["decay_at"], recipe["decay_to"])
-
-
-def lr_multiplier(epoch: int, epochs: int, warmup_epochs: int, decay_at, decay_to) -> float:
-    """The recipe's learning-rate multiplier at ``epoch`` (counting from 1)."""
-    if epoch <= warmup_epochs:
-        return epoch / warmup_epochs
+    """The recipe's learning-rate multiplier at ``epoch`` (counting from 1): a linear warm-up over
+    ``warmup_epochs``, then ``decay_to[i]`` from the epoch after ``decay_at[i]`` of the run."""
+    if epoch <= recipe["warmup_epochs"]:
+        return epoch / recipe["warmup_epochs"]
     factor = 1.0
-    for frac, to in zip(decay_at, decay_to):
-        if epoch > round(frac * epochs):
+    for frac, to in zip(recipe["decay_at"], recipe["decay_to"]):
+        if epoch > round(frac * recipe["epochs"]):
             factor = to
     return factor
 
@@ -219,7 +215,7 @@ def save_run(out: Path, data: ImageData, results: dict, feats: np.ndarray) -> No
         with open(tmp, "wb") as f:  # a file object: numpy would append ".npz" to the temporary's name
             np.savez_compressed(f, features=feats[keep].astype(np.float16), labels=data.y_test[keep])
     atomic_write(out / "embeddings.npz", write)
-    write_json_atomic(results, out / "results.json")
+    save_atomic(results, out / "results.json")
 
 
 def run_results(data: ImageData, method: Method, seed: int, recipe: dict, logits: np.ndarray, feats: np.ndarray,

@@ -44,7 +44,7 @@ from .fullscale import (
     train_cifar,
 )
 from .many import fit_many
-from .runfiles import read_json, run_lock, write_json_atomic
+from .runfiles import read_json, run_lock, save_atomic
 
 
 def run_folder(out_dir, method: Method, seed: int) -> Path:
@@ -212,5 +212,5 @@ def train_table(data: ImageData, method_names, seeds, out_dir, *, device: str = 
                  "hardware": hardware(dev), "separate": separate, "trained_now": [f"{m.name}-s{s}" for m, s in pending],
                  "runs": [{k: r[k] for k in ("loss", "seed", "balanced_accuracy", "shot_accuracy", "spread", "margin",
                                              "total_seconds") if k in r} for r in runs]}
-        write_json_atomic(table, out / "table.json")
+        save_atomic(table, out / "table.json")
     return table
