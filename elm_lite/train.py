@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .interfaces import EmbeddingLoss, ImageModel, Scheduled, uses_prototypes
 from .metrics import balanced_accuracy
-from .recipes import LONGTAIL_TOY
+from .recipes import LONGTAIL_TOY, check, integer, number, or_none
 
 
 def set_seed(seed: int) -> None:
@@ -211,16 +211,11 @@ def check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optim
     """Refuse a bad training setting before any work starts."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}.")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}.")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}.")
-    if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}.")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be None (full batch) or an integer >= 1, got {batch_size!r}.")
-    if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 1:
-        raise ValueError(f"n_views must be an integer >= 1, got {n_views!r}.")
+    check("epochs", epochs, integer(1))
+    check("lr", lr, number(0, low_open=True))
+    check("weight_decay", weight_decay, number(0))
+    check("batch_size", batch_size, or_none(integer(1)))
+    check("n_views", n_views, integer(1))
     if n_views > 1 and augment is None:
         raise ValueError("n_views > 1 needs an augment function (e.g. gaussian_jitter(0.3)); identical "
                          "views would only duplicate each example.")

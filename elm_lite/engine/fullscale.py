@@ -22,7 +22,7 @@ from ..data import ImageData, content_hash
 from ..interfaces import uses_embedding
 from ..methods import Method
 from ..models import ResNet32, SmallCNN
-from ..recipes import CIFAR_RECIPE
+from ..recipes import CIFAR_RECIPE, integer, number, one_of
 from ..results import SCHEMA_VERSION, check_run_results
 from ..train import VIEW_AUGMENTATIONS, evaluate_features, fit, set_seed, view_augmentation
 from .checkpoints import RunHooks, check_every
@@ -89,21 +89,14 @@ def check_recipe(recipe: dict) -> dict:
         if not ok:
             raise ValueError(f"recipe entry {key}={r[key]!r} is out of range: it must be {expectation}.")
 
-    def integer(v, low):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-    need(r["model"] in MODELS, "model", f"one of {sorted(MODELS)}")
-    need(integer(r["epochs"], 1), "epochs", "an integer >= 1")
-    need(integer(r["batch_size"], 1), "batch_size", "an integer >= 1")
-    need(isinstance(r["lr"], (int, float)) and 0 < r["lr"] < float("inf"), "lr", "a finite number > 0")
-    need(isinstance(r["weight_decay"], (int, float)) and 0 <= r["weight_decay"] < float("inf"), "weight_decay",
-         "a finite number >= 0")
-    need(integer(r["warmup_epochs"], 0), "warmup_epochs", "an integer >= 0")
+    kinds = {"model": one_of(*MODELS), "epochs": integer(1), "batch_size": integer(1), "lr": number(0, low_open=True),
+             "weight_decay": number(0), "warmup_epochs": integer(0), "projection_dim": integer(1),
+             "view_augment": one_of(*VIEW_AUGMENTATIONS)}
+    for key, (ok, expectation) in kinds.items():   # the vocabulary of recipes.check, in the recipe's words
+        need(ok(r[key]), key, expectation)
     need(len(r["decay_at"]) == len(r["decay_to"]) and all(0 < f <= 1 for f in r["decay_at"]), "decay_at",
          f"fractions in (0, 1], one per decay_to entry ({len(r['decay_to'])})")
     need(all(0 <= m < float("inf") for m in r["decay_to"]), "decay_to", "multipliers >= 0")
-    need(integer(r["projection_dim"], 1), "projection_dim", "an integer >= 1")
-    need(r["view_augment"] in VIEW_AUGMENTATIONS, "view_augment", f"one of {sorted(VIEW_AUGMENTATIONS)}")
     return r
 
 
