@@ -401,7 +401,7 @@ def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
     z, pool, pool_labels, temperature, margin = contrast_inputs(z, labels, temperature, anchor_margins, prototypes)
     if placement == "centroid":
         n_classes = n_classes if n_classes is not None else int(pool_labels.max()) + 1
-        return _centroid_terms(z, labels, pool, pool_labels, temperature, margin, n_classes)
+        return centroid_terms(z, labels, pool, pool_labels, temperature, margin, n_classes)
     cos = z @ pool.transpose(-1, -2)                                      # (..., N, N + C), built once
     not_self = ~torch.eye(z.shape[-2], pool.shape[-2], dtype=torch.bool, device=z.device)
     same = labels[..., :, None] == pool_labels[..., None, :]
@@ -452,7 +452,7 @@ def _pair_terms(cos, temperature, margin, positive, negative, not_self, placemen
     raise ValueError(f"placement must be one of {MARGIN_PLACEMENTS}, got {placement!r}.")
 
 
-def _centroid_terms(z, labels, pool, pool_labels, temperature, margin, n_classes: int):
+def centroid_terms(z, labels, pool, pool_labels, temperature, margin, n_classes: int):
     """``placement="centroid"`` of :func:`contrastive_terms`: a CosFace-style softmax over the
     contrast set's class means, the anchor left out of its own. Shapes as there."""
     members = F.one_hot(pool_labels, n_classes).to(z.dtype)              # (..., M, C)

@@ -61,7 +61,7 @@ def test_html_pages_build(tmp_path):
     assert not (tmp_path / "01_long_tail_problem.ipynb").exists()
 
 
-CORE = {"data", "models", "losses", "train", "metrics", "plots", "recipes", "interfaces", "methods"}
+CORE = {"data", "models", "losses", "train", "metrics", "plots", "recipes", "interfaces", "methods", "source"}
 
 
 def _package_imports() -> dict[str, set[str]]:
@@ -120,6 +120,27 @@ def test_fit_is_one_screen_and_the_engine_uses_no_private_helper_of_the_core():
                for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom) and node.level == 2
                for a in node.names if a.name.startswith("_") and not a.name.endswith("__")]
     assert private == []
+
+
+def test_notebooks_show_the_short_code_under_their_formulas(capsys):
+    """Notebooks 02 and 04 show the code of LA, SupCon and the centroid margin under the formulas
+    (elm_lite.source.show_source); each shown function is short (at most 20 lines without its docstring)."""
+    from elm_lite import losses
+    from elm_lite.source import show_source, source_text
+    calls = {name: [c.source for c in nbformat.read(ROOT / "notebooks" / name, as_version=4).cells
+                    if "show_source(" in c.source] for name in ("02_logit_margins.ipynb", "04_embedding_margins.ipynb")}
+    assert any("losses.LogitAdjustedLoss.forward" in c for c in calls["02_logit_margins.ipynb"])
+    assert any("losses.SupConLoss.forward" in c for c in calls["04_embedding_margins.ipynb"])
+    assert any("losses.centroid_terms" in c for c in calls["04_embedding_margins.ipynb"])
+    shown = (losses.logit_adjustment, losses.LogitAdjustedLoss.forward, losses.SupConLoss.forward,
+             losses.contrastive_terms, losses.centroid_terms)
+    assert all(len(source_text(f, docstring=False).splitlines()) <= 20 for f in shown)
+    show_source(losses.LogitAdjustedLoss.forward)
+    out = capsys.readouterr().out
+    assert out.startswith("def forward(self, logits") and "F.cross_entropy(logits + self.offsets" in out
+    show_source(losses.centroid_terms, docstring=False)
+    out = capsys.readouterr().out
+    assert out.startswith("def centroid_terms(") and '"""' not in out and "logsumexp" in out
 
 
 def test_docs_are_self_contained():
