@@ -11,6 +11,8 @@ from elm_lite.engine.checkpoints import load_checkpoint
 from elm_lite.engine.fullscale import lr_schedule, summarize_runs, train_cifar
 from elm_lite.engine.ladder import ladder_table, speed_ladder
 
+pytestmark = pytest.mark.slow   # whole runs, subprocesses: make check leaves these out
+
 TINY = dict(model="small_cnn", epochs=4, batch_size=32, lr=0.05, projection_dim=16)
 
 

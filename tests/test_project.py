@@ -49,6 +49,7 @@ def test_notebook_is_stored_clean_with_parameters(path):
         assert "exercises" not in "".join(c.source for c in code), f"{path.name}: a demo page runs no exercise checks"
 
 
+@pytest.mark.slow
 def test_html_pages_build(tmp_path):
     """`make html` (tools/build_html.py) writes an index and a page with interactive figures."""
     import subprocess
@@ -153,6 +154,7 @@ def test_docs_are_self_contained():
             assert phrase not in text, f"{path.name} cites {phrase!r}, which is not in the repository: docs/design.md"
 
 
+@pytest.mark.slow
 def test_wheel_installs_and_reads_the_shipped_results_offline(tmp_path):
     """`pip wheel .` installed in a fresh venv, away from the repository: the version has one
     source, `elm-lite` is on the path, and the shipped results load from the package (no network)."""

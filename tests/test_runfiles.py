@@ -52,6 +52,7 @@ def npz(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_two_train_processes_cannot_share_a_folder_and_a_killed_ones_lock_is_stale(npz, tmp_path, capsys):
     out = tmp_path / "run"
     train = ["train", "--npz", str(npz), "--rho", "10", "--model", "small_cnn", "--batch-size", "32",
