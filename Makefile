@@ -1,4 +1,5 @@
-# The course's two commands:  `make course` (launch JupyterLab) and `make test` (run every test).
+# The course's two commands:  `make course` (launch JupyterLab) and `make test` (run every test);
+# for contributors, `make check`: the quick tier (unit tests, under 2 minutes on 2 cores).
 # Both create the virtual environment .venv the first time (and refresh it when pyproject.toml changes).
 PYTHON ?= python3
 VENV   ?= .venv
@@ -6,7 +7,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: course test test-other-arithmetic lint install clean workshop workshop-all site
+.PHONY: course test check test-other-arithmetic lint install clean workshop workshop-all site
 
 # JupyterLab refuses to run as root unless told (containers, CI machines)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -16,6 +17,11 @@ course: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the quick tier while you work: unit tests only -- no notebook runs, no browser, no training that compares
+# outcomes, no long runs (markers in pyproject.toml); `make test` (what CI runs) is still the whole suite
+check: $(VENV)/.installed
+	$(BIN)/python -m pytest -m "not notebook and not browser and not outcome and not slow" --durations=10 $(PYTEST_ARGS)
 
 # the tests that train and compare (marker `outcome`), again under another arithmetic: torch's generic
 # kernels instead of this CPU's vector units, on one thread. CI runs it after `make test`: a claim about

@@ -37,9 +37,9 @@ def main() -> None:
 
     from elm_lite import methods
     from elm_lite.data import load_cifar_lt
+    from elm_lite.engine.runfiles import save_atomic
     from elm_lite.experiments import compare, summarize, train_image_model
     from elm_lite.recipes import IMAGE_RECIPE
-    from elm_lite.runfiles import write_json_atomic
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--npz", help="a .npz with x_train, y_train, x_test, y_test (CIFAR-10)")
@@ -67,7 +67,7 @@ def main() -> None:
 
     def save(rows):
         if partial:
-            write_json_atomic({"recipe": recipe, "rows": rows}, partial)
+            save_atomic({"recipe": recipe, "rows": rows}, partial)
     start = time.perf_counter()
     rows = compare(chosen, data, seeds=tuple(args.seeds), progress=True, train=train_image_model, done=done,
                    on_row=save, epochs=args.epochs)
@@ -79,7 +79,7 @@ def main() -> None:
           f"recipe: {recipe}\n{table}\n{seconds:.0f} s in all")
     if args.out:
         out = pathlib.Path(args.out)
-        write_json_atomic({"machine": machine(), "data": data.source, "recipe": recipe, "seeds": args.seeds,
+        save_atomic({"machine": machine(), "data": data.source, "recipe": recipe, "seeds": args.seeds,
                            "seconds": seconds, "rows": rows, "table": table, "python": platform.python_version()}, out)
         if partial and partial.exists():
             partial.unlink()

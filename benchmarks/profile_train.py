@@ -13,7 +13,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from elm_lite.data import load_cifar_lt
-from elm_lite.fullscale import MODELS, resolve_device, train_cifar
+from elm_lite.engine.fullscale import MODELS, resolve_device, train_cifar
 
 
 def device_time(event) -> float:

@@ -9,8 +9,11 @@
 2. callbacks: median latency of each widget callback (recompute + redraw the FigureWidget).
 3. losses: forward+backward time of the embedding losses relative to cross-entropy, per batch size.
 4. sweeps: notebook 04's trainings (its two 3-seed comparisons and its app's lambda x delta_max grid), runs
-   one by one (as before the multi-model trainer) vs all together (elm_lite.many), and all of them in total.
-5. workshop: the dashboard (notebooks/workshop.ipynb) served by Voila and driven by headless Chromium:
+   one by one (as before the multi-model trainer) vs all together (elm_lite.engine.many), and all of them in total.
+5. stacking: one training step of K models as one network, the engine's layer swap (batched linear layers,
+   grouped convolutions: elm_lite.engine.stacked) against PyTorch's ensembling route (torch.func.stack_module_state
+   + vmap over functional_call) and against K separate models, ms per step.
+6. workshop: the dashboard (notebooks/workshop.ipynb) served by Voila and driven by headless Chromium:
    time until its four panels show, and each slider's latency in the browser (key press to redrawn
    figure); the same callbacks in-process; notebook 04's time to its sliders (cells run in order).
 6. site: every page of the built site (`make site`; --site DIR), served locally and opened in headless
@@ -162,6 +165,65 @@ def bench_sweeps() -> list[tuple[str, int, float, float, float]]:
     return rows
 
 
+def bench_stacking(repeats: int) -> list[tuple[str, int, float, float, float]]:
+    """(model, K, ms per step: K models one after another, vmap over stacked state, the engine's swap).
+    One SGD step of a squared-output loss, best of ``repeats`` rounds of a few steps."""
+    import copy
+
+    import torch
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from elm_lite.engine.stacked import StackedModels
+    from elm_lite.models import MLP, ResNet32, SmallCNN
+
+    class Vmapped(torch.nn.Module):
+        """The K models under vmap (randomness-free; batch norm keeps each model's statistics)."""
+
+        def __init__(self, models):
+            super().__init__()
+            params, self.buffers_ = stack_module_state(models)
+            self.params = torch.nn.ParameterList(params.values())
+            self.names, self.base = list(params), [copy.deepcopy(models[0]).to("meta").train()]
+
+        def forward(self, x):
+            def one(p, b, xk):
+                return functional_call(self.base[0], (dict(zip(self.names, p)), b), (xk,))
+            return vmap(one)(list(self.params), self.buffers_, x)
+
+    def ms_per_step(step, steps: int) -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            step()
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            best = min(best, (time.perf_counter() - start) / steps * 1000)
+        return best
+
+    def sgd_step(net, x):
+        opt = torch.optim.SGD(net.parameters(), 0.01, momentum=0.9)
+
+        def step():
+            logits, z = net(x)
+            (logits.square().mean() + z.square().mean()).backward()
+            opt.step()
+            opt.zero_grad()
+        return step
+
+    cases = [("MLP 16-64-64-8, batch 256", lambda: MLP(16, 8, 64, 2, 8, normalize=True), (256, 16), 15, 20),
+             ("SmallCNN, batch 32", lambda: SmallCNN(10), (32, 32, 32, 3), 4, 2),
+             ("ResNet-32, batch 32", lambda: ResNet32(10), (32, 32, 32, 3), 4, 1)]
+    rows = []
+    for name, build, shape, k, steps in cases:
+        torch.manual_seed(0)
+        models, x = [build() for _ in range(k)], torch.rand(k, *shape) * 255
+        separate = [sgd_step(m, xk) for m, xk in zip(models, x)]
+        rows.append((name, k, ms_per_step(lambda: [s() for s in separate], steps),
+                     ms_per_step(sgd_step(Vmapped(models), x), steps),
+                     ms_per_step(sgd_step(StackedModels(models), x), steps)))
+    return rows
+
+
 def bench_workshop(repeats: int) -> list[tuple[str, float, str]]:
     """(what, seconds or ms, target) for the dashboard and notebook 04; the browser rows need Debian's
     chromium and playwright (skipped with a note otherwise)."""
@@ -299,7 +361,8 @@ def bench_site(site: pathlib.Path, repeats: int) -> list[tuple[str, float, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["notebooks", "callbacks", "losses", "sweeps", "workshop", "site"])
+    parser.add_argument("--only", choices=["notebooks", "callbacks", "losses", "sweeps", "stacking", "workshop",
+                                           "site"])
     parser.add_argument("--site", default=str(ROOT / "site"), help="the built site to time (make site)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--no-record", action="store_true", help="do not write docs/runtimes.json")
@@ -330,6 +393,11 @@ def main() -> None:
               f"{'max |d bal acc|':>16s}")
         for name, runs, alone, together, diff in bench_sweeps():
             print(f"{name:41s} {runs:5d} {alone:13.1f} {together:11.1f} {alone / together:8.1f}x {diff:16.4f}")
+        print()
+    if args.only in (None, "stacking"):
+        print(f"{'K models, one SGD step':28s} {'K':>3s} {'separate ms':>12s} {'vmap ms':>9s} {'engine ms':>10s}")
+        for name, k, separate, vmapped, engine in bench_stacking(min(args.repeats, 8)):
+            print(f"{name:28s} {k:3d} {separate:12.1f} {vmapped:9.1f} {engine:10.1f}")
         print()
     if args.only in (None, "workshop"):
         print(f"{'workshop dashboard and notebook 04':62s} {'measured':>9s}  target")

@@ -17,7 +17,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from elm_lite import methods
-from elm_lite.losses import trusted_batches
+from elm_lite.engine.fused import trusted_batches
 from elm_lite.models import ResNet32
 from elm_lite.recipes import CIFAR_RECIPE
 from elm_lite.train import compute_loss, crop_flip

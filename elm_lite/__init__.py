@@ -5,6 +5,7 @@ Data flows ``data -> models -> losses -> train -> metrics -> plots / widgets``.
 from .data import ToyData, batch_class_stats, longtail_counts, make_toy
 from .metrics import balanced_accuracy, confusion_matrix, per_class_accuracy, shot_accuracy, shot_split
 from .models import MLP, LinearModel, toy_model
+from .source import show_source
 from .train import History, fit, predict, predict_logits, set_seed
 
 __version__ = "0.1.0"
@@ -14,4 +15,5 @@ __all__ = [
     "balanced_accuracy", "confusion_matrix", "per_class_accuracy", "shot_accuracy", "shot_split",
     "MLP", "LinearModel", "toy_model",
     "History", "fit", "predict", "predict_logits", "set_seed",
+    "show_source",
 ]

@@ -139,7 +139,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _check_before_work(args) -> None:
     """What can be refused before any data is read or any model trained."""
-    from .fullscale import check_recipe, resolve_device
+    from .engine.fullscale import check_recipe, resolve_device
     resolve_device(args.device)
     if args.command in ("train", "table"):
         if not args.out.strip():
@@ -154,7 +154,7 @@ def _run(args) -> None:
     data = load_cifar_lt(DATASETS[args.dataset], rho=args.rho, seed=args.data_seed, root=args.root,
                          download=args.download, npz=args.npz)
     if args.command == "train":
-        from .fullscale import train_cifar
+        from .engine.fullscale import train_cifar
         results = train_cifar(data, args.loss, out_dir=args.out, seed=args.seed, device=args.device,
                               compile=args.compile, bf16=False if args.no_bf16 else None,
                               checkpoint_every=args.checkpoint_every, resume=args.resume, overwrite=args.overwrite,
@@ -163,7 +163,7 @@ def _run(args) -> None:
         print(f"{args.dataset} rho={args.rho:g} {args.loss}: balanced accuracy {results['balanced_accuracy']:.2%} "
               f"({shots}); {results['seconds_per_epoch']:.2f} s/epoch on {results['hardware']}; wrote {args.out}/")
     elif args.command == "table":
-        from .table import train_table
+        from .engine.table import train_table
         table = train_table(data, args.losses, args.seeds, args.out, device=args.device, compile=args.compile,
                             bf16=False if args.no_bf16 else None, group_size=args.group_size, separate=args.separate,
                             overwrite=args.overwrite, checkpoint_every=args.checkpoint_every,
@@ -174,12 +174,12 @@ def _run(args) -> None:
     else:
         from pathlib import Path
 
-        from .fullscale import ladder_table, speed_ladder
-        from .runfiles import write_json_atomic
+        from .engine.ladder import ladder_table, speed_ladder
+        from .engine.runfiles import save_atomic
         ladder = speed_ladder(data, device=args.device, epochs=args.epochs, compile=not args.no_compile)
         print(ladder_table(ladder))
         if args.out:
-            write_json_atomic(ladder, Path(args.out) / "ladder.json")
+            save_atomic(ladder, Path(args.out) / "ladder.json")
 
 
 def _stop(signum, frame):
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _checked_run(args) -> None:
-    from .runfiles import RunFolderLocked
+    from .engine.runfiles import RunFolderLocked
     try:
         _check_before_work(args)
         _run(args)

@@ -10,8 +10,8 @@ from torch import nn
 
 from . import losses, methods, metrics
 from .data import ToyData, validation_sample
+from .engine.many import fit_many
 from .interfaces import EmbeddingLoss
-from .many import fit_many
 from .methods import Method
 from .models import MLP, ResNet32, SmallCNN, toy_model
 from .recipes import EMBEDDING_RECIPE, IMAGE_RECIPE, LOGIT_TOY
@@ -108,7 +108,7 @@ def train_embedding_model(data: ToyData, method: Method, *, seed: int = 0, snaps
 def train_embedding_models(data: ToyData, jobs: list[tuple[Method, int]], *, progress: bool = False,
                            **recipe) -> list[EmbeddingRun]:
     """:func:`train_embedding_model` for every ``(method, seed)`` of ``jobs``, the runs that share
-    views, head, sampling and recipe trained together (:func:`elm_lite.many.fit_many`): the same runs,
+    views, head, sampling and recipe trained together (:func:`elm_lite.engine.many.fit_many`): the same runs,
     in one pass per group. Returns the runs in job order."""
     groups: dict[tuple, list[int]] = {}
     settings = [_recipe(EMBEDDING_RECIPE, method, recipe) for method, _ in jobs]

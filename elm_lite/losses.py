@@ -5,8 +5,8 @@ its per-class quantities as float64 buffers, so ``loss.to(device)`` moves them w
 they are cast to the logits' dtype in ``forward``, so any float dtype works.
 Inputs are checked: ``logits`` ``(B, C)`` finite floats, ``labels`` ``(B,)`` integers in ``[0, C)``;
 anything else raises a ``ValueError`` that names the problem. Set ``validate=False`` on a loss to
-skip the checks; inside :func:`trusted_batches` (the training loops) the checks that read values back
-from the device (label range, finiteness: one host sync each on a GPU) are skipped.
+skip the checks; inside the engine's training loops (:data:`CHECK_VALUES` off) the checks that read
+values back from the device (label range, finiteness: one host sync each on a GPU) are skipped.
 
 Notation: prior ``pi_y = n_y / sum(n)``. All margins are in logit units. Each logit-margin loss
 has ``pairwise_margins()``: the ``(C, C)`` matrix ``M[y, j]`` of how much the true logit ``f_y`` must
@@ -14,10 +14,8 @@ exceed ``f_j`` -- the common view in which hinge, LDAM and logit adjustment are 
 """
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import math
-from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -29,25 +27,14 @@ from .recipes import ELM_RECOMMENDED
 
 # ----------------------------------------------------------------------------- input checks
 
-_TRUSTED = contextvars.ContextVar("elm_lite_trusted_batches", default=False)
-
-
-@contextlib.contextmanager
-def trusted_batches() -> Iterator[None]:
-    """Inside it, losses skip the input checks that read values back from the device (label range,
-    finiteness): on a GPU each is a host sync that stalls the step. :func:`~elm_lite.train.fit` and
-    :func:`~elm_lite.many.fit_many` train inside it, having checked the labels once before training;
-    they check every epoch's loss for finiteness (shapes and dtypes are still checked every call)."""
-    token = _TRUSTED.set(True)
-    try:
-        yield
-    finally:
-        _TRUSTED.reset(token)
+# Checks that read values back from the device (label range, finiteness): one host sync each on a GPU.
+# The engine's training loops switch them off (``elm_lite.engine.fused.trusted_batches``) after
+# checking the data once; called directly, every loss checks its inputs.
+CHECK_VALUES = contextvars.ContextVar("elm_lite_check_values", default=True)
 
 
 def _check_values() -> bool:
-    return not _TRUSTED.get()
-
+    return CHECK_VALUES.get()
 
 
 def as_counts(counts, name: str = "counts") -> torch.Tensor:
@@ -348,7 +335,8 @@ MARGIN_PLACEMENTS = ("positive", "negative", "outside", "hinge", "centroid")
 ANCHOR_AVERAGES = ("all", "class")
 
 
-def embedding_margins(counts, delta_max: float = 0.2, schedule: str = "n^-1/4") -> torch.Tensor:
+def embedding_margins(counts, delta_max: float = ELM_RECOMMENDED["delta_max"],
+                      schedule: str = "n^-1/4") -> torch.Tensor:
     """Per-class embedding margins ``delta_y`` (cosine units), largest (``delta_max``) for the
     rarest class. ``"n^-1/4"``: ``delta_y`` proportional to ``n_y^(-1/4)``; ``"log_prior"``:
     proportional to ``-log pi_y``. Shape ``(C,)``."""
@@ -410,7 +398,25 @@ def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
     margins ``(K, N)``, prototypes ``(K, C, E)``, temperature ``(K,)``. ``n_classes`` (the centroid
     form's class count) is read from the labels if not given: a host sync on a GPU.
     """
-    n = z.shape[-2]
+    z, pool, pool_labels, temperature, margin = contrast_inputs(z, labels, temperature, anchor_margins, prototypes)
+    if placement == "centroid":
+        n_classes = n_classes if n_classes is not None else int(pool_labels.max()) + 1
+        return centroid_terms(z, labels, pool, pool_labels, temperature, margin, n_classes)
+    cos = z @ pool.transpose(-1, -2)                                      # (..., N, N + C), built once
+    not_self = ~torch.eye(z.shape[-2], pool.shape[-2], dtype=torch.bool, device=z.device)
+    same = labels[..., :, None] == pool_labels[..., None, :]
+    positive = same & not_self
+    n_pos = positive.sum(-1)
+    per_pair = _pair_terms(cos, temperature, margin, positive, ~same, not_self, placement)
+    per_anchor = torch.where(positive, per_pair, 0.0).sum(-1) / n_pos.clamp(min=1)
+    return per_anchor, n_pos > 0
+
+
+def contrast_inputs(z: torch.Tensor, labels: torch.Tensor, temperature, anchor_margins: torch.Tensor | None,
+                    prototypes: torch.Tensor | None) -> tuple:
+    """What every form of :func:`contrastive_terms` starts from: ``(z normalised (..., N, E), the
+    contrast set (..., M, E) and its labels (..., M) -- the anchors, then the prototypes --,
+    temperature (..., 1, 1), margins (..., N, 1) in cosine units)``."""
     z = F.normalize(z, dim=-1)
     pool, pool_labels = z, labels
     if prototypes is not None:
@@ -420,87 +426,20 @@ def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
         pool_labels = torch.cat([labels, proto_labels], -1)
     temperature = torch.as_tensor(temperature, dtype=z.dtype, device=z.device)[..., None, None]
     margin = (torch.zeros(labels.shape, dtype=z.dtype, device=z.device) if anchor_margins is None
-              else anchor_margins.to(z.dtype))[..., None]                  # (..., N, 1), cosine units
-    if placement == "centroid":
-        n_classes = n_classes if n_classes is not None else int(pool_labels.max()) + 1
-        return _centroid_terms(z, labels, pool, pool_labels, temperature, margin, n_classes)
-    cos = z @ pool.transpose(-1, -2)                                      # (..., N, N + C), built once
-    if placement == "positive":  # the course's most-trained form, its gradient written out
-        return _positive_terms(cos, labels, pool_labels, temperature, margin)
-    not_self = ~torch.eye(n, pool.shape[-2], dtype=torch.bool, device=z.device)
-    same = labels[..., :, None] == pool_labels[..., None, :]
-    positive = same & not_self
-    n_pos = positive.sum(-1)
-    per_pair = _pair_terms(cos, temperature, margin, positive, ~same, not_self, placement)
-    per_anchor = (per_pair * positive).sum(-1) / n_pos.clamp(min=1)
-    return per_anchor, n_pos > 0
-
-
-def _positive_terms(cos, labels, pool_labels, temperature, margin) -> tuple[torch.Tensor, torch.Tensor]:
-    """``placement="positive"`` of :func:`contrastive_terms` (shapes as there): the positive pairs as a
-    0/1 mask, the loss by :class:`_PositiveMarginMean`."""
-    cos = cos.float() if cos.dtype in (torch.float16, torch.bfloat16) else cos   # bf16 runs: the loss in float32
-    same = labels[..., :, None] == pool_labels[..., None, :]              # (..., N, M)
-    positive = same.view(torch.uint8).to(cos.dtype)                      # 0/1 (through uint8: 3x faster on a CPU)
-    positive.diagonal(dim1=-2, dim2=-1).zero_()                           # same class, not the anchor itself
-    n_pos = positive.sum(-1, keepdim=True)                                # (..., N, 1), exact in float32
-    if cos.shape[-1] < 2:                                                 # the anchor alone: nothing to contrast
-        return cos.new_zeros(labels.shape), n_pos[..., 0] > 0
-    per_anchor = _PositiveMarginMean.apply(cos, 1 / temperature, margin / temperature, positive, 1 / n_pos.clamp(min=1))
-    return per_anchor, n_pos[..., 0] > 0
-
-
-class _PositiveMarginMean(torch.autograd.Function):
-    """``placement="positive"`` of :func:`contrastive_terms` with its gradient written out, so that a
-    step makes a handful of passes over the ``(..., N, M)`` similarities instead of autograd's dozens
-    (notebook 04 trains dozens of these models; ``benchmarks/run_benchmarks.py --only sweeps``).
-
-    With logits ``l = cos / T``, ``e_a = exp(l_a - max)`` over the contrast set (0 for the anchor
-    itself), ``s = sum_a e_a``, ``r_p = s - e_p`` and ``D_p = e_p + e^d r_p``, pair (i, p)'s loss
-    ``-log e^{l_p - d} / (e^{l_p - d} + sum_{a != i, p} e^{l_a})`` is ``log D_p - log e_p``; the
-    anchor's loss is ``sum_p w_p`` of it (``w = positive / |P(i)|``), and ``d/dl_a = e^d (e_a sum_p
-    w_p / D_p - w_a s / D_a)``, ``d/dd = e^d sum_p w_p r_p / D_p``. ``r`` of the top member (``e = 1``)
-    is summed without it, not taken as ``s - 1``: a large margin ``e^d`` would magnify that difference's
-    rounding (temperature 0.01 gave NaN in float32).
-    ``forward(cos (..., N, M), 1/T (..., 1, 1), d = margin / T (..., N, 1), positive (..., N, M) 0/1,
-    1/|P(i)| (..., N, 1)) -> (..., N)``; the masks take no gradient.
-    ``tests/test_losses_embedding.py`` checks values and gradients against a loop and gradcheck.
-    """
-
-    @staticmethod
-    def forward(ctx, cos, inv_t, delta, positive, inv_n_pos):
-        shifted = cos * inv_t                                            # (..., N, M), ours to change in place
-        self_pair = shifted.diagonal(dim1=-2, dim2=-1)                   # a view: the anchor with itself
-        self_pair.fill_(float("-inf"))
-        top, top_at = shifted.max(-1, keepdim=True)
-        e = shifted.sub_(top).exp()                                      # 0 on the anchor
-        self_pair.fill_(0.0)                                             # finite there (its weight is 0)
-        beside_top = e.scatter_(-1, top_at, 0.0).sum(-1, keepdim=True)   # (..., N, 1) sum_{a != i, top} e_a
-        e.scatter_(-1, top_at, 1.0)
-        s = beside_top + 1
-        r = (s - e).scatter_(-1, top_at, beside_top)                     # sum_{a != i, p} e_a; >= 1 but at the top
-        exp_delta = delta.exp()
-        d = torch.addcmul(e, exp_delta, r)                               # > 0 off the anchor
-        ctx.save_for_backward(cos, inv_t, e, s, r, d, exp_delta, positive, inv_n_pos)
-        return d.log().sub_(shifted).mul_(positive).sum(-1) * inv_n_pos[..., 0]
-
-    @staticmethod
-    def backward(ctx, grad):
-        cos, inv_t, e, s, r, d, exp_delta, positive, inv_n_pos = ctx.saved_tensors
-        w_over_d = positive / d                                          # (..., N, M), times |P(i)|
-        scale = grad[..., None] * inv_n_pos * exp_delta                  # (..., N, 1)
-        grad_logits = (e * w_over_d.sum(-1, keepdim=True)).addcmul_(w_over_d, s, value=-1).mul_(scale)
-        grad_inv_t = ((grad_logits * cos).sum((-2, -1), keepdim=True).sum_to_size(inv_t.shape)
-                      if ctx.needs_input_grad[1] else None)
-        grad_delta = scale * (w_over_d * r).sum(-1, keepdim=True) if ctx.needs_input_grad[2] else None
-        return grad_logits * inv_t, grad_inv_t, grad_delta, None, None
+              else anchor_margins.to(z.dtype))[..., None]
+    return z, pool, pool_labels, temperature, margin
 
 
 def _pair_terms(cos, temperature, margin, positive, negative, not_self, placement: str) -> torch.Tensor:
     """The loss of every (anchor, contrast-set member) pair ``(..., N, M)`` in the pairwise forms of
-    :func:`contrastive_terms` but ``"positive"`` (:class:`_PositiveMarginMean`); only the positive pairs
-    are used. ``margin`` ``(..., N, 1)`` in cosine units."""
+    :func:`contrastive_terms`; only the positive pairs are used. ``margin`` ``(..., N, 1)`` in cosine units."""
     logits, delta = cos / temperature, margin / temperature                # delta in logit units
+    if placement == "positive":  # the denominator without p: the sums before and after p (no cancellation)
+        top = logits.detach().amax(-1, keepdim=True)
+        e = torch.exp(logits - top) * not_self                                # e^{l_a - top}, 0 for a = i
+        rest = F.pad(e[..., :-1], (1, 0)).cumsum(-1) + F.pad(e.flip(-1)[..., :-1], (1, 0)).cumsum(-1).flip(-1)
+        log_rest = torch.where(rest > 0, rest.clamp(min=torch.finfo(rest.dtype).tiny).log() + top, -torch.inf)
+        return torch.logaddexp(logits - delta, log_rest) - (logits - delta)  # -log e^{l_p - d} / denominator
     if placement == "negative":
         shifted = logits.masked_fill(~not_self, float("-inf")) + delta * negative
         return torch.logsumexp(shifted, -1, keepdim=True) - logits         # -log(e^{s_ip/T} / denom)
@@ -513,7 +452,7 @@ def _pair_terms(cos, temperature, margin, positive, negative, not_self, placemen
     raise ValueError(f"placement must be one of {MARGIN_PLACEMENTS}, got {placement!r}.")
 
 
-def _centroid_terms(z, labels, pool, pool_labels, temperature, margin, n_classes: int):
+def centroid_terms(z, labels, pool, pool_labels, temperature, margin, n_classes: int):
     """``placement="centroid"`` of :func:`contrastive_terms`: a CosFace-style softmax over the
     contrast set's class means, the anchor left out of its own. Shapes as there."""
     members = F.one_hot(pool_labels, n_classes).to(z.dtype)              # (..., M, C)
@@ -560,7 +499,8 @@ class SupConLoss(nn.Module):
     """
     placement = "positive"
 
-    def __init__(self, temperature: float = 0.1, anchor_average: str = "all"):
+    def __init__(self, temperature: float = ELM_RECOMMENDED["temperature"],
+                 anchor_average: str = ELM_RECOMMENDED["anchor_average"]):
         super().__init__()
         self.temperature = _check_range("temperature", temperature, 1e-3, 100.0)
         if anchor_average not in ANCHOR_AVERAGES:
@@ -609,8 +549,10 @@ class EmbeddingMarginLoss(SupConLoss):
     ``temperature`` in [0.05, 1].
     """
 
-    def __init__(self, counts, temperature: float = 0.1, delta_max: float = 0.2, schedule: str = "n^-1/4",
-                 placement: str = "positive", anchor_average: str = "all"):
+    def __init__(self, counts, temperature: float = ELM_RECOMMENDED["temperature"],
+                 delta_max: float = ELM_RECOMMENDED["delta_max"], schedule: str = "n^-1/4",
+                 placement: str = ELM_RECOMMENDED["placement"],
+                 anchor_average: str = ELM_RECOMMENDED["anchor_average"]):
         super().__init__(temperature, anchor_average)
         if placement not in MARGIN_PLACEMENTS:
             raise ValueError(f"placement must be one of {MARGIN_PLACEMENTS}, got {placement!r}.")
@@ -693,90 +635,3 @@ class ELMLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"lam={self.lam}, lam_warmup={self.lam_warmup}, use_prototypes={self.use_prototypes}"
-
-
-# ----------------------------------------------------------------------------- K runs' losses at once
-
-
-def _cross_entropy_per_run(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None):
-    """Mean (or class-weighted mean) cross-entropy of each run: logits ``(K, N, C)``, labels
-    ``(K, N)``, weight ``(K, C)`` -> ``(K,)``."""
-    each = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
-    if weight is None:
-        return each.mean(-1)
-    w = weight.gather(1, labels)
-    return (each * w).sum(-1) / w.sum(-1)
-
-
-def _flat_views(t: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(K, B, V, D)`` -> ``(K, B * V, D)`` with labels ``(K, B)`` repeated per view (as the
-    single losses flatten views); ``(K, B, D)`` passes through."""
-    if t.ndim == 4:
-        return t.flatten(1, 2), labels.repeat_interleave(t.shape[2], dim=1)
-    return t, labels
-
-
-def stack_key(loss) -> tuple:
-    """Losses with equal keys can be computed together by :func:`stacked_loss` (their constants may
-    differ): the kind, and for ELM its logit loss and margin placement."""
-    if isinstance(loss, ELMLoss):
-        return ELMLoss, type(loss.logit_loss), loss.embedding_loss.placement
-    return (type(loss),)
-
-
-def stacked_loss(losses: list) -> Callable | None:
-    """One function computing K losses of the same kind with their own constants in one pass:
-    ``f(logits (K, B[, V], C), z (K, B[, V], E), labels (K, B), prototypes (K, C, E) | None) -> (K,)``,
-    for losses of one :func:`stack_key`, equal to calling each loss on its own slice
-    (``tests/test_many.py``). It reads each loss's state (DRW switch, lambda warm-up) at every call.
-    ``None`` for kinds it does not cover (hinge, Balanced Softmax, ELM with LDAM logits): the caller
-    then loops. Inputs are not validated here -- they come from the training loop, which checks each epoch's loss."""
-    kind, key = type(losses[0]), stack_key(losses[0])
-    if any(stack_key(loss) != key for loss in losses) or kind not in (LogitAdjustedLoss, LDAMLoss, ELMLoss):
-        return None
-    device = next(b for b in losses[0].buffers()).device
-
-    def stack(get) -> torch.Tensor:
-        return torch.stack([torch.as_tensor(get(loss), device=device) for loss in losses])
-
-    if kind is LogitAdjustedLoss:
-        offsets = stack(lambda loss: loss.offsets)
-
-        def logit_adjusted(logits, z, labels, prototypes=None):
-            logits, labels = _flat_views(logits, labels)
-            return _cross_entropy_per_run(logits + offsets[:, None].to(logits.dtype), labels.long())
-        return logit_adjusted
-    if kind is LDAMLoss:
-        margins, scale = stack(lambda loss: loss.margins), stack(lambda loss: loss.s)
-
-        def ldam(logits, z, labels, prototypes=None):
-            logits, labels = _flat_views(logits, labels)
-            labels = labels.long()
-            shifted = logits - F.one_hot(labels, logits.shape[-1]).to(logits.dtype) * margins[:, None].to(logits.dtype)
-            weight = torch.stack([loss.drw_weights if loss.reweight else torch.ones_like(loss.drw_weights)
-                                  for loss in losses]).to(logits.dtype)
-            return _cross_entropy_per_run(scale[:, None, None].to(logits.dtype) * shifted, labels, weight)
-        return ldam
-    _, logit_kind, placement = key
-    if logit_kind is not LogitAdjustedLoss:
-        return None
-    offsets = stack(lambda loss: loss.logit_loss.offsets)
-    margins = stack(lambda loss: loss.embedding_loss.margins)
-    temperature = stack(lambda loss: loss.embedding_loss.temperature)
-    averages = sorted({loss.embedding_loss.anchor_average for loss in losses})
-    per_class = stack(lambda loss: loss.embedding_loss.anchor_average == "class")      # (K,) bool
-    lam_cache: dict[tuple, torch.Tensor] = {}
-
-    def elm(logits, z, labels, prototypes=None):
-        flat_logits, flat_labels = _flat_views(logits, labels)
-        logit_term = _cross_entropy_per_run(flat_logits + offsets[:, None].to(logits.dtype), flat_labels.long())
-        z, flat_labels = _flat_views(z, labels)
-        per_anchor, has_pos = contrastive_terms(z, flat_labels, temperature, margins.gather(1, flat_labels),
-                                                placement, prototypes, margins.shape[1])
-        by = {how: average_anchors(per_anchor, has_pos, flat_labels, margins.shape[1], how) for how in averages}
-        embedding_term = torch.where(per_class, by["class"], by["all"]) if len(by) > 1 else by[averages[0]]
-        lams = tuple(loss.current_lam for loss in losses)
-        if lams not in lam_cache:  # one host-to-device copy per lambda setting, not per step
-            lam_cache[lams] = torch.tensor(lams, dtype=logit_term.dtype, device=logit_term.device)
-        return logit_term + lam_cache[lams] * embedding_term
-    return elm

@@ -7,49 +7,9 @@
 """
 from __future__ import annotations
 
-import math
-
 from .data import PROFILES, TOY_KINDS
 from .methods import FULLSCALE_METHODS
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-# each kind: (test, expectation)
-FLAG = (lambda v: isinstance(v, bool), "True or False")
-SEED = (lambda v: _is_int(v) and 0 <= v < 2**32, "an integer in [0, 2**32)")
-TEXT = (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
-
-
-def integer(low: int, high: int | None = None) -> tuple:
-    return (lambda v: _is_int(v) and v >= low and (high is None or v <= high),
-            f"an integer >= {low}" + (f" and <= {high}" if high is not None else ""))
-
-
-def number(low: float, high: float = math.inf, low_open: bool = False) -> tuple:
-    return (lambda v: _is_number(v) and (v > low if low_open else v >= low) and v <= high,
-            f"a finite number {'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high < math.inf else ""))
-
-
-def one_of(*options) -> tuple:
-    return (lambda v: isinstance(v, str) and v in options, f"one of {list(options)}")
-
-
-def numbers(low: float, high: float) -> tuple:
-    return (lambda v: isinstance(v, (list, tuple)) and len(v) > 0
-            and all(_is_number(x) and low <= x <= high for x in v),
-            f"a non-empty list of numbers in [{low:g}, {high:g}]")
-
-
-def or_none(kind: tuple) -> tuple:
-    return (lambda v: v is None or kind[0](v), f"None or {kind[1]}")
-
+from .recipes import FLAG, SEED, TEXT, integer, number, numbers, one_of, or_none
 
 # every notebook's parameters cell, name by name (tests/test_notebooks.py keeps these in step with the cells)
 NOTEBOOKS = {

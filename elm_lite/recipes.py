@@ -6,6 +6,8 @@ layer), so any module may read it.
 """
 from __future__ import annotations
 
+import math
+
 # ----------------------------------------------------------------------------- toy scale (notebooks 01-02)
 
 # Notebook 01: plain ERM on 2-D Gaussian blobs, mini-batches so that "what a batch holds" is real.
@@ -106,3 +108,55 @@ def drw_epoch(epochs: int) -> int:
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1 to place LDAM-DRW's re-weighting, got {epochs!r}.")
     return max(1, round(DRW_START * epochs))
+
+
+# ----------------------------------------------------------------------------- what a setting may be
+
+# One vocabulary for every check of a setting -- fit's arguments, a full-scale recipe, a notebook's
+# parameters (elm_lite.params): a kind is ``(test, expectation)``, and :func:`check` refuses a value in
+# one sentence that names the setting, what it must be and what it got.
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# each kind: (test, expectation)
+FLAG = (lambda v: isinstance(v, bool), "True or False")
+SEED = (lambda v: _is_int(v) and 0 <= v < 2**32, "an integer in [0, 2**32)")
+TEXT = (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
+
+
+def integer(low: int, high: int | None = None) -> tuple:
+    return (lambda v: _is_int(v) and v >= low and (high is None or v <= high),
+            f"an integer >= {low}" + (f" and <= {high}" if high is not None else ""))
+
+
+def number(low: float, high: float = math.inf, low_open: bool = False) -> tuple:
+    return (lambda v: _is_number(v) and (v > low if low_open else v >= low) and v <= high,
+            f"a finite number {'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high < math.inf else ""))
+
+
+def one_of(*options) -> tuple:
+    return (lambda v: isinstance(v, str) and v in options, f"one of {list(options)}")
+
+
+def numbers(low: float, high: float) -> tuple:
+    return (lambda v: isinstance(v, (list, tuple)) and len(v) > 0
+            and all(_is_number(x) and low <= x <= high for x in v),
+            f"a non-empty list of numbers in [{low:g}, {high:g}]")
+
+
+def or_none(kind: tuple) -> tuple:
+    return (lambda v: v is None or kind[0](v), f"None or {kind[1]}")
+
+
+def check(name: str, value, kind: tuple):
+    """``value`` if ``kind`` accepts it, else ``ValueError("<name> must be <expectation>, got <value>.")``."""
+    ok, expectation = kind
+    if not ok(value):
+        raise ValueError(f"{name} must be {expectation}, got {value!r}.")
+    return value

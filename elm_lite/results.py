@@ -1,7 +1,7 @@
 """Results: the declared schema of a run's results (``results.json``), read by every consumer,
 and the measured results shipped with the course (``elm_lite/measured/``, package data).
 
-:func:`~elm_lite.fullscale.train_cifar` writes a run's results; the CLI, the table, the collect
+:func:`~elm_lite.engine.fullscale.train_cifar` writes a run's results; the CLI, the table, the collect
 tool, the shipped-results tests and notebook 06 read them through :func:`check_run_results`.
 """
 from __future__ import annotations
@@ -77,7 +77,7 @@ MEASURES = ("shot_accuracy", "per_class_spread", "spread", "per_class_margin", "
 
 
 def _nan_for_null(value):
-    """JSON ``null`` (how :func:`~elm_lite.runfiles.write_json_atomic` writes nan) read back as nan,
+    """JSON ``null`` (how :func:`~elm_lite.engine.runfiles.save_atomic` writes nan) read back as nan,
     in ``value`` and everything it holds."""
     if value is None:
         return float("nan")

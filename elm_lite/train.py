@@ -1,37 +1,28 @@
-"""The one training loop of every scale (:func:`fit`, in named steps), checkpoints, prediction
-and the augmentations.
+"""The one training loop of every scale (:func:`fit`, on one screen, in named steps: :func:`train_epoch`,
+:func:`train_step`), prediction, the augmentations and decoupled training.
 
-Distributed training: under ``torchrun`` (a process group initialised and the model wrapped in
-DDP), ``fit``'s ``batch_size`` is the global batch; each process trains on its share, and logits,
-embeddings and labels are gathered (:func:`gather_batch`) so that the loss -- including the
-contrastive term, whose negatives and positives are the *global* batch -- is the single-process
-loss. Random augmentation is drawn per process; an incomplete last batch is dropped; only rank 0
-writes checkpoints.
+What only large runs need comes in through :class:`FitHooks`, supplied by the engine
+(:mod:`elm_lite.engine`): checkpoints with resume and run identity, and distributed training, where
+each process trains on its share of the batch and the hooks gather the whole batch for the loss.
 """
 from __future__ import annotations
 
-import ctypes
-import functools
 import math
-import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import distributed as dist
 from torch import nn
-from torch.distributed.nn import functional as dist_nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .interfaces import EmbeddingLoss, ImageModel, Scheduled, uses_prototypes
-from .losses import trusted_batches
 from .metrics import balanced_accuracy
-from .runfiles import atomic_write
+from .recipes import LONGTAIL_TOY, check, integer, number, or_none
 
 
 def set_seed(seed: int) -> None:
@@ -75,7 +66,7 @@ def _as_tensor(name: str, a, dtype: torch.dtype) -> torch.Tensor:
     return t.to(dtype)
 
 
-def _check_xy(x, y, n_classes: int | None, dtype: torch.dtype = torch.float32):
+def check_xy(x, y, n_classes: int | None, dtype: torch.dtype = torch.float32):
     """``x`` as ``dtype`` (the model's: float64 models train on float64 inputs), ``y`` as int64, checked."""
     x = _as_tensor("x", x, dtype if dtype == torch.float64 else torch.float32)
     y = _as_tensor("y", y, torch.long)
@@ -92,18 +83,6 @@ def _check_xy(x, y, n_classes: int | None, dtype: torch.dtype = torch.float32):
         raise ValueError(f"labels must be in [0, {n_classes}) for a model with {n_classes} outputs; "
                          f"got min {int(y.min())}, max {int(y.max())}.")
     return x, y
-
-
-def gather_batch(t: torch.Tensor) -> torch.Tensor:
-    """This process's rows ``(b, ...)`` -> the global batch ``(world * b, ...)``, in rank order.
-    Every process then computes the same loss on the global batch; with DDP's gradient averaging
-    the update equals a single process's on that batch: ``torch.distributed.nn``'s all-gather keeps
-    the graph, its backward pass sums every process's gradient for this process's rows."""
-    if not t.requires_grad:
-        parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, t.contiguous())
-        return torch.cat(parts)
-    return torch.cat(dist_nn.all_gather(t.contiguous()))
 
 
 def loss_precision(t: torch.Tensor) -> torch.Tensor:
@@ -128,7 +107,7 @@ def compute_loss(loss_fn: Callable, logits: torch.Tensor, embedding: torch.Tenso
 def draw(sample: Callable[[int, torch.Generator | None], torch.Tensor], n: int, generator) -> torch.Tensor:
     """``sample(n, generator)``: random values for ``n`` images. ``generator`` may also be a list of
     streams, one per equal share of the images (K runs augmented in one call,
-    :func:`~elm_lite.many.fit_many`): each share then draws from its own stream exactly what it would
+    :func:`~elm_lite.engine.many.fit_many`): each share then draws from its own stream exactly what it would
     draw alone, and the costly image operations run once for all of them. Augmentations built on it
     say so with ``augment.stream_lists = True``."""
     if not isinstance(generator, (list, tuple)):
@@ -180,7 +159,7 @@ class EpochSampler:
 def run_generators(seed: int, device: torch.device, rank: int = 0) -> tuple[torch.Generator, torch.Generator]:
     """A run's two random streams, both fixed by its seed: batch order (CPU) and augmentation (on
     ``device``, one stream per process under DDP). Separate streams let K runs trained together
-    (:func:`elm_lite.many.fit_many`) draw exactly what each would draw alone."""
+    (:func:`elm_lite.engine.many.fit_many`) draw exactly what each would draw alone."""
     order = torch.Generator().manual_seed(seed)
     augment = torch.Generator(device=device).manual_seed(seed + 7919 * (rank + 1))
     return order, augment
@@ -227,56 +206,24 @@ def predict(model: nn.Module, x, batch_size: int = 4096) -> np.ndarray:
     return predict_logits(model, x, batch_size).argmax(1).numpy()
 
 
-def save_atomic(obj, path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename (:func:`~elm_lite.runfiles.atomic_write`):
-    an interruption never leaves a half-written file under ``path``, a failed write no temporary file."""
-    try:
-        atomic_write(path, lambda tmp: torch.save(obj, tmp))
-    except (OSError, RuntimeError) as e:  # torch reports a read-only folder without the path
-        raise OSError(f"cannot write the checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                      "check that the folder is writable and the disk has space.") from None
-
-
-def load_checkpoint(path) -> dict:
-    """Read a checkpoint written by :func:`fit`; a damaged file gets a clear error."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise ValueError(f"checkpoint {path} is damaged or incomplete ({type(e).__name__}: {e}); delete it "
-                         "to start afresh, or restore it from a backup.") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "epoch" not in ckpt:
-        raise ValueError(f"{path} is not a checkpoint written by elm_lite.fit.")
-    if "generators" not in ckpt:
-        raise ValueError(f"{path} was written by an older elm_lite (before each run kept its own random streams) "
-                         "and cannot be continued; start over (overwrite=True / --overwrite) or use another folder.")
-    return ckpt
-
-
-def _check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, checkpoint_every,
-                    sampling: str = "uniform") -> None:
+def check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, sampling: str = "uniform"
+                   ) -> None:
     """Refuse a bad training setting before any work starts."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}.")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}.")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}.")
-    if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}.")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be None (full batch) or an integer >= 1, got {batch_size!r}.")
-    if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 1:
-        raise ValueError(f"n_views must be an integer >= 1, got {n_views!r}.")
+    check("epochs", epochs, integer(1))
+    check("lr", lr, number(0, low_open=True))
+    check("weight_decay", weight_decay, number(0))
+    check("batch_size", batch_size, or_none(integer(1)))
+    check("n_views", n_views, integer(1))
     if n_views > 1 and augment is None:
         raise ValueError("n_views > 1 needs an augment function (e.g. gaussian_jitter(0.3)); identical "
                          "views would only duplicate each example.")
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}.")
-    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be an integer >= 1 (epochs), got {checkpoint_every!r}.")
 
 
-def _check_model_takes(model: nn.Module, x: torch.Tensor) -> None:
+def check_model_takes(model: nn.Module, x: torch.Tensor) -> None:
     """Run 2 rows through the eager model so that a wrong input shape is reported here, not from
     deep inside a layer mid-training (under torch.compile: no extra 2-row graph is compiled)."""
     eager, was_training = getattr(model, "_orig_mod", model), model.training
@@ -298,104 +245,6 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
     return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, foreach=True)
 
 
-def fingerprint_differences(saved: dict | None, current: dict) -> list[str]:
-    """``"field: checkpoint X, this run Y"`` for every field in which two run fingerprints differ."""
-    saved = saved or {}
-    return [f"{k}: checkpoint {saved.get(k, '(absent)')!r}, this run {current.get(k, '(absent)')!r}"
-            for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
-
-
-def _resume(checkpoint, fingerprint: dict, core: nn.Module, opt, gens) -> tuple[list, int]:
-    """Load ``checkpoint`` into model, optimizer and random states; returns (history, next epoch).
-    A checkpoint of a different run (any fingerprint field differs) is refused, naming the fields."""
-    ckpt = load_checkpoint(checkpoint)
-    differences = fingerprint_differences(ckpt.get("fingerprint"), fingerprint)
-    if differences:
-        raise ValueError(f"checkpoint {checkpoint} was written by a different run; it differs in "
-                         + "; ".join(differences) + ". Use another output folder, or start over "
-                         "(overwrite / delete the checkpoint).")
-    try:
-        core.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        first_line = str(e).splitlines()[0]
-        raise ValueError(f"checkpoint {checkpoint} holds a model of another shape or version ({first_line}); "
-                         "start over (overwrite / delete the checkpoint) or use another folder.") from None
-    opt.load_state_dict(ckpt["optimizer"])
-    for gen, state in zip(gens, ckpt["generators"]):
-        gen.set_state(state)
-    return [History(**h) for h in ckpt["histories"]], ckpt["epoch"] + 1
-
-
-def resume_or_start(resume: bool, checkpoint, fingerprint: dict, core: nn.Module, opt, gens,
-                    runs: int) -> tuple[list[History], int]:
-    """``runs`` fresh histories and epoch 1, or -- with ``resume`` and an existing ``checkpoint`` of
-    the same run(s) -- its histories and the epoch after it (model, optimizer, generators restored)."""
-    if resume and checkpoint is not None and Path(checkpoint).exists():
-        return _resume(checkpoint, fingerprint, core, opt, gens)
-    return [History() for _ in range(runs)], 1
-
-
-def _save(checkpoint, core: nn.Module, opt, gens, epoch: int, histories: list, fingerprint: dict) -> None:
-    """Model, optimizer, every random stream (:func:`run_generators`) and the histories of a run
-    (or of K runs trained together), atomically."""
-    save_atomic({"model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                 "generators": [g.get_state() for g in gens], "histories": [h.as_dict() for h in histories],
-                 "fingerprint": fingerprint}, checkpoint)
-
-
-@dataclass
-class _Step:
-    """What one training step needs besides the batch (fixed for a whole :func:`fit`)."""
-    model: nn.Module
-    core: nn.Module
-    loss_fn: Callable
-    opt: torch.optim.Optimizer
-    n_views: int
-    augment: Callable | None
-    bf16: bool
-    world: int
-    use_prototypes: bool
-    augment_gen: torch.Generator | None = None
-
-
-def train_step(s: _Step, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One SGD step on a batch ``xb`` ``(B, ...)``, ``yb`` ``(B,)``; returns (loss, logits of the
-    first view ``(B', C)``, labels ``(B',)``), ``B'`` the global batch under DDP. No host sync."""
-    with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=s.bf16):
-        if s.n_views > 1:  # (V*B, D) -> model -> (B, V, ...)
-            logits, emb = s.model(torch.cat([s.augment(xb, s.augment_gen) for _ in range(s.n_views)]))
-            logits, emb = (t.view(s.n_views, len(yb), -1).transpose(0, 1) for t in (logits, emb))
-        else:
-            logits, emb = s.model(s.augment(xb, s.augment_gen) if s.augment else xb)
-        if s.world > 1:  # every process sees the global batch (the contrastive term needs it)
-            logits, emb, yb = gather_batch(logits), gather_batch(emb), gather_batch(yb)
-        loss = compute_loss(s.loss_fn, loss_precision(logits), loss_precision(emb), yb,
-                            s.core.head.weight if s.use_prototypes else None)
-    s.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    s.opt.step()
-    return loss.detach(), logits.detach().reshape(len(yb), -1, logits.shape[-1])[:, 0], yb
-
-
-def train_epoch(s: _Step, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor | None, batch_size: int,
-                n_batches: int, rank: int) -> tuple[float, float]:
-    """One pass over ``(x, y)`` in ``order`` (``None``: one full batch); returns (mean loss,
-    balanced accuracy on the batches as trained). Syncs with the device once, at the end (the
-    losses skip their per-call value checks, :func:`~elm_lite.losses.trusted_batches`)."""
-    total, preds, labels = torch.zeros((), device=x.device, dtype=torch.float64), [], []
-    with trusted_batches():
-        for i in range(0, n_batches * batch_size, batch_size):
-            idx = order[i:i + batch_size] if order is not None else None
-            if s.world > 1:  # this process's share of the global batch
-                idx = (idx if idx is not None else torch.arange(len(x), device=x.device))[rank::s.world]
-            loss, logits, yb = train_step(s, *((x, y) if idx is None else (x[idx], y[idx])))
-            total += loss * len(yb)      # stays on the device: no sync per step
-            preds.append(logits.argmax(1))
-            labels.append(yb)
-    labels = torch.cat(labels)
-    return total.item() / len(labels), balanced_accuracy(labels.cpu(), torch.cat(preds).cpu())
-
-
 def start_epoch(model: nn.Module, losses: list, opt: torch.optim.Optimizer, epoch: int, lr: float,
                 lr_schedule: Callable[[int], float] | None) -> None:
     """Put the model in training mode, tell each loss the epoch (from 1; e.g. LDAM's deferred
@@ -406,15 +255,6 @@ def start_epoch(model: nn.Module, losses: list, opt: torch.optim.Optimizer, epoc
             loss.set_epoch(epoch)
     for group in opt.param_groups:
         group["lr"] = lr * (lr_schedule(epoch) if lr_schedule else 1.0)
-
-
-def run_fingerprint(x: torch.Tensor, batch_size: int, lr: float, weight_decay: float, optimizer: str,
-                    n_views: int, epochs: int, identity: dict | None, sampling: str = "uniform", **run) -> dict:
-    """What a checkpoint must match to be resumed: data shape, loop settings, ``run`` (seed(s),
-    parameter count) and the caller's ``identity`` (``sampling`` only when not uniform)."""
-    return {"examples": len(x), "input": list(x.shape[1:]), **run, "batch_size": batch_size, "lr": lr,
-            "weight_decay": weight_decay, "optimizer": optimizer, "n_views": n_views, "epochs": epochs,
-            **({"sampling": sampling} if sampling != "uniform" else {}), **(identity or {})}
 
 
 def check_finite(mean_losses: list[float], epoch: int, lr: float, seeds: list | None = None) -> None:
@@ -428,118 +268,146 @@ def check_finite(mean_losses: list[float], epoch: int, lr: float, seeds: list | 
                                  f"(lr={lr}). Nothing of this epoch was saved.")
 
 
-def _world(batch_size: int | None, n: int) -> tuple[int, int, int]:
-    """``(processes, this process's rank, global batch size)``; the batch must split evenly."""
-    world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_available() and dist.is_initialized() else (1, 0)
-    bs = batch_size or n
-    if bs % world:
-        raise ValueError(f"batch_size={bs} must be divisible by the number of processes ({world}).")
-    return world, rank, bs
-
-
 def batch_count(n: int, batch_size: int, drop_last: bool) -> int:
     """Batches per epoch of ``n`` examples (an incomplete last batch is dropped with ``drop_last``)."""
     return n // batch_size if drop_last and n >= batch_size else -(-n // batch_size)
 
 
-def _on_device(model: nn.Module, loss_fn, x, y, x_val, y_val):
-    """Check the data against the model, move it and the loss to the model's device (on a CPU:
-    :func:`keep_freed_memory`); returns ``(core, params, loss_fn, x, y, x_val, y_val)`` (``core``: the
-    model inside DDP)."""
+class FitHooks:
+    """The optional collaborators of :func:`fit`; these defaults do nothing (one process, no files).
+    The engine supplies others (:class:`elm_lite.engine.checkpoints.RunHooks`: checkpoints with resume,
+    run identity, DDP)."""
+    rank = 0              # this process among the training processes
+    drop_last = False     # whether every step must see a full batch (equal shares under DDP)
+
+    def start(self, run: Run) -> int:
+        """Called before the first epoch; returns the epoch to start from (a resumed run's next one)."""
+        return 1
+
+    def end_epoch(self, run: Run, epoch: int) -> None:
+        """Called after each epoch's record (e.g. to save a checkpoint)."""
+
+    def shard(self, idx: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """This process's share of a batch's indices ``(B,)`` (``None``: all ``n`` examples, in order)."""
+        return idx
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        """This process's rows -> the whole batch's."""
+        return t
+
+
+@dataclass
+class Run:
+    """Everything one :func:`fit` run holds besides the data (what a step and the hooks need)."""
+    model: nn.Module
+    core: nn.Module            # the model itself (inside DDP: ``model.module``)
+    loss_fn: Callable
+    opt: torch.optim.Optimizer
+    n_views: int
+    augment: Callable | None
+    bf16: bool
+    generators: tuple          # (batch order, augmentation): the run's random streams, run_generators
+    hooks: FitHooks
+    settings: dict             # the loop's settings (loop_settings): what a checkpoint must match
+    history: History = field(default_factory=History)
+
+
+def train_step(run: Run, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One SGD step on a batch ``xb`` ``(B, ...)``, ``yb`` ``(B,)``; returns (loss, logits of the
+    first view ``(B', C)``, labels ``(B',)``), ``B'`` the whole batch across processes. No host sync."""
+    views = [run.augment(xb, run.generators[1]) if run.augment else xb for _ in range(run.n_views)]
+    with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=run.bf16):
+        logits, emb = run.model(torch.cat(views) if run.n_views > 1 else views[0])
+        if run.n_views > 1:  # (V * B, ...) -> (B, V, ...)
+            logits, emb = (t.view(run.n_views, len(yb), -1).transpose(0, 1) for t in (logits, emb))
+        logits, emb, yb = (run.hooks.gather(t) for t in (logits, emb, yb))
+        prototypes = run.core.head.weight if uses_prototypes(run.loss_fn) else None
+        loss = compute_loss(run.loss_fn, loss_precision(logits), loss_precision(emb), yb, prototypes)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+    return loss.detach(), logits.detach().reshape(len(yb), -1, logits.shape[-1])[:, 0], yb
+
+
+def train_epoch(run: Run, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor | None, batch_size: int,
+                n_batches: int) -> tuple[float, float]:
+    """One pass over ``(x, y)`` in ``order`` (``None``: one full batch); returns (mean loss,
+    balanced accuracy on the batches as trained). Syncs with the device once, at the end."""
+    total, preds, labels = torch.zeros((), device=x.device, dtype=torch.float64), [], []
+    for i in range(0, n_batches * batch_size, batch_size):
+        idx = run.hooks.shard(order[i:i + batch_size] if order is not None else None, len(x))
+        loss, logits, yb = train_step(run, *((x, y) if idx is None else (x[idx], y[idx])))
+        total += loss * len(yb)      # stays on the device: no sync per step
+        preds.append(logits.argmax(1))
+        labels.append(yb)
+    labels = torch.cat(labels)
+    return total.item() / len(labels), balanced_accuracy(labels.cpu(), torch.cat(preds).cpu())
+
+
+def loop_settings(x: torch.Tensor, batch_size: int, lr: float, weight_decay: float, optimizer: str, n_views: int,
+                  epochs: int, sampling: str, **run) -> dict:
+    """What defines a training loop besides its model and loss: data shape, loop settings and ``run``
+    (seed(s), parameter count); ``sampling`` only when not uniform."""
+    return {"examples": len(x), "input": list(x.shape[1:]), **run, "batch_size": batch_size, "lr": lr,
+            "weight_decay": weight_decay, "optimizer": optimizer, "n_views": n_views, "epochs": epochs,
+            **({"sampling": sampling} if sampling != "uniform" else {})}
+
+
+def prepare(model: nn.Module, loss_fn, x, y, x_val, y_val):
+    """Check the data against the model, move it and the loss to the model's device; returns
+    ``(core, params, loss_fn, x, y, x_val, y_val)`` (``core``: the model inside DDP)."""
     core = getattr(model, "module", model)
     params = list(model.parameters()) + list(getattr(loss_fn, "parameters", lambda: [])())
     if not params:
         raise ValueError(f"the model ({type(core).__name__}) has no parameters to train.")
     n_classes, dtype, device = getattr(core, "n_classes", None), params[0].dtype, params[0].device
-    x, y = (t.to(device) for t in _check_xy(x, y, n_classes, dtype))
+    x, y = (t.to(device) for t in check_xy(x, y, n_classes, dtype))
     if x_val is not None:
-        x_val, y_val = _check_xy(x_val, y_val, n_classes, dtype)
+        x_val, y_val = check_xy(x_val, y_val, n_classes, dtype)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     if hasattr(loss_fn, "to"):
         loss_fn.to(device)
-    _check_model_takes(model, x)
-    if device.type == "cpu":
-        keep_freed_memory()
+    check_model_takes(model, x)
     return core, params, loss_fn, x, y, x_val, y_val
 
 
-@functools.cache
-def keep_freed_memory() -> bool:
-    """On Linux (glibc), keep freed memory in the process: raise glibc's mmap and trim thresholds to
-    1 GiB (``mallopt``; the effect of the ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_``
-    variables). A CPU step frees and re-allocates the same few-MB temporaries (K runs' ``(K, N, N)``
-    similarities); by default glibc hands them back to the kernel and the next step faults them in
-    again, page by page (``benchmarks/run_benchmarks.py --only sweeps`` measures what this saves).
-    The price: the process keeps its peak heap. :func:`fit` and :func:`~elm_lite.many.fit_many` call
-    it on a CPU; elsewhere (another C library) it does nothing. Returns whether the thresholds are set."""
-    try:
-        os.confstr("CS_GNU_LIBC_VERSION")           # raises where the C library is not glibc
-    except (ValueError, OSError):
-        return False
-    libc = ctypes.CDLL(None)                        # the running process's C library
-    m_trim_threshold, m_mmap_threshold = -1, -3     # glibc's malloc.h
-    return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 30))
-
-
-def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int = 200,
-        batch_size: int | None = None, lr: float = 0.05, weight_decay: float = 0.0,
-        x_val=None, y_val=None, seed: int = 0, progress: bool = True, n_views: int = 1,
-        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        on_epoch_end: Callable[[int, nn.Module, History], None] | None = None,
-        optimizer: str = "adam", lr_schedule: Callable[[int], float] | None = None, drop_last: bool = False,
-        bf16: bool = False, checkpoint=None, checkpoint_every: int = 10, resume: bool = False,
-        identity: dict | None = None, sampling: str = "uniform") -> History:
-    """Train ``model`` on ``(x, y)`` and return its :class:`History`. One loop for every scale.
-
-    Args:
-        x, y: training inputs ``(N, D)`` (or images) and labels ``(N,)`` int.
-        loss_fn: default plain cross-entropy; see :func:`compute_loss` for the calling convention.
-        batch_size: ``None`` trains full-batch (fast and deterministic for toy data).
-        x_val, y_val: optional held-out data; its balanced accuracy is recorded per epoch.
-        seed: fixes the batch order (model initialisation is the caller's, see :func:`set_seed`).
-        n_views, augment: with ``n_views > 1`` each batch is seen as ``n_views`` views ``augment(x,
-            generator)`` (the run's own stream, :func:`run_generators`); the loss gets ``(B, V, ...)``.
-        on_epoch_end: called as ``on_epoch_end(epoch, model, history)`` after each epoch (snapshots,
-            live plots), after the checkpoint; its time is not training time.
-        optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9); ``lr_schedule(epoch)`` multiplies ``lr`` (epochs
-            from 1); ``drop_last`` keeps batches one shape (CUDA graphs); ``bf16``: autocast to bfloat16.
-        sampling: ``"uniform"`` or ``"class_balanced"`` (re-sampling, :class:`EpochSampler`).
-        checkpoint, checkpoint_every, resume: save model, optimizer, RNG states and history to the
-            file ``checkpoint`` (atomically) every ``checkpoint_every`` epochs and at the end; with
-            ``resume=True`` an existing checkpoint of the *same run* is loaded and training continues
-            after its epoch. ``identity``: what else defines the run (loss, data, recipe), added to
-            the fingerprint that a checkpoint must match.
-
-    ``History.seconds`` and ``elapsed`` count training only (not validation or ``on_epoch_end``).
-    Training stops with ``FloatingPointError`` at the first epoch whose loss is not finite.
-    A loss with ``set_epoch(epoch)`` is told the epoch (from 1); one with ``use_prototypes = True``
-    gets the classifier weights ``model.head.weight`` ``(C, E)``. Under ``torchrun``: the module docstring.
-    """
-    _check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, checkpoint_every, sampling)
-    core, params, loss_fn, x, y, x_val, y_val = _on_device(model, loss_fn, x, y, x_val, y_val)
-    world, rank, bs = _world(batch_size, len(x))
-    drop_last = drop_last or world > 1  # equal shards in every step
-    opt = make_optimizer(optimizer, params, lr, weight_decay)
-    gen, augment_gen = run_generators(seed, x.device, rank)
-    fingerprint = run_fingerprint(x, bs, lr, weight_decay, optimizer, n_views, epochs, identity, sampling,
-                                  parameters=sum(p.numel() for p in params), seed=seed)
-    sampler = EpochSampler(y, bs, sampling, gen)
-    (history,), first_epoch = resume_or_start(resume, checkpoint, fingerprint, core, opt, (gen, augment_gen), 1)
-    step = _Step(model, core, loss_fn, opt, n_views, augment, bf16, world, uses_prototypes(loss_fn),
-                 augment_gen)
-    for epoch in (bar := tqdm(range(first_epoch, epochs + 1), desc="training", disable=not progress)):
+def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int = LONGTAIL_TOY["epochs"],
+        batch_size: int | None = None, lr: float = LONGTAIL_TOY["lr"], weight_decay: float = 0.0,
+        x_val=None, y_val=None, seed: int = 0, progress: bool = True, n_views: int = 1, augment: Callable | None = None,
+        on_epoch_end: Callable | None = None, optimizer: str = "adam", lr_schedule: Callable | None = None,
+        drop_last: bool = False, bf16: bool = False, sampling: str = "uniform", hooks: FitHooks | None = None
+        ) -> History:
+    """Train ``model`` on ``x`` ``(N, ...)``, ``y`` ``(N,)`` with ``loss_fn`` (default cross-entropy,
+    called as :func:`compute_loss` says) and return its :class:`History`: per epoch, an optional
+    learning-rate multiplier ``lr_schedule(epoch)``, one pass in the order of ``sampling``
+    (:class:`EpochSampler`; ``batch_size=None``: full batch), each batch seen as ``n_views`` views
+    ``augment(x, generator)``, the validation balanced accuracy on ``(x_val, y_val)``, then
+    ``on_epoch_end(epoch, model, history)``. ``seed`` fixes batch order and augmentation
+    (:func:`run_generators`; initialisation is the caller's, :func:`set_seed`); ``optimizer``:
+    ``"adam"`` or ``"sgd"``; ``bf16``: autocast. ``hooks``: :class:`FitHooks`. Stops with
+    ``FloatingPointError`` at the first epoch whose loss is not finite."""
+    check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, sampling)
+    hooks = hooks or FitHooks()
+    core, params, loss_fn, x, y, x_val, y_val = prepare(model, loss_fn, x, y, x_val, y_val)
+    bs = batch_size or len(x)
+    generators = run_generators(seed, x.device, hooks.rank)
+    run = Run(model, core, loss_fn, make_optimizer(optimizer, params, lr, weight_decay), n_views, augment, bf16,
+              generators, hooks, loop_settings(x, bs, lr, weight_decay, optimizer, n_views, epochs, sampling,
+                                               parameters=sum(p.numel() for p in params), seed=seed))
+    sampler = EpochSampler(y, bs, sampling, generators[0])
+    n_batches = batch_count(len(x), bs, drop_last or hooks.drop_last)
+    for epoch in (bar := tqdm(range(hooks.start(run), epochs + 1), desc="training", disable=not progress)):
         start = time.perf_counter()
-        start_epoch(model, [loss_fn], opt, epoch, lr, lr_schedule)
-        loss, train_acc = train_epoch(step, x, y, sampler.order(x.device), bs, batch_count(len(x), bs, drop_last), rank)
+        start_epoch(model, [loss_fn], run.opt, epoch, lr, lr_schedule)
+        loss, train_acc = train_epoch(run, x, y, sampler.order(x.device), bs, n_batches)
         check_finite([loss], epoch, lr)
-        history.record(epoch, loss, train_acc, time.perf_counter() - start,  # the clock stops before validation
-                       None if x_val is None else balanced_accuracy(y_val, predict(model, x_val)))
+        run.history.record(epoch, loss, train_acc, time.perf_counter() - start,  # the clock stops before validation
+                           None if x_val is None else balanced_accuracy(y_val, predict(model, x_val)))
         bar.set_postfix(loss=f"{loss:.3f}", bal_acc=f"{train_acc:.3f}")
-        if checkpoint is not None and rank == 0 and (epoch % checkpoint_every == 0 or epoch == epochs):
-            _save(checkpoint, core, opt, (gen, augment_gen), epoch, [history], fingerprint)
+        hooks.end_epoch(run, epoch)
         if on_epoch_end is not None:
-            on_epoch_end(epoch, model, history)
-    return history
+            on_epoch_end(epoch, model, run.history)
+    return run.history
 
 
 def crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4) -> torch.Tensor:

@@ -21,7 +21,6 @@ from .experiments import (
     EmbeddingRun,
     margin_spread_simulation,
     run_summary,
-    train_embedding_model,
     train_embedding_models,
     train_logit_method,
 )
@@ -339,10 +338,11 @@ def embedding_margin_view(lam: float = 1.0, delta_max: float = 0.5, temperature:
                           placement: str = ELM_RECOMMENDED["placement"], *, data: ToyData, baseline: EmbeddingRun,
                           seed: int = 0, **recipe) -> EmbeddingMarginView:
     """Train ELM with ``lam``, ``delta_max``, ``temperature`` and the margin's form ``placement``
-    under :data:`~elm_lite.recipes.EMBEDDING_RECIPE` (entries overridable as keywords)."""
+    under :data:`~elm_lite.recipes.EMBEDDING_RECIPE` (entries overridable as keywords), through the engine
+    (:func:`~elm_lite.experiments.train_embedding_models`: its fused losses answer a slider move sooner)."""
     method = methods.get("elm").variant("ELM (app)", lam=lam, delta_max=delta_max, temperature=temperature,
                                         placement=placement)
-    run = train_embedding_model(data, method, seed=seed, **recipe)
+    run = train_embedding_models(data, [(method, seed)], **recipe)[0]
     return EmbeddingMarginView(lam, delta_max, temperature, placement, data, run, baseline)
 
 

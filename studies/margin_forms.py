@@ -20,9 +20,9 @@ import numpy as np
 from scipy import stats
 
 from elm_lite import losses, make_toy, methods
+from elm_lite.engine.runfiles import json_safe
 from elm_lite.experiments import compare
 from elm_lite.recipes import EMBEDDING_TOY
-from elm_lite.runfiles import json_safe
 
 DELTAS = (0.0, 0.25, 0.5, 1.0)
 # Added after the first look at the results (docs/margin_study.md, part 2): the hinge's loss is in

@@ -13,6 +13,8 @@ from elm_lite import widgets
 from elm_lite.experiments import train_embedding_model
 from elm_lite.recipes import EMBEDDING_TOY
 
+pytestmark = pytest.mark.slow   # every control of every app, each training its models: make check leaves these out
+
 W = pytest.importorskip("ipywidgets")
 SMALL = dict(n_max=200, epochs=40)   # small problems: the ranges are what is tested, not the learning
 

@@ -23,12 +23,14 @@ from elm_lite import exercises, methods, metrics, solutions, widgets
 from elm_lite import losses as L
 from elm_lite.cli import main
 from elm_lite.data import batch_class_stats, fake_cifar, fetch_url, load_cifar_lt, longtail_counts
-from elm_lite.fullscale import check_recipe, prepare_run_folder, resolve_device, speed_ladder, train_cifar
+from elm_lite.engine.checkpoints import RunHooks
+from elm_lite.engine.fullscale import check_recipe, prepare_run_folder, resolve_device, train_cifar
+from elm_lite.engine.ladder import speed_ladder
+from elm_lite.engine.runfiles import RunFolderLocked
+from elm_lite.engine.table import train_table
 from elm_lite.params import check_parameters
 from elm_lite.recipes import drw_epoch
 from elm_lite.results import check_run_results, load_results
-from elm_lite.runfiles import RunFolderLocked
-from elm_lite.table import train_table
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNTS = [500, 200, 50, 10, 5]
@@ -99,7 +101,9 @@ API_CASES = [
     ("fit: weight decay", lambda: _fit(weight_decay=-1e-4), ValueError, r"weight_decay must be a finite number >= 0"),
     ("fit: epochs 0", lambda: _fit(epochs=0), ValueError, r"epochs must be an integer >= 1, got 0"),
     ("fit: batch size 0", lambda: _fit(batch_size=0), ValueError, r"batch_size must be None .* >= 1, got 0"),
-    ("fit: checkpoint every 0", lambda: _fit(checkpoint_every=0), ValueError, r"checkpoint_every must be an integer >= 1"),
+    ("checkpoints every 0 epochs", lambda: RunHooks(every=0), ValueError, r"checkpoint_every must be an integer >= 1"),
+    ("train: checkpoint every 0", lambda: train_cifar(None, checkpoint_every=0), ValueError,
+     r"checkpoint_every must be an integer >= 1"),
     ("fit: optimizer", lambda: _fit(optimizer="rmsprop"), ValueError, r"optimizer must be 'adam' or 'sgd'"),
     ("fit: sampling", lambda: _fit(sampling="balanced"), ValueError, r"sampling must be one of \('uniform', 'class_balanced'\)"),
     ("re-weighting scheme", lambda: L.ReweightedLoss(COUNTS, "sqrt"), ValueError, r"scheme must be one of"),

@@ -98,7 +98,7 @@ def test_baseline_methods_are_registered_with_their_stage():
 
 
 def test_class_balanced_runs_trained_together_equal_runs_trained_alone():
-    from elm_lite.many import fit_many
+    from elm_lite.engine.many import fit_many
     data = el.make_toy(**{**el.recipes.EMBEDDING_TOY, "n_max": 60, "rho": 20})
 
     def model(seed):

@@ -135,6 +135,7 @@ def test_crop_flip_shifts_and_mirrors_real_content():
     assert 10 < flips < 54
 
 
+@pytest.mark.slow
 def test_small_cnn_learns_generated_images():
     arrays = fake_cifar(4, n_per_class=40, n_test_per_class=20)
     set_seed(0)

@@ -3,6 +3,7 @@ process on the same global batch: the embedding term sees the global batch throu
 import socket
 
 import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import distributed as dist
@@ -10,7 +11,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 import elm_lite as el
 from elm_lite import losses
+from elm_lite.engine.checkpoints import RunHooks
 from elm_lite.recipes import ELM_RECOMMENDED, EMBEDDING_TOY
+
+pytestmark = pytest.mark.slow   # two processes per test: make check leaves these out
 
 TOLERANCE = 1e-4  # the gathered batch is a permutation of the single-process one: sums reorder
 
@@ -25,7 +29,7 @@ def _train(ddp: bool):
     # SGD, not Adam: Adam's update ignores a constant factor, so a gather whose backward forgot to sum
     # the processes' gradients (the gradient halved) would pass unnoticed
     history = el.fit(model, data.x_train, data.y_train, loss, epochs=3, batch_size=32, lr=0.1, optimizer="sgd",
-                     progress=False, drop_last=True)
+                     progress=False, drop_last=True, hooks=RunHooks() if ddp else None)  # the engine's share and gather
     core = getattr(model, "module", model)
     return torch.cat([p.detach().flatten() for p in core.parameters()]).numpy(), history.loss
 

@@ -78,6 +78,7 @@ def test_unrecognised_mistake_shows_expected_and_got():
 # ----------------------------------------------------------------------------- a check cannot be fooled or frozen
 
 
+@pytest.mark.slow
 def test_an_endless_loop_meets_the_deadline_and_the_check_returns(monkeypatch):
     monkeypatch.setattr(ex, "DEADLINE_S", 1.0)
 

@@ -91,7 +91,7 @@ def test_compare_resumes_from_finished_rows():
 
 
 def test_toy_runs_trained_together_equal_runs_trained_one_by_one():
-    """compare's default trains all runs at once (elm_lite.many); each row matches the same run
+    """compare's default trains all runs at once (elm_lite.engine.many); each row matches the same run
     trained alone. Metrics are compared at 2e-3: float32 rounding may flip a borderline test point."""
     data = el.make_toy(**{**EMBEDDING_TOY, "n_max": 60, "rho": 10})
     chosen = methods.by_label(("la", "supcon-la", "elm", "ldam-drw"))

@@ -7,8 +7,11 @@ import torch
 
 from elm_lite.cli import main
 from elm_lite.data import fake_cifar, load_cifar_lt
-from elm_lite.fullscale import ladder_table, lr_multiplier, speed_ladder, summarize_runs, train_cifar
-from elm_lite.train import load_checkpoint
+from elm_lite.engine.checkpoints import load_checkpoint
+from elm_lite.engine.fullscale import lr_schedule, summarize_runs, train_cifar
+from elm_lite.engine.ladder import ladder_table, speed_ladder
+
+pytestmark = pytest.mark.slow   # whole runs, subprocesses: make check leaves these out
 
 TINY = dict(model="small_cnn", epochs=4, batch_size=32, lr=0.05, projection_dim=16)
 
@@ -26,7 +29,8 @@ def data(npz):
 
 
 def test_standard_schedule():
-    lr = [lr_multiplier(e, 200, 5, (0.8, 0.9), (0.01, 0.0001)) for e in range(1, 201)]
+    recipe = dict(epochs=200, warmup_epochs=5, decay_at=(0.8, 0.9), decay_to=(0.01, 0.0001))
+    lr = [lr_schedule(recipe, e) for e in range(1, 201)]
     assert lr[0] == pytest.approx(0.2) and lr[4] == 1.0 and lr[159] == 1.0
     assert lr[160] == 0.01 and lr[179] == 0.01 and lr[180] == 0.0001 and lr[199] == 0.0001
 
@@ -240,10 +244,10 @@ def test_step_anatomy_benchmark_counts_each_phase():
     assert loss(elm) > eager(elm) / 2  # most of them in the loss
 
 
-def test_write_json_atomic_creates_the_folder_and_leaves_no_temporary(tmp_path):
-    from elm_lite.fullscale import write_json_atomic
+def test_save_atomic_creates_the_folder_and_leaves_no_temporary(tmp_path):
+    from elm_lite.engine.runfiles import save_atomic
     target = tmp_path / "new" / "folder" / "results.json"
-    write_json_atomic({"a": 1}, target)
+    save_atomic({"a": 1}, target)
     assert json.loads(target.read_text()) == {"a": 1} and [p.name for p in target.parent.iterdir()] == ["results.json"]
 
 

@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from elm_lite import losses as L
+from elm_lite.engine import fused
 from elm_lite.metrics import embedding_spread, spread_summary
 
 COUNTS = [500, 158, 50, 15, 5]
 
 
 def ref_margin_contrastive(z, labels, temperature, margins=None, placement="positive", prototypes=None,
-                           average="all"):
+                           average="class"):
     """The embedding term of docs/design.md, written with loops over anchors, positives and the contrast set."""
     z = [[a / math.sqrt(sum(b * b for b in v)) for a in v] for v in z.tolist()]
     labels = labels.tolist()
@@ -87,7 +88,7 @@ def test_supcon_matches_pytorch_metric_learning():
         z, y = embeddings(b=32, e=8, c=4, seed=seed)
         for t in (0.07, 0.2, 1.0):
             oracle = pml.SupConLoss(temperature=t)(z, y)
-            torch.testing.assert_close(L.SupConLoss(t)(z, y), oracle, rtol=1e-7, atol=1e-9)
+            torch.testing.assert_close(L.SupConLoss(t, anchor_average="all")(z, y), oracle, rtol=1e-7, atol=1e-9)
 
 
 @pytest.mark.parametrize("placement", L.MARGIN_PLACEMENTS)
@@ -123,9 +124,10 @@ def test_singletons_and_one_class_batches_give_finite_gradients(placement):
         assert torch.isfinite(value) and torch.isfinite(z.grad).all(), (placement, y)
 
 
-def test_float32_close_to_float64():
+@pytest.mark.parametrize("placement", L.MARGIN_PLACEMENTS)
+def test_float32_close_to_float64(placement):
     z, y = embeddings(b=64, e=16, seed=4)
-    loss = L.EmbeddingMarginLoss(COUNTS, 0.1, 0.3)
+    loss = L.EmbeddingMarginLoss(COUNTS, 0.1, 0.3, placement=placement)
     torch.testing.assert_close(loss(z.float(), y).double(), loss(z, y), rtol=1e-4, atol=1e-5)
 
 
@@ -137,7 +139,7 @@ def test_gradcheck():
 
 
 def test_fused_positive_form_values_and_gradients():
-    """The positive form's hand-written gradient (losses._PositiveMarginMean): values against a loop over
+    """The positive form's hand-written gradient (elm_lite.engine.fused._PositiveMarginMean): values against a loop over
     pairs; gradients in the similarities, the temperature and the margins (negative margins too, two
     stacked problems, two extra contrast-set members) by gradcheck."""
     g = torch.Generator().manual_seed(7)
@@ -147,7 +149,7 @@ def test_fused_positive_form_values_and_gradients():
     labels = torch.tensor([[0, 1, 0, 1, 1, 0, 1], [2, 2, 2, 0, 1, 0, 1]])           # pool labels; anchors: first 5
     positive = ((labels[:, :5, None] == labels[:, None, :]) & ~torch.eye(5, 7, dtype=torch.bool)).double()
     inv_n_pos = 1 / positive.sum(-1, keepdim=True).clamp(min=1)
-    got = L._PositiveMarginMean.apply(cos, inv_t, delta, positive, inv_n_pos)
+    got = fused._PositiveMarginMean.apply(cos, inv_t, delta, positive, inv_n_pos)
     for k in range(2):
         for i in range(5):
             l = (cos[k, i] * inv_t[k, 0, 0]).tolist()  # noqa: E741
@@ -156,14 +158,33 @@ def test_fused_positive_form_values_and_gradients():
                 num = math.exp(l[p] - delta[k, i, 0].item())
                 terms.append(-math.log(num / (num + sum(math.exp(l[a]) for a in range(7) if a not in (i, p)))))
             assert got[k, i].item() == pytest.approx(sum(terms) / len(terms) if terms else 0.0, rel=1e-12, abs=1e-12)
-    assert torch.autograd.gradcheck(lambda c, t, d: L._PositiveMarginMean.apply(c, t, d, positive, inv_n_pos),
+    assert torch.autograd.gradcheck(lambda c, t, d: fused._PositiveMarginMean.apply(c, t, d, positive, inv_n_pos),
                                      (cos.requires_grad_(), inv_t.requires_grad_(), delta.requires_grad_()))
+
+
+@pytest.mark.parametrize("temperature", [0.05, 0.5])
+def test_engine_positive_form_equals_the_core_form(temperature):
+    """The engine's fused positive form (engine.fused.contrastive_terms) equals the core's readable one:
+    values and gradients, K problems at once, with margins and prototypes, in float64."""
+    g = torch.Generator().manual_seed(11)
+    z = torch.randn(3, 12, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 5, (3, 12), generator=g)
+    protos = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
+    margins = L.embedding_margins(COUNTS, 0.5)[y]
+    results = []
+    for terms in (L.contrastive_terms, fused.contrastive_terms):
+        zz = z.clone().requires_grad_()
+        per_anchor, has_pos = terms(zz, y, temperature, margins, "positive", protos, 5)
+        (per_anchor * torch.linspace(0.5, 1.5, 12, dtype=torch.float64)).sum().backward()
+        results.append((per_anchor.detach(), has_pos, zz.grad))
+    for core, engine in zip(*results):
+        torch.testing.assert_close(engine, core, rtol=1e-10, atol=1e-12)
 
 
 def test_positive_form_stays_finite_at_a_small_temperature():
     """Logits 100 apart and a margin of 50 logit units (temperature 0.01): finite in float32, exact in float64."""
     z, y = embeddings(b=32, e=4, seed=8)
-    loss = L.EmbeddingMarginLoss(COUNTS, 0.01, 0.5)
+    loss = L.EmbeddingMarginLoss(COUNTS, 0.01, 0.5, placement="positive")
     z32 = z.float().requires_grad_()
     value = loss(z32, y)
     value.backward()
@@ -322,7 +343,8 @@ def test_similarity_matrix_is_built_once_per_step():
             return func(*args, **(kwargs or {}))
 
     z, y = embeddings(b=32, e=8, seed=8)
-    for loss in (L.EmbeddingMarginLoss(COUNTS, 0.1, 0.5), L.EmbeddingMarginLoss(COUNTS, 0.1, 0.5, placement="negative"),
+    for loss in (L.EmbeddingMarginLoss(COUNTS, 0.1, 0.5, placement="positive"),
+                 L.EmbeddingMarginLoss(COUNTS, 0.1, 0.5, placement="negative"),
                  L.SupConLoss(0.1, anchor_average="class")):
         CountMatmuls.count = 0
         with CountMatmuls():

@@ -1,4 +1,4 @@
-"""Many runs at once (elm_lite.many): K models trained together must equal K separate fit() runs,
+"""Many runs at once (elm_lite.engine.many): K models trained together must equal K separate fit() runs,
 and the stacked losses must equal each loss called on its own slice."""
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import torch
 from elm_lite import losses as L
 from elm_lite import methods
 from elm_lite.data import fake_cifar, make_toy
-from elm_lite.many import fit_many
-from elm_lite.models import MLP, ResNet32, SmallCNN, stack_models, unstack_models
+from elm_lite.engine import fused
+from elm_lite.engine.many import fit_many
+from elm_lite.engine.stacked import StackedModels
+from elm_lite.models import MLP, ResNet32, SmallCNN
 from elm_lite.train import crop_flip, fit, gaussian_jitter, set_seed
 
 pytestmark = pytest.mark.outcome   # trains and compares: CI runs it again under another arithmetic
@@ -109,7 +111,7 @@ def test_stack_and_unstack_round_trip_outputs_and_state():
     for seed in range(3):
         set_seed(seed)
         models.append(ResNet32(5, projection_dim=8).double())
-    stacked = stack_models(models).eval()
+    stacked = StackedModels(models).eval()
     x = torch.rand(3, 4, 32, 32, 3, dtype=torch.float64) * 255
     logits, z = stacked(x)
     for k, m in enumerate(models):
@@ -117,15 +119,19 @@ def test_stack_and_unstack_round_trip_outputs_and_state():
         torch.testing.assert_close(logits[k], one_logits, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(z[k], one_z, rtol=1e-10, atol=1e-10)
     fresh = [ResNet32(5, projection_dim=8).double() for _ in range(3)]
-    unstack_models(stacked, fresh)
+    stacked.unstack(fresh)
     for a, b in zip(models, fresh):
         for ta, tb in zip(a.state_dict().values(), b.state_dict().values()):
             assert torch.equal(ta, tb)
 
 
-def test_stack_models_refuses_different_architectures():
+def test_stacked_models_refuse_different_architectures():
     with pytest.raises(ValueError, match="one architecture"):
-        stack_models([SmallCNN(4), SmallCNN(4, cosine=True)])
+        StackedModels([SmallCNN(4), SmallCNN(4, cosine=True)])
+    with pytest.raises(ValueError, match="one architecture"):
+        StackedModels([SmallCNN(4), SmallCNN(4, projection_dim=8)])
+    with pytest.raises(ValueError, match="one architecture"):
+        StackedModels([SmallCNN(4), ResNet32(4)])
 
 
 def _slices(kind_losses, logits, z, y, protos=None):
@@ -163,7 +169,7 @@ def test_stacked_loss_equals_each_loss_on_its_slice(build):
     y = torch.randint(0, 5, (k, b), generator=gen)
     y[0, :] = 4                                   # one run whose batch is a single class
     protos = torch.randn(k, 5, e, generator=gen) if getattr(kind_losses[0], "use_prototypes", False) else None
-    together = L.stacked_loss(kind_losses)(logits, z, y, protos)
+    together = fused.stacked_loss(kind_losses)(logits, z, y, protos)
     alone = _slices(kind_losses, logits, z, y, protos)
     torch.testing.assert_close(together, alone, rtol=1e-6, atol=1e-6)
     g1 = torch.autograd.grad(together.sum(), (logits, z), allow_unused=True)
@@ -174,10 +180,11 @@ def test_stacked_loss_equals_each_loss_on_its_slice(build):
 
 
 def test_stacked_loss_declines_kinds_it_does_not_cover():
-    assert L.stacked_loss([L.LogitAdjustedLoss(COUNTS), L.LDAMLoss(COUNTS)]) is None
-    assert L.stacked_loss([L.MulticlassHingeLoss(COUNTS), L.MulticlassHingeLoss(COUNTS)]) is None
-    assert L.stacked_loss([L.ELMLoss(COUNTS, logit="ldam"), L.ELMLoss(COUNTS, logit="ldam")]) is None
-    assert L.stacked_loss([L.ELMLoss(COUNTS, placement="positive"), L.ELMLoss(COUNTS, placement="centroid")]) is None
+    assert fused.stacked_loss([L.LogitAdjustedLoss(COUNTS), L.LDAMLoss(COUNTS)]) is None
+    assert fused.stacked_loss([L.MulticlassHingeLoss(COUNTS), L.MulticlassHingeLoss(COUNTS)]) is None
+    assert fused.stacked_loss([L.ELMLoss(COUNTS, logit="ldam"), L.ELMLoss(COUNTS, logit="ldam")]) is None
+    positive, centroid = L.ELMLoss(COUNTS, placement="positive"), L.ELMLoss(COUNTS, placement="centroid")
+    assert fused.stacked_loss([positive, centroid]) is None
 
 
 def test_fit_many_resumes_its_group_checkpoint_and_refuses_another_group(tmp_path, monkeypatch):
@@ -196,17 +203,17 @@ def test_fit_many_resumes_its_group_checkpoint_and_refuses_another_group(tmp_pat
 
     straight, hs = run([0, 1], 4)
     ckpt.unlink()
-    import elm_lite.many as many
-    real_save = many._save
+    import elm_lite.engine.many as many
+    real_save = many.save_checkpoint
 
     def save_then_stop(*args):
         real_save(*args)
         if args[4] == 2:                                   # the epoch: interrupted after its checkpoint
             raise KeyboardInterrupt
-    monkeypatch.setattr(many, "_save", save_then_stop)
+    monkeypatch.setattr(many, "save_checkpoint", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         run([0, 1], 4)
-    monkeypatch.setattr(many, "_save", real_save)
+    monkeypatch.setattr(many, "save_checkpoint", real_save)
     resumed, hr = run([0, 1], 4, resume=True)
     assert hr[0].epoch == [1, 2, 3, 4]
     for a, b in zip(straight, resumed):
@@ -227,8 +234,8 @@ def test_fit_many_bad_inputs_are_named():
 def test_stacked_loss_declines_losses_it_does_not_know():
     """Plain torch losses (no buffers) and the re-weighted CE fall back to the per-run loop."""
     from torch import nn
-    assert L.stacked_loss([nn.CrossEntropyLoss(), nn.CrossEntropyLoss()]) is None
-    assert L.stacked_loss([L.ReweightedLoss(COUNTS), L.ReweightedLoss(COUNTS)]) is None
+    assert fused.stacked_loss([nn.CrossEntropyLoss(), nn.CrossEntropyLoss()]) is None
+    assert fused.stacked_loss([L.ReweightedLoss(COUNTS), L.ReweightedLoss(COUNTS)]) is None
 
 
 def test_a_group_step_never_waits_for_the_device(host_syncs):

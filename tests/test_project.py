@@ -79,20 +79,28 @@ def test_site_pages_use_the_sites_own_plotly_and_no_widgets():
     assert "answer_key.md" not in {p.name for p in build_site.docs()}
 
 
+CORE = {"data", "models", "losses", "train", "metrics", "plots", "recipes", "interfaces", "methods", "source"}
+
+
 def _package_imports() -> dict[str, set[str]]:
-    """module -> the package modules it imports (anywhere in the file, functions included)."""
+    """module -> the package modules it imports (anywhere in the file, functions included); the
+    engine's modules are named ``engine.<name>``."""
     import ast
     package = ROOT / "elm_lite"
-    modules = {p.stem for p in package.glob("*.py")} - {"__init__", "__main__"}
+    files = {(".".join(p.relative_to(package).with_suffix("").parts)): p for p in package.rglob("*.py")}
+    files = {name: p for name, p in files.items() if name.split(".")[-1] not in ("__init__", "__main__")}
     graph = {}
-    for name in modules:
+    for name, path in files.items():
+        here = name.split(".")[:-1]              # the module's package, relative to elm_lite
         found = set()
-        for node in ast.walk(ast.parse((package / f"{name}.py").read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                found |= {node.module} if node.module else {a.name for a in node.names}
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level >= 1:
+                base = here[:len(here) - (node.level - 1)]
+                targets = [node.module] if node.module else [a.name for a in node.names]
+                found |= {".".join([*base, t]) for t in targets}
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("elm_lite."):
-                found.add(node.module.split(".")[1])
-        graph[name] = {m.split(".")[0] for m in found} & modules
+                found.add(node.module.removeprefix("elm_lite."))
+        graph[name] = {m for m in files if any(f == m or f.startswith(m + ".") for f in found)}
     return graph
 
 
@@ -107,16 +115,63 @@ def test_import_graph_is_a_strict_layering():
     assert graph["recipes"] == set() and graph["results"] == set()
 
 
+def test_the_core_never_imports_the_engine():
+    """The teaching core (data, models, losses, train, metrics, plots, ...) reads on its own: no core
+    module reaches ``elm_lite.engine``, directly or through another module; the engine uses the core."""
+    graph = _package_imports()
+    assert CORE <= set(graph) and any(m.startswith("engine.") for m in graph)
+
+    def reached(start, seen=frozenset()):
+        return set().union(*({m} | reached(m, seen | {m}) for m in graph[start] if m not in seen))
+    leaks = {m: sorted(e for e in reached(m) if e.startswith("engine.")) for m in CORE}
+    assert not any(leaks.values()), f"core modules reaching the engine: {leaks}"
+    assert graph["engine.many"] & CORE, "the engine is built on the core"
+
+
+def test_fit_is_one_screen_and_the_engine_uses_no_private_helper_of_the_core():
+    """fit's code (after its docstring) is at most 30 lines; the engine imports only public names of the core."""
+    import ast
+    tree = ast.parse((ROOT / "elm_lite" / "train.py").read_text())
+    fit = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "fit")
+    assert fit.end_lineno - fit.body[1].lineno + 1 <= 30
+    private = [f"{path.name}: {node.module}.{a.name}" for path in (ROOT / "elm_lite" / "engine").glob("*.py")
+               for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom) and node.level == 2
+               for a in node.names if a.name.startswith("_") and not a.name.endswith("__")]
+    assert private == []
+
+
+def test_notebooks_show_the_short_code_under_their_formulas(capsys):
+    """Notebooks 02 and 04 show the code of LA, SupCon and the centroid margin under the formulas
+    (elm_lite.source.show_source); each shown function is short (at most 20 lines without its docstring)."""
+    from elm_lite import losses
+    from elm_lite.source import show_source, source_text
+    calls = {name: [c.source for c in nbformat.read(ROOT / "notebooks" / name, as_version=4).cells
+                    if "show_source(" in c.source] for name in ("02_logit_margins.ipynb", "04_embedding_margins.ipynb")}
+    assert any("losses.LogitAdjustedLoss.forward" in c for c in calls["02_logit_margins.ipynb"])
+    assert any("losses.SupConLoss.forward" in c for c in calls["04_embedding_margins.ipynb"])
+    assert any("losses.centroid_terms" in c for c in calls["04_embedding_margins.ipynb"])
+    shown = (losses.logit_adjustment, losses.LogitAdjustedLoss.forward, losses.SupConLoss.forward,
+             losses.contrastive_terms, losses.centroid_terms)
+    assert all(len(source_text(f, docstring=False).splitlines()) <= 20 for f in shown)
+    show_source(losses.LogitAdjustedLoss.forward)
+    out = capsys.readouterr().out
+    assert out.startswith("def forward(self, logits") and "F.cross_entropy(logits + self.offsets" in out
+    show_source(losses.centroid_terms, docstring=False)
+    out = capsys.readouterr().out
+    assert out.startswith("def centroid_terms(") and '"""' not in out and "logsumexp" in out
+
+
 def test_docs_are_self_contained():
     """Every design reference points inside the repository (docs/design.md)."""
     assert (ROOT / "docs" / "design.md").is_file()
     outside = ("DESIGN" + ".md", "design " + "notes")  # spelled apart so that this test does not cite them
-    for path in [*ROOT.glob("elm_lite/*.py"), *ROOT.glob("tests/*.py"), *NOTEBOOKS, ROOT / "README.md"]:
+    for path in [*ROOT.glob("elm_lite/**/*.py"), *ROOT.glob("tests/*.py"), *NOTEBOOKS, ROOT / "README.md"]:
         text = path.read_text()
         for phrase in outside:
             assert phrase not in text, f"{path.name} cites {phrase!r}, which is not in the repository: docs/design.md"
 
 
+@pytest.mark.slow
 def test_wheel_installs_and_reads_the_shipped_results_offline(tmp_path):
     """`pip wheel .` installed in a fresh venv, away from the repository: the version has one
     source, `elm-lite` is on the path, and the shipped results load from the package (no network)."""
@@ -150,7 +205,7 @@ def test_no_function_in_the_package_is_over_60_lines():
     """Code a reader can hold in their head: every function of elm_lite/, docstring included."""
     import ast
     long = [f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
-            for path in sorted((ROOT / "elm_lite").glob("*.py"))
+            for path in sorted((ROOT / "elm_lite").rglob("*.py"))
             for node in ast.walk(ast.parse(path.read_text()))
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 60]
     assert long == []

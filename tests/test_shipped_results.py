@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from elm_lite.fullscale import ladder_table, summarize_runs
+from elm_lite.engine.fullscale import summarize_runs
+from elm_lite.engine.ladder import ladder_table
 from elm_lite.results import load_results
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from elm_lite import cli
 from elm_lite.data import fake_cifar, load_cifar_lt
-from elm_lite.table import train_table
+from elm_lite.engine.table import train_table
 
 pytestmark = pytest.mark.outcome   # trains and compares: CI runs it again under another arithmetic
 
@@ -94,7 +94,7 @@ def test_repeated_methods_are_refused_like_repeated_seeds(data, tmp_path):
 
 
 def test_overwrite_clears_a_stale_group_checkpoint(data, tmp_path, monkeypatch):
-    import elm_lite.table as table_module
+    import elm_lite.engine.table as table_module
 
     def stop(*args):  # the machine goes away after the group's last checkpoint, before its results
         raise KeyboardInterrupt

@@ -99,18 +99,6 @@ def test_view_augmentation_follows_the_recipe():
         view_augmentation("simclr", 2)
 
 
-def test_keep_freed_memory_sets_glibc_thresholds_once():
-    """fit on a CPU keeps freed memory (glibc's mallopt): True where the C library is glibc, else a no-op."""
-    import os
-
-    from elm_lite.train import keep_freed_memory
-    try:
-        glibc = os.confstr("CS_GNU_LIBC_VERSION") is not None
-    except (ValueError, OSError):
-        glibc = False
-    assert keep_freed_memory() is glibc and keep_freed_memory() is glibc
-
-
 @pytest.mark.parametrize("name", ["crop_flip", "strong_augment", "jitter"])
 def test_augmentations_take_one_stream_per_share_of_the_batch(name):
     """K runs' batches augmented in one call with K streams equal each run's batch augmented alone."""
@@ -126,7 +114,7 @@ def test_augmentations_take_one_stream_per_share_of_the_batch(name):
 
 def test_fit_many_with_an_augmentation_that_takes_one_stream_equals_separate_runs():
     """An augmentation without ``stream_lists`` is called once per run and view, as fit calls it."""
-    from elm_lite.many import fit_many
+    from elm_lite.engine.many import fit_many
     data = make_toy("gaussian", n_classes=3, n_max=30, rho=5, dim=4, seed=0)
 
     def flip_sign(x, generator=None):
@@ -154,19 +142,20 @@ def test_fit_many_with_an_augmentation_that_takes_one_stream_equals_separate_run
 @pytest.mark.parametrize("name", ["ce", "la", "ldam-drw", "supcon-la", "elm", "elm-positive"])
 def test_a_training_step_never_waits_for_the_device(name, host_syncs):
     """fit's epoch reads values back to the host once, at its end, however many steps it has: no
-    per-step syncs (the losses' value checks are off inside losses.trusted_batches)."""
+    per-step syncs (the losses' value checks are off inside the engine's trusted_batches, as train_cifar runs fit)."""
     from elm_lite import methods
-    from elm_lite.interfaces import uses_prototypes
+    from elm_lite.engine.fused import trusted_batches
     from elm_lite.models import SmallCNN
-    from elm_lite.train import _Step, crop_flip, make_optimizer, train_epoch
+    from elm_lite.train import FitHooks, Run, crop_flip, make_optimizer, train_epoch
     method, counts = methods.get(name), [40, 20, 10, 5, 3]
     net = SmallCNN(5, cosine=method.cosine, projection_dim=8 if method.views > 1 else None)
     loss = method.build_loss(counts, 10)
-    step = _Step(net, net, loss, make_optimizer("sgd", list(net.parameters()), 0.05, 5e-4), method.views, crop_flip,
-                 False, 1, uses_prototypes(loss), torch.Generator().manual_seed(0))
+    run = Run(net, net, loss, make_optimizer("sgd", list(net.parameters()), 0.05, 5e-4), method.views, crop_flip,
+              False, (torch.Generator().manual_seed(1), torch.Generator().manual_seed(0)), FitHooks(), {})
     x, y = torch.rand(24, 32, 32, 3) * 255, torch.arange(24) % 5
     order = torch.randperm(24, generator=torch.Generator().manual_seed(1))
-    syncs = [host_syncs(lambda n=n: train_epoch(step, x, y, order, 8, n, 0)) for n in (1, 3)]
+    with trusted_batches():
+        syncs = [host_syncs(lambda n=n: train_epoch(run, x, y, order, 8, n)) for n in (1, 3)]
     assert syncs[0] == syncs[1], f"{name}: {syncs[1] - syncs[0]} more host syncs for 2 more steps"
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):   # outside the loop, checked as before
         loss(*((torch.zeros(2, 2, 5), torch.zeros(2, 2, 8)) if method.views > 1 else (torch.zeros(2, 5),)),

@@ -135,7 +135,7 @@ def test_embedding_margin_app_looks_up_its_grid_and_trains_only_off_it(monkeypat
     app = widgets.embedding_margin_app(1.0, 0.5, data=data, baseline=baseline, grid=grid, epochs=3)
     assert "(precomputed)" in app.readout.value
     on_grid = app.readout.value
-    monkeypatch.setattr(widgets, "train_embedding_model", lambda *a, **k: pytest.fail("trained on the grid"))
+    monkeypatch.setattr(widgets, "train_embedding_models", lambda *a, **k: pytest.fail("trained on the grid"))
     app.update(lam=0.5, delta_max=0.0, placement="positive")
     assert "(precomputed)" in app.readout.value
     monkeypatch.undo()

@@ -15,8 +15,9 @@ import tempfile
 
 import numpy as np
 
-from elm_lite.fullscale import ladder_table, summarize_runs
-from elm_lite.runfiles import write_json_atomic
+from elm_lite.engine.fullscale import summarize_runs
+from elm_lite.engine.ladder import ladder_table
+from elm_lite.engine.runfiles import save_atomic
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,7 +47,7 @@ if ladder is not None:  # the compiled rungs come from whole runs: their own fir
                 "run_s": r["first_epoch_seconds"] + r["steady_seconds_per_epoch"] * (ladder["run_epochs"] - 1),
                 "measured_run": {"epochs": r["recipe"]["epochs"], "total_s": r["total_seconds"]}})
 out = pathlib.Path(args.out) / "cifar_lt_gpu.json"
-write_json_atomic({"hardware": ", ".join(sorted({r["hardware"] for r in runs})), "ladder": ladder, "runs": runs}, out)
+save_atomic({"hardware": ", ".join(sorted({r["hardware"] for r in runs})), "ladder": ladder, "runs": runs}, out)
 samples = {}
 for path, r in zip(found, runs):
     emb = path.parent / "embeddings.npz"

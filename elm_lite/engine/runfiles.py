@@ -16,6 +16,8 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+
 LOCK_NAME = "run.lock"
 _HELD: set[Path] = set()  # folders this process holds (a table's run folder passed on to train_cifar)
 
@@ -50,10 +52,20 @@ def json_safe(obj):
     return obj
 
 
-def write_json_atomic(obj, path) -> None:
-    """Write ``obj`` as strict JSON (``null`` for NaN or inf: :func:`json_safe`) atomically."""
-    text = json.dumps(json_safe(obj), indent=1, allow_nan=False)
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+def save_atomic(obj, path) -> None:
+    """Write ``obj`` to ``path`` through :func:`atomic_write`: strict JSON for a ``.json`` file (``null`` for
+    NaN or inf, :func:`json_safe`), ``torch.save`` otherwise (checkpoints). A failure names the file."""
+    path = Path(path)
+    if path.suffix == ".json":
+        text = json.dumps(json_safe(obj), indent=1, allow_nan=False)
+        write = lambda tmp: tmp.write_text(text)  # noqa: E731
+    else:
+        write = lambda tmp: torch.save(obj, tmp)  # noqa: E731
+    try:
+        atomic_write(path, write)
+    except (OSError, RuntimeError) as e:  # torch reports a read-only folder without the path
+        raise OSError(f"cannot write {path} ({type(e).__name__}: {str(e).splitlines()[0]}); check that the folder "
+                      "is writable and the disk has space.") from None
 
 
 def read_json(path, fix: str):

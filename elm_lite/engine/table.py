@@ -1,16 +1,16 @@
 """A whole comparison table -- methods x seeds at full scale -- in one call, the runs trained
-together in groups (:func:`elm_lite.many.fit_many`) or, with ``separate=True``, each alone
-(:func:`elm_lite.fullscale.train_cifar`, the reference path).
+together in groups (:func:`elm_lite.engine.many.fit_many`) or, with ``separate=True``, each alone
+(:func:`elm_lite.engine.fullscale.train_cifar`, the reference path).
 
     OUT/<method>-s<seed>/results.json   every run, the schema of ``train`` (history included)
     OUT/groups/<name>.pt                a group's checkpoint (atomic; an interrupted table resumes)
     OUT/table.json                      every run's summary and the mean ± sample std per method
 
 A run whose ``results.json`` is there and matches its identity (seed and
-:func:`~elm_lite.fullscale.run_identity`, the identity ``train`` checkpoints carry: method constants,
+:func:`~elm_lite.engine.fullscale.run_identity`, the identity ``train`` checkpoints carry: method constants,
 data seed and content hash, recipe) is never trained again; one that does not match, or a damaged
 file, is refused with what differs and the way out. ``overwrite`` clears the old table first
-(:func:`clear_table`). Each run folder is locked (:func:`~elm_lite.runfiles.run_lock`) for the whole
+(:func:`clear_table`). Each run folder is locked (:func:`~elm_lite.engine.runfiles.run_lock`) for the whole
 call: two tables with other methods or seeds may share ``OUT``, two with a run in common may not.
 """
 from __future__ import annotations
@@ -24,8 +24,13 @@ from pathlib import Path
 
 import torch
 
-from . import methods
-from .data import ImageData
+from .. import methods
+from ..data import ImageData
+from ..interfaces import uses_embedding
+from ..methods import Method
+from ..results import check_run_results
+from ..train import evaluate_features, set_seed, view_augmentation
+from .checkpoints import load_checkpoint
 from .fullscale import (
     build_image_model,
     check_recipe,
@@ -38,12 +43,8 @@ from .fullscale import (
     summarize_runs,
     train_cifar,
 )
-from .interfaces import uses_embedding
 from .many import fit_many
-from .methods import Method
-from .results import check_run_results
-from .runfiles import read_json, run_lock, write_json_atomic
-from .train import evaluate_features, load_checkpoint, set_seed, view_augmentation
+from .runfiles import read_json, run_lock, save_atomic
 
 
 def run_folder(out_dir, method: Method, seed: int) -> Path:
@@ -60,7 +61,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def _finished(folder: Path, identity: dict) -> dict | None:
     """The run's results if its folder holds a finished run of exactly this ``identity`` (seed and
-    :func:`~elm_lite.fullscale.run_identity`: method constants, data seed and content hash, recipe);
+    :func:`~elm_lite.engine.fullscale.run_identity`: method constants, data seed and content hash, recipe);
     ``None`` if there is none. A run of another setting or a damaged file is refused, named."""
     path = folder / "results.json"
     if not path.exists():
@@ -211,5 +212,5 @@ def train_table(data: ImageData, method_names, seeds, out_dir, *, device: str = 
                  "hardware": hardware(dev), "separate": separate, "trained_now": [f"{m.name}-s{s}" for m, s in pending],
                  "runs": [{k: r[k] for k in ("loss", "seed", "balanced_accuracy", "shot_accuracy", "spread", "margin",
                                              "total_seconds") if k in r} for r in runs]}
-        write_json_atomic(table, out / "table.json")
+        save_atomic(table, out / "table.json")
     return table

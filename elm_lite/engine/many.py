@@ -1,9 +1,9 @@
 """Many runs at once: K independent models trained together in one process, each exactly as
 :func:`elm_lite.train.fit` would train it alone.
 
-The K models become one network (:func:`elm_lite.models.stack_models`: grouped convolutions,
-batched linear layers), so a step costs about what one model's step costs while the device is
-launch-bound. Each run keeps everything that makes it a run: its own weights and batch-norm
+The K models become one network (:class:`~elm_lite.engine.stacked.StackedModels`: batched linear
+layers, or the models under ``torch.func.vmap``), so a step costs about what one model's step costs
+while the device is launch-bound. Each run keeps everything that makes it a run: its own weights and batch-norm
 statistics, its own seed (batch order and augmentation streams, :func:`~elm_lite.train.run_generators`),
 its own loss with its own constants (LDAM-DRW switches on its own schedule) and its own history.
 The sum of the K losses is differentiated once; model k's weights only meet loss k, so each gets
@@ -12,6 +12,9 @@ exactly its own gradient, and SGD / Adam (momentum, weight decay) update every e
 """
 from __future__ import annotations
 
+import ctypes
+import functools
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,28 +23,26 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .interfaces import uses_prototypes
-from .losses import stack_key, stacked_loss, trusted_batches
-from .metrics import balanced_accuracy
-from .models import stack_models, unstack_models
-from .train import (
+from ..interfaces import uses_prototypes
+from ..metrics import balanced_accuracy
+from ..train import (
     EpochSampler,
     History,
-    _check_fit_args,
-    _check_model_takes,
-    _check_xy,
-    _save,
     batch_count,
     check_finite,
+    check_fit_args,
+    check_model_takes,
+    check_xy,
     compute_loss,
-    keep_freed_memory,
+    loop_settings,
     loss_precision,
     make_optimizer,
-    resume_or_start,
-    run_fingerprint,
     run_generators,
     start_epoch,
 )
+from .checkpoints import check_every, resume_or_start, run_fingerprint, save_checkpoint
+from .fused import stack_key, stacked_loss, trusted_batches
+from .stacked import StackedModels
 
 
 def _check_runs(models, losses, seeds) -> int:
@@ -57,8 +58,8 @@ def _check_runs(models, losses, seeds) -> int:
 
 class _RunLosses:
     """The K runs' losses: ``(logits (K, B[, V], C), embeddings (K, B[, V], E), labels (K, B),
-    prototypes (K, C, E) | None) -> (K,)``. Runs whose losses stack (:func:`~elm_lite.losses.stacked_loss`,
-    one group per :func:`~elm_lite.losses.stack_key`) are computed together, the rest one by one
+    prototypes (K, C, E) | None) -> (K,)``. Runs whose losses stack (:func:`~elm_lite.engine.fused.stacked_loss`,
+    one group per :func:`~elm_lite.engine.fused.stack_key`) are computed together, the rest one by one
     (:func:`~elm_lite.train.compute_loss`)."""
 
     def __init__(self, losses: list, device: torch.device):
@@ -66,7 +67,7 @@ class _RunLosses:
         for k, loss in enumerate(losses):
             by_kind.setdefault((stack_key(loss), uses_prototypes(loss)), []).append(k)
         self.groups = [(members, torch.tensor(members, device=device), with_prototypes,
-                        stacked_loss([losses[k] for k in members]) if len(members) > 1 else None)
+                        stacked_loss([losses[k] for k in members]))
                        for (_, with_prototypes), members in by_kind.items()]
 
     def __call__(self, logits, emb, y, prototypes) -> torch.Tensor:
@@ -124,11 +125,10 @@ def _group_epoch(g: _Group, x: torch.Tensor, y: torch.Tensor, bs: int, n_batches
         if g.augment is not None:  # (K, V * b, ...): run k's views from run k's stream, as fit draws them
             xb = _augment_views(g, xb)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=g.bf16), trusted_batches():
-            logits, emb = g.runner(xb) if k > 1 else (t[None] for t in g.runner(xb[0]))  # (K, V * b, C | E)
+            logits, emb = g.runner(xb)                                     # (K, V * b, C | E)
             if g.n_views > 1:                                              # -> (K, b, V, ...)
                 logits, emb = (t.unflatten(1, (g.n_views, -1)).transpose(1, 2) for t in (logits, emb))
-            weight = g.stacked.head.weight
-            prototypes = weight.view(k, -1, weight.shape[-1]) if g.use_prototypes else None
+            prototypes = g.stacked.head_weight() if g.use_prototypes else None
             per_model = g.losses(loss_precision(logits), loss_precision(emb), yb, prototypes)
         g.opt.zero_grad(set_to_none=True)
         per_model.sum().backward()
@@ -159,17 +159,16 @@ def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *, e
     ``History.seconds`` is the wall time of the group, the same for each of its runs.
     """
     k = _check_runs(models, losses, seeds)
-    _check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, checkpoint_every, sampling)
+    check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, sampling)
+    check_every(checkpoint_every)
     first = next(models[0].parameters())
     device = first.device
-    x, y = (t.to(device) for t in _check_xy(x, y, getattr(models[0], "n_classes", None), first.dtype))
+    x, y = (t.to(device) for t in check_xy(x, y, getattr(models[0], "n_classes", None), first.dtype))
     for m in models:
-        _check_model_takes(m, x)
+        check_model_takes(m, x)
     if device.type == "cpu":
         keep_freed_memory()
-    stacked = stack_models(models).train()
-    if device.type == "cuda":  # the grouped convolutions' fast layout, as for a single model
-        stacked = stacked.to(memory_format=torch.channels_last)
+    stacked = StackedModels(models).train()
     bs = batch_size or len(x)
     streams = [run_generators(s, device) for s in seeds]                 # [(order, augment)] per run
     group = _Group(stacked, torch.compile(stacked, mode="reduce-overhead") if compile else stacked,
@@ -177,8 +176,8 @@ def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *, e
                    make_optimizer(optimizer, list(stacked.parameters()), lr, weight_decay),
                    streams, [EpochSampler(y, bs, sampling, order) for order, _ in streams], n_views, augment,
                    bf16, any(uses_prototypes(loss) for loss in losses))
-    fingerprint = run_fingerprint(x, bs, lr, weight_decay, optimizer, n_views, epochs, identity, sampling, models=k,
-                                  seeds=list(seeds))
+    fingerprint = run_fingerprint(loop_settings(x, bs, lr, weight_decay, optimizer, n_views, epochs, sampling,
+                                                models=k, seeds=list(seeds)), identity)
     generators = [g for stream in group.streams for g in stream]
     histories, first_epoch = resume_or_start(resume, checkpoint, fingerprint, stacked, group.opt, generators, k)
     for epoch in tqdm(range(first_epoch, epochs + 1), desc=f"training {k} models", disable=not progress):
@@ -190,6 +189,24 @@ def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *, e
         for h, loss, acc in zip(histories, mean_loss, accuracy):
             h.record(epoch, loss, acc, seconds)
         if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
-            _save(checkpoint, stacked, group.opt, generators, epoch, histories, fingerprint)
-    unstack_models(stacked, models)
+            save_checkpoint(checkpoint, stacked, group.opt, generators, epoch, histories, fingerprint)
+    stacked.unstack(models)
     return histories
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """On Linux (glibc), keep freed memory in the process: raise glibc's mmap and trim thresholds to
+    1 GiB (``mallopt``; the effect of the ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_``
+    variables). A CPU step frees and re-allocates the same few-MB temporaries (K runs' ``(K, N, N)``
+    similarities); by default glibc hands them back to the kernel and the next step faults them in
+    again, page by page (``benchmarks/run_benchmarks.py --only sweeps`` measures what this saves).
+    The price: the process keeps its peak heap. :func:`fit_many` calls it on a CPU; elsewhere (another C
+    library) it does nothing. Returns whether the thresholds are set."""
+    try:
+        os.confstr("CS_GNU_LIBC_VERSION")           # raises where the C library is not glibc
+    except (ValueError, OSError):
+        return False
+    libc = ctypes.CDLL(None)                        # the running process's C library
+    m_trim_threshold, m_mmap_threshold = -1, -3     # glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 30))

@@ -17,31 +17,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, methods, metrics
-from .data import ImageData, content_hash
-from .interfaces import uses_embedding
-from .methods import Method
-from .models import ResNet32, SmallCNN
-from .recipes import CIFAR_RECIPE
-from .results import SCHEMA_VERSION, check_run_results
-from .runfiles import atomic_write, run_lock, write_json_atomic
-from .train import VIEW_AUGMENTATIONS, crop_flip, evaluate_features, fit, set_seed, view_augmentation
+from .. import __version__, methods, metrics
+from ..data import ImageData, content_hash
+from ..interfaces import uses_embedding
+from ..methods import Method
+from ..models import ResNet32, SmallCNN
+from ..recipes import CIFAR_RECIPE, integer, number, one_of
+from ..results import SCHEMA_VERSION, check_run_results
+from ..train import VIEW_AUGMENTATIONS, evaluate_features, fit, set_seed, view_augmentation
+from .checkpoints import RunHooks, check_every
+from .fused import trusted_batches
+from .runfiles import atomic_write, run_lock, save_atomic
 
 MODELS = {"resnet32": ResNet32, "small_cnn": SmallCNN}
 
 
 def lr_schedule(recipe: dict, epoch: int) -> float:
-    """The recipe's learning-rate multiplier at ``epoch`` (counting from 1)."""
-    return lr_multiplier(epoch, recipe["epochs"], recipe["warmup_epochs"], recipe["decay_at"], recipe["decay_to"])
-
-
-def lr_multiplier(epoch: int, epochs: int, warmup_epochs: int, decay_at, decay_to) -> float:
-    """The recipe's learning-rate multiplier at ``epoch`` (counting from 1)."""
-    if epoch <= warmup_epochs:
-        return epoch / warmup_epochs
+    """The recipe's learning-rate multiplier at ``epoch`` (counting from 1): a linear warm-up over
+    ``warmup_epochs``, then ``decay_to[i]`` from the epoch after ``decay_at[i]`` of the run."""
+    if epoch <= recipe["warmup_epochs"]:
+        return epoch / recipe["warmup_epochs"]
     factor = 1.0
-    for frac, to in zip(decay_at, decay_to):
-        if epoch > round(frac * epochs):
+    for frac, to in zip(recipe["decay_at"], recipe["decay_to"]):
+        if epoch > round(frac * recipe["epochs"]):
             factor = to
     return factor
 
@@ -91,21 +89,14 @@ def check_recipe(recipe: dict) -> dict:
         if not ok:
             raise ValueError(f"recipe entry {key}={r[key]!r} is out of range: it must be {expectation}.")
 
-    def integer(v, low):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-    need(r["model"] in MODELS, "model", f"one of {sorted(MODELS)}")
-    need(integer(r["epochs"], 1), "epochs", "an integer >= 1")
-    need(integer(r["batch_size"], 1), "batch_size", "an integer >= 1")
-    need(isinstance(r["lr"], (int, float)) and 0 < r["lr"] < float("inf"), "lr", "a finite number > 0")
-    need(isinstance(r["weight_decay"], (int, float)) and 0 <= r["weight_decay"] < float("inf"), "weight_decay",
-         "a finite number >= 0")
-    need(integer(r["warmup_epochs"], 0), "warmup_epochs", "an integer >= 0")
+    kinds = {"model": one_of(*MODELS), "epochs": integer(1), "batch_size": integer(1), "lr": number(0, low_open=True),
+             "weight_decay": number(0), "warmup_epochs": integer(0), "projection_dim": integer(1),
+             "view_augment": one_of(*VIEW_AUGMENTATIONS)}
+    for key, (ok, expectation) in kinds.items():   # the vocabulary of recipes.check, in the recipe's words
+        need(ok(r[key]), key, expectation)
     need(len(r["decay_at"]) == len(r["decay_to"]) and all(0 < f <= 1 for f in r["decay_at"]), "decay_at",
          f"fractions in (0, 1], one per decay_to entry ({len(r['decay_to'])})")
     need(all(0 <= m < float("inf") for m in r["decay_to"]), "decay_to", "multipliers >= 0")
-    need(integer(r["projection_dim"], 1), "projection_dim", "an integer >= 1")
-    need(r["view_augment"] in VIEW_AUGMENTATIONS, "view_augment", f"one of {sorted(VIEW_AUGMENTATIONS)}")
     return r
 
 
@@ -165,9 +156,9 @@ def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, s
     ``embeddings.npz`` (a sample of test features for plots). ``resume=True`` continues the same
     run from its checkpoint (another run's is refused, see :func:`run_identity`);
     ``overwrite=True`` starts over in a folder that holds one. The folder is locked for this process
-    (:func:`~elm_lite.runfiles.run_lock`) before anything is written. ``bf16=None`` means "on a GPU".
+    (:func:`~elm_lite.engine.runfiles.run_lock`) before anything is written. ``bf16=None`` means "on a GPU".
     ``on_epoch_end(epoch, model, history)`` is passed to :func:`~elm_lite.train.fit` (live curves)."""
-    recipe = check_recipe(recipe)
+    recipe, every = check_recipe(recipe), check_every(checkpoint_every)
     method = methods.get(method) if isinstance(method, str) else method
     dev = resolve_device(device)
     world, rank = _init_distributed()
@@ -189,15 +180,16 @@ def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, s
         runner = torch.compile(runner, mode="reduce-overhead") if compile else runner
         bf16 = dev.type == "cuda" if bf16 is None else bf16
         start = time.perf_counter()
-        history = fit(runner, torch.as_tensor(data.x_train, device=dev), torch.as_tensor(data.y_train, device=dev),
-                      loss, epochs=recipe["epochs"], batch_size=recipe["batch_size"], lr=recipe["lr"],
-                      weight_decay=recipe["weight_decay"], optimizer="sgd", lr_schedule=partial(lr_schedule, recipe),
-                      drop_last=True, n_views=method.views,
-                      augment=view_augmentation(recipe["view_augment"], method.views), seed=seed, bf16=bf16,
-                      progress=progress,
-                      checkpoint=Path(out_dir) / "checkpoint.pt" if out_dir is not None else None,
-                      checkpoint_every=checkpoint_every, resume=resume, on_epoch_end=on_epoch_end,
-                      identity=run_identity(data, method, recipe), sampling=method.sampling)
+        with trusted_batches():  # the labels are checked once, by fit: no host sync per step
+            history = fit(runner, torch.as_tensor(data.x_train, device=dev), torch.as_tensor(data.y_train, device=dev),
+                          loss, epochs=recipe["epochs"], batch_size=recipe["batch_size"], lr=recipe["lr"],
+                          weight_decay=recipe["weight_decay"], optimizer="sgd",
+                          lr_schedule=partial(lr_schedule, recipe), drop_last=True, n_views=method.views,
+                          augment=view_augmentation(recipe["view_augment"], method.views), seed=seed, bf16=bf16,
+                          progress=progress,
+                          on_epoch_end=on_epoch_end, sampling=method.sampling,
+                          hooks=RunHooks(Path(out_dir) / "checkpoint.pt" if out_dir is not None else None,
+                                         every, resume, run_identity(data, method, recipe)))
         method.finish(net, data.x_train, data.y_train, seed)
         logits, feats, projected = evaluate_features(net, data.x_test, dev)
         results = run_results(data, method, seed, recipe, logits, feats, projected, history,
@@ -216,7 +208,7 @@ def save_run(out: Path, data: ImageData, results: dict, feats: np.ndarray) -> No
         with open(tmp, "wb") as f:  # a file object: numpy would append ".npz" to the temporary's name
             np.savez_compressed(f, features=feats[keep].astype(np.float16), labels=data.y_test[keep])
     atomic_write(out / "embeddings.npz", write)
-    write_json_atomic(results, out / "results.json")
+    save_atomic(results, out / "results.json")
 
 
 def run_results(data: ImageData, method: Method, seed: int, recipe: dict, logits: np.ndarray, feats: np.ndarray,
@@ -250,113 +242,6 @@ def run_results(data: ImageData, method: Method, seed: int, recipe: dict, logits
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "elm_lite": __version__},
         **setup,
     }
-
-
-def _epoch_times(run_epochs) -> list[float]:
-    """Call ``run_epochs(on_epoch_end)`` and return the wall time of each epoch."""
-    stamps = [time.perf_counter()]
-
-    def tick(epoch, *_):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        stamps.append(time.perf_counter())
-    run_epochs(tick)
-    return list(np.diff(stamps))
-
-
-def _dataloader_rung(tick, *, data: ImageData, build, dev, epochs: int, batch_size: int) -> None:
-    """Speed-ladder rung 1: LA with a DataLoader and CPU augmentation, fp32; ``tick(epoch)`` after each."""
-    set_seed(0)
-    net = build(data.n_classes).to(dev)
-    loss = methods.get("la").build_loss(data.counts).to(dev)
-    opt = torch.optim.SGD(net.parameters(), lr=CIFAR_RECIPE["lr"], momentum=0.9,
-                          weight_decay=CIFAR_RECIPE["weight_decay"])
-    dataset = torch.utils.data.TensorDataset(torch.as_tensor(data.x_train), torch.as_tensor(data.y_train))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                                         num_workers=min(4, os.cpu_count() or 1),
-                                         collate_fn=lambda b: (crop_flip(torch.stack([x for x, _ in b]).float()),
-                                                               torch.stack([y for _, y in b])))
-    for epoch in range(1, epochs + 2):
-        net.train()
-        for xb, yb in loader:
-            logits, _ = net(xb.to(dev, non_blocking=True))
-            out = loss(logits, yb.to(dev, non_blocking=True))
-            opt.zero_grad(set_to_none=True)
-            out.backward()
-            opt.step()
-        tick(epoch)
-
-
-def _resident_rung(tick, *, data: ImageData, build, dev, epochs: int, batch_size: int, run_epochs: int,
-                   bf16: bool, compiled: bool, loss_name: str = "la") -> None:
-    """Speed-ladder rungs 2-5: data and augmentation on the device, through :func:`~elm_lite.train.fit`."""
-    set_seed(0)
-    method = methods.get(loss_name)
-    loss, views = method.build_loss(data.counts, run_epochs), method.views
-    net = build(data.n_classes, projection_dim=CIFAR_RECIPE["projection_dim"] if views > 1 else None).to(dev)
-    if bf16 and dev.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
-    fit(torch.compile(net, mode="reduce-overhead") if compiled else net,
-        torch.as_tensor(data.x_train, device=dev), torch.as_tensor(data.y_train, device=dev), loss,
-        epochs=epochs + 1, batch_size=batch_size, lr=CIFAR_RECIPE["lr"], weight_decay=CIFAR_RECIPE["weight_decay"],
-        optimizer="sgd", drop_last=True, n_views=views, augment=crop_flip, bf16=bf16 and dev.type == "cuda",
-        progress=False, on_epoch_end=tick)
-
-
-def speed_ladder(data: ImageData, device: str = "auto", epochs: int = 3, model: str = "resnet32",
-                 batch_size: int = 128, run_epochs: int = 200, compile: bool = True) -> dict:
-    """Seconds per epoch on ``data`` for each step of the ladder, same machine, one call, LA loss:
-    (1) a DataLoader with CPU augmentation in fp32, (2) data and augmentation resident on the
-    device, (3) + bf16 autocast and channels_last, (4) + ``torch.compile``; then (5) the ELM loss
-    (two views, projection head, contrastive term) on rung 4. One warm-up epoch per rung is timed
-    apart (it holds compilation). ``compile=False`` leaves rung 4 out and times the ELM loss on
-    rung 3 (a quick ladder; a whole ``train --compile`` run then measures the compiled rung).
-
-    Returns ``{"setup", "run_epochs", "rows": [{"rung", "first_epoch_s", "steady_s_per_epoch",
-    "run_s"} | {"rung", "error"}]}`` with ``run_s`` = first epoch + median steady epoch x
-    (``run_epochs`` - 1); :func:`ladder_table` prints it."""
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("run_epochs", run_epochs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-    if model not in MODELS:
-        raise ValueError(f"model must be one of {sorted(MODELS)}, got {model!r}.")
-    dev = resolve_device(device)
-    torch.backends.cudnn.benchmark = dev.type == "cuda"
-    common = dict(data=data, build=MODELS[model], dev=dev, epochs=epochs, batch_size=batch_size)
-    resident = partial(_resident_rung, run_epochs=run_epochs, **common)
-    rungs = [("DataLoader, CPU augmentation, fp32", partial(_dataloader_rung, **common)),
-             ("GPU-resident data + augmentation, fp32", partial(resident, bf16=False, compiled=False)),
-             ("+ bf16 autocast + channels_last", partial(resident, bf16=True, compiled=False))]
-    if compile:
-        rungs.append(("+ torch.compile (reduce-overhead)", partial(resident, bf16=True, compiled=True)))
-    rungs.append(("ELM loss (2 views, projection), as above", partial(resident, bf16=True, compiled=compile,
-                                                                      loss_name="elm")))
-    rows = []
-    for name, run in rungs:
-        try:
-            times = _epoch_times(run)
-        except Exception as e:  # e.g. compile unavailable: report the rung, keep the ladder
-            rows.append({"rung": name, "error": f"{type(e).__name__}: {str(e)[:200]}"})
-            continue
-        steady = float(np.median(times[1:]))
-        rows.append({"rung": name, "first_epoch_s": times[0], "steady_s_per_epoch": steady,
-                     "run_s": times[0] + steady * (run_epochs - 1)})
-    setup = (f"{data.name}-LT rho={data.info.get('rho')}, {len(data.y_train)} images, {model}, batch {batch_size}, "
-             f"{epochs} timed epochs per rung after a warm-up, on {hardware(dev)} (torch {torch.__version__})")
-    return {"setup": setup, "run_epochs": run_epochs, "rows": rows}
-
-
-def ladder_table(ladder: dict) -> str:
-    """The speed ladder of :func:`speed_ladder` as a text table."""
-    lines = [f"speed ladder: {ladder['setup']}",
-             f"{'rung':42s} {'1st epoch':>9s} {'s/epoch':>9s} {str(ladder['run_epochs']) + ' epochs':>12s}"]
-    for r in ladder["rows"]:
-        measured = r.get("measured_run")  # a row taken from a whole run rather than a few epochs
-        lines.append(f"{r['rung']:42s} failed: {r['error'][:80]}" if "error" in r else
-                     f"{r['rung']:42s} {r['first_epoch_s']:9.2f} {r['steady_s_per_epoch']:9.3f} {r['run_s']:12.0f}"
-                     + (f"   (measured: {measured['epochs']} epochs in {measured['total_s']:.0f} s)"
-                        if measured else ""))
-    return "\n".join(lines)
 
 
 def _mean(values) -> float:

@@ -1,0 +1,183 @@
+"""Fused losses for the engine: K runs' losses in one pass (:func:`stacked_loss`) and the positive
+margin form with its gradient written out (:class:`_PositiveMarginMean`). Each equals the core's loss
+of :mod:`elm_lite.losses` (``tests/test_many.py``, ``tests/test_losses_embedding.py``: loop references,
+gradcheck, stacked == per run); the core keeps the forms a learner reads.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch.nn import functional as F
+
+from .. import losses
+from ..losses import ELMLoss, LDAMLoss, LogitAdjustedLoss, average_anchors, contrast_inputs
+
+
+@contextlib.contextmanager
+def trusted_batches() -> Iterator[None]:
+    """Inside it, losses skip the input checks that read values back from the device (label range,
+    finiteness, :data:`elm_lite.losses.CHECK_VALUES`): on a GPU each is a host sync that stalls the
+    step. The engine's training runs train inside it, having checked the labels once before training;
+    they check every epoch's loss for finiteness (shapes and dtypes are still checked every call)."""
+    token = losses.CHECK_VALUES.set(False)
+    try:
+        yield
+    finally:
+        losses.CHECK_VALUES.reset(token)
+
+
+def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature, anchor_margins=None,
+                      placement: str = "positive", prototypes=None, n_classes: int | None = None):
+    """:func:`elm_lite.losses.contrastive_terms` (same arguments and result), the ``"positive"`` form
+    through :class:`_PositiveMarginMean`: a handful of passes over the ``(..., N, M)`` similarities
+    instead of autograd's dozens."""
+    if placement != "positive":
+        return losses.contrastive_terms(z, labels, temperature, anchor_margins, placement, prototypes, n_classes)
+    z, pool, pool_labels, temperature, margin = contrast_inputs(z, labels, temperature, anchor_margins, prototypes)
+    return _positive_terms(z @ pool.transpose(-1, -2), labels, pool_labels, temperature, margin)
+
+
+def _positive_terms(cos, labels, pool_labels, temperature, margin) -> tuple[torch.Tensor, torch.Tensor]:
+    """``placement="positive"`` of :func:`~elm_lite.losses.contrastive_terms` (shapes as there): the positive pairs as a
+    0/1 mask, the loss by :class:`_PositiveMarginMean`."""
+    cos = cos.float() if cos.dtype in (torch.float16, torch.bfloat16) else cos   # bf16 runs: the loss in float32
+    same = labels[..., :, None] == pool_labels[..., None, :]              # (..., N, M)
+    positive = same.view(torch.uint8).to(cos.dtype)                      # 0/1 (through uint8: 3x faster on a CPU)
+    positive.diagonal(dim1=-2, dim2=-1).zero_()                           # same class, not the anchor itself
+    n_pos = positive.sum(-1, keepdim=True)                                # (..., N, 1), exact in float32
+    if cos.shape[-1] < 2:                                                 # the anchor alone: nothing to contrast
+        return cos.new_zeros(labels.shape), n_pos[..., 0] > 0
+    per_anchor = _PositiveMarginMean.apply(cos, 1 / temperature, margin / temperature, positive, 1 / n_pos.clamp(min=1))
+    return per_anchor, n_pos[..., 0] > 0
+
+
+class _PositiveMarginMean(torch.autograd.Function):
+    """``placement="positive"`` of :func:`~elm_lite.losses.contrastive_terms` with its gradient written out, so that a
+    step makes a handful of passes over the ``(..., N, M)`` similarities instead of autograd's dozens
+    (notebook 04 trains dozens of these models; ``benchmarks/run_benchmarks.py --only sweeps``).
+
+    With logits ``l = cos / T``, ``e_a = exp(l_a - max)`` over the contrast set (0 for the anchor
+    itself), ``s = sum_a e_a``, ``r_p = s - e_p`` and ``D_p = e_p + e^d r_p``, pair (i, p)'s loss
+    ``-log e^{l_p - d} / (e^{l_p - d} + sum_{a != i, p} e^{l_a})`` is ``log D_p - log e_p``; the
+    anchor's loss is ``sum_p w_p`` of it (``w = positive / |P(i)|``), and ``d/dl_a = e^d (e_a sum_p
+    w_p / D_p - w_a s / D_a)``, ``d/dd = e^d sum_p w_p r_p / D_p``. ``r`` of the top member (``e = 1``)
+    is summed without it, not taken as ``s - 1``: a large margin ``e^d`` would magnify that difference's
+    rounding (temperature 0.01 gave NaN in float32).
+    ``forward(cos (..., N, M), 1/T (..., 1, 1), d = margin / T (..., N, 1), positive (..., N, M) 0/1,
+    1/|P(i)| (..., N, 1)) -> (..., N)``; the masks take no gradient.
+    ``tests/test_losses_embedding.py`` checks values and gradients against a loop and gradcheck.
+    """
+
+    @staticmethod
+    def forward(ctx, cos, inv_t, delta, positive, inv_n_pos):
+        shifted = cos * inv_t                                            # (..., N, M), ours to change in place
+        self_pair = shifted.diagonal(dim1=-2, dim2=-1)                   # a view: the anchor with itself
+        self_pair.fill_(float("-inf"))
+        top, top_at = shifted.max(-1, keepdim=True)
+        e = shifted.sub_(top).exp()                                      # 0 on the anchor
+        self_pair.fill_(0.0)                                             # finite there (its weight is 0)
+        beside_top = e.scatter_(-1, top_at, 0.0).sum(-1, keepdim=True)   # (..., N, 1) sum_{a != i, top} e_a
+        e.scatter_(-1, top_at, 1.0)
+        s = beside_top + 1
+        r = (s - e).scatter_(-1, top_at, beside_top)                     # sum_{a != i, p} e_a; >= 1 but at the top
+        exp_delta = delta.exp()
+        d = torch.addcmul(e, exp_delta, r)                               # > 0 off the anchor
+        ctx.save_for_backward(cos, inv_t, e, s, r, d, exp_delta, positive, inv_n_pos)
+        return d.log().sub_(shifted).mul_(positive).sum(-1) * inv_n_pos[..., 0]
+
+    @staticmethod
+    def backward(ctx, grad):
+        cos, inv_t, e, s, r, d, exp_delta, positive, inv_n_pos = ctx.saved_tensors
+        w_over_d = positive / d                                          # (..., N, M), times |P(i)|
+        scale = grad[..., None] * inv_n_pos * exp_delta                  # (..., N, 1)
+        grad_logits = (e * w_over_d.sum(-1, keepdim=True)).addcmul_(w_over_d, s, value=-1).mul_(scale)
+        grad_inv_t = ((grad_logits * cos).sum((-2, -1), keepdim=True).sum_to_size(inv_t.shape)
+                      if ctx.needs_input_grad[1] else None)
+        grad_delta = scale * (w_over_d * r).sum(-1, keepdim=True) if ctx.needs_input_grad[2] else None
+        return grad_logits * inv_t, grad_inv_t, grad_delta, None, None
+
+
+def _cross_entropy_per_run(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None):
+    """Mean (or class-weighted mean) cross-entropy of each run: logits ``(K, N, C)``, labels
+    ``(K, N)``, weight ``(K, C)`` -> ``(K,)``."""
+    each = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
+    if weight is None:
+        return each.mean(-1)
+    w = weight.gather(1, labels)
+    return (each * w).sum(-1) / w.sum(-1)
+
+
+def _flat_views(t: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(K, B, V, D)`` -> ``(K, B * V, D)`` with labels ``(K, B)`` repeated per view (as the
+    single losses flatten views); ``(K, B, D)`` passes through."""
+    if t.ndim == 4:
+        return t.flatten(1, 2), labels.repeat_interleave(t.shape[2], dim=1)
+    return t, labels
+
+
+def stack_key(loss) -> tuple:
+    """Losses with equal keys can be computed together by :func:`stacked_loss` (their constants may
+    differ): the kind, and for ELM its logit loss and margin placement."""
+    if isinstance(loss, ELMLoss):
+        return ELMLoss, type(loss.logit_loss), loss.embedding_loss.placement
+    return (type(loss),)
+
+
+def stacked_loss(losses: list) -> Callable | None:
+    """One function computing K losses of the same kind with their own constants in one pass:
+    ``f(logits (K, B[, V], C), z (K, B[, V], E), labels (K, B), prototypes (K, C, E) | None) -> (K,)``,
+    for losses of one :func:`stack_key`, equal to calling each loss on its own slice
+    (``tests/test_many.py``). It reads each loss's state (DRW switch, lambda warm-up) at every call.
+    ``None`` for kinds it does not cover (hinge, Balanced Softmax, ELM with LDAM logits): the caller
+    then loops. Inputs are not validated here -- they come from the training loop, which checks each epoch's loss."""
+    kind, key = type(losses[0]), stack_key(losses[0])
+    if any(stack_key(loss) != key for loss in losses) or kind not in (LogitAdjustedLoss, LDAMLoss, ELMLoss):
+        return None
+    device = next(b for b in losses[0].buffers()).device
+
+    def stack(get) -> torch.Tensor:
+        return torch.stack([torch.as_tensor(get(loss), device=device) for loss in losses])
+
+    if kind is LogitAdjustedLoss:
+        offsets = stack(lambda loss: loss.offsets)
+
+        def logit_adjusted(logits, z, labels, prototypes=None):
+            logits, labels = _flat_views(logits, labels)
+            return _cross_entropy_per_run(logits + offsets[:, None].to(logits.dtype), labels.long())
+        return logit_adjusted
+    if kind is LDAMLoss:
+        margins, scale = stack(lambda loss: loss.margins), stack(lambda loss: loss.s)
+
+        def ldam(logits, z, labels, prototypes=None):
+            logits, labels = _flat_views(logits, labels)
+            labels = labels.long()
+            shifted = logits - F.one_hot(labels, logits.shape[-1]).to(logits.dtype) * margins[:, None].to(logits.dtype)
+            weight = torch.stack([loss.drw_weights if loss.reweight else torch.ones_like(loss.drw_weights)
+                                  for loss in losses]).to(logits.dtype)
+            return _cross_entropy_per_run(scale[:, None, None].to(logits.dtype) * shifted, labels, weight)
+        return ldam
+    _, logit_kind, placement = key
+    if logit_kind is not LogitAdjustedLoss:
+        return None
+    offsets = stack(lambda loss: loss.logit_loss.offsets)
+    margins = stack(lambda loss: loss.embedding_loss.margins)
+    temperature = stack(lambda loss: loss.embedding_loss.temperature)
+    averages = sorted({loss.embedding_loss.anchor_average for loss in losses})
+    per_class = stack(lambda loss: loss.embedding_loss.anchor_average == "class")      # (K,) bool
+    lam_cache: dict[tuple, torch.Tensor] = {}
+
+    def elm(logits, z, labels, prototypes=None):
+        flat_logits, flat_labels = _flat_views(logits, labels)
+        logit_term = _cross_entropy_per_run(flat_logits + offsets[:, None].to(logits.dtype), flat_labels.long())
+        z, flat_labels = _flat_views(z, labels)
+        per_anchor, has_pos = contrastive_terms(z, flat_labels, temperature, margins.gather(1, flat_labels),
+                                                placement, prototypes, margins.shape[1])
+        by = {how: average_anchors(per_anchor, has_pos, flat_labels, margins.shape[1], how) for how in averages}
+        embedding_term = torch.where(per_class, by["class"], by["all"]) if len(by) > 1 else by[averages[0]]
+        lams = tuple(loss.current_lam for loss in losses)
+        if lams not in lam_cache:  # one host-to-device copy per lambda setting, not per step
+            lam_cache[lams] = torch.tensor(lams, dtype=logit_term.dtype, device=logit_term.device)
+        return logit_term + lam_cache[lams] * embedding_term
+    return elm
