@@ -353,10 +353,11 @@ def check_elm(fn: Callable) -> CheckResult:
             lambda lo, z, y, n, lam: lam * parts(lo, z, y, n)[0] + parts(lo, z, y, n)[1],
         "the logit term should be the logit-adjusted loss, not plain cross-entropy":
             lambda lo, z, y, n, lam: F.cross_entropy(lo, y) + lam * parts(lo, z, y, n)[1],
-        "EmbeddingMarginLoss's own defaults are the margin on the positives; build the course's recommended "
-        "form with the embedding constants of recipes.ELM_RECOMMENDED (placement, anchor_average, delta_max, "
-        "temperature)":
-            lambda lo, z, y, n, lam: parts(lo, z, y, n)[0] + lam * losses.EmbeddingMarginLoss(n).double()(z, y),
+        "the margin on the positives (placement='positive') is the form the margin study found inert; the "
+        "course's recommended form puts it against the class centre: keep EmbeddingMarginLoss's defaults "
+        "(recipes.ELM_RECOMMENDED)":
+            lambda lo, z, y, n, lam: parts(lo, z, y, n)[0] + lam * losses.EmbeddingMarginLoss(
+                n, placement="positive").double()(z, y),
     }))
 
 
@@ -396,7 +397,9 @@ def check_supcon(fn: Callable) -> CheckResult:
     2020, L_out) of a batch of unnormalised embeddings ``z (N, E)``: the mean over anchors with at least
     one positive of ``-1/|P(i)| sum_{p in P(i)} log(e^{z_i.z_p/T} / sum_{a != i} e^{z_i.z_a/T})``, on
     unit-length embeddings."""
-    return _report(_run(fn, _embedding_cases(5), lambda z, y, t: losses.SupConLoss(t).double()(z, y), {
+    def reference(z, y, t):                       # the formula's mean over anchors (not the course's per-class)
+        return losses.SupConLoss(t, anchor_average="all").double()(z, y)
+    return _report(_run(fn, _embedding_cases(5), reference, {
         "normalise the embeddings first: SupCon compares cosines (unit-length z)":
             lambda z, y, t: _supcon_variant(z, y, t, normalise=False),
         "the anchor itself belongs in no sum: leave a = i out of the denominator":

@@ -35,7 +35,7 @@ def _centroid(**mistake):
     (ex.check_centroid_margin, _centroid(margin_over_t=False), "before dividing by T"),
     (ex.check_centroid_margin, _centroid(count_all=True), "must be skipped"),
     (ex.check_elm, lambda lo, z, y, n, lam: solutions.my_la_loss(lo, y, n, 1.0) + lam * ex.losses.EmbeddingMarginLoss(
-        n).double()(z, y), "recommended"),
+        n, placement="positive").double()(z, y), "recommended form puts it against the class centre"),
 ])
 def test_each_usual_mistake_gets_its_hint(check, wrong, hint):
     result = check(wrong)
