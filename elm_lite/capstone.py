@@ -8,7 +8,14 @@ import torch
 
 from . import methods, metrics
 from .data import ToyData
-from .experiments import embed, run_summary, train_embedding_model, train_embedding_models, train_logit_method
+from .experiments import (
+    embed,
+    paired_differences,
+    run_summary,
+    train_embedding_model,
+    train_embedding_models,
+    train_logit_method,
+)
 from .plots import go  # plotly, with the course's notebook renderer (static HTML copies of figures)
 from .results import load_results
 from .train import predict
@@ -19,19 +26,15 @@ CAPSTONE_METHODS = ("ce", "la", "posthoc-la", "balanced-softmax", "ldam-drw", "r
 
 
 def interval(values, confidence: float = 0.95) -> dict[str, float]:
-    """Mean, sample std (ddof = 1), the half-width of the ``confidence`` t-interval of the mean, and n
-    of ``values`` (NaNs dropped; std and half-width are NaN for fewer than two values)."""
+    """Mean, sample std (:func:`~elm_lite.metrics.mean_sd`), the half-width of the ``confidence``
+    t-interval of the mean, and n of ``values`` (NaNs dropped; std and half-width are NaN for fewer than
+    two values)."""
     from scipy import stats
-    v = np.asarray(values, dtype=float)
-    v = v[~np.isnan(v)]
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}; 0.95 gives a 95 % interval.")
-    if v.size < 2:
-        return {"mean": float(v.mean()) if v.size else float("nan"), "sd": float("nan"), "half": float("nan"),
-                "n": int(v.size)}
-    sd = float(v.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, v.size - 1) * sd / np.sqrt(v.size))
-    return {"mean": float(v.mean()), "sd": sd, "half": half, "n": int(v.size)}
+    mean, sd, n = metrics.mean_sd(values)
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / np.sqrt(n)) if n > 1 else float("nan")
+    return {"mean": mean, "sd": sd, "half": half, "n": n}
 
 
 def toy_runs(data: ToyData, names=CAPSTONE_METHODS, seeds=(0, 1, 2, 3, 4), **recipe) -> tuple[list, list]:
@@ -69,8 +72,7 @@ def cost_seconds(data: ToyData, names=CAPSTONE_METHODS, seed: int = 0, repeats: 
 
 def _mean(values) -> float:
     """The mean of the values that are not NaN (NaN if none is)."""
-    v = np.asarray(values, dtype=float)
-    return float(v[~np.isnan(v)].mean()) if np.any(~np.isnan(v)) else float("nan")
+    return metrics.mean_sd(values)[0]
 
 
 def _cell(values, confidence: float) -> str:
@@ -102,12 +104,9 @@ def toy_table(rows: list[dict], seconds: dict[str, float], confidence: float = 0
 
 def paired_difference(rows: list[dict], a: str, b: str, column: str = "balanced_accuracy",
                       confidence: float = 0.95) -> dict[str, float]:
-    """``a`` minus ``b`` (method labels) in ``column``, seed by seed, summarised by :func:`interval`."""
-    by = {(r["method"], r["seed"]): r[column] for r in rows}
-    seeds = sorted(s for (m, s) in by if m == a and (b, s) in by)
-    if not seeds:
-        raise ValueError(f"no seed has both {a!r} and {b!r}; the rows hold {sorted({m for m, _ in by})}.")
-    return interval([by[(a, s)] - by[(b, s)] for s in seeds], confidence)
+    """``a`` minus ``b`` (method labels) in ``column``, seed by seed
+    (:func:`~elm_lite.experiments.paired_differences`), summarised by :func:`interval`."""
+    return interval(paired_differences(rows, a, b, column), confidence)
 
 
 def logit_toy_rows(data: ToyData, names=("ce", "la", "reweight-inverse"), seeds=(0, 1, 2, 3, 4)) -> list[dict]:

@@ -231,17 +231,26 @@ def summarize(rows: list[dict], columns=("balanced_accuracy", "acc_few", "spread
     return "\n".join(lines)
 
 
+def paired_differences(rows: list[dict], method: str, reference: str, column: str = "balanced_accuracy") -> list:
+    """``method`` minus ``reference`` in ``column``, seed by seed (the same seed is the same data order and
+    initialisation), for the seeds both have, in seed order."""
+    by = {(r["method"], r["seed"]): r[column] for r in rows}
+    seeds = sorted(s for (m, s) in by if m == method and (reference, s) in by)
+    if not seeds:
+        raise ValueError(f"no seed has both {method!r} and {reference!r}; the rows hold {sorted({m for m, _ in by})}.")
+    return [by[(method, s)] - by[(reference, s)] for s in seeds]
+
+
 def paired_summary(rows: list[dict], reference: str, column: str = "balanced_accuracy") -> str:
     """A text table of each method's difference from ``reference`` in ``column``, seed by seed (the
     same seed is the same data order and initialisation): mean ± sample standard deviation of the
     differences, and on how many of the n seeds the method was higher -- which differences exceed the
     seed-to-seed spread, and which do not."""
-    base = {r["seed"]: r[column] for r in rows if r["method"] == reference}
     names = [n for n in dict.fromkeys(r["method"] for r in rows) if n != reference]
     width = max(len(n) for n in names) + 2
     lines = [f"{'method':{width}s}{'minus ' + reference:>22s}   higher on"]
     for name in names:
-        diffs = [r[column] - base[r["seed"]] for r in rows if r["method"] == name and r["seed"] in base]
+        diffs = paired_differences(rows, name, reference, column)
         mean, sd, n = metrics.mean_sd(diffs)
         lines.append(f"{name:{width}s}{mean:>+14.3f} ± {sd:.3f}   {sum(d > 0 for d in diffs)} of {n} seeds")
     lines.append(f"({column}; ± is the sample standard deviation of the per-seed differences, ddof = 1)")
