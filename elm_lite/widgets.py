@@ -530,7 +530,7 @@ def _at(grid, value, name: str = "value") -> int:
 def _selection_slider(name: str, grid, value):
     import ipywidgets as W
     return W.SelectionSlider(options=[(f"{v:g}", float(v)) for v in grid], value=float(grid[_at(grid, value)]),
-                             description=name, continuous_update=True, style={"description_width": "initial"})
+                             description=name, continuous_update=False, style={"description_width": "initial"})
 
 
 def imbalance_panel_view(rho: float = 100.0, *, sweeps: dict) -> dict:
