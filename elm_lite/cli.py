@@ -112,6 +112,9 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run")
     train.add_argument("--compile", action="store_true", help="torch.compile(mode='reduce-overhead')")
     train.add_argument("--no-bf16", action="store_true", help="train in float32 on a GPU too")
+    train.add_argument("--ddp", action="store_true",
+                       help="train data-parallel in the process group that WORLD_SIZE, RANK, MASTER_ADDR and "
+                            "MASTER_PORT describe (torchrun does this by itself; a leftover WORLD_SIZE does not)")
     table = sub.add_parser("table", help="methods x seeds, trained together in groups (or --separate)")
     _data_args(table)
     table.add_argument("--losses", type=_names, default=COMPARISON, help="comma-separated methods")
@@ -158,6 +161,7 @@ def _run(args) -> None:
         results = train_cifar(data, args.loss, out_dir=args.out, seed=args.seed, device=args.device,
                               compile=args.compile, bf16=False if args.no_bf16 else None,
                               checkpoint_every=args.checkpoint_every, resume=args.resume, overwrite=args.overwrite,
+                              ddp=True if args.ddp else None,
                               **{k: getattr(args, k) for k in CIFAR_RECIPE})
         shots = ", ".join(f"{k} {v:.1%}" for k, v in results["shot_accuracy"].items() if v == v)
         print(f"{args.dataset} rho={args.rho:g} {args.loss}: balanced accuracy {results['balanced_accuracy']:.2%} "

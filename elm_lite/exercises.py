@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
+import pickle
+import select
 import signal
+import sys
 import sysconfig
 import threading
+import time
 import traceback
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,15 +60,9 @@ class _Deadline(BaseException):
 
 @contextmanager
 def _deadline(seconds: float):
-    """Interrupt the code run inside after ``seconds`` with :class:`_Deadline`.
-
-    Why a timer signal: the learner's function must stay in this process (a closure or a lambda
-    defined in a notebook cannot be sent to a subprocess, and a forked copy of a kernel with torch's
-    threads can deadlock), and a thread with a timeout could only stop *waiting* -- the endless loop
-    would keep running and the kernel stay busy. ``signal.setitimer`` raises the exception inside the
-    running loop, in the main thread, where both a Jupyter kernel and pytest run a cell or a test.
-    Where there is no such timer (Windows) or off the main thread, the call runs without a deadline.
-    A loop inside one long C call (a huge tensor operation) is interrupted when that call returns."""
+    """Interrupt the code run inside after ``seconds`` with :class:`_Deadline` (a timer signal, in the main
+    thread; off it, no deadline) -- the fallback of :func:`_call` where there is no ``os.fork`` (Windows).
+    An ``except:`` in the learner's loop can swallow it, and it replaces a timer the learner had set."""
     if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -79,16 +78,25 @@ def _deadline(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
-def _where(error: BaseException) -> str:
-    """``" (line N of NAME: CODE)"``: the deepest line of the learner's own code in the traceback
-    (frames of installed libraries and of the standard library are skipped)."""
-    frames = traceback.extract_tb(error.__traceback__)[1:]  # the first frame is the checker's call
+def _where_frames(frames: list) -> str:
+    """``" (line N of NAME: CODE)"``: the deepest of ``frames`` (``traceback.FrameSummary``) in the learner's
+    own code (frames of installed libraries, of the standard library and of this package are skipped)."""
     library = (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["stdlib"], str(Path(__file__).parent))
     own = [f for f in frames if not f.filename.startswith(library)] or frames
     if not own:
         return ""
     f = own[-1]
     return f" (line {f.lineno} of {f.name}: {f.line.strip()})" if f.line else f" (line {f.lineno} of {f.name})"
+
+
+def _where(error: BaseException) -> str:
+    """Where ``error`` was raised in the learner's code (:func:`_where_frames`)."""
+    return _where_frames(traceback.extract_tb(error.__traceback__)[1:])  # the first frame is the checker's call
+
+
+def _too_slow(deadline_s: float, where: str) -> str:
+    return (f"your function did not return within {deadline_s:g} s{where}: an endless loop? Check that the loop's "
+            "condition changes (its counter is increased).")
 
 
 def _same(a, b) -> bool:
@@ -110,14 +118,115 @@ def _argument_names(fn: Callable, n: int) -> list[str]:
 
 def _call(fn: Callable, case: tuple, deadline_s: float):
     """``(value, None)`` from ``fn`` called on a copy of ``case``, or ``(None, message)`` when it did
-    not return in time, raised, exited, or changed its inputs in place."""
+    not return within ``deadline_s``, raised, exited, changed its inputs in place or left a thread running.
+
+    The call runs in a forked copy of this process (a closure or a lambda from a notebook cell works
+    as it is): at the deadline the copy reports the line it is in and is ended, so no ``except:`` in
+    the learner's loop can swallow the deadline, a thread it started dies with it, and no timer or
+    signal of this process -- the learner's own ``signal.setitimer`` included -- is touched. Without
+    ``os.fork`` (Windows) the call runs here under a timer signal (:func:`_deadline`)."""
+    if not hasattr(os, "fork"):
+        return _call_here(fn, case, deadline_s)
+    for stream in (sys.stdout, sys.stderr):   # text printed before the fork is not printed twice
+        stream.flush()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the copy: answers through the pipe and never returns into the caller's code
+        os.close(read_end)
+        try:
+            _answer_in_child(fn, case, deadline_s, write_end)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        return _collect(pid, read_end, deadline_s)
+    finally:
+        os.close(read_end)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+
+
+STUCK_SIGNAL = signal.SIGUSR1 if hasattr(signal, "SIGUSR1") else None   # "say where you are, then stop"
+GRACE_S = 2.0   # how long a copy past its deadline may take to say where it is before it is killed
+
+
+def _send(fd: int, answer: tuple) -> None:
+    try:
+        data = pickle.dumps(answer)
+    except Exception:   # a value that cannot be sent back is no number anyway
+        value = answer[0]
+        data = pickle.dumps((None, f"your function returned {type(value).__name__} {repr(value)[:57]}; return a "
+                                   "number or an array of numbers."))
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _answer_in_child(fn: Callable, case: tuple, deadline_s: float, fd: int) -> None:
+    """In the forked copy: call ``fn`` and send ``(value, failure)`` through ``fd``."""
+    torch.set_num_threads(1)   # the parent's thread pool does not exist in the copy
+
+    def stuck(signum, frame):   # the parent's deadline passed: name the line, end at once (os._exit in _call)
+        _send(fd, (None, _too_slow(deadline_s, _where_frames(traceback.extract_stack(frame)))))
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(0)
+    signal.signal(STUCK_SIGNAL, stuck)
+    before = set(threading.enumerate())
+    value, failure = _call_here(fn, case, None)
+    left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    if failure is None and left:
+        failure = (f"your function left {len(left)} thread(s) running ({', '.join(t.name for t in left)}); a "
+                   "check's function returns its answer with nothing left running (join a thread you start, "
+                   "t.join(), before returning).")
+        value = None
+    signal.signal(STUCK_SIGNAL, signal.SIG_IGN)
+    _send(fd, (value, failure))
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+
+
+def _collect(pid: int, fd: int, deadline_s: float):
+    """The copy's answer from ``fd``; at ``deadline_s`` it is asked where it is (``STUCK_SIGNAL``), and
+    killed if it does not say within :data:`GRACE_S`."""
+    chunks, start, asked = [], time.monotonic(), False
+    while True:
+        left = start + deadline_s + (GRACE_S if asked else 0) - time.monotonic()
+        if left <= 0:
+            if asked:
+                return None, _too_slow(deadline_s, " (it did not answer when asked where it was: stuck in a "
+                                                   "long call outside Python?)")
+            os.kill(pid, STUCK_SIGNAL)
+            asked = True
+            continue
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    if not chunks:
+        _, status = os.waitpid(pid, 0)
+        return None, (f"your function ended the Python process ({_ended(status)}) before returning; a function "
+                      "returns its answer (no os._exit, no os.kill of its own process).")
+    return pickle.loads(b"".join(chunks))
+
+
+def _ended(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
+def _call_here(fn: Callable, case: tuple, deadline_s: float | None):
+    """:func:`_call` in this process: under a timer signal (``deadline_s``), or without a deadline (None)."""
     given = copy.deepcopy(case)
     try:
-        with _deadline(deadline_s):
+        with _deadline(deadline_s) if deadline_s is not None else nullcontext():
             value = fn(*given)
     except _Deadline as e:
-        return None, (f"your function did not return within {deadline_s:g} s{_where(e)}: an endless loop? Check that "
-                      "the loop's condition changes (its counter is increased).")
+        return None, _too_slow(deadline_s, _where(e))
     except SystemExit as e:
         return None, (f"your function called sys.exit({e.code!r}) (SystemExit){_where(e)}; a function returns its "
                       "answer, it does not stop the program.")

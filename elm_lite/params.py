@@ -11,19 +11,29 @@ from .data import PROFILES, TOY_KINDS
 from .methods import FULLSCALE_METHODS
 from .recipes import FLAG, SEED, TEXT, integer, number, numbers, one_of, or_none
 
+# The ranges of values that feed an app are its sliders' (elm_lite.widgets; a slider would clamp a value outside,
+# and rho = 1e9 would build 10^9 examples): rho in [1, 1000], tau in [0, 3], lambda in [0, 2], delta_max in [0, 1],
+# temperature in [0.05, 1].
+APP_RHO_MAX = 1000
+TOY_N_MAX = 100_000   # head-class examples of a 2-D toy problem: far beyond the course's 500, well inside memory
+
 # every notebook's parameters cell, name by name (tests/test_notebooks.py keeps these in step with the cells)
 NOTEBOOKS = {
     "01": {"SMOKE": FLAG, "SEED": SEED, "KIND": one_of(*TOY_KINDS), "N_CLASSES": integer(2, 20),
-           "N_MAX": integer(1), "RHO": number(1), "PROFILE": one_of(*PROFILES), "EPOCHS": integer(1),
+           "N_MAX": integer(1, TOY_N_MAX), "RHO": number(1, APP_RHO_MAX), "PROFILE": one_of(*PROFILES),
+           "EPOCHS": integer(1),
            "BATCH_SIZE": integer(1), "MANY": integer(1), "FEW": integer(1), "INTERACTIVE": FLAG},
-    "02": {"SMOKE": FLAG, "SEED": SEED, "N_CLASSES": integer(2, 20), "N_MAX": integer(1), "RHO": number(1),
-           "TAU": number(0, 10), "EPOCHS": integer(1), "N_EVAL": integer(1), "N_SEEDS": integer(1),
+    "02": {"SMOKE": FLAG, "SEED": SEED, "N_CLASSES": integer(2, 20), "N_MAX": integer(1, TOY_N_MAX),
+           "RHO": number(1, APP_RHO_MAX), "TAU": number(0, 3), "EPOCHS": integer(1),
+           "N_EVAL": integer(1, 1_000_000),
+           "N_SEEDS": integer(1),
            "SVM_WEIGHT_DECAY": number(0),
            "INTERACTIVE": FLAG},
-    "03": {"SMOKE": FLAG, "SEED": SEED, "EMBED_DIM": integer(2), "EPOCHS": integer(1), "SNAPSHOT_EVERY": integer(1)},
-    "04": {"SMOKE": FLAG, "SEED": SEED, "N_SEEDS": integer(1), "EPOCHS": integer(1), "LAM": number(0, 100),
-           "DELTA_MAX": number(0, 2), "TEMPERATURE": number(1e-3, 100), "SWEEP_LAMS": numbers(0, 100),
-           "GRID_DELTAS": numbers(0, 2), "INTERACTIVE": FLAG},
+    "03": {"SMOKE": FLAG, "SEED": SEED, "EMBED_DIM": integer(2, 1024), "EPOCHS": integer(1),
+           "SNAPSHOT_EVERY": integer(1)},
+    "04": {"SMOKE": FLAG, "SEED": SEED, "N_SEEDS": integer(1), "EPOCHS": integer(1), "LAM": number(0, 2),
+           "DELTA_MAX": number(0, 1), "TEMPERATURE": number(0.05, 1), "SWEEP_LAMS": numbers(0, 2),
+           "GRID_DELTAS": numbers(0, 1), "INTERACTIVE": FLAG},
     "05": {"SMOKE": FLAG, "SEED": SEED, "N_SEEDS": integer(1), "EPOCHS": integer(1), "RUN_CIFAR": FLAG,
            "CIFAR_NPZ": or_none(TEXT), "CIFAR_EPOCHS": integer(1), "INTERACTIVE": FLAG},
     "06": {"SMOKE": FLAG, "DATASET": one_of("cifar10-lt", "cifar100-lt"), "RHO": number(1),
@@ -51,8 +61,11 @@ def check_parameters(notebook: str, values: dict) -> None:
         if ok(value):
             continue
         hint = ""
-        if isinstance(value, str) and (expectation.startswith("True") or "integer" in expectation
-                                       or "number" in expectation):
+        if isinstance(value, str) and "list" in expectation:
+            hint = (f" papermill's -p and -r pass a list as text; pass it as YAML: papermill -y "
+                    f"\"{name}: {value if value.lstrip().startswith('[') else '[0.5, 1.0]'}\".")
+        elif isinstance(value, str) and (expectation.startswith("True") or "integer" in expectation
+                                         or "number" in expectation):
             hint = (f" papermill's -r passes text; pass it with -p (papermill -p {name} ... reads True, False, "
                     "None and numbers).")
         raise ValueError(f"parameter {name} must be {expectation}, got {value!r} ({type(value).__name__}).{hint}")

@@ -8,6 +8,7 @@ each process trains on its share of the batch and the hooks gather the whole bat
 from __future__ import annotations
 
 import math
+import numbers
 import random
 import time
 from collections.abc import Callable
@@ -253,8 +254,12 @@ def start_epoch(model: nn.Module, losses: list, opt: torch.optim.Optimizer, epoc
     for loss in losses:
         if isinstance(loss, Scheduled):
             loss.set_epoch(epoch)
+    factor = lr_schedule(epoch) if lr_schedule else 1.0
+    if not (isinstance(factor, numbers.Real) and 0 <= factor < math.inf):   # NaN fails too
+        raise ValueError(f"lr_schedule({epoch}) returned {factor!r}; it must return a learning-rate multiplier "
+                         ">= 0 (a finite number) for every epoch.")
     for group in opt.param_groups:
-        group["lr"] = lr * (lr_schedule(epoch) if lr_schedule else 1.0)
+        group["lr"] = lr * factor
 
 
 def check_finite(mean_losses: list[float], epoch: int, lr: float, seeds: list | None = None) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import math
+import numbers
 from dataclasses import dataclass
 from functools import partial
 
@@ -142,9 +143,11 @@ class App:
     callback the controls trigger, usable without a browser. Figures are updated in place.
     """
 
-    def __init__(self, controls: dict, compute, figure, readout):
+    def __init__(self, controls: dict, compute, figure, readout, requested: dict | None = None):
         import ipywidgets as W
 
+        for name, value in (requested or {}).items():   # a control would clamp a value outside its range
+            check_control_value(name, controls[name], value)
         self.controls, self._compute, self._figure, self._readout = controls, compute, figure, readout
         self.view = compute(**self.values())
         self.figure = figure(self.view, widget=True)
@@ -176,6 +179,8 @@ class App:
         unknown = set(values) - set(self.controls)
         if unknown:
             raise ValueError(f"unknown control(s) {sorted(unknown)}; this app has {sorted(self.controls)}.")
+        for name, value in values.items():
+            check_control_value(name, self.controls[name], value)
         self._setting = True
         try:
             for name, value in values.items():
@@ -197,6 +202,30 @@ class App:
         return self.view
 
 
+def slider_range(control) -> tuple[float, float] | None:
+    """The values a slider control can hold, ``(low, high)`` (a log slider's ``base ** min``, ``base ** max``);
+    ``None`` for a control without a numeric range (a selector)."""
+    if hasattr(control, "options") or not hasattr(control, "max"):
+        return None
+    base = getattr(control, "base", None)
+    return (base ** control.min, base ** control.max) if base else (control.min, control.max)
+
+
+def check_control_value(name: str, control, value) -> None:
+    """Refuse a value that ``control`` would silently clamp to its range (an ipywidgets slider does):
+    an app computes with the value it shows, or says why it cannot."""
+    bounds = slider_range(control)
+    if bounds is None:
+        return
+    low, high = bounds
+    integral = type(control).__name__.startswith("Int")
+    kind = numbers.Integral if integral else numbers.Real
+    if not (isinstance(value, kind) and not isinstance(value, (bool, np.bool_)) and low <= value <= high):
+        raise ValueError(f"{name} must be {'an integer' if integral else 'a number'} in [{low:.3g}, {high:.3g}] "
+                         f"(the range of this app's {name} slider), got {value!r}; choose a value inside it, or "
+                         "compute that setting with the notebook's code outside the app.")
+
+
 def _rho_slider(rho: float):
     import ipywidgets as W
     return W.FloatLogSlider(value=rho, base=10, min=0, max=3, step=0.05, description="rho",
@@ -208,7 +237,8 @@ def longtail_app(rho: float = 100.0, profile: str = "exp", **view_kwargs) -> App
     import ipywidgets as W
     controls = {"rho": _rho_slider(rho),
                 "profile": W.Dropdown(options=PROFILES, value=profile, description="profile")}
-    return App(controls, partial(longtail_view, **view_kwargs), longtail_figure, longtail_readout)
+    return App(controls, partial(longtail_view, **view_kwargs), longtail_figure, longtail_readout,
+               requested={"rho": rho})
 
 
 # ----------------------------------------------------------------------------- notebook 02: logit margins
@@ -315,7 +345,8 @@ def logit_margin_app(method: str = "la", tau: float = 1.0, rho: float = 100.0, *
                 "tau": W.FloatSlider(value=tau, min=0, max=3, step=0.1, description="tau",
                                      continuous_update=False),
                 "rho": _rho_slider(rho)}
-    return App(controls, partial(logit_margin_view, **view_kwargs), logit_margin_figure, logit_margin_readout)
+    return App(controls, partial(logit_margin_view, **view_kwargs), logit_margin_figure, logit_margin_readout,
+               requested={"tau": tau, "rho": rho})
 
 
 # ----------------------------------------------------------------------------- notebook 04: embedding margins
@@ -416,7 +447,7 @@ def embedding_margin_app(lam: float = 1.0, delta_max: float = 0.5, temperature: 
     slider = dict(continuous_update=False, style={"description_width": "initial"})
     controls = {"lam": W.FloatSlider(value=lam, min=0, max=2, step=0.25, description="lambda", **slider),
                 "delta_max": W.FloatSlider(value=delta_max, min=0, max=1, step=0.1, description="delta_max", **slider),
-                "temperature": W.FloatLogSlider(value=temperature, base=10, min=-1.3, max=0, step=0.1,
+                "temperature": W.FloatLogSlider(value=temperature, base=10, min=-1.4, max=0, step=0.1,
                                                 description="temperature", **slider),
                 "placement": W.Dropdown(options=losses.MARGIN_PLACEMENTS, value=placement, description="margin form",
                                         style={"description_width": "initial"})}
@@ -425,7 +456,8 @@ def embedding_margin_app(lam: float = 1.0, delta_max: float = 0.5, temperature: 
     def compute(**values):
         key = _grid_key(values["lam"], values["delta_max"], values["temperature"], values["placement"])
         return lookup.get(key) or embedding_margin_view(**values, data=data, baseline=baseline, **view_kwargs)
-    return App(controls, compute, embedding_margin_figure, embedding_margin_readout)
+    return App(controls, compute, embedding_margin_figure, embedding_margin_readout,
+               requested={"lam": lam, "delta_max": delta_max, "temperature": temperature})
 
 
 # ----------------------------------------------------------------------------- notebook 05: margin vs spread
@@ -485,7 +517,8 @@ def margin_spread_app(noise: float = 1.0, margin: float = 0.1, n_train: int = 5)
                                           description="spread (noise)", **slider),
                 "margin": W.FloatSlider(value=margin, min=0, max=0.4, step=0.025, description="margin", **slider),
                 "n_train": W.IntSlider(value=n_train, min=1, max=50, description="tail examples", **slider)}
-    return App(controls, margin_spread_view, margin_spread_figure, margin_spread_readout)
+    return App(controls, margin_spread_view, margin_spread_figure, margin_spread_readout,
+               requested={"noise": noise, "margin": margin, "n_train": n_train})
 
 
 # ----------------------------------------------------------------------------- notebook 06: live curves

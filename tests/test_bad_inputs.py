@@ -267,7 +267,8 @@ def test_cli_bad_option_is_one_line_and_exit_2(npz, tmp_path, capsys, extra, mes
 def test_cli_refuses_to_overwrite_and_to_resume_another_run(npz, tmp_path, capsys):
     run = TRAIN + ["--npz", str(npz / "ok.npz"), "--out", str(tmp_path / "run")]
     main(run)
-    for extra, message in (([], r"already holds a run .*--resume.*--overwrite"),
+    for extra, message in (([], r"already holds a finished run \(checkpoint.pt, results.json, embeddings.npz\); "
+                                r"continue it .*--resume.*--overwrite"),
                            (["--resume", "--loss", "ce"], r"different run; it differs in .*method"),
                            (["--resume", "--epochs", "2"], r"epochs: checkpoint 1, this run 2")):
         with pytest.raises(SystemExit) as stop:
@@ -344,15 +345,15 @@ MORE_API_CASES = [
     ("parameters: papermill -r SMOKE False", lambda: _params("01", SMOKE="False"), ValueError,
      r"parameter SMOKE must be True or False, got 'False' \(str\)\. papermill's -r passes text; pass it with -p"),
     ("parameters: N_EVAL 0, under its own name", lambda: _params("02", N_EVAL=0), ValueError,
-     r"^parameter N_EVAL must be an integer >= 1, got 0 \(int\)\.$"),
+     r"^parameter N_EVAL must be an integer >= 1 and <= 1000000, got 0 \(int\)\.$"),
     ("parameters: RHO NaN", lambda: _params("02", RHO=float("nan")), ValueError,
-     r"parameter RHO must be a finite number >= 1, got nan"),
+     r"parameter RHO must be a finite number >= 1 and <= 1000, got nan"),
     ("parameters: EPOCHS as text", lambda: _params("03", EPOCHS="30"), ValueError,
      r"parameter EPOCHS must be an integer >= 1, got '30' \(str\)\. papermill's -r"),
     ("parameters: an empty sweep", lambda: _params("04", SWEEP_LAMS=[]), ValueError,
-     r"parameter SWEEP_LAMS must be a non-empty list of numbers in \[0, 100\], got \[\]"),
+     r"parameter SWEEP_LAMS must be a non-empty list of numbers in \[0, 2\], got \[\]"),
     ("parameters: temperature 0", lambda: _params("04", TEMPERATURE=0.0), ValueError,
-     r"parameter TEMPERATURE must be a finite number >= 0.001"),
+     r"parameter TEMPERATURE must be a finite number >= 0.05 and <= 1"),
     ("parameters: an unknown loss", lambda: _params("06", LOSS="focal"), ValueError,
      r"parameter LOSS must be one of \['ce', 'la', .*\], got 'focal'"),
     ("parameters: EPOCHS None is allowed", lambda: _params("06", EPOCHS=None) is None, None, None),

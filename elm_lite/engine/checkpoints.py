@@ -12,6 +12,9 @@ Random augmentation is drawn per process; an incomplete last batch is dropped; o
 """
 from __future__ import annotations
 
+import sys
+import zipfile
+import zlib
 from pathlib import Path
 
 import torch
@@ -35,9 +38,24 @@ def gather_batch(t: torch.Tensor) -> torch.Tensor:
     return torch.cat(dist_nn.all_gather(t.contiguous()))
 
 
+def verify_checkpoint(path) -> None:
+    """Refuse a checkpoint whose bytes changed after it was written: ``torch.save`` writes a zip whose
+    every entry carries a CRC-32, which ``torch.load`` does not check (one flipped bit in a weight
+    would resume silently with other numbers). Reading the entries once checks them all."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+        bad = f"({type(e).__name__}: {e})"
+    if bad is not None:
+        raise ValueError(f"checkpoint {path} is damaged: {bad} fails its CRC check (the file changed after it was "
+                         "written: a disk or copy error); delete it to start afresh, or restore it from a backup.")
+
+
 def load_checkpoint(path) -> dict:
-    """Read a checkpoint written by :class:`RunHooks` or :func:`~elm_lite.engine.many.fit_many`; a damaged
-    file gets a clear error."""
+    """Read a checkpoint written by :class:`RunHooks` or :func:`~elm_lite.engine.many.fit_many`, its bytes
+    verified first (:func:`verify_checkpoint`); a damaged file gets a clear error."""
+    verify_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
@@ -68,7 +86,7 @@ def _resume(checkpoint, fingerprint: dict, core: nn.Module, opt, gens) -> tuple[
                          + "; ".join(differences) + ". Use another output folder, or start over "
                          "(overwrite / delete the checkpoint).")
     try:
-        core.load_state_dict(ckpt["model"])
+        core.load_state_dict(compile_neutral(ckpt["model"], core))
     except RuntimeError as e:
         first_line = str(e).splitlines()[0]
         raise ValueError(f"checkpoint {checkpoint} holds a model of another shape or version ({first_line}); "
@@ -76,7 +94,23 @@ def _resume(checkpoint, fingerprint: dict, core: nn.Module, opt, gens) -> tuple[
     opt.load_state_dict(ckpt["optimizer"])
     for gen, state in zip(gens, ckpt["generators"]):
         gen.set_state(state)
+    print(f"resume: continuing {checkpoint} after epoch {ckpt['epoch']}", file=sys.stderr)
     return [History(**h) for h in ckpt["histories"]], ckpt["epoch"] + 1
+
+
+COMPILED = "_orig_mod."   # the prefix torch.compile's wrapper puts before every parameter's name
+
+
+def compile_neutral(state: dict, core: nn.Module) -> dict:
+    """``state`` with its keys as ``core`` names them: a checkpoint written with ``--compile`` (keys
+    ``_orig_mod.*``) resumes without it, and the other way round -- the weights are the same."""
+    wanted = set(core.state_dict())
+    compiled_core = any(k.startswith(COMPILED) for k in wanted)
+    renamed = {}
+    for k, v in state.items():
+        bare = k.replace(COMPILED, "")
+        renamed[COMPILED + bare if compiled_core and COMPILED + bare in wanted else bare if bare in wanted else k] = v
+    return renamed
 
 
 def resume_or_start(resume: bool, checkpoint, fingerprint: dict, core: nn.Module, opt, gens,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
+import threading
 import time
 import warnings
 from contextlib import nullcontext
@@ -44,13 +46,55 @@ def lr_schedule(recipe: dict, epoch: int) -> float:
     return factor
 
 
-def _init_distributed() -> tuple[int, int]:
-    """Join the process group that ``torchrun`` describes (WORLD_SIZE > 1); returns (world, rank)."""
+TORCHRUN_VARIABLE = "TORCHELASTIC_RUN_ID"   # set by torchrun (torch.distributed.run) for every process it starts
+RENDEZVOUS_TIMEOUT_S = 120.0   # how long a process waits for the others to join before it gives up
+
+
+def distributed_requested(ddp: bool | None = None) -> bool:
+    """Whether to train data-parallel: ``ddp=True`` (``--ddp``), or ``None`` and started by ``torchrun``
+    (its own variable, ``TORCHELASTIC_RUN_ID``, is set). ``WORLD_SIZE`` alone -- left over in a shell --
+    does not switch a run to DDP: it is named in a warning and the run trains in one process."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if ddp is None:
+        ddp = TORCHRUN_VARIABLE in os.environ
+        if not ddp and world not in ("", "1"):
+            warnings.warn(f"WORLD_SIZE={world} is set but this process was not started by torchrun "
+                          f"({TORCHRUN_VARIABLE} is not set): training in one process. To train data-parallel, "
+                          "start it with torchrun or pass --ddp (ddp=True); otherwise `unset WORLD_SIZE`.",
+                          stacklevel=3)
+    if ddp:
+        missing = [v for v in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+        if missing:
+            raise ValueError(f"data-parallel training (ddp) needs the environment variables {missing}, which "
+                             "torchrun sets; start the run with `torchrun --nproc_per_node=N -m elm_lite train ...`.")
+    return bool(ddp) and int(world or 1) > 1
+
+
+def _init_distributed(ddp: bool | None = None, timeout_s: float = RENDEZVOUS_TIMEOUT_S) -> tuple[int, int]:
+    """Join the process group that ``torchrun`` describes (see :func:`distributed_requested`); returns
+    (world, rank). The rendezvous gives up after ``timeout_s`` with a ``TimeoutError`` naming the
+    address, and ``kill`` (SIGTERM) ends the process while it waits (the wait is one C++ call that a
+    Python signal handler would only see after it returns)."""
+    from datetime import timedelta
+
     from torch import distributed as dist
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_world_size(), dist.get_rank()) if world > 1 else (1, 0)
+    if not distributed_requested(ddp):
+        return 1, 0
+    if not dist.is_initialized():
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, signal.SIG_DFL) if main_thread else None
+        try:
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo",
+                                    timeout=timedelta(seconds=timeout_s))
+        except (RuntimeError, dist.DistError) as e:
+            where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+            raise TimeoutError(f"data-parallel rendezvous at {where} failed within {timeout_s:g} s "
+                               f"({str(e).splitlines()[0][:200]}): are all WORLD_SIZE={os.environ.get('WORLD_SIZE')} "
+                               "processes started (torchrun --nproc_per_node=N)?") from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+    return dist.get_world_size(), dist.get_rank()
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -97,6 +141,9 @@ def check_recipe(recipe: dict) -> dict:
     need(len(r["decay_at"]) == len(r["decay_to"]) and all(0 < f <= 1 for f in r["decay_at"]), "decay_at",
          f"fractions in (0, 1], one per decay_to entry ({len(r['decay_to'])})")
     need(all(0 <= m < float("inf") for m in r["decay_to"]), "decay_to", "multipliers >= 0")
+    need(all(a < b for a, b in zip(r["decay_at"], r["decay_at"][1:])), "decay_at",
+         "increasing (e.g. 0.8,0.9, with --decay-to in the same order: 0.01,0.0001); the schedule applies the "
+         "drops in this order")
     return r
 
 
@@ -109,10 +156,15 @@ def run_identity(data: ImageData, method: Method, recipe: dict) -> dict:
             "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}}
 
 
+FINISHED = ("results.json", "embeddings.npz")   # the files of a finished run
+
+
 def prepare_run_folder(out_dir, resume: bool, overwrite: bool) -> Path | None:
-    """The checked run folder (created), or ``None`` without one. A folder holding a checkpoint is
-    used only with ``resume`` (continue it) or ``overwrite`` (start over); ``resume`` without a
-    checkpoint warns that the run starts fresh."""
+    """The checked run folder (created), or ``None`` without one. A folder holding a run -- a
+    checkpoint or a finished result (``results.json``, e.g. a table's run) -- is written only with
+    ``resume`` (continue its checkpoint; a finished result without one is refused: there is nothing to
+    continue) or ``overwrite`` (start over). ``resume`` in a folder with neither warns that the run
+    starts fresh."""
     if out_dir is None:
         if resume:
             raise ValueError("resume=True needs out_dir: the folder whose checkpoint.pt to continue.")
@@ -122,14 +174,21 @@ def prepare_run_folder(out_dir, resume: bool, overwrite: bool) -> Path | None:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir {out} exists and is not a folder; name a folder for the run.")
-    checkpoint = out / "checkpoint.pt"
-    if checkpoint.exists() and not (resume or overwrite):
-        raise ValueError(f"{out} already holds a run (checkpoint.pt); continue it with resume=True (--resume), "
-                         "start over with overwrite=True (--overwrite), or use another folder.")
+    checkpoint, results = out / "checkpoint.pt", out / "results.json"
+    held = [name for name in ("checkpoint.pt", *FINISHED) if (out / name).exists()]
+    if held and not (resume or overwrite):
+        what = "a finished run" if results.exists() else "a run"
+        raise ValueError(f"{out} already holds {what} ({', '.join(held)}); "
+                         + ("continue it with resume=True (--resume), " if checkpoint.exists() else "")
+                         + "start over with overwrite=True (--overwrite), or use another folder.")
     if resume and not checkpoint.exists():
+        if results.exists():
+            raise ValueError(f"resume: {out} holds a finished run (results.json) but no checkpoint.pt, so there "
+                             "is nothing to continue and its result stays as it is; train it again with "
+                             "overwrite=True (--overwrite), or use another folder.")
         warnings.warn(f"resume: no checkpoint in {out}; starting a fresh run.", stacklevel=3)
     if overwrite and not resume:  # nothing of the old run may pass for the new one if it stops early
-        for old in ("checkpoint.pt", "results.json", "embeddings.npz"):
+        for old in ("checkpoint.pt", *FINISHED):
             (out / old).unlink(missing_ok=True)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +208,8 @@ def build_image_model(method: Method, n_classes: int, recipe: dict, device: torc
 
 def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, seed: int = 0, device: str = "auto",
                 compile: bool = False, bf16: bool | None = None, checkpoint_every: int = 10, resume: bool = False,
-                overwrite: bool = False, progress: bool = True, on_epoch_end=None, **recipe) -> dict:
+                overwrite: bool = False, progress: bool = True, on_epoch_end=None, ddp: bool | None = None,
+                **recipe) -> dict:
     """Train one CIFAR-LT run with :data:`CIFAR_RECIPE` (entries overridable as keywords) and return
     its results (:class:`~elm_lite.results.RunResults`); with ``out_dir``, also write
     ``checkpoint.pt`` (atomically, every ``checkpoint_every`` epochs), ``results.json`` and
@@ -157,11 +217,13 @@ def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, s
     run from its checkpoint (another run's is refused, see :func:`run_identity`);
     ``overwrite=True`` starts over in a folder that holds one. The folder is locked for this process
     (:func:`~elm_lite.engine.runfiles.run_lock`) before anything is written. ``bf16=None`` means "on a GPU".
-    ``on_epoch_end(epoch, model, history)`` is passed to :func:`~elm_lite.train.fit` (live curves)."""
+    ``on_epoch_end(epoch, model, history)`` is passed to :func:`~elm_lite.train.fit` (live curves).
+    ``ddp``: train data-parallel (True), in one process (False), or as started (None: under
+    ``torchrun``, see :func:`distributed_requested`)."""
     recipe, every = check_recipe(recipe), check_every(checkpoint_every)
     method = methods.get(method) if isinstance(method, str) else method
     dev = resolve_device(device)
-    world, rank = _init_distributed()
+    world, rank = _init_distributed(ddp)
     if world > 1 and dev.type == "cuda":
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(dev)

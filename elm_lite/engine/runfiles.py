@@ -100,6 +100,11 @@ def _refusal(folder: Path, lock: Path) -> str:
         return (f"run folder {folder} has a damaged lock file {lock}; if no run uses this folder, delete it and "
                 "run again.")
     who = f"process {pid} on {host} (since {held.get('since')}: {held.get('command')})"
+    if host == socket.gethostname() and pid == os.getpid():   # this process does not hold it (see run_lock)
+        return (f"run folder {folder} has a stale lock: it names {who}, which is this very process's PID, yet this "
+                "process never took it -- an earlier process with the same PID left it (a restarted container "
+                f"reuses PIDs). If no other run uses this folder, delete {lock} and run again (--resume continues "
+                "its checkpoint).")
     if host == socket.gethostname() and not _alive(pid):
         return (f"run folder {folder} has a stale lock: {who} is no longer running. If no other run uses this "
                 f"folder, delete {lock} and run again (--resume continues its checkpoint).")

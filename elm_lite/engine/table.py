@@ -11,14 +11,16 @@ A run whose ``results.json`` is there and matches its identity (seed and
 data seed and content hash, recipe) is never trained again; one that does not match, or a damaged
 file, is refused with what differs and the way out. ``overwrite`` clears the old table first
 (:func:`clear_table`). Each run folder is locked (:func:`~elm_lite.engine.runfiles.run_lock`) for the whole
-call: two tables with other methods or seeds may share ``OUT``, two with a run in common may not.
+call: two tables with other methods or seeds may share ``OUT`` (``table.json`` then holds both tables' runs,
+each read back from its ``results.json``), two with a run in common may not.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -44,7 +46,7 @@ from .fullscale import (
     train_cifar,
 )
 from .many import fit_many
-from .runfiles import read_json, run_lock, save_atomic
+from .runfiles import RunFolderLocked, read_json, run_lock, save_atomic
 
 
 def run_folder(out_dir, method: Method, seed: int) -> Path:
@@ -198,19 +200,68 @@ def train_table(data: ImageData, method_names, seeds, out_dir, *, device: str = 
                 pending.append((method, seed))
         if separate:
             for method, seed in pending:
-                done[(method.name, seed)] = train_cifar(data, method, out_dir=run_folder(out, method, seed),
-                                                        seed=seed, device=device, compile=compile, bf16=bf16,
-                                                        overwrite=True, checkpoint_every=checkpoint_every,
-                                                        progress=progress, **recipe)
+                folder = run_folder(out, method, seed)   # an unfinished run's checkpoint is continued
+                done[(method.name, seed)] = train_cifar(data, method, out_dir=folder, seed=seed, device=device,
+                                                        compile=compile, bf16=bf16,
+                                                        resume=(folder / "checkpoint.pt").exists(),
+                                                        overwrite=not (folder / "checkpoint.pt").exists(),
+                                                        checkpoint_every=checkpoint_every, progress=progress,
+                                                        **recipe)
         else:
             for runs in _groups(pending, group_size, dev):
                 for (method, seed), results in zip(runs, _train_group(data, runs, recipe, out, dev, compile, bf16,
                                                                       checkpoint_every, progress)):
                     done[(method.name, seed)] = results
         runs = [done[(m.name, s)] for m, s in every]
-        table = {"table": summarize_runs(runs), "wall_seconds": time.perf_counter() - start,
-                 "hardware": hardware(dev), "separate": separate, "trained_now": [f"{m.name}-s{s}" for m, s in pending],
-                 "runs": [{k: r[k] for k in ("loss", "seed", "balanced_accuracy", "shot_accuracy", "spread", "margin",
-                                             "total_seconds") if k in r} for r in runs]}
-        save_atomic(table, out / "table.json")
+        with _table_file_lock(out):   # another table sharing OUT: its runs stay in table.json
+            others = _other_tables_runs(out, {run_folder(out, m, s).name for m, s in every})
+            table = {"table": summarize_runs(runs + others), "wall_seconds": time.perf_counter() - start,
+                     "hardware": hardware(dev), "separate": separate,
+                     "trained_now": [f"{m.name}-s{s}" for m, s in pending],
+                     "from_other_tables": [f"{r['loss']}-s{r['seed']}" for r in others],
+                     "runs": [{k: r[k] for k in ("loss", "seed", "balanced_accuracy", "shot_accuracy", "spread",
+                                                 "margin", "total_seconds") if k in r} for r in runs + others]}
+            save_atomic(table, out / "table.json")
     return table
+
+
+def _other_tables_runs(out: Path, mine: set[str]) -> list[dict]:
+    """The finished runs that ``out/table.json`` lists besides this table's (``mine``: run folder names):
+    a table with other methods or seeds that shares ``out`` wrote them. Each is read back from its own
+    ``results.json`` (a run whose file is gone is left out: the table says only what is on disk)."""
+    path = out / "table.json"
+    if not path.exists():
+        return []
+    try:
+        listed = [f"{r['loss']}-s{r['seed']}" for r in json.loads(path.read_text()).get("runs", [])]
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError):
+        return []   # a damaged table.json is rewritten from this table's runs
+    found = []
+    for name in dict.fromkeys(n for n in listed if n not in mine):
+        results = out / name / "results.json"
+        if results.exists():
+            found.append(check_run_results(read_json(results, "delete that run's folder, or start the table "
+                                                              "over with --overwrite."), str(results)))
+    return found
+
+
+@contextmanager
+def _table_file_lock(out: Path, wait_s: float = 60.0):
+    """``out/table.json`` read, merged and written by one process at a time (``out/table.lock``)."""
+    lock, deadline = out / "table.lock", time.monotonic() + wait_s
+    out.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            if time.monotonic() > deadline:
+                raise RunFolderLocked(f"{lock} has been held for more than {wait_s:g} s by another table writing "
+                                      f"{out}/table.json; if no table runs in {out}, delete {lock} and run "
+                                      "again.") from None
+            time.sleep(0.2)
+    os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
