@@ -37,12 +37,22 @@ def interval(values, confidence: float = 0.95) -> dict[str, float]:
     return {"mean": mean, "sd": sd, "half": half, "n": n}
 
 
+def distinct_seeds(seeds) -> list:
+    """``seeds`` as a list, refused if one repeats: a repeated seed trains the same run again, and the
+    interval would count one run as two independent ones (sd 0.000, n=2)."""
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct (each seed is one independent run), got {seeds}; e.g. "
+                         "seeds=(0, 1, 2, 3, 4).")
+    return seeds
+
+
 def toy_runs(data: ToyData, names=CAPSTONE_METHODS, seeds=(0, 1, 2, 3, 4), **recipe) -> tuple[list, list]:
     """Every method of ``names`` on ``data`` for every seed, trained together
     (:func:`~elm_lite.experiments.train_embedding_models`). Returns ``(rows, runs)`` in (method, seed)
     order: ``rows`` as :func:`~elm_lite.experiments.compare` gives them (``method`` is the label), plus
     ``train_balanced_accuracy`` (how well the model fits its own training set)."""
-    jobs = [(methods.get(n), s) for n in names for s in seeds]
+    jobs = [(methods.get(n), s) for n in names for s in distinct_seeds(seeds)]
     runs = train_embedding_models(data, jobs, **recipe)
     rows = [{"method": m.label, "seed": s, **run_summary(r, data.counts),
              "train_balanced_accuracy": training_fit(r.model, data)} for (m, s), r in zip(jobs, runs)]
@@ -112,7 +122,7 @@ def paired_difference(rows: list[dict], a: str, b: str, column: str = "balanced_
 def logit_toy_rows(data: ToyData, names=("ce", "la", "reweight-inverse"), seeds=(0, 1, 2, 3, 4)) -> list[dict]:
     """Notebook 02's setting: each method on ``data`` with the linear full-batch recipe, per seed:
     ``{"method", "seed", "balanced_accuracy" (test), "train_balanced_accuracy"}``."""
-    rows = []
+    rows, seeds = [], distinct_seeds(seeds)
     for name in names:
         for seed in seeds:
             model, _ = train_logit_method(name, data, seed=seed)

@@ -237,6 +237,11 @@ def monte_carlo_errors(predict_fn, data: ToyData, n_per_class: int = 20_000, see
     balanced-error estimate: ``sqrt(sum_c e_c (1 - e_c) / n) / C``."""
     x, y = sample_balanced(data, n_per_class, seed)
     pred = np.asarray(predict_fn(x))
+    if pred.shape != y.shape or not np.issubdtype(pred.dtype, np.integer):
+        raise ValueError(f"predict_fn must return labels: integers of shape {y.shape} (one per point), got dtype "
+                         f"{pred.dtype} of shape {pred.shape}"
+                         + ("; it returned class scores (N, C): take their argmax, e.g. lambda x: "
+                            "model_scores(x).argmax(1)." if pred.ndim == 2 and pred.shape[0] == len(y) else "."))
     per_class = np.array([np.mean(pred[y == c] != c) for c in range(data.n_classes)])
     return {
         "per_class": per_class,
@@ -272,8 +277,12 @@ def longtail_indices(labels, rho: float, seed: int = 0) -> np.ndarray:
     size of class 0; one ``RandomState(seed)`` shuffles each class's indices in turn (class order)
     and the first ``n_i`` are kept. Returns int64 indices ``(sum n_i,)``, grouped by class."""
     labels = np.asarray(labels)
-    n_classes = int(labels.max()) + 1
-    counts = longtail_counts(int(np.sum(labels == 0)), n_classes, rho, "exp")
+    n_classes, head = int(labels.max()) + 1, int(np.sum(labels == 0))
+    if head < rho:   # longtail_counts would name its own argument, n_max: say it in this function's words
+        raise ValueError(f"rho={rho:g} is too large for these data: class 0 (the head) has {head} images, so the "
+                         f"rarest class would keep none (it keeps {head} / rho). Use rho <= {head} (--rho), or "
+                         "data with more images of class 0.")
+    counts = longtail_counts(head, n_classes, rho, "exp")
     rng = np.random.RandomState(seed)  # the same stream as np.random.seed(seed) + np.random.shuffle
     keep = []
     for c, n in enumerate(counts):
@@ -343,6 +352,9 @@ def _check_image_arrays(arrays: dict, n_classes: int, where: str) -> dict:
         x, y = _check_images(out[f"x_{split}"], f"x_{split}", where), out[f"y_{split}"]
         if y.shape != (len(x),):
             raise ValueError(f"{where}: y_{split} must have shape ({len(x)},), got {y.shape}.")
+        if not len(y):
+            raise ValueError(f"{where}: the {split} split is empty (x_{split} holds 0 images); it needs images of "
+                             f"every class in both splits.")
         if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes:
             raise ValueError(f"{where}: y_{split} must hold integer labels in [0, {n_classes}), got dtype "
                              f"{y.dtype}, values {y.min()}..{y.max()}.")
@@ -434,11 +446,16 @@ def _read_npz(npz) -> dict:
     if not str(npz) or not Path(npz).is_file():
         raise FileNotFoundError(f"npz={str(npz)!r} does not exist (or is not a file).")
     try:
-        with np.load(npz, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+        loaded = np.load(npz, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded as f:
+                return {k: f[k] for k in f.files}
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
         raise ValueError(f"npz={str(npz)!r} is not a readable .npz file ({type(e).__name__}: {e}); it may be "
                          "truncated: copy it again, or rebuild it with numpy.savez.") from None
+    raise ValueError(f"npz={str(npz)!r} holds a single array of shape {loaded.shape} (a .npy file renamed?), not "
+                     f"the named arrays {list(NPZ_KEYS)}; write them with numpy.savez(path, x_train=..., "
+                     "y_train=..., x_test=..., y_test=...).")
 
 
 def load_cifar_lt(name: str = "cifar10", rho: float = 100.0, seed: int = 0, root: str = "data/cifar",

@@ -195,7 +195,7 @@ class ReweightedLoss(_CountsLoss):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         self._check(logits, labels)
-        return F.cross_entropy(logits, labels, weight=self.weights.to(logits.dtype))
+        return F.cross_entropy(logits, labels.long(), weight=self.weights.to(logits.dtype))
 
     def extra_repr(self) -> str:
         return f"scheme={self.scheme!r}" + (f", beta={self.beta}" if self.scheme == "effective_number" else "")
@@ -368,8 +368,8 @@ def _check_embeddings(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
         raise ValueError("embeddings contain NaN or inf.")
     if z.ndim == 3:
         views = z.shape[1]
-        return z.reshape(-1, z.shape[-1]), labels.repeat_interleave(views)
-    return z, labels
+        return z.reshape(-1, z.shape[-1]), labels.long().repeat_interleave(views)
+    return z, labels.long()   # int32 labels mean the same classes (one_hot takes int64 only)
 
 
 def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature,

@@ -5,6 +5,8 @@ A class with no test example has accuracy ``nan`` and is left out of every mean.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 SPLITS = ("many", "medium", "few")
@@ -79,8 +81,9 @@ def shot_split(train_counts, many: int = 100, few: int = 20) -> np.ndarray:
     than ``few``) or ``"medium"``; shape ``(C,)``. Defaults follow the CIFAR-LT/ImageNet-LT
     convention; toy problems with a few hundred examples may want smaller thresholds."""
     counts = np.asarray(train_counts)
-    if counts.ndim != 1 or counts.size == 0 or np.any(counts < 0):
-        raise ValueError(f"train_counts must be a 1-D array of non-negative counts, got {counts!r}.")
+    if counts.ndim != 1 or counts.size == 0 or not np.issubdtype(counts.dtype, np.number) \
+            or not np.all(np.isfinite(counts)) or np.any(counts < 0):   # a NaN count is in no split
+        raise ValueError(f"train_counts must be a 1-D array of finite, non-negative counts, got {counts!r}.")
     if not few <= many:
         raise ValueError(f"need few <= many for the shot thresholds, got few={few}, many={many}.")
     return np.where(counts > many, "many", np.where(counts < few, "few", "medium"))
@@ -128,7 +131,13 @@ def _unit_rows(z, y, n_classes, what: str) -> tuple[np.ndarray, np.ndarray, int]
                          "finite (did training diverge?).")
     n_classes = _n_classes(n_classes, y)
     _labels("y", y, n_classes)
-    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12), y, n_classes
+    norms = np.linalg.norm(z, axis=1, keepdims=True)
+    zero = norms[:, 0] == 0
+    if zero.any():   # no direction, so no cosine: left out, never counted as "spread 1"
+        warnings.warn(f"{int(zero.sum())} of {len(z)} embeddings are all zero and have no direction; the {what} "
+                      "leaves them out (a class with only such embeddings gets nan).", stacklevel=3)
+        z, y, norms = z[~zero], y[~zero], norms[~zero]
+    return z / norms, y, n_classes
 
 
 def _class_means(unit: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -147,6 +156,8 @@ def embedding_margin(z, y, n_classes: int | None = None) -> np.ndarray:
     Positive: the example sits closer to its own class mean than to any other -- what an
     embedding margin asks for. Classes absent from the set have no mean and are not competitors."""
     unit, y, n_classes = _unit_rows(z, y, n_classes, "margin")
+    if not len(y):   # every embedding was all zero
+        return np.full(n_classes, np.nan)
     means = _class_means(unit, y, n_classes)
     cos = unit @ np.nan_to_num(means).T                                  # (N, C)
     cos[:, np.isnan(means[:, 0])] = -np.inf                              # absent classes compete with nobody

@@ -7,6 +7,9 @@ layer), so any module may read it.
 from __future__ import annotations
 
 import math
+from numbers import Integral, Real
+
+import numpy as np
 
 # ----------------------------------------------------------------------------- toy scale (notebooks 01-02)
 
@@ -116,12 +119,12 @@ def drw_epoch(epochs: int) -> int:
 # parameters (elm_lite.params): a kind is ``(test, expectation)``, and :func:`check` refuses a value in
 # one sentence that names the setting, what it must be and what it got.
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _is_int(v) -> bool:   # numpy integers too (np.int64(2) means 2); a bool is no count
+    return isinstance(v, Integral) and not isinstance(v, (bool, np.bool_))
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return isinstance(v, Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
 
 
 # each kind: (test, expectation)
@@ -152,6 +155,11 @@ def numbers(low: float, high: float) -> tuple:
 
 def or_none(kind: tuple) -> tuple:
     return (lambda v: v is None or kind[0](v), f"None or {kind[1]}")
+
+
+def plain(value):
+    """A NumPy scalar as the Python number it means (``np.int64(2)`` -> ``2``); anything else as it is."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def check(name: str, value, kind: tuple):

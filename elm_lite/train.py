@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .interfaces import EmbeddingLoss, ImageModel, Scheduled, uses_prototypes
 from .metrics import balanced_accuracy
-from .recipes import LONGTAIL_TOY, check, integer, number, or_none
+from .recipes import LONGTAIL_TOY, check, integer, number, or_none, plain
 
 
 def set_seed(seed: int) -> None:
@@ -392,6 +392,8 @@ def fit(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int 
     ``"adam"`` or ``"sgd"``; ``bf16``: autocast. ``hooks``: :class:`FitHooks`. Stops with
     ``FloatingPointError`` at the first epoch whose loss is not finite."""
     check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, sampling)
+    epochs, lr, weight_decay, batch_size, n_views, seed = map(plain, (epochs, lr, weight_decay, batch_size, n_views,
+                                                                       seed))
     hooks = hooks or FitHooks()
     core, params, loss_fn, x, y, x_val, y_val = prepare(model, loss_fn, x, y, x_val, y_val)
     bs = batch_size or len(x)

@@ -24,7 +24,7 @@ from ..data import ImageData, content_hash
 from ..interfaces import uses_embedding
 from ..methods import Method
 from ..models import ResNet32, SmallCNN
-from ..recipes import CIFAR_RECIPE, integer, number, one_of
+from ..recipes import CIFAR_RECIPE, SEED, check, integer, number, one_of, plain
 from ..results import SCHEMA_VERSION, check_run_results
 from ..train import VIEW_AUGMENTATIONS, evaluate_features, fit, set_seed, view_augmentation
 from .checkpoints import RunHooks, check_every
@@ -127,7 +127,8 @@ def check_recipe(recipe: dict) -> dict:
     unknown = set(recipe) - set(CIFAR_RECIPE)
     if unknown:
         raise ValueError(f"unknown recipe entries {sorted(unknown)}; known: {sorted(CIFAR_RECIPE)}.")
-    r = {**CIFAR_RECIPE, **recipe}
+    r = {**CIFAR_RECIPE, **{k: tuple(map(plain, v)) if isinstance(v, (list, tuple)) else plain(v)
+                            for k, v in recipe.items()}}   # NumPy scalars as the numbers they mean
 
     def need(ok: bool, key: str, expectation: str) -> None:
         if not ok:
@@ -220,7 +221,8 @@ def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, s
     ``on_epoch_end(epoch, model, history)`` is passed to :func:`~elm_lite.train.fit` (live curves).
     ``ddp``: train data-parallel (True), in one process (False), or as started (None: under
     ``torchrun``, see :func:`distributed_requested`)."""
-    recipe, every = check_recipe(recipe), check_every(checkpoint_every)
+    recipe, every = check_recipe(recipe), check_every(plain(checkpoint_every))
+    seed = check("seed", plain(seed), SEED)
     method = methods.get(method) if isinstance(method, str) else method
     dev = resolve_device(device)
     world, rank = _init_distributed(ddp)
