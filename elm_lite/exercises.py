@@ -139,14 +139,15 @@ def _call(fn: Callable, case: tuple, deadline_s: float):
             os._exit(0)
     os.close(write_end)
     try:
-        return _collect(pid, read_end, deadline_s)
+        answer = _collect(pid, read_end, deadline_s)
     finally:
         os.close(read_end)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        os.waitpid(pid, 0)
+        os.kill(pid, signal.SIGKILL)   # a copy that has exited is a zombie until waited for: the kill is harmless
+        _, status = os.waitpid(pid, 0)
+    if answer is None:   # the copy closed the pipe without a word
+        return None, (f"your function ended the Python process ({_ended(status)}) before returning; a function "
+                      "returns its answer (no os._exit, no os.kill of its own process).")
+    return answer
 
 
 STUCK_SIGNAL = signal.SIGUSR1 if hasattr(signal, "SIGUSR1") else None   # "say where you are, then stop"
@@ -189,8 +190,8 @@ def _answer_in_child(fn: Callable, case: tuple, deadline_s: float, fd: int) -> N
 
 
 def _collect(pid: int, fd: int, deadline_s: float):
-    """The copy's answer from ``fd``; at ``deadline_s`` it is asked where it is (``STUCK_SIGNAL``), and
-    killed if it does not say within :data:`GRACE_S`."""
+    """The copy's answer ``(value, failure)`` from ``fd`` (None if it sent none); at ``deadline_s`` it is
+    asked where it is (``STUCK_SIGNAL``), and given up on if it does not say within :data:`GRACE_S`."""
     chunks, start, asked = [], time.monotonic(), False
     while True:
         left = start + deadline_s + (GRACE_S if asked else 0) - time.monotonic()
@@ -206,11 +207,7 @@ def _collect(pid: int, fd: int, deadline_s: float):
             if not chunk:
                 break
             chunks.append(chunk)
-    if not chunks:
-        _, status = os.waitpid(pid, 0)
-        return None, (f"your function ended the Python process ({_ended(status)}) before returning; a function "
-                      "returns its answer (no os._exit, no os.kill of its own process).")
-    return pickle.loads(b"".join(chunks))
+    return pickle.loads(b"".join(chunks)) if chunks else None
 
 
 def _ended(status: int) -> str:

@@ -221,7 +221,7 @@ def check_control_value(name: str, control, value) -> None:
     integral = type(control).__name__.startswith("Int")
     kind = numbers.Integral if integral else numbers.Real
     if not (isinstance(value, kind) and not isinstance(value, (bool, np.bool_)) and low <= value <= high):
-        raise ValueError(f"{name} must be {'an integer' if integral else 'a number'} in [{low:.3g}, {high:.3g}] "
+        raise ValueError(f"{name} must be {'an integer' if integral else 'a number'} in [{low:.4g}, {high:.4g}] "
                          f"(the range of this app's {name} slider), got {value!r}; choose a value inside it, or "
                          "compute that setting with the notebook's code outside the app.")
 

@@ -481,3 +481,315 @@ def test_cli_damaged_results_is_one_line_naming_the_file(npz, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and len(err) == 1, err
     assert err[0].startswith(f"error: {tmp_path}/la-s0/results.json is damaged (Unterminated string") and "--overwrite" in err[0]
+
+
+# ----------------------------------------------------------------------------- reliability round three (issue 32):
+# nothing finished is overwritten, no check hangs, nothing silently wrong; each case with what it now answers
+
+
+def _finished_run(tmp, checkpoint=False):
+    """A run folder as a finished run (or a table's run) leaves it: results.json, maybe a checkpoint."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "results.json").write_text('{"loss": "la"}')
+    if checkpoint:
+        (tmp / "checkpoint.pt").write_bytes(b"")
+    return tmp
+
+
+def _app(**sliders):
+    """An App whose view is its values (no training): what it computes with is what it shows."""
+    import ipywidgets as W
+    import plotly.graph_objects as go
+    controls = {name: W.FloatSlider(value=low, min=low, max=high) for name, (low, high) in sliders.items()}
+    return widgets.App(controls, lambda **v: v, lambda v, widget=False: go.FigureWidget() if widget else go.Figure(),
+                       lambda v: str(v))
+
+
+def _scores(x):   # a predict_fn that returns class scores (N, C) instead of labels
+    return np.stack([-x[:, 0], x[:, 0], x[:, 1]], 1)
+
+
+ROUND_THREE_CASES = [  # (id, call (gets a fresh folder), error or None (a sensible result), message)
+    # data loss
+    ("train into a table's run folder (results.json only)", lambda tmp: prepare_run_folder(_finished_run(tmp), False,
+                                                                                          False),
+     ValueError, r"^{tmp} already holds a finished run \(results.json\); start over with overwrite=True "
+                 r"\(--overwrite\), or use another folder\.$"),
+    ("a finished run whose checkpoint was deleted", lambda tmp: prepare_run_folder(_finished_run(tmp), False, False),
+     ValueError, r"already holds a finished run"),
+    ("--resume into a table's run folder", lambda tmp: prepare_run_folder(_finished_run(tmp), True, False), ValueError,
+     r"^resume: {tmp} holds a finished run \(results.json\) but no checkpoint.pt, so there is nothing to continue"),
+    ("--resume of a finished run with its checkpoint", lambda tmp: prepare_run_folder(
+        _finished_run(tmp, checkpoint=True), True, False) == tmp, None, None),
+    ("--overwrite of a finished run", lambda tmp: not (prepare_run_folder(_finished_run(tmp), False, True)
+                                                      / "results.json").exists(), None, None),
+    # a crash: values the code cannot build
+    ("notebook 02: RHO 1e9", lambda tmp: _params("02", RHO=1e9), ValueError,
+     r"^parameter RHO must be a finite number >= 1 and <= 1000, got 1000000000.0"),
+    ("notebook 01: N_MAX 1e9", lambda tmp: _params("01", N_MAX=10**9), ValueError,
+     r"^parameter N_MAX must be an integer >= 1 and <= 100000"),
+    ("notebook 02: TAU 5 (the app's slider ends at 3)", lambda tmp: _params("02", TAU=5.0), ValueError,
+     r"^parameter TAU must be a finite number >= 0 and <= 3"),
+    ("notebook 04: TEMPERATURE 0.001", lambda tmp: _params("04", TEMPERATURE=0.001), ValueError,
+     r"^parameter TEMPERATURE must be a finite number >= 0.05 and <= 1"),
+    ("notebook 04: -p SWEEP_LAMS '[0.5]'", lambda tmp: _params("04", SWEEP_LAMS="[0.5]"), ValueError,
+     r"got '\[0.5\]' \(str\)\. papermill's -p and -r pass a list as text; pass it as YAML: papermill -y "
+     r"\"SWEEP_LAMS: \[0.5\]\"\.$"),
+    # apps never clamp
+    ("logit_margin_app(tau=5)", lambda tmp: widgets.logit_margin_app(tau=5), ValueError,
+     r"^tau must be a number in \[0, 3\] \(the range of this app's tau slider\), got 5; choose a value inside it"),
+    ("longtail_app(rho=5000)", lambda tmp: widgets.longtail_app(rho=5000), ValueError,
+     r"^rho must be a number in \[1, 1000\] \(the range of this app's rho slider\), got 5000"),
+    ("app.update(tau=7)", lambda tmp: _app(tau=(0, 3)).update(tau=7), ValueError, r"^tau must be a number in \[0, 3\]"),
+    ("app.update(tau=2.5) computes with 2.5", lambda tmp: _app(tau=(0, 3)).update(tau=2.5) == {"tau": 2.5}, None, None),
+    ("a static page's grid value outside the slider", lambda tmp: "Left out: 1 settings the app refuses (margin = 5)"
+     in __import__("html").unescape(__import__("elm_lite.static_apps").static_apps.static_app(
+         _app(margin=(0, 0.4)), {"margin": [0.1, 5.0]})), None, None),
+    # silently wrong
+    ("--decay-at 0.9,0.8", lambda tmp: check_recipe({"decay_at": (0.9, 0.8), "decay_to": (0.0001, 0.01)}), ValueError,
+     r"^recipe entry decay_at=\(0.9, 0.8\) is out of range: it must be increasing \(e.g. 0.8,0.9"),
+    ("monte_carlo_errors with class scores (N, C)", lambda tmp: el.data.monte_carlo_errors(_scores, TOY, 10),
+     ValueError, r"^predict_fn must return labels: integers of shape \(30,\) .* got dtype float32 of shape \(30, 3\); "
+                 r"it returned class scores \(N, C\): take their argmax"),
+    ("an lr_schedule returning -1", lambda tmp: _fit(lr_schedule=lambda epoch: -1), ValueError,
+     r"^lr_schedule\(1\) returned -1; it must return a learning-rate multiplier >= 0"),
+    ("embedding_spread of all-zero embeddings", lambda tmp: np.isnan(metrics.embedding_spread(
+        np.zeros((4, 3)), [0, 0, 1, 1])).all(), None, None),
+    ("embedding_margin of all-zero embeddings", lambda tmp: np.isnan(metrics.embedding_margin(
+        np.zeros((4, 3)), [0, 0, 1, 1])).all(), None, None),
+    ("shot_split with a NaN count", lambda tmp: metrics.shot_split([500, float("nan"), 5]), ValueError,
+     r"^train_counts must be a 1-D array of finite, non-negative counts, got array\(\[500., +nan, +5.\]\)"),
+    ("capstone seeds (0, 0)", lambda tmp: __import__("elm_lite.capstone").capstone.logit_toy_rows(TOY, seeds=(0, 0)),
+     ValueError, r"^seeds must be distinct \(each seed is one independent run\), got \[0, 0\]"),
+    # unhelpful errors, now named with their fix
+    ("an npz with an empty split", lambda tmp: load_cifar_lt("cifar10", rho=5, arrays=_images(
+        x_test=np.zeros((0, 32, 32, 3), np.uint8), y_test=np.zeros(0, np.int64))), ValueError,
+     r"^arrays: the test split is empty \(x_test holds 0 images\)"),
+    ("a .npy renamed .npz", lambda tmp: (np.save(tmp / "x.npy", np.zeros(3)), (tmp / "x.npy").rename(tmp / "x.npz"),
+                                         load_cifar_lt(npz=tmp / "x.npz")), ValueError,
+     r"holds a single array of shape \(3,\) \(a .npy file renamed\?\), not the named arrays \['x_train'"),
+    ("rho above the head class's size", lambda tmp: load_cifar_lt("cifar10", rho=1e6, arrays=_images()), ValueError,
+     r"^rho=1e\+06 is too large for these data: class 0 \(the head\) has 30 images, .* Use rho <= 30 \(--rho\)"),
+    ("a run.lock naming this very process", lambda tmp: train_cifar(None, out_dir=_lock(tmp, __import__("os").getpid())),
+     RunFolderLocked, r"^run folder {tmp} has a stale lock: it names process \d+ .*which is this very process's PID, "
+                      r"yet this process never took it .*a restarted container"),
+    ("a leftover WORLD_SIZE", lambda tmp: _with_env(WORLD_SIZE="2")(
+        __import__("elm_lite.engine.fullscale").engine.fullscale.distributed_requested), UserWarning,
+     r"WORLD_SIZE=2 is set but this process was not started by torchrun .*training in one process.*--ddp"),
+    ("--ddp without torchrun's variables", lambda tmp: _with_env(WORLD_SIZE="2")(
+        __import__("elm_lite.engine.fullscale").engine.fullscale.distributed_requested, True), ValueError,
+     r"^data-parallel training \(ddp\) needs the environment variables \['RANK', 'MASTER_ADDR', 'MASTER_PORT'\]"),
+    ("numpy scalars for epochs, lr, seed, batch_size", lambda tmp: _fit(epochs=np.int64(2), lr=np.float32(0.01),
+                                                                     seed=np.int64(0), batch_size=np.int64(16)).epoch
+     == [1, 2], None, None),
+    ("numpy scalars in a recipe (JSON-safe)", lambda tmp: json.dumps(check_recipe({"epochs": np.int64(3),
+                                                                                  "lr": np.float32(0.5)})), None, None),
+    ("int32 labels for SupConLoss", lambda tmp: _same_for_int32(L.SupConLoss(0.1), torch.randn(6, 4)), None, None),
+    ("int32 labels for ReweightedLoss", lambda tmp: _same_for_int32(L.ReweightedLoss([5, 3, 2]), torch.randn(6, 3)),
+     None, None),
+]
+
+
+def _with_env(**env):
+    def call(fn, *args):
+        import os
+        saved = {k: os.environ.get(k) for k in [*env, "TORCHELASTIC_RUN_ID", "RANK", "MASTER_ADDR", "MASTER_PORT"]}
+        for k in saved:
+            os.environ.pop(k, None)
+        os.environ.update(env)
+        try:
+            return fn(*args)
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    return call
+
+
+def _same_for_int32(loss, first):
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    return torch.equal(loss(first, y), loss(first, y.int()))
+
+
+@pytest.mark.parametrize("call,error,message", [c[1:] for c in ROUND_THREE_CASES], ids=[c[0] for c in ROUND_THREE_CASES])
+def test_round_three(call, error, message, tmp_path):
+    if error is None:
+        with __import__("warnings").catch_warnings():
+            __import__("warnings").simplefilter("ignore")
+            assert call(tmp_path)
+        return
+    expect = pytest.warns if issubclass(error, Warning) else pytest.raises
+    with expect(error, match=message.replace("{tmp}", re.escape(str(tmp_path)))):
+        call(tmp_path)
+
+
+TABLE_ARGS = ["--rho", "10", "--model", "small_cnn", "--epochs", "1", "--batch-size", "32"]
+
+
+def _cli_error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
+
+
+def test_train_never_overwrites_a_tables_finished_run(npz, tmp_path, capsys):
+    """Data loss 1: `table --losses la --seeds 0 --out R`, then `train --loss ce --out R/la-s0`."""
+    main(["table", "--npz", str(npz / "ok.npz"), "--losses", "la", "--seeds", "0", "--out", str(tmp_path),
+          *TABLE_ARGS])
+    before = (tmp_path / "la-s0" / "results.json").read_text()
+    train = ["train", "--npz", str(npz / "ok.npz"), "--loss", "ce", "--out", str(tmp_path / "la-s0"), *TABLE_ARGS]
+    assert "already holds a finished run (results.json, embeddings.npz)" in _cli_error(train, capsys)
+    assert "nothing to continue" in _cli_error(train + ["--resume"], capsys)
+    assert (tmp_path / "la-s0" / "results.json").read_text() == before
+    main(["table", "--npz", str(npz / "ok.npz"), "--losses", "la", "--seeds", "0", "--out", str(tmp_path),
+          *TABLE_ARGS])   # the table still takes its run as finished
+    assert json.loads((tmp_path / "table.json").read_text())["trained_now"] == []
+
+
+def _flip_a_weight_byte(checkpoint: Path) -> None:
+    """One changed byte inside the largest tensor of a torch zip (stored, so its CRC no longer matches)."""
+    import zipfile
+    with zipfile.ZipFile(checkpoint) as z:
+        entry = max(z.infolist(), key=lambda i: i.file_size)
+    data = bytearray(checkpoint.read_bytes())
+    start = entry.header_offset + 30 + len(entry.filename.encode()) + int.from_bytes(
+        data[entry.header_offset + 28:entry.header_offset + 30], "little")
+    data[start + entry.file_size // 2] ^= 0x40
+    checkpoint.write_bytes(bytes(data))
+
+
+def test_a_corrupted_checkpoint_is_refused_and_resume_says_what_it_continues(npz, tmp_path, capsys):
+    run = ["train", "--npz", str(npz / "ok.npz"), "--out", str(tmp_path), *TABLE_ARGS]
+    main(run)
+    capsys.readouterr()
+    main(run + ["--resume"])   # a finished run with its checkpoint: continues nothing, and says so
+    assert f"resume: continuing {tmp_path}/checkpoint.pt after epoch 1" in capsys.readouterr().err
+    _flip_a_weight_byte(tmp_path / "checkpoint.pt")
+    assert re.search(r"checkpoint .*checkpoint.pt is damaged: .* fails its CRC check", _cli_error(run + ["--resume"],
+                                                                                                   capsys))
+
+
+def test_two_tables_sharing_out_both_stay_in_table_json(tmp_path):
+    for losses in (["ce"], ["la"]):
+        table = train_table(TABLE_DATA, losses, [0], tmp_path, device="cpu", model="small_cnn", epochs=1,
+                            batch_size=16, progress=False)
+    assert sorted(r["loss"] for r in table["runs"]) == ["ce", "la"] and table["from_other_tables"] == ["ce-s0"]
+    on_disk = json.loads((tmp_path / "table.json").read_text())
+    assert sorted(r["loss"] for r in on_disk["runs"]) == ["ce", "la"] and "ce " in on_disk["table"]
+
+
+def test_a_separate_table_resumes_its_unfinished_run(tmp_path, capfd):
+    recipe = dict(device="cpu", model="small_cnn", epochs=2, batch_size=16, progress=False, checkpoint_every=1)
+    seen = []
+
+    def stop_after_epoch_1(epoch, model, history):
+        seen.append(history.loss[-1])
+        raise KeyboardInterrupt   # after epoch 1's checkpoint: an interrupted table
+
+    with pytest.raises(KeyboardInterrupt):
+        train_cifar(TABLE_DATA, "la", out_dir=tmp_path / "la-s0", seed=0, on_epoch_end=stop_after_epoch_1, **recipe)
+    table = train_table(TABLE_DATA, ["la"], [0], tmp_path, separate=True, **recipe)
+    assert f"resume: continuing {tmp_path}/la-s0/checkpoint.pt after epoch 1" in capfd.readouterr().err
+    results = json.loads((tmp_path / "la-s0" / "results.json").read_text())
+    assert results["history"]["loss"][0] == seen[0] and table["trained_now"] == ["la-s0"]
+
+
+def test_compile_checkpoints_resume_without_compile_and_back():
+    from elm_lite.engine.checkpoints import compile_neutral
+    plain = el.MLP(2, 3, hidden=8, embed_dim=4)
+    compiled = torch.compile(el.MLP(2, 3, hidden=8, embed_dim=4))   # lazy: nothing compiles until a call
+    assert all(k.startswith("_orig_mod.") for k in compiled.state_dict())
+    plain.load_state_dict(compile_neutral(compiled.state_dict(), plain))
+    compiled.load_state_dict(compile_neutral(plain.state_dict(), compiled))
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), compiled.state_dict().values()))
+
+
+# exercise checks survive a learner's bugs
+
+
+def _swallows(m):   # a bare except: catches every exception, a deadline's too
+    while True:
+        try:
+            pass
+        except:  # noqa: E722
+            pass
+
+
+def _leaves_a_thread(m):
+    threading.Thread(target=time.sleep, args=(3600,), name="forgotten").start()
+    return solutions.balanced_error(m)
+
+
+def _ends_the_process(m):
+    __import__("os")._exit(0)
+
+
+@pytest.mark.parametrize("fn,message", [
+    (_swallows, r"^your function did not return within 1 s \(line \d+ of _swallows: pass\): an endless loop\?"),
+    (_leaves_a_thread, r"^your function left 1 thread\(s\) running \(forgotten\); .*join"),
+    (_ends_the_process, r"^your function ended the Python process \(exit status 0\) before returning"),
+], ids=["a bare except in an endless loop", "a non-daemon thread left running", "os._exit"])
+def test_exercise_checks_survive_learners_bugs(fn, message, monkeypatch):
+    monkeypatch.setattr(exercises, "DEADLINE_S", 1.0)
+    start = time.monotonic()
+    result = exercises.check_balanced_error(fn)
+    assert time.monotonic() - start < 1.0 + exercises.GRACE_S + 2
+    assert not result.passed and re.search(message, result.message), result.message
+    assert [t.name for t in threading.enumerate() if t.name == "forgotten"] == []
+
+
+def test_an_exercise_check_leaves_the_learners_timer_alone():
+    import signal
+    fired = []
+    previous = signal.signal(signal.SIGALRM, lambda *a: fired.append(1))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 30)
+        assert exercises.check_balanced_error(solutions.balanced_error).passed
+        remaining, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 20 < remaining <= 30 and not fired
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# DDP only when asked, a rendezvous that gives up, SIGTERM honoured while waiting
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _waiting_for_a_peer(tmp_path, npz, extra_env):
+    import os
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(_free_port()), **extra_env}
+    return subprocess.Popen([sys.executable, "-m", "elm_lite", "train", "--npz", str(npz / "ok.npz"), "--ddp",
+                             "--out", str(tmp_path / "run"), *TABLE_ARGS], env=env, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_a_rendezvous_without_its_peer_gives_up_and_sigterm_ends_it(npz, tmp_path, monkeypatch):
+    import signal
+
+    from elm_lite.engine import fullscale
+    monkeypatch.setattr(fullscale, "RENDEZVOUS_TIMEOUT_S", 3.0)   # the default arguments read it at import time
+    waiting = _waiting_for_a_peer(tmp_path, npz, {})
+    time.sleep(4)   # imports, then the rendezvous
+    start = time.monotonic()
+    waiting.send_signal(signal.SIGTERM)
+    waiting.wait(timeout=10)
+    assert time.monotonic() - start < 5 and waiting.returncode != 0
+    code = ("import sys; from elm_lite.engine import fullscale as f\n"
+            "try: f._init_distributed(True, timeout_s=3)\n"
+            "except TimeoutError as e: print(e); sys.exit(0)\n")
+    import os
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0 and time.monotonic() - start < 30, done.stderr[-2000:]
+    assert re.search(r"data-parallel rendezvous at 127.0.0.1:\d+ failed within 3 s .*are all WORLD_SIZE=2 processes",
+                     done.stdout), done.stdout
