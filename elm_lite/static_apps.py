@@ -158,7 +158,7 @@ def static_app(app, grid=None, *, title: str = "") -> str:
         layout = json.dumps(figure["layout"], sort_keys=True)
         if layout not in layouts:
             layouts.append(layout)
-        computed.append((app.values(),   # the setting as the controls took it (a slider clamps to its range)
+        computed.append((app.values(),   # the setting as the controls hold it (App refuses what a slider would clamp)
                          {"data": figure["data"], "layout": layouts.index(layout), "readout": app.readout.value}))
     if not computed:
         raise ValueError(f"the app refused every setting of the grid, e.g. {refused[0][0]}: {refused[0][1]}")

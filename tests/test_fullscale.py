@@ -173,7 +173,7 @@ def test_every_recipe_entry_has_its_cli_flag():
 
 def test_run_folder_is_never_overwritten_silently(data, tmp_path):
     train_cifar(data, "la", out_dir=tmp_path, progress=False, **{**TINY, "epochs": 1})
-    with pytest.raises(ValueError, match="already holds a run.*--resume.*--overwrite"):
+    with pytest.raises(ValueError, match="already holds a (finished )?run.*--resume.*--overwrite"):
         train_cifar(data, "la", out_dir=tmp_path, progress=False, **{**TINY, "epochs": 1})
     def stop_early(*_):  # the old run's results must not survive a new run that stops early
         raise KeyboardInterrupt

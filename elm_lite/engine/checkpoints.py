@@ -46,10 +46,12 @@ def verify_checkpoint(path) -> None:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
-        bad = f"({type(e).__name__}: {e})"
+        raise ValueError(f"checkpoint {path} is damaged or incomplete ({type(e).__name__}: {e}); delete it to start "
+                         "afresh, or restore it from a backup.") from None
     if bad is not None:
-        raise ValueError(f"checkpoint {path} is damaged: {bad} fails its CRC check (the file changed after it was "
-                         "written: a disk or copy error); delete it to start afresh, or restore it from a backup.")
+        raise ValueError(f"checkpoint {path} is damaged: its entry {bad} fails its CRC check (the file changed after "
+                         "it was written: a disk or copy error); delete it to start afresh, or restore it from a "
+                         "backup.")
 
 
 def load_checkpoint(path) -> dict:
