@@ -161,6 +161,13 @@ def _train_group(data: ImageData, runs: list, recipe: dict, out_dir: Path, dev: 
     return out
 
 
+def _train_alone(data: ImageData, method: Method, seed: int, folder: Path, **settings) -> dict:
+    """One run of a ``separate`` table in its folder: an interrupted one continues from its checkpoint."""
+    interrupted = (folder / "checkpoint.pt").exists()
+    return train_cifar(data, method, out_dir=folder, seed=seed, resume=interrupted, overwrite=not interrupted,
+                       **settings)
+
+
 def train_table(data: ImageData, method_names, seeds, out_dir, *, device: str = "auto", compile: bool = False,
                 bf16: bool | None = None, group_size: int | None = None, separate: bool = False,
                 overwrite: bool = False, checkpoint_every: int = 10, progress: bool = True, **recipe) -> dict:
@@ -200,13 +207,9 @@ def train_table(data: ImageData, method_names, seeds, out_dir, *, device: str = 
                 pending.append((method, seed))
         if separate:
             for method, seed in pending:
-                folder = run_folder(out, method, seed)   # an unfinished run's checkpoint is continued
-                done[(method.name, seed)] = train_cifar(data, method, out_dir=folder, seed=seed, device=device,
-                                                        compile=compile, bf16=bf16,
-                                                        resume=(folder / "checkpoint.pt").exists(),
-                                                        overwrite=not (folder / "checkpoint.pt").exists(),
-                                                        checkpoint_every=checkpoint_every, progress=progress,
-                                                        **recipe)
+                done[(method.name, seed)] = _train_alone(data, method, seed, run_folder(out, method, seed),
+                                                         device=device, compile=compile, bf16=bf16,
+                                                         checkpoint_every=checkpoint_every, progress=progress, **recipe)
         else:
             for runs in _groups(pending, group_size, dev):
                 for (method, seed), results in zip(runs, _train_group(data, runs, recipe, out, dev, compile, bf16,
