@@ -3,9 +3,12 @@
 Each ``check_*`` runs the learner's function on random inputs, compares it with the course's
 reference implementation and prints (and returns) a helpful verdict: when the answer matches a
 typical mistake, the message names that mistake. The learner's function cannot fool or freeze a
-check: each call has a deadline, gets copies of its inputs (changing them in place is reported),
+check: each call runs in a forked copy of the process with a deadline that no ``except:`` can swallow
+(the copy names the line it is stuck in and is ended; a thread it leaves running is reported; the
+learner's own timers are untouched), gets copies of its inputs (changing them in place is reported),
 must return numbers (``None`` and text are named), and an exception or ``sys.exit`` inside it
-becomes a message showing its line -- never a traceback from inside the checker. Solutions live
+becomes a message showing its line -- never a traceback from inside the checker. A fork costs about
+30-90 ms per call on the 2-core VM (``benchmarks/exercise_check_overhead.py``). Solutions live
 apart, in :mod:`elm_lite.solutions`.
 """
 from __future__ import annotations
@@ -54,8 +57,8 @@ DEADLINE_S = 10.0  # seconds one call of a learner's function may take (the cour
 
 
 class _Deadline(BaseException):
-    """Raised into a learner's function when its deadline passes (a BaseException, so that an
-    ``except Exception`` inside the learner's loop cannot swallow it)."""
+    """Raised into a learner's function when its deadline passes, where there is no fork (a
+    BaseException, so that an ``except Exception`` inside the learner's loop cannot swallow it)."""
 
 
 @contextmanager
