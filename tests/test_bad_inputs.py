@@ -671,10 +671,11 @@ def test_a_corrupted_checkpoint_is_refused_and_resume_says_what_it_continues(npz
 
 
 def test_two_tables_sharing_out_both_stay_in_table_json(tmp_path):
-    for losses in (["ce"], ["la"]):
+    for losses, overwrite in ((["ce"], False), (["la"], False), (["la"], True)):   # --overwrite clears la's only
         table = train_table(TABLE_DATA, losses, [0], tmp_path, device="cpu", model="small_cnn", epochs=1,
-                            batch_size=16, progress=False)
+                            batch_size=16, progress=False, overwrite=overwrite)
     assert sorted(r["loss"] for r in table["runs"]) == ["ce", "la"] and table["from_other_tables"] == ["ce-s0"]
+    assert table["trained_now"] == ["la-s0"]
     on_disk = json.loads((tmp_path / "table.json").read_text())
     assert sorted(r["loss"] for r in on_disk["runs"]) == ["ce", "la"] and "ce " in on_disk["table"]
 

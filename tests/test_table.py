@@ -129,4 +129,5 @@ def test_overwrite_leaves_other_files_alone(data, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     train_table(data, ["la"], [0], tmp_path, overwrite=True, **TINY)
     assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "ce-s0" / "results.json").exists()
-    assert [r["loss"] for r in json.loads((tmp_path / "table.json").read_text())["runs"]] == ["la"]
+    table = json.loads((tmp_path / "table.json").read_text())   # ce-s0 is still on disk: still listed, as such
+    assert [r["loss"] for r in table["runs"]] == ["la", "ce"] and table["from_other_tables"] == ["ce-s0"]

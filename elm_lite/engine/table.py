@@ -196,6 +196,7 @@ def train_table(data: ImageData, method_names, seeds, out_dir, *, device: str = 
         for method, seed in every:
             locks.enter_context(run_lock(run_folder(out, method, seed)))
         start = time.perf_counter()
+        listed = _listed_runs(out)   # before clear_table removes table.json: other tables' runs stay listed
         if overwrite:
             clear_table(out, every)
         done, pending = {}, []
@@ -217,7 +218,7 @@ def train_table(data: ImageData, method_names, seeds, out_dir, *, device: str = 
                     done[(method.name, seed)] = results
         runs = [done[(m.name, s)] for m, s in every]
         with _table_file_lock(out):   # another table sharing OUT: its runs stay in table.json
-            others = _other_tables_runs(out, {run_folder(out, m, s).name for m, s in every})
+            others = _other_tables_runs(out, listed + _listed_runs(out), {run_folder(out, m, s).name for m, s in every})
             table = {"table": summarize_runs(runs + others), "wall_seconds": time.perf_counter() - start,
                      "hardware": hardware(dev), "separate": separate,
                      "trained_now": [f"{m.name}-s{s}" for m, s in pending],
@@ -228,17 +229,18 @@ def train_table(data: ImageData, method_names, seeds, out_dir, *, device: str = 
     return table
 
 
-def _other_tables_runs(out: Path, mine: set[str]) -> list[dict]:
-    """The finished runs that ``out/table.json`` lists besides this table's (``mine``: run folder names):
-    a table with other methods or seeds that shares ``out`` wrote them. Each is read back from its own
-    ``results.json`` (a run whose file is gone is left out: the table says only what is on disk)."""
-    path = out / "table.json"
-    if not path.exists():
-        return []
+def _listed_runs(out: Path) -> list[str]:
+    """The run folder names that ``out/table.json`` lists (none if it is missing or damaged: it is rewritten)."""
     try:
-        listed = [f"{r['loss']}-s{r['seed']}" for r in json.loads(path.read_text()).get("runs", [])]
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError):
-        return []   # a damaged table.json is rewritten from this table's runs
+        return [f"{r['loss']}-s{r['seed']}" for r in json.loads((out / "table.json").read_text()).get("runs", [])]
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError):
+        return []
+
+
+def _other_tables_runs(out: Path, listed: list[str], mine: set[str]) -> list[dict]:
+    """The finished runs of ``listed`` (names from ``table.json``) besides this table's (``mine``): a table
+    with other methods or seeds that shares ``out`` wrote them. Each is read back from its own
+    ``results.json`` (a run whose file is gone is left out: the table says only what is on disk)."""
     found = []
     for name in dict.fromkeys(n for n in listed if n not in mine):
         results = out / name / "results.json"
