@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from .data import PROFILES, TOY_KINDS
 from .methods import FULLSCALE_METHODS
-from .recipes import FLAG, SEED, TEXT, integer, number, numbers, one_of, or_none
+from .recipes import APP_RHO_MAX, FLAG, SEED, TEXT, TOY_N_MAX, integer, number, numbers, one_of, or_none
 
 # The ranges of values that feed an app are its sliders' (elm_lite.widgets; a slider would clamp a value outside,
 # and rho = 1e9 would build 10^9 examples): rho in [1, 1000], tau in [0, 3], lambda in [0, 2], delta_max in [0, 1],
 # temperature in [0.05, 1].
-APP_RHO_MAX = 1000
-TOY_N_MAX = 100_000   # head-class examples of a 2-D toy problem: far beyond the course's 500, well inside memory
 
 # every notebook's parameters cell, name by name (tests/test_notebooks.py keeps these in step with the cells)
 NOTEBOOKS = {

@@ -168,3 +168,9 @@ def check(name: str, value, kind: tuple):
     if not ok(value):
         raise ValueError(f"{name} must be {expectation}, got {value!r}.")
     return value
+
+
+# ----------------------------------------------------------------------------- what the toy apps can build
+
+APP_RHO_MAX = 1000     # the end of the apps' rho sliders (elm_lite.widgets); notebooks 01 and 02 take RHO up to it
+TOY_N_MAX = 100_000    # head-class examples of a 2-D toy problem: far beyond the course's 500, well inside memory

@@ -41,7 +41,7 @@ from .plots import (
     region_heatmap,
     region_traces,
 )
-from .recipes import ELM_RECOMMENDED, LOGIT_TOY, LONGTAIL_TOY
+from .recipes import APP_RHO_MAX, ELM_RECOMMENDED, LOGIT_TOY, LONGTAIL_TOY, TOY_N_MAX
 from .train import History, fit, predict
 
 
@@ -49,6 +49,10 @@ def head_count(n_max: int, rho: float) -> int:
     """The head class's example count for an app's ``rho`` slider: ``n_max``, raised to ``ceil(rho)``
     when ``rho > n_max`` so that every position of the slider (up to rho = 1000) builds a dataset whose
     rarest class keeps at least one example."""
+    if np.isfinite(rho) and rho > TOY_N_MAX:   # ceil(rho) examples would not fit in memory
+        raise ValueError(f"rho={rho:g} would need a head class of {math.ceil(rho):,} examples for the rarest class "
+                         f"to keep one; the toy problems build at most {TOY_N_MAX:,}: use rho <= {APP_RHO_MAX} (the "
+                         "apps' slider range).")
     return max(int(n_max), math.ceil(rho)) if np.isfinite(rho) else int(n_max)
 
 

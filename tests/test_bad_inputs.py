@@ -526,6 +526,8 @@ ROUND_THREE_CASES = [  # (id, call (gets a fresh folder), error or None (a sensi
     # a crash: values the code cannot build
     ("notebook 02: RHO 1e9", lambda tmp: _params("02", RHO=1e9), ValueError,
      r"^parameter RHO must be a finite number >= 1 and <= 1000, got 1000000000.0"),
+    ("an app's view at rho 1e9", lambda tmp: widgets.head_count(500, 1e9), ValueError,
+     r"^rho=1e\+09 would need a head class of 1,000,000,000 examples .* at most 100,000: use rho <= 1000"),
     ("notebook 01: N_MAX 1e9", lambda tmp: _params("01", N_MAX=10**9), ValueError,
      r"^parameter N_MAX must be an integer >= 1 and <= 100000"),
     ("notebook 02: TAU 5 (the app's slider ends at 3)", lambda tmp: _params("02", TAU=5.0), ValueError,
