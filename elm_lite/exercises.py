@@ -127,8 +127,9 @@ def _call(fn: Callable, case: tuple, deadline_s: float):
     as it is): at the deadline the copy reports the line it is in and is ended, so no ``except:`` in
     the learner's loop can swallow the deadline, a thread it started dies with it, and no timer or
     signal of this process -- the learner's own ``signal.setitimer`` included -- is touched. Without
-    ``os.fork`` (Windows) the call runs here under a timer signal (:func:`_deadline`)."""
-    if not hasattr(os, "fork"):
+    ``os.fork`` (Windows), or once this process has used CUDA (a forked copy cannot), the call runs here
+    under a timer signal (:func:`_deadline`)."""
+    if not hasattr(os, "fork") or torch.cuda.is_initialized():
         return _call_here(fn, case, deadline_s)
     for stream in (sys.stdout, sys.stderr):   # text printed before the fork is not printed twice
         stream.flush()
