@@ -765,23 +765,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _waiting_for_a_peer(tmp_path, npz, extra_env):
+def _waiting_for_a_peer(tmp_path, npz):
+    """`train --ddp` as rank 0 of 2, once it listens for its missing peer (the rendezvous has begun)."""
     import os
+    port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(_free_port()), **extra_env}
-    return subprocess.Popen([sys.executable, "-m", "elm_lite", "train", "--npz", str(npz / "ok.npz"), "--ddp",
-                             "--out", str(tmp_path / "run"), *TABLE_ARGS], env=env, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT)
+           "MASTER_PORT": str(port)}
+    waiting = subprocess.Popen([sys.executable, "-m", "elm_lite", "train", "--npz", str(npz / "ok.npz"), "--ddp",
+                                "--out", str(tmp_path / "run"), *TABLE_ARGS], env=env, stderr=subprocess.PIPE,
+                               text=True, cwd=ROOT)
+    for _ in range(600):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return waiting
+        time.sleep(0.1)
+    waiting.kill()
+    raise AssertionError("train --ddp never began its rendezvous")
 
 
 @pytest.mark.slow
-def test_a_rendezvous_without_its_peer_gives_up_and_sigterm_ends_it(npz, tmp_path, monkeypatch):
+def test_a_rendezvous_without_its_peer_gives_up_and_sigterm_ends_it(npz, tmp_path):
     import signal
-
-    from elm_lite.engine import fullscale
-    monkeypatch.setattr(fullscale, "RENDEZVOUS_TIMEOUT_S", 3.0)   # the default arguments read it at import time
-    waiting = _waiting_for_a_peer(tmp_path, npz, {})
-    time.sleep(4)   # imports, then the rendezvous
+    waiting = _waiting_for_a_peer(tmp_path, npz)
+    time.sleep(1)
     start = time.monotonic()
     waiting.send_signal(signal.SIGTERM)
     waiting.wait(timeout=10)
