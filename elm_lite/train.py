@@ -269,8 +269,10 @@ def check_finite(mean_losses: list[float], epoch: int, lr: float, seeds: list | 
         runs = f"of run(s) {bad} (seeds {[seeds[j] for j in bad]}) " if seeds is not None else ""
         values = ", ".join(str(mean_losses[j]) for j in bad)
         raise FloatingPointError(f"the training loss {runs}became {values} in epoch {epoch}: "
-                                 "check the inputs for NaN or inf and the labels, or lower the learning rate "
-                                 f"(lr={lr}). Nothing of this epoch was saved.")
+                                 "check the inputs for NaN or inf and the labels, lower the learning rate "
+                                 f"(lr={lr}), or raise a contrastive term's temperature if it is far below 0.1 "
+                                 "(logits of cosine / temperature grow as 1 / temperature). Nothing of this epoch "
+                                 "was saved.")
 
 
 def batch_count(n: int, batch_size: int, drop_last: bool) -> int:

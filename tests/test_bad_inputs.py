@@ -548,6 +548,9 @@ ROUND_THREE_CASES = [  # (id, call (gets a fresh folder), error or None (a sensi
      in __import__("html").unescape(__import__("elm_lite.static_apps").static_apps.static_app(
          _app(margin=(0, 0.4)), {"margin": [0.1, 5.0]})), None, None),
     # silently wrong
+    ("a diverging run (e.g. TEMPERATURE 0.001 trained together)", lambda tmp: _fit(
+        loss_fn=lambda logits, y: logits.sum() * float("nan")), FloatingPointError,
+     r"lower the learning rate \(lr=.*\), or raise a contrastive term's temperature if it is far below 0.1"),
     ("--decay-at 0.9,0.8", lambda tmp: check_recipe({"decay_at": (0.9, 0.8), "decay_to": (0.0001, 0.01)}), ValueError,
      r"^recipe entry decay_at=\(0.9, 0.8\) is out of range: it must be increasing \(e.g. 0.8,0.9"),
     ("monte_carlo_errors with class scores (N, C)", lambda tmp: el.data.monte_carlo_errors(_scores, TOY, 10),
