@@ -173,8 +173,9 @@ def _run(args) -> None:
                             overwrite=args.overwrite, checkpoint_every=args.checkpoint_every,
                             **{k: getattr(args, k) for k in CIFAR_RECIPE})
         print(table["table"])
-        print(f"{len(table['runs'])} runs ({len(table['trained_now'])} trained now) in {table['wall_seconds']:.0f} s "
-              f"on {table['hardware']}; wrote {args.out}/table.json")
+        others = f", {len(table['from_other_tables'])} of another table in OUT" if table["from_other_tables"] else ""
+        print(f"{len(table['runs'])} runs ({len(table['trained_now'])} trained now{others}) in "
+              f"{table['wall_seconds']:.0f} s on {table['hardware']}; wrote {args.out}/table.json")
     else:
         from pathlib import Path
 
