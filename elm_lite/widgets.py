@@ -473,17 +473,18 @@ def margin_spread_figure(view: MarginSpreadView, widget: bool = False) -> go.Fig
 
 def margin_spread_readout(view: MarginSpreadView) -> str:
     return (f"{view.n_train} training examples, spread <b>{view.current['spread']:.3f}</b>, boundary offset b "
-            f"<b>{view.margin:g}</b> (the margin slider): expected tail test error <b>{view.current['error']:.1%}</b> "
+            f"<b>{view.margin:g}</b> (the offset slider): expected tail test error <b>{view.current['error']:.1%}</b> "
             f"(with b = 0 it would be about 1/(n+1) = {1 / (view.n_train + 1):.1%})")
 
 
 def margin_spread_app(noise: float = 1.0, margin: float = 0.1, n_train: int = 5) -> App:
-    """Notebook 05: the generalisation argument; sliders for the spread, the margin and n."""
+    """Notebook 05: the generalisation argument; sliders for the noise (which sets the spread), the boundary
+    offset b (notebook 01's notation) and n."""
     import ipywidgets as W
     slider = dict(continuous_update=False, style={"description_width": "initial"})
     controls = {"noise": W.FloatLogSlider(value=noise, base=10, min=-1.3, max=0.5, step=0.05,
-                                          description="spread (noise)", **slider),
-                "margin": W.FloatSlider(value=margin, min=0, max=0.4, step=0.025, description="margin", **slider),
+                                          description="noise (sets the spread)", **slider),
+                "margin": W.FloatSlider(value=margin, min=0, max=0.4, step=0.025, description="offset b", **slider),
                 "n_train": W.IntSlider(value=n_train, min=1, max=50, description="tail examples", **slider)}
     return App(controls, margin_spread_view, margin_spread_figure, margin_spread_readout)
 
