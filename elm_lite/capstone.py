@@ -247,17 +247,12 @@ REAL_IMAGE_FILES = (
     ("cifar_lt_gpu.json", "GPU: ResNet-32, 120 epochs, SGD, one H200 (notebook 06)"),
     ("cifar10_lt_gpu_table_200ep.json", "GPU: ResNet-32, 200 epochs, SGD, one H200, trained together (notebook 06)"),
 )
-# Their ELM rows were trained before the margin study, with the margin on the positives.
-_FIRST_FORM_FILES = ("cifar10_lt_cpu.json", "cifar_lt_gpu.json")
 
 
-def _label(name_or_label: str, file: str) -> str:
-    """A row's method label; ELM in the files trained before the margin study has the margin on the positives."""
-    by_label = {m.label: m.name for m in methods.METHODS.values()}
-    name = by_label.get(name_or_label, name_or_label)
-    if name == "elm" and file in _FIRST_FORM_FILES:
-        name = "elm-positive"
-    return methods.get(name).label
+def _label(run: dict) -> str:
+    """A shipped run's method label, from the constants it records (``method_identity``: the registry
+    name of what it trained; ELM runs trained before the margin study are ``elm-positive``)."""
+    return methods.get(run["method_identity"]["method"]).label
 
 
 def real_image_rows() -> dict[str, list[dict]]:
@@ -271,11 +266,11 @@ def real_image_rows() -> dict[str, list[dict]]:
         if "machine" in f:  # the CPU comparison: rows of run_summary, one total time
             each = f["seconds"] / len(f["rows"])
             out[setting] = [{**{k: r[k] for k in ("seed", "balanced_accuracy", "acc_many", "acc_medium", "acc_few")},
-                             "method": _label(r["method"], file), "seconds": each} for r in f["rows"]]
+                             "method": _label(r), "seconds": each} for r in f["rows"]]
             continue
         runs = f["runs"]
         share = len(runs) if "table_wall_seconds" in f else 1
-        out[setting] = [{"method": _label(r["loss"], file), "seed": r["seed"],
+        out[setting] = [{"method": _label(r), "seed": r["seed"],
                          "balanced_accuracy": r["balanced_accuracy"],
                          **{f"acc_{k}": r["shot_accuracy"][k] for k in metrics.SPLITS},
                          "seconds": r["total_seconds"] / share} for r in runs]
