@@ -14,7 +14,6 @@ from .experiments import (
     train_embedding_model,
     train_embedding_models,
     train_logit_method,
-    training_accuracy,
 )
 from .plots import go  # plotly, with the course's notebook renderer (static HTML copies of figures)
 from .recipes import DECOUPLING, EMBEDDING_TOY
@@ -41,18 +40,11 @@ def interval(values, confidence: float = 0.95) -> dict[str, float]:
 def toy_runs(data: ToyData, names=CAPSTONE_METHODS, seeds=(0, 1, 2, 3, 4), **recipe) -> tuple[list, list]:
     """Every method of ``names`` on ``data`` for every seed, trained together
     (:func:`~elm_lite.experiments.train_embedding_models`). Returns ``(rows, runs)`` in (method, seed)
-    order: ``rows`` as :func:`~elm_lite.experiments.compare` gives them (``method`` is the label), plus
-    ``train_balanced_accuracy`` (how well the model fits its own training set)."""
+    order: ``rows`` as :func:`~elm_lite.experiments.compare` gives them (``method`` is the label)."""
     jobs = [(methods.get(n), s) for n in names for s in seeds]
     runs = train_embedding_models(data, jobs, **recipe)
-    rows = [{"method": m.label, "seed": s, **run_summary(r, data.counts),
-             "train_balanced_accuracy": training_fit(r.model, data)} for (m, s), r in zip(jobs, runs)]
+    rows = [{"method": m.label, "seed": s, **run_summary(r, data.counts)} for (m, s), r in zip(jobs, runs)]
     return rows, runs
-
-
-def training_fit(model, data: ToyData) -> float:
-    """Balanced accuracy of ``model`` on its own training set (1.0: it separates the training data)."""
-    return float(np.mean(training_accuracy(model, data)))
 
 
 def passes_per_example(name: str, epochs: int) -> dict[str, int]:
@@ -155,16 +147,14 @@ def paired_difference(rows: list[dict], a: str, b: str, column: str = "balanced_
 
 def logit_toy_rows(data: ToyData, names=("ce", "la", "reweight-inverse"), seeds=(0, 1, 2, 3, 4)) -> list[dict]:
     """Notebook 02's setting: each method on ``data`` with the linear full-batch recipe, per seed:
-    ``{"method", "seed", "balanced_accuracy" (test), "train_balanced_accuracy"}``."""
+    ``{"method", "seed", "balanced_accuracy" (test)}``."""
     rows = []
     for name in names:
         for seed in seeds:
             model, _ = train_logit_method(name, data, seed=seed)
             rows.append({"method": methods.get(name).label, "seed": seed,
                          "balanced_accuracy": metrics.balanced_accuracy(data.y_test, predict(model, data.x_test),
-                                                                        data.n_classes),
-                         "train_balanced_accuracy": metrics.balanced_accuracy(
-                             data.y_train, predict(model, data.x_train), data.n_classes)})
+                                                                        data.n_classes)})
     return rows
 
 
