@@ -72,6 +72,8 @@ def main() -> None:
     rows = compare(chosen, data, seeds=tuple(args.seeds), progress=True, train=train_image_model, done=done,
                    on_row=save, epochs=args.epochs)
     seconds = time.perf_counter() - start
+    # every row records the full constants of what it trained (form, placement, averaging, ...)
+    rows = [{**r, "method_identity": chosen[r["method"]].identity()} for r in rows]
     # CIFAR-10-LT has no class under 20 images: its tail is the "medium" split (83 and 50 images)
     columns = ("balanced_accuracy", "acc_many", "acc_medium", "spread_medium", "spread_many")
     table = summarize(rows, columns)

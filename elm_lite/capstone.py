@@ -7,9 +7,8 @@ import numpy as np
 import torch
 
 from . import methods, metrics
-from .data import ToyData
+from .data import ToyData, bayes_predict, make_toy, monte_carlo_errors
 from .experiments import (
-    embed,
     paired_differences,
     run_summary,
     train_embedding_model,
@@ -17,6 +16,7 @@ from .experiments import (
     train_logit_method,
 )
 from .plots import go  # plotly, with the course's notebook renderer (static HTML copies of figures)
+from .recipes import DECOUPLING, EMBEDDING_TOY
 from .results import load_results
 from .train import predict
 
@@ -50,34 +50,70 @@ def distinct_seeds(seeds) -> list:
 def toy_runs(data: ToyData, names=CAPSTONE_METHODS, seeds=(0, 1, 2, 3, 4), **recipe) -> tuple[list, list]:
     """Every method of ``names`` on ``data`` for every seed, trained together
     (:func:`~elm_lite.experiments.train_embedding_models`). Returns ``(rows, runs)`` in (method, seed)
-    order: ``rows`` as :func:`~elm_lite.experiments.compare` gives them (``method`` is the label), plus
-    ``train_balanced_accuracy`` (how well the model fits its own training set)."""
+    order: ``rows`` as :func:`~elm_lite.experiments.compare` gives them (``method`` is the label)."""
     jobs = [(methods.get(n), s) for n in names for s in distinct_seeds(seeds)]
     runs = train_embedding_models(data, jobs, **recipe)
-    rows = [{"method": m.label, "seed": s, **run_summary(r, data.counts),
-             "train_balanced_accuracy": training_fit(r.model, data)} for (m, s), r in zip(jobs, runs)]
+    rows = [{"method": m.label, "seed": s, **run_summary(r, data.counts)} for (m, s), r in zip(jobs, runs)]
     return rows, runs
 
 
-def training_fit(model, data: ToyData) -> float:
-    """Balanced accuracy of ``model`` on its own training set (1.0: it separates the training data)."""
-    logits, _ = embed(model, data.x_train)
-    return metrics.balanced_accuracy(data.y_train, logits.argmax(1), data.n_classes)
+def passes_per_example(name: str, epochs: int) -> dict[str, int]:
+    """What one training run of method ``name`` costs in passes, exactly: ``{"passes"}`` forward-and-backward
+    passes of the whole model per training example over ``epochs`` epochs (one per view per epoch), and
+    ``{"head_passes"}`` of the classifier alone in a second stage (cRT re-trains it on frozen features,
+    after one forward pass of the features)."""
+    m = methods.get(name)
+    return {"passes": m.views * epochs, "head_passes": DECOUPLING["crt_epochs"] if m.decoupling == "crt" else 0}
 
 
-def cost_seconds(data: ToyData, names=CAPSTONE_METHODS, seed: int = 0, repeats: int = 2,
-                 **recipe) -> dict[str, float]:
-    """``{label: seconds}``: the training time (``History.seconds``; measurements and a second stage
-    left out) of one run of each method trained alone on this machine -- what one try costs. Timed on one
-    CPU thread (threads that share a loaded machine wait for each other, by up to tens of times on the
-    course's 2-core VM), the best of ``repeats`` runs: other work only ever slows a run down."""
+def cost_per_epoch(data: ToyData, names=CAPSTONE_METHODS, seed: int = 0, rounds: int = 7, epochs: int = 4,
+                   **recipe) -> dict[str, dict[str, float]]:
+    """``{label: {"seconds", "spread", "ratio", "ratio_low", "ratio_high", "n"}}``: the time of one training
+    epoch of each method, measured in this process ``rounds`` times, every method once per round (so that
+    a busy spell slows every method alike), each time a fresh run of ``epochs`` epochs whose first epoch
+    (warm-up) is left out. ``seconds``: the median over all those epochs; ``spread``: their interquartile
+    range; ``ratio``: the median over rounds of the method's median epoch divided by LA's in the same round,
+    ``ratio_low`` / ``ratio_high`` the smallest and largest of those ratios. Timed on one CPU thread
+    (threads that share a loaded machine wait for each other); measurements and a second stage left out."""
+    if rounds < 1 or epochs < 2:
+        raise ValueError(f"cost_per_epoch needs rounds >= 1 and epochs >= 2 (the first epoch is warm-up), "
+                         f"got rounds={rounds!r}, epochs={epochs!r}.")
+    names = tuple(dict.fromkeys(("la", *names)))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    per_round = {n: [] for n in names}   # per method, per round: its epoch times
     try:
-        return {methods.get(name).label: min(train_embedding_model(data, methods.get(name), seed=seed, **recipe)
-                                             .history.seconds for _ in range(repeats)) for name in names}
+        for _ in range(rounds):
+            for name in names:
+                elapsed = train_embedding_model(data, methods.get(name), seed=seed, **{**recipe, "epochs": epochs}
+                                                ).history.elapsed
+                per_round[name].append(np.diff(elapsed))  # epochs 2.. (the first is warm-up)
     finally:
         torch.set_num_threads(threads)
+    out = {}
+    for name in names:
+        every = np.concatenate(per_round[name])
+        ratios = [np.median(mine) / np.median(la) for mine, la in zip(per_round[name], per_round["la"])]
+        q1, q3 = np.percentile(every, [25, 75])
+        out[methods.get(name).label] = {"seconds": float(np.median(every)), "spread": float(q3 - q1),
+                                        "ratio": float(np.median(ratios)), "ratio_low": float(min(ratios)),
+                                        "ratio_high": float(max(ratios)), "n": len(every)}
+    return out
+
+
+def cost_table(cost: dict[str, dict[str, float]], epochs: int) -> str:
+    """The cost of each method: exact passes per training example over ``epochs`` epochs
+    (:func:`passes_per_example`), and the measured time per epoch (:func:`cost_per_epoch`) as a ratio to LA."""
+    by_label = {methods.get(n).label: n for n in methods.METHODS}
+    w = max(map(len, cost)) + 2
+    lines = [f"{'method':{w}s}{'passes':>7s}{'+ head':>7s}{'time per epoch / LA: median [range]':>37s}"
+             f"{'ms per epoch (IQR)':>20s}"]
+    for label, c in cost.items():
+        p = passes_per_example(by_label[label], epochs)
+        ratio = f"{c['ratio']:.2f}x [{c['ratio_low']:.2f}, {c['ratio_high']:.2f}]"
+        ms = f"{1e3 * c['seconds']:.1f} ({1e3 * c['spread']:.1f})"
+        lines.append(f"{label:{w}s}{p['passes']:7d}{p['head_passes']:7d}{ratio:>37s}{ms:>20s}")
+    return "\n".join(lines)
 
 
 def _mean(values) -> float:
@@ -94,21 +130,21 @@ def _cell(values, confidence: float) -> str:
     return f"{s['mean']:.3f} ± {s['sd']:.3f} [{s['mean'] - s['half']:.3f}, {s['mean'] + s['half']:.3f}]"
 
 
-def toy_table(rows: list[dict], seconds: dict[str, float], confidence: float = 0.95) -> str:
+def toy_table(rows: list[dict], cost: dict[str, dict[str, float]], confidence: float = 0.95) -> str:
     """The toy decision table: per method, balanced accuracy as mean ± sample std [t-interval], many /
-    medium / few accuracy and validation balanced accuracy (means), ``seconds`` (one run alone,
-    :func:`cost_seconds`), n seeds."""
+    medium / few accuracy and validation balanced accuracy (means), the time per epoch as a ratio to LA's
+    (``cost`` from :func:`cost_per_epoch`, median over rounds), n seeds."""
     names = list(dict.fromkeys(r["method"] for r in rows))
     w = max(map(len, names)) + 2
     head = (f"{'method':{w}s}{'balanced accuracy: mean ± sd [' + f'{confidence:.0%}' + ' CI]':>38s}"
-            f"{'many':>7s}{'medium':>8s}{'few':>7s}{'val':>7s}{'cost s':>7s}{'n':>3s}")
+            f"{'many':>7s}{'medium':>8s}{'few':>7s}{'val':>7s}{'cost':>7s}{'n':>3s}")
     lines = [head]
     for name in names:
         mine = [r for r in rows if r["method"] == name]
         means = [_mean([r[k] for r in mine]) for k in ("acc_many", "acc_medium", "acc_few", "val_balanced_accuracy")]
         lines.append(f"{name:{w}s}{_cell([r['balanced_accuracy'] for r in mine], confidence):>38s}"
                      + "".join(f"{m:{7 if i != 1 else 8}.3f}" for i, m in enumerate(means))
-                     + f"{seconds.get(name, float('nan')):7.2f}{len(mine):3d}")
+                     + f"{cost.get(name, {}).get('ratio', float('nan')):6.2f}x{len(mine):3d}")
     return "\n".join(lines)
 
 
@@ -121,17 +157,88 @@ def paired_difference(rows: list[dict], a: str, b: str, column: str = "balanced_
 
 def logit_toy_rows(data: ToyData, names=("ce", "la", "reweight-inverse"), seeds=(0, 1, 2, 3, 4)) -> list[dict]:
     """Notebook 02's setting: each method on ``data`` with the linear full-batch recipe, per seed:
-    ``{"method", "seed", "balanced_accuracy" (test), "train_balanced_accuracy"}``."""
+    ``{"method", "seed", "balanced_accuracy" (test)}``."""
     rows, seeds = [], distinct_seeds(seeds)
     for name in names:
         for seed in seeds:
             model, _ = train_logit_method(name, data, seed=seed)
             rows.append({"method": methods.get(name).label, "seed": seed,
                          "balanced_accuracy": metrics.balanced_accuracy(data.y_test, predict(model, data.x_test),
-                                                                        data.n_classes),
-                         "train_balanced_accuracy": metrics.balanced_accuracy(
-                             data.y_train, predict(model, data.x_train), data.n_classes)})
+                                                                        data.n_classes)})
     return rows
+
+
+# Section 4: the two re-weighting verdicts. Notebook 02's problem (5 Gaussian classes in 2-D, its linear
+# model) and notebook 05's (recipes.EMBEDDING_TOY, its MLP), then variants of them that each move one
+# factor: the rarest class's count (dimension and overlap fixed), the dimension (count and overlap fixed),
+# the overlap (through ``separation``; measured by the Bayes-balanced error), the number of classes.
+NOTEBOOK_02_TOY = dict(kind="gaussian", n_classes=5, n_max=500, rho=100)
+REWEIGHTING_PROBLEMS = (
+    # (what it is, what it moves, make_toy arguments, model)
+    ("notebook 02's problem", "", NOTEBOOK_02_TOY, "linear"),
+    ("notebook 02's problem", "the model", NOTEBOOK_02_TOY, "mlp"),
+    ("notebook 02's problem", "classes 5 -> 8", {**NOTEBOOK_02_TOY, "n_classes": 8}, "mlp"),
+    ("notebook 05's problem", "", EMBEDDING_TOY, "mlp"),
+    ("notebook 05's problem", "rarest 5 -> 10 (n_max 1000)", {**EMBEDDING_TOY, "n_max": 1000}, "mlp"),
+    ("notebook 05's problem", "rarest 5 -> 20 (rho 25)", {**EMBEDDING_TOY, "rho": 25}, "mlp"),
+    ("notebook 05's problem", "dimension 16 -> 8", {**EMBEDDING_TOY, "dim": 8}, "mlp"),
+    ("notebook 05's problem", "dimension 16 -> 32", {**EMBEDDING_TOY, "dim": 32}, "mlp"),
+    ("notebook 05's problem", "overlap up (separation 2)", {**EMBEDDING_TOY, "separation": 2.0}, "mlp"),
+    ("notebook 05's problem", "overlap down (separation 4)", {**EMBEDDING_TOY, "separation": 4.0}, "mlp"),
+)
+
+
+def bayes_balanced_error(problem: dict, n_per_class: int = 20_000) -> float:
+    """The Bayes-balanced error of the toy problem ``problem`` (make_toy arguments): the overlap of its
+    classes, whatever their counts (Monte Carlo, :func:`~elm_lite.data.monte_carlo_errors`)."""
+    data = make_toy(**problem, seed=0)
+    return monte_carlo_errors(lambda x: bayes_predict(data, x), data, n_per_class)["balanced"]
+
+
+def reweighting_variant(problem: dict, model: str, seeds=(0, 1, 2, 3, 4), **recipe) -> list[dict]:
+    """LA and re-weighting by 1/n on ``problem`` (make_toy arguments), seed by seed: seed ``s`` draws the
+    data and trains both methods (``model`` "linear": notebook 02's full-batch recipe; "mlp": the embedding
+    MLP, ``recipe`` overriding :data:`~elm_lite.recipes.EMBEDDING_RECIPE`). Rows as :func:`toy_runs`
+    (``method``, ``seed``, ``balanced_accuracy``, ...)."""
+    if model not in ("linear", "mlp"):
+        raise ValueError(f"model must be 'linear' or 'mlp', got {model!r}.")
+    rows = []
+    for seed in seeds:
+        data = make_toy(**problem, seed=seed)
+        rows += (logit_toy_rows(data, ("la", "reweight-inverse"), (seed,)) if model == "linear"
+                 else toy_runs(data, ("la", "reweight-inverse"), (seed,), **recipe)[0])
+    return rows
+
+
+def reweighting_variants(problems=REWEIGHTING_PROBLEMS, seeds=(0, 1, 2, 3, 4), confidence: float = 0.95,
+                         **recipe) -> list[dict]:
+    """Every problem of ``problems`` (:data:`REWEIGHTING_PROBLEMS`) through :func:`reweighting_variant`:
+    ``{"problem", "moves", "model", "counts", "dim", "bayes_error", "la" (LA's balanced accuracy, interval),
+    "difference" (re-weighting minus LA, paired by seed, :func:`interval`)}`` per problem."""
+    rw, la = methods.get("reweight-inverse").label, methods.get("la").label
+    out = []
+    for name, moves, problem, model in problems:
+        rows = reweighting_variant(problem, model, seeds, **recipe)
+        data = make_toy(**problem, seed=0)
+        out.append({"problem": name, "moves": moves, "model": model, "counts": data.counts.tolist(),
+                    "dim": int(data.x_train.shape[1]), "bayes_error": bayes_balanced_error(problem),
+                    "la": interval([r["balanced_accuracy"] for r in rows if r["method"] == la], confidence),
+                    "difference": paired_difference(rows, rw, la, confidence=confidence)})
+    return out
+
+
+def reweighting_table(variants: list[dict], confidence: float = 0.95) -> str:
+    """Section 4's table: per problem, what it moves, its classes, rarest count, dimension, Bayes-balanced
+    error, LA's balanced accuracy and re-weighting minus LA with its paired ``confidence`` t-interval."""
+    lines = [f"{'problem':22s}{'moves':30s}{'model':>7s}{'C':>3s}{'rarest':>7s}{'dim':>4s}{'Bayes err':>10s}"
+             f"{'LA':>7s}   re-weighting minus LA [{confidence:.0%} CI]"]
+    for v in variants:
+        d = v["difference"]
+        lines.append(f"{v['problem']:22s}{v['moves'] or '(as in the notebook)':30s}{v['model']:>7s}"
+                     f"{len(v['counts']):3d}{v['counts'][-1]:7d}{v['dim']:4d}{v['bayes_error']:10.3f}"
+                     f"{v['la']['mean']:7.3f}   {d['mean']:+.3f} [{d['mean'] - d['half']:+.3f}, "
+                     f"{d['mean'] + d['half']:+.3f}]  n={d['n']}")
+    return "\n".join(lines)
 
 
 # The shipped real-image results (elm_lite/measured/), one entry per setting: file, what it trained.
@@ -140,17 +247,12 @@ REAL_IMAGE_FILES = (
     ("cifar_lt_gpu.json", "GPU: ResNet-32, 120 epochs, SGD, one H200 (notebook 06)"),
     ("cifar10_lt_gpu_table_200ep.json", "GPU: ResNet-32, 200 epochs, SGD, one H200, trained together (notebook 06)"),
 )
-# Their ELM rows were trained before the margin study, with the margin on the positives.
-_FIRST_FORM_FILES = ("cifar10_lt_cpu.json", "cifar_lt_gpu.json")
 
 
-def _label(name_or_label: str, file: str) -> str:
-    """A row's method label; ELM in the files trained before the margin study has the margin on the positives."""
-    by_label = {m.label: m.name for m in methods.METHODS.values()}
-    name = by_label.get(name_or_label, name_or_label)
-    if name == "elm" and file in _FIRST_FORM_FILES:
-        name = "elm-positive"
-    return methods.get(name).label
+def _label(run: dict) -> str:
+    """A shipped run's method label, from the constants it records (``method_identity``: the registry
+    name of what it trained; ELM runs trained before the margin study are ``elm-positive``)."""
+    return methods.get(run["method_identity"]["method"]).label
 
 
 def real_image_rows() -> dict[str, list[dict]]:
@@ -164,11 +266,11 @@ def real_image_rows() -> dict[str, list[dict]]:
         if "machine" in f:  # the CPU comparison: rows of run_summary, one total time
             each = f["seconds"] / len(f["rows"])
             out[setting] = [{**{k: r[k] for k in ("seed", "balanced_accuracy", "acc_many", "acc_medium", "acc_few")},
-                             "method": _label(r["method"], file), "seconds": each} for r in f["rows"]]
+                             "method": _label(r), "seconds": each} for r in f["rows"]]
             continue
         runs = f["runs"]
         share = len(runs) if "table_wall_seconds" in f else 1
-        out[setting] = [{"method": _label(r["loss"], file), "seed": r["seed"],
+        out[setting] = [{"method": _label(r), "seed": r["seed"],
                          "balanced_accuracy": r["balanced_accuracy"],
                          **{f"acc_{k}": r["shot_accuracy"][k] for k in metrics.SPLITS},
                          "seconds": r["total_seconds"] / share} for r in runs]

@@ -40,6 +40,13 @@ def embed(model: nn.Module, x) -> tuple[np.ndarray, np.ndarray]:
     return logits.numpy(), z.numpy()
 
 
+def training_accuracy(model: nn.Module, data) -> np.ndarray:
+    """Per-class accuracy of ``model`` on its own training set, ``(C,)``: 1.0 where it fits every
+    training example of the class, 0.0 where it puts all of them in other classes."""
+    logits, _ = embed(model, data.x_train)
+    return metrics.per_class_accuracy(data.y_train, logits.argmax(1), data.n_classes)
+
+
 def _recipe(defaults: dict, method: Method, overrides: dict) -> dict:
     """``defaults``, then the method's own entries, then the caller's; unknown keys are refused."""
     recipe = {**defaults, **method.recipe, **overrides}

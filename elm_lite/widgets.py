@@ -509,17 +509,18 @@ def margin_spread_figure(view: MarginSpreadView, widget: bool = False) -> go.Fig
 
 def margin_spread_readout(view: MarginSpreadView) -> str:
     return (f"{view.n_train} training examples, spread <b>{view.current['spread']:.3f}</b>, boundary offset b "
-            f"<b>{view.margin:g}</b> (the margin slider): expected tail test error <b>{view.current['error']:.1%}</b> "
+            f"<b>{view.margin:g}</b> (the offset slider): expected tail test error <b>{view.current['error']:.1%}</b> "
             f"(with b = 0 it would be about 1/(n+1) = {1 / (view.n_train + 1):.1%})")
 
 
 def margin_spread_app(noise: float = 1.0, margin: float = 0.1, n_train: int = 5) -> App:
-    """Notebook 05: the generalisation argument; sliders for the spread, the margin and n."""
+    """Notebook 05: the generalisation argument; sliders for the noise (which sets the spread), the boundary
+    offset b (notebook 01's notation) and n."""
     import ipywidgets as W
     slider = dict(continuous_update=False, style={"description_width": "initial"})
     controls = {"noise": W.FloatLogSlider(value=noise, base=10, min=-1.3, max=0.5, step=0.05,
-                                          description="spread (noise)", **slider),
-                "margin": W.FloatSlider(value=margin, min=0, max=0.4, step=0.025, description="margin", **slider),
+                                          description="noise (sets the spread)", **slider),
+                "margin": W.FloatSlider(value=margin, min=0, max=0.4, step=0.025, description="offset b", **slider),
                 "n_train": W.IntSlider(value=n_train, min=1, max=50, description="tail examples", **slider)}
     return App(controls, margin_spread_view, margin_spread_figure, margin_spread_readout,
                requested={"noise": noise, "margin": margin, "n_train": n_train})
@@ -696,10 +697,40 @@ def methods_panel_readout(view: dict) -> str:
             "the toy problem, precomputed")
 
 
+def real_panel_view(setting: str = "", *, sweeps: dict) -> dict:
+    """Panel 5: one setting of the shipped CIFAR-10-LT rows (the first when ``setting`` is empty)."""
+    settings = [str(x) for x in sweeps["real_settings"]]
+    setting = setting or settings[0]
+    if setting not in settings:
+        raise ValueError(f"setting must be one of {settings}, got {setting!r}.")
+    i, ran = settings.index(setting), sweeps["real_n"][settings.index(setting)] > 0
+    return {"setting": setting, "labels": [str(m) for m, r in zip(sweeps["real_methods"], ran) if r],
+            "mean": sweeps["real_mean"][i][ran], "std": np.nan_to_num(sweeps["real_sd"][i][ran]),
+            "n": sweeps["real_n"][i][ran]}
+
+
+def real_panel_figure(view: dict, widget: bool = False) -> go.Figure:
+    colors = ["#d62728" if label == "LA" else "#888888" for label in view["labels"]]
+    fig = go.Figure(go.Bar(x=[f"{label}<br>n={n}" for label, n in zip(view["labels"], view["n"])], y=view["mean"],
+                           error_y=dict(type="data", array=view["std"]), marker_color=colors))
+    fig.update_layout(width=900, height=330, margin=dict(t=40, b=20), font=dict(size=11),
+                      yaxis=dict(tickformat=".0%"),
+                      title=f"{view['setting']}: balanced accuracy, mean ± sample std over n seeds")
+    return go.FigureWidget(fig) if widget else fig
+
+
+def real_panel_readout(view: dict) -> str:
+    la = view["labels"].index("LA")
+    above = [label for label, m in zip(view["labels"], view["mean"]) if m > view["mean"][la]]
+    return (f"LA <b>{view['mean'][la]:.1%}</b>; " + (f"above LA's mean: {', '.join(above)}" if above else
+            "<b>no method's mean above LA's</b>") + "; runs of this course's code read from the shipped files "
+            "(elm_lite/measured/); methods not shown were not run in this setting")
+
+
 def workshop_dashboard(sweeps: dict):
-    """The whole story on one page (``notebooks/workshop.ipynb``, ``make workshop``): imbalance,
-    logit margins, embedding tightening, methods compared. ``sweeps``: :func:`elm_lite.workshop.sweeps`
-    (or the shipped ``workshop_sweeps.npz``). Returns ``(widget, apps)``."""
+    """The course's story on one page (``notebooks/workshop.ipynb``, ``make workshop``), in its order:
+    imbalance, logit margins, the embedding term on the toy, methods on the toy, real images. ``sweeps``:
+    :func:`elm_lite.workshop.sweeps` (or the shipped ``workshop_sweeps.npz``). Returns ``(widget, apps)``."""
     import ipywidgets as W
     apps = [App({"rho": _selection_slider("imbalance ratio", sweeps["rhos"], 100)},
                 partial(imbalance_panel_view, sweeps=sweeps), imbalance_panel_figure, imbalance_panel_readout),
@@ -708,11 +739,14 @@ def workshop_dashboard(sweeps: dict):
             App({"lam": _selection_slider("lambda (embedding term)", sweeps["lams"], 1.0)},
                 partial(tightening_panel_view, sweeps=sweeps), tightening_panel_figure, tightening_panel_readout),
             App({"measure": W.ToggleButtons(options=[(MEASURE_NAMES[m], m) for m in sweeps["measures"]])},
-                partial(methods_panel_view, sweeps=sweeps), methods_panel_figure, methods_panel_readout)]
+                partial(methods_panel_view, sweeps=sweeps), methods_panel_figure, methods_panel_readout),
+            App({"setting": W.ToggleButtons(options=[str(x) for x in sweeps["real_settings"]])},
+                partial(real_panel_view, sweeps=sweeps), real_panel_figure, real_panel_readout)]
     titles = ("1. Long-tailed data: plain training gives the tail away",
-              "2. Logit margins: ask the rare classes to win by more",
-              "3. The embedding term: what happens to the rare classes' embeddings",
-              "4. Which method wins? (8-class toy problem)")
+              "2. Logit margins work: ask the rare classes to win by more",
+              "3. On the toy problem, the embedding term tightens the rare classes' embeddings",
+              "4. Which method wins on the toy problem? (8 classes, 5 seeds)",
+              "5. On real images (CIFAR-10-LT, the shipped runs): LA is the method to beat")
     for app in apps:
         app.widget.add_class("elm-panel")   # what the browser test and the benchmark look for
     rows = [W.VBox([W.HTML(f"<h3>{title}</h3>"), app.widget]) for title, app in zip(titles, apps)]

@@ -1,6 +1,8 @@
 """The precomputed sweeps behind the workshop dashboard (``notebooks/workshop.ipynb``): the course's
-story in four panels, each a grid of trained models, so that every slider move only looks up a
-result. :func:`sweeps` computes them (about 15 s on 2 cores, runs trained together where they can be);
+story in five panels -- long-tailed data, logit margins, the embedding term on the toy, the methods on the
+toy, the shipped real-image rows --, each a grid of trained models or shipped results, so that every
+slider move only looks up a result. :func:`sweeps` computes them (about 15 s on 2 cores, runs trained
+together where they can be);
 ``tools/make_workshop_data.py`` ships them as ``elm_lite/measured/workshop_sweeps.npz``, and
 ``tests/test_workshop.py`` checks the shipped file against a fresh computation.
 """
@@ -10,7 +12,7 @@ import numpy as np
 
 from . import methods, metrics
 from .data import bayes_predict, make_toy, monte_carlo_errors
-from .experiments import compare, train_embedding_models, train_logit_method
+from .experiments import run_summary, train_embedding_models, train_logit_method
 from .plots import decision_grid
 from .recipes import EMBEDDING_TOY
 from .train import predict
@@ -20,8 +22,7 @@ TAUS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)    # panel 2: logit-adjustment strengths (
 LAMS = (0.0, 0.25, 0.5, 1.0, 2.0)        # panel 3: weight of the embedding term (ELM)
 PANEL4_METHODS = ("ce", "la", "reweight-inverse", "ldam-drw", "supcon-la", "elm")
 PANEL4_MEASURES = ("balanced_accuracy", "acc_few", "spread_few", "margin_few")
-SEEDS = (0, 1, 2)
-PANEL3_SEEDS = (0, 1, 2, 3, 4)           # panel 3: the lambda sweep, averaged over these training seeds
+SEEDS = (0, 1, 2, 3, 4)                  # panels 3-4: every run of the toy embedding problem, these training seeds
 GRID = 100                               # panel 2: decision regions on a GRID x GRID raster
 TOY = dict(kind="gaussian", n_classes=5, n_max=500)   # the 2-D problem of notebooks 01-02
 N_EVAL = 5000                            # balanced evaluation sample per class (panels 1-2)
@@ -54,21 +55,22 @@ def _logit_panels(seed: int) -> dict[str, np.ndarray]:
 
 
 def _embedding_panels(seed: int) -> dict[str, np.ndarray]:
-    """Panels 3-4 on the embedding toy problem of notebooks 03-05 (data drawn under ``seed``). Panel 3:
-    LA alone and ELM at every lambda, each trained under every seed of :data:`PANEL3_SEEDS` (all runs
-    together) and averaged over them, so that the sweep shows what holds beyond one seed's wiggles."""
+    """Panels 3-4 on the embedding toy problem of notebooks 03-05 (data drawn under ``seed``), one set of
+    runs for both: every method of panel 4 and ELM at every lambda of panel 3, each trained under every seed
+    of :data:`SEEDS` (all together). Panel 3's "LA alone" is panel 4's LA runs: one LA number per page."""
     data = make_toy(**EMBEDDING_TOY, seed=seed)
     elm = methods.get("elm")
-    variants = [methods.get("la")] + [elm.variant(f"lambda {lam:g}", lam=lam) for lam in LAMS]
-    runs = train_embedding_models(data, [(m, s) for m in variants for s in PANEL3_SEEDS])
-    k = len(PANEL3_SEEDS)
-    mean = [{key: np.mean([getattr(r, key) for r in runs[i * k:(i + 1) * k]], 0)
-             for key in ("spread", "train_margin", "balanced_accuracy")} for i in range(len(variants))]
-    la, sweep = mean[0], mean[1:]
-    rows = compare(methods.by_label(PANEL4_METHODS), data, seeds=SEEDS)
-    table = np.array([[[r[m] for r in rows if r["method"] == methods.get(name).label] for m in PANEL4_MEASURES]
-                      for name in PANEL4_METHODS])                                  # (M, measures, seeds)
-    return {"lams": np.array(LAMS), "embedding_counts": data.counts, "panel3_seeds": np.array(PANEL3_SEEDS),
+    table_methods = [methods.get(n) for n in PANEL4_METHODS]
+    everything = table_methods + [elm.variant(f"lambda {lam:g}", lam=lam) for lam in LAMS]
+    runs = train_embedding_models(data, [(m, s) for m in everything for s in SEEDS])
+    k = len(SEEDS)
+    per_method = [runs[i * k:(i + 1) * k] for i in range(len(everything))]
+    mean = [{key: np.mean([getattr(r, key) for r in rs], 0) for key in ("spread", "train_margin", "balanced_accuracy")}
+            for rs in per_method]
+    la, sweep = mean[PANEL4_METHODS.index("la")], mean[len(table_methods):]
+    table = np.array([[[run_summary(r, data.counts)[m] for r in rs] for m in PANEL4_MEASURES]
+                      for rs in per_method[:len(table_methods)]])                   # (M, measures, seeds)
+    return {"lams": np.array(LAMS), "embedding_counts": data.counts, "panel3_seeds": np.array(SEEDS),
             "lam_spread": np.array([r["spread"] for r in sweep]),
             "lam_train_margin": np.array([r["train_margin"] for r in sweep]),
             "lam_balanced_accuracy": np.array([r["balanced_accuracy"] for r in sweep]),
@@ -79,7 +81,19 @@ def _embedding_panels(seed: int) -> dict[str, np.ndarray]:
             "measures": np.array(PANEL4_MEASURES), "method_table": table}
 
 
+def _real_image_panel() -> dict[str, np.ndarray]:
+    """Panel 5: the shipped CIFAR-10-LT rows (:func:`elm_lite.capstone.real_image_rows`), per setting and
+    method: mean, sample std and n of balanced accuracy over seeds (NaN and 0 where a method was not run)."""
+    from .capstone import real_image_rows
+    rows = real_image_rows()
+    labels = list(dict.fromkeys(r["method"] for setting in rows.values() for r in setting))
+    stats = np.array([[metrics.mean_sd([r["balanced_accuracy"] for r in setting if r["method"] == label])
+                       for label in labels] for setting in rows.values()])            # (settings, methods, 3)
+    return {"real_settings": np.array(list(rows)), "real_methods": np.array(labels),
+            "real_mean": stats[..., 0], "real_sd": stats[..., 1], "real_n": stats[..., 2].astype(int)}
+
+
 def sweeps(seed: int = 0) -> dict[str, np.ndarray]:
     """Every array the dashboard shows (see the module docstring), as a flat dict."""
-    return {**_logit_panels(seed), **_embedding_panels(seed), "seed": np.array(seed),
+    return {**_logit_panels(seed), **_embedding_panels(seed), **_real_image_panel(), "seed": np.array(seed),
             "shot_split": metrics.shot_split(make_toy(**EMBEDDING_TOY, seed=seed).counts)}

@@ -30,3 +30,25 @@ def test_colab_badge_and_setup_cell(path):
         "the install line must name this package and the badge's repository"
     first_code = next(i for i, c in enumerate(cells) if c.cell_type == "code")
     assert cells[first_code] is setup, "the setup cell must be the first code cell"
+
+
+def test_every_link_names_the_repository_of_pyproject():
+    """One address, in pyproject.toml's [project.urls]: badges, setup cells (generated whole), the README's
+    Colab and Binder links, the install line of the teacher's guide and CITATION.cff all follow it."""
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import repository_links
+    slug = repository_links.repository()
+    assert "https://github.com/" + slug == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"][
+        "Repository"]
+    done = subprocess.run([sys.executable, "tools/repository_links.py", "--check"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for pattern, files in repository_links.LINKS:      # each place still holds its link (none lost)
+        for name in files:
+            assert [m.group(1) for m in pattern.finditer((ROOT / name).read_text())] != [], (name, pattern)
+    for path in NOTEBOOKS:
+        badge = BADGE.search(nbformat.read(path, as_version=4).cells[0].source)
+        assert badge.group(1) == slug

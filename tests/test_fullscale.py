@@ -221,6 +221,8 @@ def test_collect_tool_gathers_a_runs_tarball(data, tmp_path):
     assert done.returncode == 0, done.stderr
     shipped = json.loads((out / "cifar_lt_gpu.json").read_text())
     assert sorted(r["loss"] for r in shipped["runs"]) == ["elm", "la"]
+    # each run names the full constants of what it trained (its placement and averaging among them)
+    assert {r["method_identity"]["constants"].get("placement") for r in shipped["runs"]} == {None, "centroid"}
     # the ladder gains the whole runs' compiled rungs only for compiled runs (these were not)
     assert [r["rung"] for r in shipped["ladder"]["rows"]] == ["a"]
     with np.load(out / "cifar_lt_gpu_embeddings.npz") as f:

@@ -25,22 +25,24 @@ def test_gpu_runs_are_complete_and_use_the_standard_construction(gpu):
         assert r["recipe"]["model"] == "resnet32" and r["compile"] and r["bf16"]
         assert len(r["per_class_accuracy"]) == len(r["per_class_spread"]) == 10
         assert len(r["history"]["epoch"]) == r["recipe"]["epochs"] == 120  # as notebook 06 and the README say
-    assert sorted((r["loss"], r["seed"]) for r in gpu["runs"]) == [("ce", 0), ("elm", 0), ("la", 0), ("la", 1)]
-    assert sorted(line.split()[2] for line in summarize_runs(gpu["runs"]).splitlines()[1:4]) == ["ce", "elm", "la"]
+    assert sorted((r["loss"], r["seed"]) for r in gpu["runs"]) == [("ce", 0), ("elm-positive", 0), ("la", 0),
+                                                                   ("la", 1)]
+    assert sorted(line.split()[2] for line in summarize_runs(gpu["runs"]).splitlines()[1:4]) == [
+        "ce", "elm-positive", "la"]
 
 
 def test_gpu_results_match_the_prose(gpu):
     """Notebook 06 and the README: LA beats CE by about 7 points; ELM is within a point of LA; ELM's
     medium-split (tail) spread is higher than LA's."""
     runs = gpu["runs"]
-    ce, la, elm = (_mean(runs, loss) for loss in ("ce", "la", "elm"))
+    ce, la, elm = (_mean(runs, loss) for loss in ("ce", "la", "elm-positive"))
     assert 0.06 < la - ce < 0.09
     assert abs(elm - la) < 0.01
     # notebook 06's first reveal: the medium split (CIFAR-10-LT's tail) gains > 20 points from LA
     assert _mean(runs, "la", lambda r: r["shot_accuracy"]["medium"]) - _mean(
         runs, "ce", lambda r: r["shot_accuracy"]["medium"]) > 0.20
     tail = lambda r: r["spread"]["medium"]  # noqa: E731 -- CIFAR-10-LT's few split is empty
-    assert _mean(runs, "elm", tail) > _mean(runs, "la", tail)
+    assert _mean(runs, "elm-positive", tail) > _mean(runs, "la", tail)
 
 
 def test_gpu_ladder_has_every_rung_with_times(gpu):
@@ -53,7 +55,7 @@ def test_gpu_ladder_has_every_rung_with_times(gpu):
 
 def test_gpu_embedding_samples(gpu):
     sample = load_results("cifar_lt_gpu_embeddings.npz")
-    for loss in ("ce", "la", "elm"):
+    for loss in ("ce", "la", "elm-positive"):
         z, y = sample[f"{loss}_features"], sample[f"{loss}_labels"]
         assert z.shape == (1000, 64) and np.bincount(y).tolist() == [100] * 10
 
@@ -144,3 +146,29 @@ def test_notebook_05_quotes_only_numbers_of_the_shipped_cpu_runs():
               + re.findall(r"\b(0\.\d{3})\b", prose))
     assert len(quoted) >= 15
     assert [q for q in quoted if q not in known] == []
+
+
+SHIPPED_RUNS = {"cifar_lt_gpu.json": "runs", "cifar10_lt_gpu_table_200ep.json": "runs", "cifar10_lt_cpu.json": "rows",
+                "cifar10_lt_cpu_elm_variants.json": "rows"}
+
+
+@pytest.mark.parametrize("name", SHIPPED_RUNS)
+def test_every_shipped_run_records_its_methods_constants(name):
+    """Each run names what it trained in full (tools/migrate_results.py for the files written before):
+    the registry name, the loss and every constant -- for an embedding term its placement and averaging --
+    and, for a registered method, exactly the registry's constants, so tables label runs from them."""
+    from elm_lite import methods
+    f = load_results(name)
+    for run in f[SHIPPED_RUNS[name]]:
+        identity = run["method_identity"]
+        registered = methods.get(identity["method"])
+        assert identity["loss"] == registered.loss.__name__ and identity["views"] == registered.views
+        if identity["loss"] == "ELMLoss":
+            assert {"placement", "anchor_average", "delta_max", "temperature", "lam", "tau"} <= set(
+                identity["constants"])
+        if "loss" in run:                                                   # full-scale results
+            assert run["loss"] == identity["method"]
+            assert identity["constants"] == dict(registered.constants)
+    if any(r["method_identity"]["method"] == "elm-positive" for r in f[SHIPPED_RUNS[name]]):
+        assert "margin on the positives" in f["migrated"]
+    assert not any(r.get("loss") == "elm" for r in f[SHIPPED_RUNS[name]])   # no first-form run named as today's

@@ -47,8 +47,8 @@ def test_a_coarser_grid_is_said_and_the_app_is_left_as_it_was():
     fragment = static_apps.static_app(app, {"noise": (0.5, 1.0), "margin": (0.1,), "n_train": (5,)})
     spec = unpack(fragment)
     assert spec["controls"] == [["sliders", "noise"]] and sorted(spec["states"]) == ["0", "1"]
-    assert "spread (noise): 2 of the live app's 37" in note(fragment)
-    assert "margin: 1 of the live app's 17" in note(fragment)
+    assert "noise (sets the spread): 2 of the live app's 37" in note(fragment)
+    assert "offset b: 1 of the live app's 17" in note(fragment)
     assert app.values() == {"noise": 1.0, "margin": 0.1, "n_train": 5}
     assert spec["states"]["1"]["readout"] == widgets.margin_spread_readout(widgets.margin_spread_view(1.0, 0.1, 5))
 

@@ -53,7 +53,7 @@ def test_shipped_sweeps_are_a_fresh_computation(shipped):
 
 def test_panels_answer_from_the_grid_and_say_what_it_holds(shipped):
     from elm_lite.widgets import workshop_dashboard
-    _, (imbalance, margins, tightening, table) = workshop_dashboard(shipped)
+    _, (imbalance, margins, tightening, table, real) = workshop_dashboard(shipped)
     counts_trace = imbalance.figure.data[0]
     imbalance.update(rho=1.0)
     assert list(counts_trace.y) == list(shipped["imbalance_counts"][0])          # balanced data: equal counts
@@ -68,6 +68,11 @@ def test_panels_answer_from_the_grid_and_say_what_it_holds(shipped):
         table.update(measure=str(measure))
         j = list(shipped["measures"]).index(str(measure))
         np.testing.assert_allclose(table.figure.data[0].y, shipped["method_table"][:, j, :].mean(1))
+    for i, setting in enumerate(shipped["real_settings"]):
+        real.update(setting=str(setting))
+        ran = shipped["real_n"][i] > 0
+        np.testing.assert_allclose(real.figure.data[0].y, shipped["real_mean"][i][ran])
+        assert "no method's mean above LA's" in real.readout.value
 
 
 def test_the_story_the_dashboard_tells_holds_in_its_data(shipped):
@@ -91,4 +96,28 @@ def test_the_story_the_dashboard_tells_holds_in_its_data(shipped):
             assert shipped["lam_train_margin"][i][few].mean() > shipped["la_train_margin"][few].mean() + 0.1
             assert shipped["lam_train_margin"][i][head].mean() < shipped["la_train_margin"][head].mean()
     means = shipped["method_table"][:, 0, :].mean(1)
-    assert str(shipped["methods"][int(np.argmax(means))]) == "elm"
+    assert str(shipped["methods"][int(np.argmax(means))]) == "elm"                # on the toy problem
+
+
+def test_one_set_of_seeds_and_one_la_number_per_page(shipped):
+    """Panels 3 and 4 are the same runs under the same seeds: panel 3's "LA alone" is panel 4's LA bar."""
+    assert shipped["method_table"].shape[-1] == len(shipped["panel3_seeds"]) == len(workshop.SEEDS) >= 5
+    la = list(shipped["methods"]).index("la")
+    assert float(shipped["la_balanced_accuracy"]) == pytest.approx(shipped["method_table"][la, 0].mean(), abs=1e-12)
+
+
+def test_real_image_panel_is_the_shipped_rows_and_la_is_the_method_to_beat(shipped):
+    """Panel 5: the capstone's shipped CIFAR-10-LT rows, setting by setting; in none is a method's mean
+    above LA's (the course's finding on real images at its scales)."""
+    from elm_lite import capstone
+    rows = capstone.real_image_rows()
+    assert [str(s) for s in shipped["real_settings"]] == list(rows)
+    labels = [str(m) for m in shipped["real_methods"]]
+    for i, setting in enumerate(rows.values()):
+        for j, label in enumerate(labels):
+            mine = [r["balanced_accuracy"] for r in setting if r["method"] == label]
+            assert shipped["real_n"][i, j] == len(mine)
+            if mine:
+                assert shipped["real_mean"][i, j] == pytest.approx(np.mean(mine))
+        la = labels.index("LA")
+        assert np.nanmax(shipped["real_mean"][i]) == shipped["real_mean"][i, la]

@@ -36,6 +36,11 @@ found = [p for d in folders for p in sorted(d.rglob("results.json"))]
 if not found:
     sys.exit("no results.json found under " + " ".join(args.sources))
 runs = [json.loads(p.read_text()) for p in found]
+for p, r in zip(found, runs):  # every shipped run names the full constants of what it trained
+    if "identity" not in r:
+        sys.exit(f"{p} records no identity (results schema < 4): its method's constants are unknown; see "
+                 "tools/migrate_results.py for how the older shipped files were migrated")
+    r["method_identity"] = r["identity"]["method"]
 ladder = next((json.loads(p.read_text()) for d in folders for p in d.rglob("ladder.json")), None)
 if ladder is not None:  # the compiled rungs come from whole runs: their own first and steady epochs
     for r in sorted(runs, key=lambda r: r["loss"] != "la"):
