@@ -100,7 +100,8 @@ def solution_cell_source(fn) -> str:
 def task_text(check) -> str:
     """The task as the check states it (its docstring), in Markdown."""
     doc = " ".join(inspect.cleandoc(check.__doc__).split())
-    return doc.replace("``fn(", "`" + "fn(").replace("``", "`")
+    doc = re.sub(r":\w+:`~?([\w.]+)`", r"``\1``", doc)          # Sphinx roles (:data:`~x.y`) as plain code
+    return doc.replace("``", "`")
 
 
 def check_tests(check_name: str, fn_name: str, points: int) -> list:
