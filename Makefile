@@ -7,7 +7,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: course test check test-other-arithmetic lint install clean workshop workshop-all site
+.PHONY: course test check test-other-arithmetic lint install clean workshop workshop-all site assignments slides
 
 # JupyterLab refuses to run as root unless told (containers, CI machines)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -45,6 +45,17 @@ workshop-all: $(VENV)/.installed
 # that work without a kernel, the docs, search; SMOKE=1 for quick sizes
 site: $(VENV)/.installed
 	$(BIN)/python tools/build_site.py $(if $(SMOKE),--smoke)
+
+# the nbgrader assignments (one per lesson with exercises, and the capstone): assignments/source/ (the
+# instructor's versions, with solutions) and assignments/release/ (the student versions to hand out);
+# assignments/ is an nbgrader course directory (docs/teachers.md: running it on JupyterHub)
+assignments: $(VENV)/.installed
+	$(BIN)/python tools/make_assignments.py
+
+# the workshop story as a reveal.js slide deck in slides/ (open slides/index.html; works offline: reveal.js
+# and plotly.js are copied into the folder), figures from the dashboard's precomputed sweeps
+slides: $(VENV)/.installed
+	$(BIN)/python tools/make_slides.py
 
 install: $(VENV)/.installed
 

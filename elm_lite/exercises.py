@@ -570,3 +570,85 @@ def check_centroid_margin(fn: Callable) -> CheckResult:
         "anchors whose class has no other member in the batch must be skipped, not counted as 0":
             lambda z, y, d, t: _centroid_variant(z, y, d, t, count_all=True),
     }))
+
+
+# ----------------------------------------------------------------------------- notebook 07 (the capstone assignment)
+
+
+def _verdict(low: float, high: float) -> int:
+    return 1 if low > 0 else -1 if high < 0 else 0
+
+
+def _paired_verdict_variant(rows, method, reference, paired=True, by_seed=True, quantile="t", sign=1.0,
+                            interval=True):
+    """The verdict of ``method`` against ``reference`` and its usual mistakes (see :func:`check_paired_verdict`)."""
+    from scipy import stats
+
+    def values(name):
+        mine = [r for r in rows if r["method"] == name]
+        return {r["seed"]: r["balanced_accuracy"] for r in (sorted(mine, key=lambda r: r["seed"]) if by_seed else mine)}
+
+    def half(x):
+        q = stats.t.ppf(0.975, len(x) - 1) if quantile == "t" else 1.96
+        return q * np.std(x, ddof=1) / np.sqrt(len(x))
+    a, b = values(method), values(reference)
+    if not paired:
+        a, b = np.array(list(a.values())), np.array(list(b.values()))
+        return _verdict(a.mean() - half(a) - (b.mean() + half(b)), a.mean() + half(a) - (b.mean() - half(b)))
+    d = sign * (np.array(list(a.values())) - np.array(list(b.values())) if not by_seed
+                else np.array([a[s] - b[s] for s in sorted(a) if s in b]))
+    if not interval:
+        return _verdict(d.mean(), d.mean())
+    return _verdict(d.mean() - half(d), d.mean() + half(d))
+
+
+def _verdict_cases() -> list:
+    """Decision-table rows ``(rows, method, reference)`` (CE, LA, ELM; four seeds), chosen so that every
+    usual mistake gives another verdict on at least one case: a large seed effect shared by the methods
+    (unpaired intervals overlap), seeds listed out of order (pairing by position scrambles), a mean
+    difference within the noise, one between the normal and the t quantile, and a loss."""
+    cases = []
+    for base, diffs, order in (([0.55, 0.65, 0.60, 0.70], [0.030, 0.032, 0.028, 0.031], [0, 1, 2, 3]),
+                               ([0.60, 0.50, 0.66, 0.57], [0.020, 0.021, 0.019, 0.020], [2, 0, 3, 1]),
+                               ([0.60, 0.61, 0.62, 0.60], [0.010, 0.030, -0.025, 0.000], [1, 3, 0, 2]),
+                               ([0.60, 0.61, 0.62, 0.60], [0.010, 0.030, 0.000, 0.030], [0, 1, 2, 3]),
+                               ([0.60, 0.58, 0.62, 0.61], [-0.040, -0.030, -0.050, -0.045], [3, 2, 1, 0])):
+        rows = [{"method": "CE", "seed": s, "balanced_accuracy": base[s] - 0.1} for s in order]
+        rows += [{"method": "LA", "seed": s, "balanced_accuracy": base[s]} for s in range(4)]
+        rows += [{"method": "ELM", "seed": s, "balanced_accuracy": base[s] + diffs[s]} for s in order]
+        cases.append((rows, "ELM", "LA"))
+    return cases
+
+
+def check_paired_verdict(fn: Callable) -> CheckResult:
+    """Exercise 07.1 (the capstone assignment): ``fn(rows, method, reference)`` -> ``1`` if ``method``
+    beats ``reference`` beyond the seed noise, ``-1`` if it loses beyond it, ``0`` if the 95 % t-interval of
+    the mean per-seed difference of ``balanced_accuracy`` contains zero. ``rows``: dicts with ``method``, ``seed`` and
+    ``balanced_accuracy``, one per run, in any order."""
+    def reference(rows, method, ref):
+        from .capstone import paired_difference
+        d = paired_difference(rows, method, ref)
+        return _verdict(d["mean"] - d["half"], d["mean"] + d["half"])
+    return _report(_run(fn, _verdict_cases(), reference, {
+        "with a few seeds the interval uses Student's t quantile with n - 1 degrees of freedom "
+        "(scipy.stats.t.ppf(0.975, n - 1), 3.18 for 4 seeds), not the normal 1.96":
+            lambda rows, m, r: _paired_verdict_variant(rows, m, r, quantile="normal"),
+        "you compared the means only; a difference counts only when its interval excludes zero (0: within "
+        "the seed noise)":
+            lambda rows, m, r: _paired_verdict_variant(rows, m, r, interval=False),
+        "pair the runs by seed, not by their position in the list: the same seed is the same data order and "
+        "initialisation":
+            lambda rows, m, r: _paired_verdict_variant(rows, m, r, by_seed=False),
+        "you compared the two methods' own intervals (unpaired); the seed-to-seed variation they share hides "
+        "the difference: take the interval of the per-seed differences":
+            lambda rows, m, r: _paired_verdict_variant(rows, m, r, paired=False),
+        "wrong sign: the difference is method minus reference (1 when the method is better)":
+            lambda rows, m, r: _paired_verdict_variant(rows, m, r, sign=-1.0),
+    }))
+
+
+def answered(result: CheckResult) -> bool:
+    """Whether the learner's function ran and returned numbers of the expected shape: the check passed,
+    or failed on the values only (a named mistake or "values differ"), not because the function raised,
+    overran, returned nothing or the wrong shape. The first point of an nbgrader assignment's exercise."""
+    return result.passed or not result.message.startswith(("your function", "pass your function"))

@@ -91,3 +91,14 @@ def my_centroid_margin(z, labels, delta, temperature: float) -> torch.Tensor:
             logits = torch.stack(logits)
             losses_.append(torch.logsumexp(logits, 0) - logits[own])
     return torch.stack(losses_).mean() if losses_ else z.sum() * 0
+
+
+def paired_verdict(rows, method: str, reference: str) -> int:
+    """07.1: 1 / -1 if ``method`` beats / loses to ``reference`` beyond the 95 % t-interval of the
+    per-seed differences of balanced accuracy, 0 if that interval contains zero."""
+    from scipy import stats
+    by = {(r["method"], r["seed"]): r["balanced_accuracy"] for r in rows}
+    seeds = sorted(s for (m, s) in by if m == method and (reference, s) in by)
+    d = np.array([by[(method, s)] - by[(reference, s)] for s in seeds])
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return 1 if d.mean() - half > 0 else -1 if d.mean() + half < 0 else 0

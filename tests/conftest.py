@@ -32,6 +32,28 @@ def browser():
         b.close()
 
 
+def open_offline(browser, url: str, viewport=(1400, 1000)):
+    """A page at ``url`` with every request that leaves the local server blocked (the static site's and
+    the slide deck's browser tests); returns
+    ``(page, outside, errors, local)``: blocked URLs, console errors and page errors, local requests."""
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    base, outside, errors, local = url.split("/", 3)[:3], [], [], []
+    origin = "/".join(base) + "/"
+
+    def route(r):
+        if r.request.url.startswith(origin):
+            local.append(r.request.url)
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+    page.route("**/*", route)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url, wait_until="load")
+    return page, outside, errors, local
+
+
 @pytest.fixture(scope="session")
 def root():
     return ROOT

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 from conftest import ROOT, chromium_or_skip
+from conftest import open_offline as _open
 
 sys.path.insert(0, str(ROOT / "tools"))
 import build_site  # noqa: E402  (tools/ is no package)
@@ -54,27 +55,6 @@ def test_site_has_every_notebook_and_doc(site):
     assert [p.name for p in site.rglob("*plotly*.js")] == ["plotly.min.js"], "plotly.js must be in the site once"
     for page in built:
         assert "* plotly.js v" not in (site / page).read_text(), f"{page} embeds plotly.js instead of linking it"
-
-
-def _open(browser, url: str):
-    """A page at ``url`` with every request that leaves the local server blocked; returns
-    ``(page, outside, errors, local)``: blocked URLs, console errors and page errors, local requests."""
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    base, outside, errors, local = url.split("/", 3)[:3], [], [], []
-    origin = "/".join(base) + "/"
-
-    def route(r):
-        if r.request.url.startswith(origin):
-            local.append(r.request.url)
-            r.continue_()
-        else:
-            outside.append(r.request.url)
-            r.abort()
-    page.route("**/*", route)
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(url, wait_until="load")
-    return page, outside, errors, local
 
 
 def test_every_page_loads_offline_without_errors(site, server, browser):
