@@ -302,15 +302,31 @@ class MulticlassHingeLoss(_CountsLoss):
 # ----------------------------------------------------------------------------- post-hoc adjustment
 
 
-def posthoc_adjust(logits: torch.Tensor, counts, tau: float = 1.0) -> torch.Tensor:
+def target_log_prior(target_prior, n_classes: int) -> torch.Tensor:
+    """``log p`` of a deployment prior ``target_prior`` ``(C,)`` (float64): positive, summing to 1."""
+    p = torch.as_tensor(np.asarray(target_prior, dtype=np.float64))
+    if p.ndim != 1 or len(p) != n_classes:
+        raise ValueError(f"target_prior must hold one probability per class ({n_classes}), got shape "
+                         f"{tuple(p.shape)}.")
+    if not torch.isfinite(p).all() or (p <= 0).any() or abs(float(p.sum()) - 1) > 1e-6:
+        raise ValueError(f"target_prior must be positive and sum to 1 (a class prior at deployment), got "
+                         f"{p.tolist()}; divide counts by their sum to turn them into a prior.")
+    return torch.log(p)
+
+
+def posthoc_adjust(logits: torch.Tensor, counts, tau: float = 1.0, target_prior=None) -> torch.Tensor:
     """Post-hoc logit adjustment for a model trained with plain CE: ``logits - tau * log pi``,
-    shape ``(B, C)``. Predict with ``argmax`` of the result."""
+    shape ``(B, C)``; with a deployment prior ``target_prior`` ``p`` ``(C,)``, ``logits - tau * log pi
+    + log p`` (``tau = 1``: the Bayes rule for test data drawn with class prior ``p``; ``None``: the
+    uniform prior, the balanced error). Predict with ``argmax`` of the result."""
     if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.ndim != 2:
         raise ValueError("logits must be a 2-D float tensor (batch, classes), "
                          f"got {getattr(logits, 'shape', logits)!r}.")
     offsets = logit_adjustment(counts, tau)
     if logits.shape[1] != len(offsets):
         raise ValueError(f"logits have {logits.shape[1]} classes but counts has {len(offsets)}.")
+    if target_prior is not None:
+        offsets = offsets - target_log_prior(target_prior, len(offsets))
     return logits - offsets.to(logits.device, logits.dtype)
 
 

@@ -180,3 +180,18 @@ def mean_sd(values) -> tuple[float, float, int]:
     v = v[~np.isnan(v)]
     mean = float(v.mean()) if v.size else float("nan")
     return mean, float(v.std(ddof=1)) if v.size > 1 else float("nan"), int(v.size)
+
+
+def error_under_prior(y_true, y_pred, prior, n_classes: int | None = None) -> float:
+    """The error on test data whose classes occur with ``prior`` ``(C,)`` (a deployment prior; summing
+    to 1), estimated from any test set: ``sum_c prior_c * (1 - accuracy_c)``. The uniform prior gives
+    the balanced error; the training prior the standard error on data distributed like training."""
+    prior = np.asarray(prior, dtype=float)
+    acc = per_class_accuracy(y_true, y_pred, n_classes if n_classes is not None else len(prior))
+    if prior.shape != acc.shape or np.any(prior < 0) or not np.isclose(prior.sum(), 1):
+        raise ValueError(f"prior must hold {len(acc)} non-negative numbers summing to 1 (one per class), got "
+                         f"{prior.tolist()}.")
+    if np.any(np.isnan(acc) & (prior > 0)):
+        raise ValueError("a class with prior > 0 has no test example: its error under the prior is unknown; "
+                         "test on a set that holds every class.")
+    return float(np.dot(prior, 1 - np.nan_to_num(acc)))
