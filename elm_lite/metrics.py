@@ -195,3 +195,61 @@ def error_under_prior(y_true, y_pred, prior, n_classes: int | None = None) -> fl
         raise ValueError("a class with prior > 0 has no test example: its error under the prior is unknown; "
                          "test on a set that holds every class.")
     return float(np.dot(prior, 1 - np.nan_to_num(acc)))
+
+
+# ----------------------------------------------------------------------------- calibration
+
+ECE_BINS = 15   # equal-width confidence bins (Guo et al. 2017)
+
+
+def _probabilities(probs, n_examples: int) -> np.ndarray:
+    if hasattr(probs, "detach"):
+        probs = probs.detach().cpu().numpy()
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or len(probs) != n_examples:
+        raise ValueError(f"probs must have shape (N, C) with N = len(y_true) = {n_examples}, got {probs.shape}.")
+    if not np.isfinite(probs).all() or (probs < 0).any() or not np.allclose(probs.sum(1), 1, atol=1e-4):
+        raise ValueError("probs must be probabilities: finite, >= 0, each row summing to 1 (softmax of the logits, "
+                         "elm_lite.calibration.probabilities).")
+    return probs
+
+
+def calibration_bins(y_true, probs, n_bins: int = ECE_BINS) -> dict[str, np.ndarray]:
+    """The reliability table of predictions ``argmax probs`` with confidence ``max probs``: equal-width
+    bins ``((b-1)/n_bins, b/n_bins]`` (a confidence of 0 in the first), each with its ``count``, mean
+    ``confidence`` and ``accuracy`` (nan for an empty bin); shapes ``(n_bins,)``. ``probs`` ``(N, C)``."""
+    y = _labels("y_true", y_true)
+    if not y.size:
+        raise ValueError("y_true is empty: a calibration error over no example is undefined.")
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise ValueError(f"n_bins must be an integer >= 1, got {n_bins!r}.")
+    probs = _probabilities(probs, len(y))
+    confidence, correct = probs.max(1), (probs.argmax(1) == y).astype(float)
+    bin_of = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    count = np.bincount(bin_of, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"count": count, "confidence": np.bincount(bin_of, confidence, n_bins) / count,
+                "accuracy": np.bincount(bin_of, correct, n_bins) / count}
+
+
+def expected_calibration_error(y_true, probs, n_bins: int = ECE_BINS) -> float:
+    """ECE: ``sum_b (|B_b| / N) |accuracy(B_b) - confidence(B_b)|`` over the equal-width confidence bins
+    of :func:`calibration_bins`. 0: when the model says 80 %, it is right 80 % of the time."""
+    bins = calibration_bins(y_true, probs, n_bins)
+    full = bins["count"] > 0
+    gap = np.abs(bins["accuracy"][full] - bins["confidence"][full])
+    return float(np.sum(bins["count"][full] * gap) / bins["count"].sum())
+
+
+def shot_calibration_error(y_true, probs, train_counts, many: int = 100, few: int = 20,
+                           n_bins: int = ECE_BINS) -> dict[str, float]:
+    """ECE over the test examples whose true class is many / medium / few-shot (:func:`shot_split`),
+    and ``overall``; a split with no test example is nan."""
+    y = _labels("y_true", y_true)
+    probs = _probabilities(probs, len(y))
+    split = shot_split(train_counts, many, few)
+    out = {"overall": expected_calibration_error(y, probs, n_bins)}
+    for name in SPLITS:
+        keep = np.isin(y, np.flatnonzero(split == name))
+        out[name] = expected_calibration_error(y[keep], probs[keep], n_bins) if keep.any() else float("nan")
+    return out
