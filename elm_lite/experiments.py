@@ -101,7 +101,7 @@ def train_embedding_model(data: ToyData, method: Method, *, seed: int = 0, snaps
     history = fit(model, data.x_train, data.y_train, method.build_loss(data.counts, r["epochs"]),
                   epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"], seed=seed, progress=progress,
                   n_views=method.views, augment=gaussian_jitter(r["jitter"]) if method.views > 1 else None,
-                  on_epoch_end=snapshot, sampling=method.sampling)
+                  on_epoch_end=snapshot, sampling=method.sampling, weight_decay=r["weight_decay"])
     return _finish_and_measure(method, seed, model, history, data, _sample(data), snapshots)
 
 
@@ -123,7 +123,7 @@ def train_embedding_models(data: ToyData, jobs: list[tuple[Method, int]], *, pro
                              [jobs[i][0].build_loss(data.counts, r["epochs"]) for i in members],
                              [jobs[i][1] for i in members], epochs=r["epochs"], batch_size=r["batch_size"],
                              lr=r["lr"], n_views=views, augment=gaussian_jitter(r["jitter"]) if views > 1 else None,
-                             progress=progress, sampling=sampling)
+                             progress=progress, sampling=sampling, weight_decay=r["weight_decay"])
         for i, model, history in zip(members, models, histories):
             runs[i] = _finish_and_measure(*jobs[i], model, history, data, sample)
     return runs

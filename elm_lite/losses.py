@@ -201,6 +201,32 @@ class ReweightedLoss(_CountsLoss):
         return f"scheme={self.scheme!r}" + (f", beta={self.beta}" if self.scheme == "effective_number" else "")
 
 
+class FocalLoss(_CountsLoss):
+    """Focal loss (Lin et al. 2017): ``mean_b -(1 - p_b)^gamma log p_b`` with ``p_b`` the softmax
+    probability of the true class. ``gamma = 0`` is cross-entropy; larger ``gamma`` down-weights the
+    examples the model already gets right -- whichever class they belong to: it never reads ``counts``
+    (kept for the common interface and the input checks), so it has no notion of the class prior.
+    logits ``(B, C)``, labels ``(B,)`` -> scalar. Safe range: ``gamma`` in [0, 5] (the paper's 2)."""
+
+    def __init__(self, counts, gamma: float = 2.0, validate: bool = True):
+        super().__init__(counts, validate)
+        self.gamma = _check_range("gamma", gamma, 0.0, 10.0)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        self._check(logits, labels)
+        return focal_terms(logits, labels.long(), self.gamma).mean()
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}"
+
+
+def focal_terms(logits: torch.Tensor, labels: torch.Tensor, gamma) -> torch.Tensor:
+    """Per-example focal loss ``-(1 - p)^gamma log p``: logits ``(..., B, C)``, labels ``(..., B)``,
+    ``gamma`` a number or a tensor that broadcasts against ``(..., B)`` -> ``(..., B)``."""
+    log_p = F.log_softmax(logits, -1).gather(-1, labels[..., None])[..., 0]
+    return -(1 - log_p.exp()).pow(gamma) * log_p
+
+
 class BalancedSoftmaxLoss(_CountsLoss):
     """Balanced Softmax (Ren et al. 2020): ``CE(logits + log n_y, y)``; logits ``(B, C)`` -> scalar.
 
