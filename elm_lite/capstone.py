@@ -22,7 +22,9 @@ from .train import predict
 
 # The candidates of the decision table, one per family (CE is the reference).
 CAPSTONE_METHODS = ("ce", "la", "posthoc-la", "balanced-softmax", "ldam-drw", "reweight-inverse", "cb-sampling",
-                    "crt", "tau-norm", "supcon-la", "elm")
+                    "crt", "tau-norm", "focal", "weight-balancing", "supcon-la", "elm")
+# The calibration comparison: which methods' probabilities can be used as they are.
+CALIBRATION_METHODS = ("ce", "la", "posthoc-la", "reweight-inverse", "focal", "elm")
 
 
 def interval(values, confidence: float = 0.95) -> dict[str, float]:
@@ -86,19 +88,41 @@ def _cell(values, confidence: float) -> str:
 
 def toy_table(rows: list[dict], seconds: dict[str, float], confidence: float = 0.95) -> str:
     """The toy decision table: per method, balanced accuracy as mean ± sample std [t-interval], many /
-    medium / few accuracy and validation balanced accuracy (means), ``seconds`` (one run alone,
+    medium / few accuracy, validation balanced accuracy and test ECE (means), ``seconds`` (one run alone,
     :func:`cost_seconds`), n seeds."""
     names = list(dict.fromkeys(r["method"] for r in rows))
     w = max(map(len, names)) + 2
     head = (f"{'method':{w}s}{'balanced accuracy: mean ± sd [' + f'{confidence:.0%}' + ' CI]':>38s}"
-            f"{'many':>7s}{'medium':>8s}{'few':>7s}{'val':>7s}{'cost s':>7s}{'n':>3s}")
+            f"{'many':>7s}{'medium':>8s}{'few':>7s}{'val':>7s}{'ECE':>7s}{'cost s':>7s}{'n':>3s}")
     lines = [head]
     for name in names:
         mine = [r for r in rows if r["method"] == name]
-        means = [_mean([r[k] for r in mine]) for k in ("acc_many", "acc_medium", "acc_few", "val_balanced_accuracy")]
+        means = [_mean([r.get(k, np.nan) for r in mine])
+                 for k in ("acc_many", "acc_medium", "acc_few", "val_balanced_accuracy", "ece")]
         lines.append(f"{name:{w}s}{_cell([r['balanced_accuracy'] for r in mine], confidence):>38s}"
                      + "".join(f"{m:{7 if i != 1 else 8}.3f}" for i, m in enumerate(means))
                      + f"{seconds.get(name, float('nan')):7.2f}{len(mine):3d}")
+    return "\n".join(lines)
+
+
+def calibration_table(rows: list[dict]) -> str:
+    """Per method: test ECE of ``softmax(logits)`` (mean ± sample std over seeds), its many / medium /
+    few parts, the temperature fitted on the validation sample, and the ECE after that temperature
+    scaling -- which methods' probabilities are usable as they are, and which need the fix."""
+    names = list(dict.fromkeys(r["method"] for r in rows))
+    w = max(map(len, names)) + 2
+    lines = [f"{'method':{w}s}{'ECE: mean ± sd':>16s}{'many':>7s}{'medium':>8s}{'few':>7s}"
+             f"{'T (val)':>9s}{'ECE after T':>18s}{'n':>3s}"]
+    for name in names:
+        mine = [r for r in rows if r["method"] == name]
+        ece, scaled = (metrics.mean_sd([r[k] for r in mine]) for k in ("ece", "ece_scaled"))
+        parts = [_mean([r[f"ece_{k}"] for r in mine]) for k in metrics.SPLITS]
+        temperature = _mean([r["temperature"] for r in mine])
+        lines.append(f"{name:{w}s}{ece[0]:>9.3f} ± {ece[1]:.3f}"
+                     + "".join(f"{m:{8 if i == 1 else 7}.3f}" for i, m in enumerate(parts))
+                     + f"{temperature:9.2f}{scaled[0]:>11.3f} ± {scaled[1]:.3f}{len(mine):3d}")
+    lines.append("(ECE: 15 equal-width confidence bins on the balanced test set; many / medium / few: the test "
+                 "examples of those classes; ± is the sample sd over seeds)")
     return "\n".join(lines)
 
 
