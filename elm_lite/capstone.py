@@ -6,17 +6,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import methods, metrics
+from . import calibration, methods, metrics
 from .data import ToyData
 from .experiments import (
     embed,
+    method_logits,
     paired_differences,
     run_summary,
     train_embedding_model,
     train_embedding_models,
     train_logit_method,
 )
-from .plots import go  # plotly, with the course's notebook renderer (static HTML copies of figures)
+from .plots import go, reliability_figure  # plotly, with the course's notebook renderer (static HTML copies)
 from .results import load_results
 from .train import predict
 
@@ -228,3 +229,18 @@ def decision_figure(rows: list[dict], confidence: float = 0.95):
     fig.update_layout(title=f"toy problem, {n} seeds: mean and {confidence:.0%} t-interval",
                       xaxis_title="test accuracy (balanced test set)", height=420, margin=dict(l=220))
     return fig
+
+
+def calibration_figure(data: ToyData, runs: list, names=CALIBRATION_METHODS, seeds=(0, 1, 2, 3, 4), seed: int = 0,
+                       scaled: bool = False):
+    """The reliability diagram (:func:`~elm_lite.plots.reliability_figure`) of the test predictions of
+    each method of ``names`` for one ``seed``; ``runs`` as :func:`toy_runs` returns them for
+    :data:`CAPSTONE_METHODS` and ``seeds``. ``scaled``: after the temperature each run fitted on validation."""
+    jobs = [(n, s) for n in CAPSTONE_METHODS for s in seeds]
+    probs = {}
+    for name in names:
+        run = runs[jobs.index((name, seed))]
+        logits = method_logits(methods.get(name), run.model, data.x_test, data.counts)
+        probs[methods.get(name).label] = calibration.probabilities(logits, run.temperature if scaled else 1.0)
+    return reliability_figure(data.y_test, probs, title=f"toy test set, seed {seed}"
+                              + (", after temperature scaling on validation" if scaled else ""))

@@ -151,7 +151,13 @@ def _validation(method: Method, model: nn.Module, data, sample) -> tuple[np.ndar
     """``(labels, the logits the method predicts with)`` on the validation ``sample`` (None without one)."""
     if sample is None:
         return None
-    return sample[1], _posthoc(method, embed(model, sample[0])[0], data.counts)
+    return sample[1], method_logits(method, model, sample[0], data.counts)
+
+
+def method_logits(method: Method, model: nn.Module, x, counts) -> np.ndarray:
+    """The logits ``(N, C)`` that ``method``'s trained ``model`` predicts with on ``x``: post-hoc adjusted
+    (tau = 1) for ``method.posthoc``."""
+    return _posthoc(method, embed(model, x)[0], counts)
 
 
 def measure_run(model: nn.Module, history: History, data, logits: np.ndarray, z_test: np.ndarray,

@@ -148,7 +148,7 @@ def test_capstone_calibration_reading(toy):
     Softmax 0.073, re-weighted 1/n 0.050, focal 0.101; LDAM-DRW 0.566, tau-norm 0.451, SupCon + LA 0.351,
     cRT 0.271, weight balancing 0.250, ELM 0.229, all under-confident (T 0.21-0.63); after temperature
     scaling LDAM-DRW 0.036, SupCon + LA 0.043, cRT 0.070, weight balancing 0.085, ELM 0.017 (the lowest of
-    the comparison; next re-weighted 0.035), CE still 0.131."""
+    the comparison; next re-weighted 0.035), CE still 0.131; post-hoc LA 0.185 before scaling."""
     ece, scaled = _by(toy, "ece"), _by(toy, "ece_scaled")
     few, many, temperature = _by(toy, "ece_few"), _by(toy, "ece_many"), _by(toy, "temperature")
     assert ece[LABEL["ce"]] > 0.15 and few[LABEL["ce"]] > 0.35 and many[LABEL["ce"]] < 0.08
@@ -161,3 +161,6 @@ def test_capstone_calibration_reading(toy):
     compared = {LABEL[n]: scaled[LABEL[n]] for n in capstone.CALIBRATION_METHODS}
     assert min(compared, key=compared.get) == LABEL["elm"] and compared[LABEL["elm"]] < 0.04
     assert scaled[LABEL["ce"]] > 0.1                                          # a temperature does not fix a prior
+    assert ece[LABEL["posthoc-la"]] > 0.15                                    # adjusted decisions, CE's confidence
+    five_best = sorted(scaled, key=scaled.get)[:5]
+    assert {LABEL["elm"], LABEL["supcon-la"], LABEL["ldam-drw"]} <= set(five_best), five_best

@@ -117,6 +117,14 @@ def _flat_views(t: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, to
     return t, labels
 
 
+def _stacked_focal(gamma: torch.Tensor) -> Callable:
+    """K focal losses with exponents ``gamma`` ``(K,)`` in one pass (the signature of :func:`stacked_loss`)."""
+    def focal(logits, z, labels, prototypes=None):
+        logits, labels = _flat_views(logits, labels)
+        return focal_terms(logits, labels.long(), gamma[:, None].to(logits.dtype)).mean(-1)
+    return focal
+
+
 def stack_key(loss) -> tuple:
     """Losses with equal keys can be computed together by :func:`stacked_loss` (their constants may
     differ): the kind, and for ELM its logit loss and margin placement."""
@@ -148,12 +156,7 @@ def stacked_loss(losses: list) -> Callable | None:
             return _cross_entropy_per_run(logits + offsets[:, None].to(logits.dtype), labels.long())
         return logit_adjusted
     if kind is FocalLoss:
-        gamma = stack(lambda loss: loss.gamma)
-
-        def focal(logits, z, labels, prototypes=None):
-            logits, labels = _flat_views(logits, labels)
-            return focal_terms(logits, labels.long(), gamma[:, None].to(logits.dtype)).mean(-1)
-        return focal
+        return _stacked_focal(stack(lambda loss: loss.gamma))
     if kind is LDAMLoss:
         margins, scale = stack(lambda loss: loss.margins), stack(lambda loss: loss.s)
 
