@@ -39,3 +39,17 @@ def fit_temperature(logits_val, y_val) -> float:
     best = minimize_scalar(lambda log_t: nll(logits_val, y_val, float(np.exp(log_t))), bounds=(lo, hi),
                            method="bounded", options={"xatol": 1e-4})
     return float(np.exp(best.x))
+
+
+def choose_threshold(y_val, scores_val, positive_prior: float) -> float:
+    """The threshold on ``scores_val`` (validation scores of class 1, labels ``y_val`` in {0, 1}) with the
+    best F1 of class 1 under the deployment prior ``positive_prior``
+    (:func:`~elm_lite.metrics.precision_recall`): chosen on validation data, then used on the test set."""
+    from .metrics import precision_recall
+    best, best_f1 = float("nan"), -1.0
+    for t in np.unique(np.asarray(scores_val, dtype=float)):
+        precision, recall = precision_recall(y_val, scores_val, t, positive_prior)
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+        if f1 > best_f1:
+            best, best_f1 = float(t), f1
+    return best

@@ -253,3 +253,22 @@ def shot_calibration_error(y_true, probs, train_counts, many: int = 100, few: in
         keep = np.isin(y, np.flatnonzero(split == name))
         out[name] = expected_calibration_error(y[keep], probs[keep], n_bins) if keep.any() else float("nan")
     return out
+
+
+def precision_recall(y_true, scores, threshold: float, positive_prior: float | None = None) -> tuple[float, float]:
+    """``(precision, recall)`` of the binary rule ``scores >= threshold`` for class 1 (the positive, rare
+    class), labels ``y_true`` in {0, 1} ``(N,)``. Recall is the rate on class 1's examples; precision is
+    computed for test data in which class 1 has prior ``positive_prior`` (default: its share of
+    ``y_true``): ``pi recall / (pi recall + (1 - pi) false-positive rate)``, so a balanced sample can
+    report the precision of any deployment prior. nan where nothing is predicted positive."""
+    y, scores = _labels("y_true", y_true, 2), np.asarray(scores, dtype=float)
+    if scores.shape != y.shape or not (y == 0).any() or not (y == 1).any():
+        raise ValueError(f"need one score per label and both classes present; got {scores.shape} scores for "
+                         f"labels {np.bincount(y, minlength=2).tolist()} (counts of 0 and 1).")
+    prior = float(np.mean(y)) if positive_prior is None else float(positive_prior)
+    if not 0 < prior < 1:
+        raise ValueError(f"positive_prior must be in (0, 1), got {positive_prior!r}.")
+    positive = scores >= threshold
+    recall, false_positive = float(positive[y == 1].mean()), float(positive[y == 0].mean())
+    flagged = prior * recall + (1 - prior) * false_positive
+    return (prior * recall / flagged if flagged > 0 else float("nan")), recall
