@@ -168,3 +168,18 @@ def test_weight_decay_shrinks_the_tails_short_weights_most_on_the_toy():
             data, [(ce, s) for s in range(3)])], 0)
         ratio[wd] = norms[-1] / norms[0]
     assert ratio[0.0] < 0.8 and ratio[1e-2] < 0.5 * ratio[0.0]
+
+
+def test_both_methods_train_at_full_scale_alone_and_in_a_table(tmp_path):
+    """The real-image paths (engine.fullscale, engine.table) train both methods, weight balancing with its
+    classifier stage; tiny fake CIFAR, two epochs: the paths run, not the learning."""
+    from elm_lite.data import fake_cifar, load_cifar_lt
+    from elm_lite.engine.fullscale import train_cifar
+    from elm_lite.engine.table import train_table
+    assert set(methods.PRACTITIONER_METHODS) <= set(methods.FULLSCALE_METHODS)
+    data = load_cifar_lt("cifar10", rho=10, arrays=fake_cifar(10, n_per_class=40, n_test_per_class=10))
+    tiny = dict(model="small_cnn", epochs=2, batch_size=32, lr=0.05, projection_dim=16)
+    for name in methods.PRACTITIONER_METHODS:
+        assert 0 <= train_cifar(data, name, out_dir=tmp_path / name, progress=False, **tiny)["balanced_accuracy"] <= 1
+    table = train_table(data, list(methods.PRACTITIONER_METHODS), [0], tmp_path / "table", progress=False, **tiny)
+    assert len(table["table"]) >= 1
