@@ -6,23 +6,26 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import methods, metrics
+from . import calibration, methods, metrics
 from .data import ToyData, bayes_predict, make_toy, monte_carlo_errors
 from .experiments import (
+    method_logits,
     paired_differences,
     run_summary,
     train_embedding_model,
     train_embedding_models,
     train_logit_method,
 )
-from .plots import go  # plotly, with the course's notebook renderer (static HTML copies of figures)
+from .plots import go, reliability_figure  # plotly, with the course's notebook renderer (static HTML copies)
 from .recipes import DECOUPLING, EMBEDDING_TOY
 from .results import load_results
 from .train import predict
 
 # The candidates of the decision table, one per family (CE is the reference).
 CAPSTONE_METHODS = ("ce", "la", "posthoc-la", "balanced-softmax", "ldam-drw", "reweight-inverse", "cb-sampling",
-                    "crt", "tau-norm", "supcon-la", "elm")
+                    "crt", "tau-norm", "focal", "weight-balancing", "supcon-la", "elm")
+# The calibration comparison: which methods' probabilities can be used as they are.
+CALIBRATION_METHODS = ("ce", "la", "posthoc-la", "reweight-inverse", "focal", "elm")
 
 
 def interval(values, confidence: float = 0.95) -> dict[str, float]:
@@ -132,19 +135,41 @@ def _cell(values, confidence: float) -> str:
 
 def toy_table(rows: list[dict], cost: dict[str, dict[str, float]], confidence: float = 0.95) -> str:
     """The toy decision table: per method, balanced accuracy as mean ± sample std [t-interval], many /
-    medium / few accuracy and validation balanced accuracy (means), the time per epoch as a ratio to LA's
-    (``cost`` from :func:`cost_per_epoch`, median over rounds), n seeds."""
+    medium / few accuracy, validation balanced accuracy and test ECE (means), the time per epoch as a ratio
+    to LA's (``cost`` from :func:`cost_per_epoch`, median over rounds), n seeds."""
     names = list(dict.fromkeys(r["method"] for r in rows))
     w = max(map(len, names)) + 2
     head = (f"{'method':{w}s}{'balanced accuracy: mean ± sd [' + f'{confidence:.0%}' + ' CI]':>38s}"
-            f"{'many':>7s}{'medium':>8s}{'few':>7s}{'val':>7s}{'cost':>7s}{'n':>3s}")
+            f"{'many':>7s}{'medium':>8s}{'few':>7s}{'val':>7s}{'ECE':>7s}{'cost':>7s}{'n':>3s}")
     lines = [head]
     for name in names:
         mine = [r for r in rows if r["method"] == name]
-        means = [_mean([r[k] for r in mine]) for k in ("acc_many", "acc_medium", "acc_few", "val_balanced_accuracy")]
+        means = [_mean([r.get(k, np.nan) for r in mine])
+                 for k in ("acc_many", "acc_medium", "acc_few", "val_balanced_accuracy", "ece")]
         lines.append(f"{name:{w}s}{_cell([r['balanced_accuracy'] for r in mine], confidence):>38s}"
                      + "".join(f"{m:{7 if i != 1 else 8}.3f}" for i, m in enumerate(means))
                      + f"{cost.get(name, {}).get('ratio', float('nan')):6.2f}x{len(mine):3d}")
+    return "\n".join(lines)
+
+
+def calibration_table(rows: list[dict]) -> str:
+    """Per method: test ECE of ``softmax(logits)`` (mean ± sample std over seeds), its many / medium /
+    few parts, the temperature fitted on the validation sample, and the ECE after that temperature
+    scaling -- which methods' probabilities are usable as they are, and which need the fix."""
+    names = list(dict.fromkeys(r["method"] for r in rows))
+    w = max(map(len, names)) + 2
+    lines = [f"{'method':{w}s}{'ECE: mean ± sd':>16s}{'many':>7s}{'medium':>8s}{'few':>7s}"
+             f"{'T (val)':>9s}{'ECE after T':>18s}{'n':>3s}"]
+    for name in names:
+        mine = [r for r in rows if r["method"] == name]
+        ece, scaled = (metrics.mean_sd([r[k] for r in mine]) for k in ("ece", "ece_scaled"))
+        parts = [_mean([r[f"ece_{k}"] for r in mine]) for k in metrics.SPLITS]
+        temperature = _mean([r["temperature"] for r in mine])
+        lines.append(f"{name:{w}s}{ece[0]:>9.3f} ± {ece[1]:.3f}"
+                     + "".join(f"{m:{8 if i == 1 else 7}.3f}" for i, m in enumerate(parts))
+                     + f"{temperature:9.2f}{scaled[0]:>11.3f} ± {scaled[1]:.3f}{len(mine):3d}")
+    lines.append("(ECE: 15 equal-width confidence bins on the balanced test set; many / medium / few: the test "
+                 "examples of those classes; ± is the sample sd over seeds)")
     return "\n".join(lines)
 
 
@@ -316,3 +341,18 @@ def decision_figure(rows: list[dict], confidence: float = 0.95):
     fig.update_layout(title=f"toy problem, {n} seeds: mean and {confidence:.0%} t-interval",
                       xaxis_title="test accuracy (balanced test set)", height=420, margin=dict(l=220))
     return fig
+
+
+def calibration_figure(data: ToyData, runs: list, names=CALIBRATION_METHODS, seeds=(0, 1, 2, 3, 4), seed: int = 0,
+                       scaled: bool = False):
+    """The reliability diagram (:func:`~elm_lite.plots.reliability_figure`) of the test predictions of
+    each method of ``names`` for one ``seed``; ``runs`` as :func:`toy_runs` returns them for
+    :data:`CAPSTONE_METHODS` and ``seeds``. ``scaled``: after the temperature each run fitted on validation."""
+    jobs = [(n, s) for n in CAPSTONE_METHODS for s in seeds]
+    probs = {}
+    for name in names:
+        run = runs[jobs.index((name, seed))]
+        logits = method_logits(methods.get(name), run.model, data.x_test, data.counts)
+        probs[methods.get(name).label] = calibration.probabilities(logits, run.temperature if scaled else 1.0)
+    return reliability_figure(data.y_test, probs, title=f"toy test set, seed {seed}"
+                              + (", after temperature scaling on validation" if scaled else ""))

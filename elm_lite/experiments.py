@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import losses, methods, metrics
+from . import calibration, losses, methods, metrics
 from .data import ToyData, validation_sample
 from .engine.many import fit_many
 from .interfaces import EmbeddingLoss
@@ -31,6 +31,9 @@ class EmbeddingRun:
     train_margin: np.ndarray      # (C,) training embedding margin per class
     z_test: np.ndarray            # (N, E) test embeddings
     val_balanced_accuracy: float = float("nan")    # on data.validation_sample (toy data), for choosing settings
+    calibration_error: dict = field(default_factory=dict)  # test ECE of softmax(logits): overall, many, medium, few
+    temperature: float = float("nan")              # fitted on the validation sample (calibration.fit_temperature)
+    scaled_calibration_error: float = float("nan") # test ECE after that temperature scaling
     snapshots: list = field(default_factory=list)  # [(epoch, z_snapshot (M, E))] if requested
 
 
@@ -108,7 +111,7 @@ def train_embedding_model(data: ToyData, method: Method, *, seed: int = 0, snaps
     history = fit(model, data.x_train, data.y_train, method.build_loss(data.counts, r["epochs"]),
                   epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"], seed=seed, progress=progress,
                   n_views=method.views, augment=gaussian_jitter(r["jitter"]) if method.views > 1 else None,
-                  on_epoch_end=snapshot, sampling=method.sampling)
+                  on_epoch_end=snapshot, sampling=method.sampling, weight_decay=r["weight_decay"])
     return _finish_and_measure(method, seed, model, history, data, _sample(data), snapshots)
 
 
@@ -130,7 +133,7 @@ def train_embedding_models(data: ToyData, jobs: list[tuple[Method, int]], *, pro
                              [jobs[i][0].build_loss(data.counts, r["epochs"]) for i in members],
                              [jobs[i][1] for i in members], epochs=r["epochs"], batch_size=r["batch_size"],
                              lr=r["lr"], n_views=views, augment=gaussian_jitter(r["jitter"]) if views > 1 else None,
-                             progress=progress, sampling=sampling)
+                             progress=progress, sampling=sampling, weight_decay=r["weight_decay"])
         for i, model, history in zip(members, models, histories):
             runs[i] = _finish_and_measure(*jobs[i], model, history, data, sample)
     return runs
@@ -155,17 +158,26 @@ def _validation(method: Method, model: nn.Module, data, sample) -> tuple[np.ndar
     """``(labels, the logits the method predicts with)`` on the validation ``sample`` (None without one)."""
     if sample is None:
         return None
-    return sample[1], _posthoc(method, embed(model, sample[0])[0], data.counts)
+    return sample[1], method_logits(method, model, sample[0], data.counts)
+
+
+def method_logits(method: Method, model: nn.Module, x, counts) -> np.ndarray:
+    """The logits ``(N, C)`` that ``method``'s trained ``model`` predicts with on ``x``: post-hoc adjusted
+    (tau = 1) for ``method.posthoc``."""
+    return _posthoc(method, embed(model, x)[0], counts)
 
 
 def measure_run(model: nn.Module, history: History, data, logits: np.ndarray, z_test: np.ndarray,
                 z_train: np.ndarray, snapshots: list | None = None,
                 validation: tuple[np.ndarray, np.ndarray] | None = None) -> EmbeddingRun:
     """Package a trained model with its test accuracy, its test / training embedding spread and
-    margin, and (given ``validation = (labels, logits)``) its balanced accuracy on the validation sample."""
+    margin, its calibration error (ECE of ``softmax(logits)``, overall and many / medium / few), and (given
+    ``validation = (labels, logits)``) its balanced accuracy on the validation sample, the temperature
+    fitted there and the test ECE after temperature scaling."""
     y_pred = logits.argmax(1)
     val = (metrics.balanced_accuracy(validation[0], validation[1].argmax(1), data.n_classes)
            if validation is not None else float("nan"))
+    temperature = calibration.fit_temperature(validation[1], validation[0]) if validation is not None else float("nan")
     return EmbeddingRun(model, history,
                         balanced_accuracy=metrics.balanced_accuracy(data.y_test, y_pred, data.n_classes),
                         per_class_accuracy=metrics.per_class_accuracy(data.y_test, y_pred, data.n_classes),
@@ -173,11 +185,17 @@ def measure_run(model: nn.Module, history: History, data, logits: np.ndarray, z_
                         train_spread=metrics.embedding_spread(z_train, data.y_train, data.n_classes),
                         margin=metrics.embedding_margin(z_test, data.y_test, data.n_classes),
                         train_margin=metrics.embedding_margin(z_train, data.y_train, data.n_classes),
-                        z_test=z_test, val_balanced_accuracy=val, snapshots=snapshots or [])
+                        z_test=z_test, val_balanced_accuracy=val, snapshots=snapshots or [],
+                        calibration_error=metrics.shot_calibration_error(data.y_test, calibration.probabilities(logits),
+                                                                         data.counts),
+                        temperature=temperature, scaled_calibration_error=metrics.expected_calibration_error(
+                            data.y_test, calibration.probabilities(logits, temperature))
+                        if validation is not None else float("nan"))
 
 
 def run_summary(run: EmbeddingRun, counts, many: int = 100, few: int = 20) -> dict[str, float]:
-    """Balanced accuracy, many / medium / few accuracy and spread of one run (flat dict)."""
+    """Balanced accuracy, many / medium / few accuracy, spread, and calibration error (``ece``, ``ece_many``, ...,
+    ``ece_scaled`` after temperature scaling) of one run (flat dict)."""
     split = metrics.shot_split(counts, many, few)
     acc = {f"acc_{k}": float(np.nanmean(run.per_class_accuracy[split == k])) if np.any(split == k) else float("nan")
            for k in metrics.SPLITS}
@@ -186,7 +204,9 @@ def run_summary(run: EmbeddingRun, counts, many: int = 100, few: int = 20) -> di
             "spread_many": spread["many"], "spread_medium": spread["medium"], "spread_few": spread["few"],
             "train_spread_few": metrics.spread_summary(run.train_spread, counts, many, few)["few"],
             "margin_few": metrics.spread_summary(run.margin, counts, many, few)["few"],
-            "train_margin_few": metrics.spread_summary(run.train_margin, counts, many, few)["few"]}
+            "train_margin_few": metrics.spread_summary(run.train_margin, counts, many, few)["few"],
+            **{f"ece_{k}" if k != "overall" else "ece": v for k, v in run.calibration_error.items()},
+            "ece_scaled": run.scaled_calibration_error, "temperature": run.temperature}
 
 
 def compare(methods: dict, data, seeds=(0, 1, 2), progress: bool = False, train=None, done=(),

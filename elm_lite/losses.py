@@ -201,6 +201,32 @@ class ReweightedLoss(_CountsLoss):
         return f"scheme={self.scheme!r}" + (f", beta={self.beta}" if self.scheme == "effective_number" else "")
 
 
+class FocalLoss(_CountsLoss):
+    """Focal loss (Lin et al. 2017): ``mean_b -(1 - p_b)^gamma log p_b`` with ``p_b`` the softmax
+    probability of the true class. ``gamma = 0`` is cross-entropy; larger ``gamma`` down-weights the
+    examples the model already gets right -- whichever class they belong to: it never reads ``counts``
+    (kept for the common interface and the input checks), so it has no notion of the class prior.
+    logits ``(B, C)``, labels ``(B,)`` -> scalar. Safe range: ``gamma`` in [0, 5] (the paper's 2)."""
+
+    def __init__(self, counts, gamma: float = 2.0, validate: bool = True):
+        super().__init__(counts, validate)
+        self.gamma = _check_range("gamma", gamma, 0.0, 10.0)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        self._check(logits, labels)
+        return focal_terms(logits, labels.long(), self.gamma).mean()
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}"
+
+
+def focal_terms(logits: torch.Tensor, labels: torch.Tensor, gamma) -> torch.Tensor:
+    """Per-example focal loss ``-(1 - p)^gamma log p``: logits ``(..., B, C)``, labels ``(..., B)``,
+    ``gamma`` a number or a tensor that broadcasts against ``(..., B)`` -> ``(..., B)``."""
+    log_p = F.log_softmax(logits, -1).gather(-1, labels[..., None])[..., 0]
+    return -(1 - log_p.exp()).pow(gamma) * log_p
+
+
 class BalancedSoftmaxLoss(_CountsLoss):
     """Balanced Softmax (Ren et al. 2020): ``CE(logits + log n_y, y)``; logits ``(B, C)`` -> scalar.
 
@@ -302,15 +328,31 @@ class MulticlassHingeLoss(_CountsLoss):
 # ----------------------------------------------------------------------------- post-hoc adjustment
 
 
-def posthoc_adjust(logits: torch.Tensor, counts, tau: float = 1.0) -> torch.Tensor:
+def target_log_prior(target_prior, n_classes: int) -> torch.Tensor:
+    """``log p`` of a deployment prior ``target_prior`` ``(C,)`` (float64): positive, summing to 1."""
+    p = torch.as_tensor(np.asarray(target_prior, dtype=np.float64))
+    if p.ndim != 1 or len(p) != n_classes:
+        raise ValueError(f"target_prior must hold one probability per class ({n_classes}), got shape "
+                         f"{tuple(p.shape)}.")
+    if not torch.isfinite(p).all() or (p <= 0).any() or abs(float(p.sum()) - 1) > 1e-6:
+        raise ValueError(f"target_prior must be positive and sum to 1 (a class prior at deployment), got "
+                         f"{p.tolist()}; divide counts by their sum to turn them into a prior.")
+    return torch.log(p)
+
+
+def posthoc_adjust(logits: torch.Tensor, counts, tau: float = 1.0, target_prior=None) -> torch.Tensor:
     """Post-hoc logit adjustment for a model trained with plain CE: ``logits - tau * log pi``,
-    shape ``(B, C)``. Predict with ``argmax`` of the result."""
+    shape ``(B, C)``; with a deployment prior ``target_prior`` ``p`` ``(C,)``, ``logits - tau * log pi
+    + log p`` (``tau = 1``: the Bayes rule for test data drawn with class prior ``p``; ``None``: the
+    uniform prior, the balanced error). Predict with ``argmax`` of the result."""
     if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.ndim != 2:
         raise ValueError("logits must be a 2-D float tensor (batch, classes), "
                          f"got {getattr(logits, 'shape', logits)!r}.")
     offsets = logit_adjustment(counts, tau)
     if logits.shape[1] != len(offsets):
         raise ValueError(f"logits have {logits.shape[1]} classes but counts has {len(offsets)}.")
+    if target_prior is not None:
+        offsets = offsets - target_log_prior(target_prior, len(offsets))
     return logits - offsets.to(logits.device, logits.dtype)
 
 

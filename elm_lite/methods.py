@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from . import losses
-from .recipes import DECOUPLING, ELM_RECOMMENDED, drw_epoch
+from .balancing import balanced_classifier_stage
+from .recipes import DECOUPLING, ELM_RECOMMENDED, WEIGHT_BALANCING, drw_epoch
 from .train import retrain_classifier, tau_normalize
 
 
@@ -35,7 +36,8 @@ class Method:
     drw: bool = False              # class-balanced re-weighting from recipes.drw_epoch(epochs)
     posthoc: bool = False          # predict with logits - tau * log(prior) (train plain CE)
     sampling: str = "uniform"      # batch order: "uniform" or "class_balanced" (re-sampling)
-    decoupling: str = ""           # after training: "crt" (re-train the classifier) or "tau-norm"
+    decoupling: str = ""           # after training: "crt" (re-train the classifier), "tau-norm" or
+                                   # "weight-balancing" (class-balanced classifier stage with MaxNorm)
     recipe: Mapping = field(default_factory=dict)     # recipe entries this method changes
     about: str = ""                # one line for learners
 
@@ -70,12 +72,16 @@ class Method:
 
     def finish(self, model: nn.Module, x, y, seed: int = 0) -> None:
         """The method's second stage on a trained ``model`` (in place), if it has one: classifier
-        re-training on ``(x, y)`` (cRT) or tau-normalisation, under :data:`~elm_lite.recipes.DECOUPLING`."""
+        re-training on ``(x, y)`` (cRT) or tau-normalisation, under :data:`~elm_lite.recipes.DECOUPLING`;
+        weight balancing's class-balanced classifier stage (:mod:`elm_lite.balancing`)."""
         if self.decoupling == "crt":
             retrain_classifier(model, x, y, epochs=DECOUPLING["crt_epochs"], lr=DECOUPLING["crt_lr"],
                                batch_size=DECOUPLING["crt_batch_size"], seed=seed)
         elif self.decoupling == "tau-norm":
             tau_normalize(model, DECOUPLING["tau"])
+        elif self.decoupling == "weight-balancing":
+            balanced_classifier_stage(model, x, y, weight_decay=self.recipe.get("weight_decay",
+                                                                              WEIGHT_BALANCING["weight_decay"]))
 
 
 _SUPCON_LA = {**ELM_RECOMMENDED, "delta_max": 0.0, "placement": "positive"}  # SupCon's L_out
@@ -95,6 +101,12 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            about="train with CE, then re-train the classifier alone with class-balanced sampling (Kang et al. 2020)"),
     Method("tau-norm", "CE + tau-normalised classifier", losses.LogitAdjustedLoss, {"tau": 0.0},
            decoupling="tau-norm", about="train with CE, then rescale each class's weights to unit length"),
+    Method("focal", "focal loss", losses.FocalLoss, {"gamma": 2.0},
+           about="cross-entropy that down-weights well-classified examples, (1 - p)^gamma (Lin et al. 2017)"),
+    Method("weight-balancing", "weight balancing", losses.LogitAdjustedLoss, {"tau": 0.0},
+           decoupling="weight-balancing", recipe={"weight_decay": WEIGHT_BALANCING["weight_decay"]},
+           about="CE with weight decay chosen on validation, then the classifier re-trained with the class-"
+                 "balanced loss, weight decay and a per-class weight-norm cap (Alshammari et al. 2022)"),
     Method("la", "LA", losses.LogitAdjustedLoss, {"tau": 1.0},
            about="logit-adjusted cross-entropy (Menon et al. 2021)"),
     Method("balanced-softmax", "Balanced Softmax", losses.BalancedSoftmaxLoss,
@@ -121,8 +133,13 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 LOGIT_MARGIN_METHODS = ("ce", "posthoc-la", "la", "balanced-softmax", "ldam", "ldam-drw", "hinge-equal", "hinge-n14")
 # The baselines every student asks about: re-weighting, re-sampling, decoupled training.
 BASELINES = ("reweight-inverse", "reweight-effective", "cb-sampling", "crt", "tau-norm")
-# The methods a full-scale run or table can train (CLI choices).
-FULLSCALE_METHODS = ("ce", "la", "ldam", "ldam-drw", "supcon-la", "elm", "elm-positive", *BASELINES)
+# What practitioners also reach for (notebook 07): a loss that ignores the prior, and weight balancing.
+PRACTITIONER_METHODS = ("focal", "weight-balancing")
+# The methods a full-scale run or table can train (CLI choices). Weight balancing at full scale: stage 1
+# trains with the recipe's weight decay (--weight-decay; choose it on validation, balancing.choose_weight_decay),
+# stage 2 with recipes.WEIGHT_BALANCING's (the toy's choice) -- no real-image run of it is shipped yet.
+FULLSCALE_METHODS = ("ce", "la", "ldam", "ldam-drw", "supcon-la", "elm", "elm-positive", *BASELINES,
+                     *PRACTITIONER_METHODS)
 # The comparison every scale shows: ERM, a logit margin, LDAM-DRW, the contrastive term, ELM.
 COMPARISON = ("ce", "la", "ldam-drw", "supcon-la", "elm")
 

@@ -191,3 +191,95 @@ def mean_sd(values) -> tuple[float, float, int]:
     v = v[~np.isnan(v)]
     mean = float(v.mean()) if v.size else float("nan")
     return mean, float(v.std(ddof=1)) if v.size > 1 else float("nan"), int(v.size)
+
+
+def error_under_prior(y_true, y_pred, prior, n_classes: int | None = None) -> float:
+    """The error on test data whose classes occur with ``prior`` ``(C,)`` (a deployment prior; summing
+    to 1), estimated from any test set: ``sum_c prior_c * (1 - accuracy_c)``. The uniform prior gives
+    the balanced error; the training prior the standard error on data distributed like training."""
+    prior = np.asarray(prior, dtype=float)
+    acc = per_class_accuracy(y_true, y_pred, n_classes if n_classes is not None else len(prior))
+    if prior.shape != acc.shape or np.any(prior < 0) or not np.isclose(prior.sum(), 1):
+        raise ValueError(f"prior must hold {len(acc)} non-negative numbers summing to 1 (one per class), got "
+                         f"{prior.tolist()}.")
+    if np.any(np.isnan(acc) & (prior > 0)):
+        raise ValueError("a class with prior > 0 has no test example: its error under the prior is unknown; "
+                         "test on a set that holds every class.")
+    return float(np.dot(prior, 1 - np.nan_to_num(acc)))
+
+
+# ----------------------------------------------------------------------------- calibration
+
+ECE_BINS = 15   # equal-width confidence bins (Guo et al. 2017)
+
+
+def _probabilities(probs, n_examples: int) -> np.ndarray:
+    if hasattr(probs, "detach"):
+        probs = probs.detach().cpu().numpy()
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or len(probs) != n_examples:
+        raise ValueError(f"probs must have shape (N, C) with N = len(y_true) = {n_examples}, got {probs.shape}.")
+    if not np.isfinite(probs).all() or (probs < 0).any() or not np.allclose(probs.sum(1), 1, atol=1e-4):
+        raise ValueError("probs must be probabilities: finite, >= 0, each row summing to 1 (softmax of the logits, "
+                         "elm_lite.calibration.probabilities).")
+    return probs
+
+
+def calibration_bins(y_true, probs, n_bins: int = ECE_BINS) -> dict[str, np.ndarray]:
+    """The reliability table of predictions ``argmax probs`` with confidence ``max probs``: equal-width
+    bins ``((b-1)/n_bins, b/n_bins]`` (a confidence of 0 in the first), each with its ``count``, mean
+    ``confidence`` and ``accuracy`` (nan for an empty bin); shapes ``(n_bins,)``. ``probs`` ``(N, C)``."""
+    y = _labels("y_true", y_true)
+    if not y.size:
+        raise ValueError("y_true is empty: a calibration error over no example is undefined.")
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise ValueError(f"n_bins must be an integer >= 1, got {n_bins!r}.")
+    probs = _probabilities(probs, len(y))
+    confidence, correct = probs.max(1), (probs.argmax(1) == y).astype(float)
+    bin_of = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    count = np.bincount(bin_of, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"count": count, "confidence": np.bincount(bin_of, confidence, n_bins) / count,
+                "accuracy": np.bincount(bin_of, correct, n_bins) / count}
+
+
+def expected_calibration_error(y_true, probs, n_bins: int = ECE_BINS) -> float:
+    """ECE: ``sum_b (|B_b| / N) |accuracy(B_b) - confidence(B_b)|`` over the equal-width confidence bins
+    of :func:`calibration_bins`. 0: when the model says 80 %, it is right 80 % of the time."""
+    bins = calibration_bins(y_true, probs, n_bins)
+    full = bins["count"] > 0
+    gap = np.abs(bins["accuracy"][full] - bins["confidence"][full])
+    return float(np.sum(bins["count"][full] * gap) / bins["count"].sum())
+
+
+def shot_calibration_error(y_true, probs, train_counts, many: int = 100, few: int = 20,
+                           n_bins: int = ECE_BINS) -> dict[str, float]:
+    """ECE over the test examples whose true class is many / medium / few-shot (:func:`shot_split`),
+    and ``overall``; a split with no test example is nan."""
+    y = _labels("y_true", y_true)
+    probs = _probabilities(probs, len(y))
+    split = shot_split(train_counts, many, few)
+    out = {"overall": expected_calibration_error(y, probs, n_bins)}
+    for name in SPLITS:
+        keep = np.isin(y, np.flatnonzero(split == name))
+        out[name] = expected_calibration_error(y[keep], probs[keep], n_bins) if keep.any() else float("nan")
+    return out
+
+
+def precision_recall(y_true, scores, threshold: float, positive_prior: float | None = None) -> tuple[float, float]:
+    """``(precision, recall)`` of the binary rule ``scores >= threshold`` for class 1 (the positive, rare
+    class), labels ``y_true`` in {0, 1} ``(N,)``. Recall is the rate on class 1's examples; precision is
+    computed for test data in which class 1 has prior ``positive_prior`` (default: its share of
+    ``y_true``): ``pi recall / (pi recall + (1 - pi) false-positive rate)``, so a balanced sample can
+    report the precision of any deployment prior. nan where nothing is predicted positive."""
+    y, scores = _labels("y_true", y_true, 2), np.asarray(scores, dtype=float)
+    if scores.shape != y.shape or not (y == 0).any() or not (y == 1).any():
+        raise ValueError(f"need one score per label and both classes present; got {scores.shape} scores for "
+                         f"labels {np.bincount(y, minlength=2).tolist()} (counts of 0 and 1).")
+    prior = float(np.mean(y)) if positive_prior is None else float(positive_prior)
+    if not 0 < prior < 1:
+        raise ValueError(f"positive_prior must be in (0, 1), got {positive_prior!r}.")
+    positive = scores >= threshold
+    recall, false_positive = float(positive[y == 1].mean()), float(positive[y == 0].mean())
+    flagged = prior * recall + (1 - prior) * false_positive
+    return (prior * recall / flagged if flagged > 0 else float("nan")), recall

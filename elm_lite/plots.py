@@ -272,3 +272,23 @@ def spread_vs_count_figure(spreads: dict[str, np.ndarray], counts,
                       yaxis_title="spread = 1 - mean cos(z, class mean)", width=640, height=380)
     fig.update_xaxes(type="log")
     return fig
+
+
+def reliability_figure(y_true, probs_by_name: dict[str, np.ndarray], n_bins: int = 15,
+                       title: str = "reliability diagram") -> go.Figure:
+    """Accuracy against confidence in equal-width confidence bins (:func:`elm_lite.metrics.calibration_bins`),
+    one line per ``{name: probs (N, C)}``, marker size by the bin's share of the examples, with the
+    diagonal of perfect calibration; each name carries its ECE."""
+    from .metrics import calibration_bins, expected_calibration_error
+    fig = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
+                                line=dict(dash="dot", color="grey"))])
+    for name, probs in probs_by_name.items():
+        bins = calibration_bins(y_true, probs, n_bins)
+        full = bins["count"] > 0
+        share = bins["count"][full] / bins["count"].sum()
+        fig.add_trace(go.Scatter(x=bins["confidence"][full], y=bins["accuracy"][full], mode="lines+markers",
+                                 name=f"{name} (ECE {expected_calibration_error(y_true, probs, n_bins):.3f})",
+                                 marker=dict(size=6 + 30 * np.sqrt(share))))
+    fig.update_layout(title=title, xaxis_title="confidence (max probability)", yaxis_title="accuracy",
+                      xaxis_range=[0, 1.02], yaxis_range=[0, 1.02], height=420)
+    return fig

@@ -104,3 +104,21 @@ def test_a_failing_setting_says_so_in_the_readout():
     assert pio.to_json(app.figure) == figure         # the previous setting's figure, said so in the readout
     app.controls["margin"].value = 0.3                # a slider move: the error goes to the readout, not the console
     assert "this setting failed" in app.readout.value
+
+
+def test_notebook_02_deployment_prior_app_reaches_both_ends():
+    from elm_lite import toolkit_apps
+    base = toolkit_apps.prior_shift_base(el.make_toy("gaussian", 5, 200, 100, seed=0), epochs=30, n_eval=300)
+    app = toolkit_apps.prior_shift_app(1.0, base=base)
+    assert drive_every_control(app) >= 2
+    app.update(shift=2.0)
+    assert "shift 2" in app.readout.value and app.view.prior[-1] > app.view.prior[0]
+
+
+def test_notebook_03_weight_decay_app_reaches_both_ends():
+    from elm_lite import toolkit_apps
+    data = el.make_toy(**{**EMBEDDING_TOY, "n_max": 100, "rho": 20}, seed=0)
+    app = toolkit_apps.weight_norm_app(0.0, grid=toolkit_apps.weight_norm_grid(data, epochs=3))
+    assert drive_every_control(app) >= 2
+    with pytest.raises(ValueError, match="weight_decay must be one of"):
+        toolkit_apps.weight_norm_view(0.5, grid={0.0: app.view})

@@ -79,7 +79,7 @@ API_CASES = [
     ("ELM lam warm-up", lambda: L.ELMLoss(COUNTS, lam_warmup=-1), ValueError, r"lam_warmup must be an integer >= 0"),
     ("post-hoc shape", lambda: L.posthoc_adjust(torch.zeros(3, 4), COUNTS), ValueError, r"4 classes but counts has 5"),
     # methods and recipes
-    ("unknown method", lambda: methods.get("focal"), ValueError, r"unknown method 'focal'; choose one of"),
+    ("unknown method", lambda: methods.get("mixup"), ValueError, r"unknown method 'mixup'; choose one of"),
     ("bad method constant", lambda: methods.get("la").build_loss(COUNTS, temperature=2), ValueError,
      r"bad constants for method 'la'"),
     ("DRW without epochs", lambda: methods.get("ldam-drw").build_loss(COUNTS), ValueError, r"pass epochs="),
@@ -158,7 +158,7 @@ API_CASES = [
     ("results from the future", lambda: check_run_results({"schema_version": 99}), ValueError,
      r"schema_version 99; this elm_lite reads up to"),
     ("speed ladder with 0 epochs", lambda: speed_ladder(None, epochs=0), ValueError, r"epochs must be an integer >= 1, got 0"),
-    ("train an unknown method", lambda: train_cifar(None, "focal"), ValueError, r"unknown method 'focal'"),
+    ("train an unknown method", lambda: train_cifar(None, "mixup"), ValueError, r"unknown method 'mixup'"),
 ]
 
 
@@ -243,7 +243,7 @@ CLI_CASES = [
     ("device tpu", ["--device", "tpu"], r"device='tpu' is not a device"),
     ("empty out", ["--out", ""], r"--out is empty"),
     ("resume and overwrite", ["--resume", "--overwrite"], r"--resume continues a run and --overwrite starts it over"),
-    ("unknown loss", ["--loss", "focal"], r"--loss: invalid choice: 'focal'"),
+    ("unknown loss", ["--loss", "mixup"], r"--loss: invalid choice: 'mixup'"),
     ("missing npz", ["--npz", "{dir}/none.npz"], r"npz='.*none.npz' does not exist"),
     ("truncated npz", ["--npz", "{dir}/truncated.npz"], r"npz='.*truncated.npz' is not a readable .npz file .*truncated"),
     ("float images", ["--npz", "{dir}/float.npz"], r"x_train must be uint8 pixels in \[0, 255\]"),
@@ -354,8 +354,8 @@ MORE_API_CASES = [
      r"parameter SWEEP_LAMS must be a non-empty list of numbers in \[0, 2\], got \[\]"),
     ("parameters: temperature 0", lambda: _params("04", TEMPERATURE=0.0), ValueError,
      r"parameter TEMPERATURE must be a finite number >= 0.05 and <= 1"),
-    ("parameters: an unknown loss", lambda: _params("06", LOSS="focal"), ValueError,
-     r"parameter LOSS must be one of \['ce', 'la', .*\], got 'focal'"),
+    ("parameters: an unknown loss", lambda: _params("06", LOSS="mixup"), ValueError,
+     r"parameter LOSS must be one of \['ce', 'la', .*\], got 'mixup'"),
     ("parameters: EPOCHS None is allowed", lambda: _params("06", EPOCHS=None) is None, None, None),
     ("parameters: a bool as a seed", lambda: _params("05", SEED=True), ValueError,
      r"parameter SEED must be an integer in \[0, 2\*\*32\), got True \(bool\)"),

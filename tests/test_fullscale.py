@@ -91,7 +91,7 @@ def test_cli_train(npz, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["train", "--dataset", "imagenet-lt", "--out", "x"], "invalid choice"),
-    (["train", "--loss", "focal", "--out", "x"], "invalid choice"),
+    (["train", "--loss", "mixup", "--out", "x"], "invalid choice"),   # focal is a method now (issue 34)
 ])
 def test_cli_rejects_unknown_names(argv, message, capsys):
     with pytest.raises(SystemExit):
@@ -111,8 +111,8 @@ def test_cli_bad_data_leaves_nothing_behind(tmp_path, capsys):
 
 
 def test_unknown_loss_and_recipe_entries(data):
-    with pytest.raises(ValueError, match="unknown method 'focal'"):
-        train_cifar(data, "focal", progress=False)
+    with pytest.raises(ValueError, match="unknown method 'mixup'"):
+        train_cifar(data, "mixup", progress=False)
     with pytest.raises(ValueError, match="unknown recipe entries"):
         train_cifar(data, "la", progress=False, momentum=0.5)
 

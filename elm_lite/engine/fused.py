@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from .. import losses
-from ..losses import ELMLoss, LDAMLoss, LogitAdjustedLoss, average_anchors, contrast_inputs
+from ..losses import ELMLoss, FocalLoss, LDAMLoss, LogitAdjustedLoss, average_anchors, contrast_inputs, focal_terms
 
 
 @contextlib.contextmanager
@@ -117,6 +117,14 @@ def _flat_views(t: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, to
     return t, labels
 
 
+def _stacked_focal(gamma: torch.Tensor) -> Callable:
+    """K focal losses with exponents ``gamma`` ``(K,)`` in one pass (the signature of :func:`stacked_loss`)."""
+    def focal(logits, z, labels, prototypes=None):
+        logits, labels = _flat_views(logits, labels)
+        return focal_terms(logits, labels.long(), gamma[:, None].to(logits.dtype)).mean(-1)
+    return focal
+
+
 def stack_key(loss) -> tuple:
     """Losses with equal keys can be computed together by :func:`stacked_loss` (their constants may
     differ): the kind, and for ELM its logit loss and margin placement."""
@@ -130,10 +138,10 @@ def stacked_loss(losses: list) -> Callable | None:
     ``f(logits (K, B[, V], C), z (K, B[, V], E), labels (K, B), prototypes (K, C, E) | None) -> (K,)``,
     for losses of one :func:`stack_key`, equal to calling each loss on its own slice
     (``tests/test_many.py``). It reads each loss's state (DRW switch, lambda warm-up) at every call.
-    ``None`` for kinds it does not cover (hinge, Balanced Softmax, ELM with LDAM logits): the caller
+    ``None`` for kinds it does not cover (hinge, Balanced Softmax, re-weighted CE, ELM with LDAM logits): the caller
     then loops. Inputs are not validated here -- they come from the training loop, which checks each epoch's loss."""
     kind, key = type(losses[0]), stack_key(losses[0])
-    if any(stack_key(loss) != key for loss in losses) or kind not in (LogitAdjustedLoss, LDAMLoss, ELMLoss):
+    if any(stack_key(loss) != key for loss in losses) or kind not in (LogitAdjustedLoss, LDAMLoss, ELMLoss, FocalLoss):
         return None
     device = next(b for b in losses[0].buffers()).device
 
@@ -147,6 +155,8 @@ def stacked_loss(losses: list) -> Callable | None:
             logits, labels = _flat_views(logits, labels)
             return _cross_entropy_per_run(logits + offsets[:, None].to(logits.dtype), labels.long())
         return logit_adjusted
+    if kind is FocalLoss:
+        return _stacked_focal(stack(lambda loss: loss.gamma))
     if kind is LDAMLoss:
         margins, scale = stack(lambda loss: loss.margins), stack(lambda loss: loss.s)
 
