@@ -129,3 +129,13 @@ def test_choose_counts_splits_won_and_credits_ties():
     c = splits.choose(rows)
     assert c["method"] == "LA" and c["wins"] == {"LA": 2, "CE": 2} and c["n_splits"] == 3
     assert "best or tied on 2 of 3 splits" in c["text"]
+
+
+def test_patch_features_are_learned_from_pixels_alone():
+    from elm_lite.data import fake_cifar
+    from elm_lite.patchfeatures import fit_patch_kmeans, patch_features
+    x = fake_cifar(n_classes=3, n_per_class=6, n_test_per_class=1)["x_train"]
+    model = fit_patch_kmeans(x, n_centroids=8, n_patches=2000, iterations=3, seed=0)   # no labels in the call
+    f = patch_features(model, x, chunk=7)
+    assert f.shape == (18, 32) and f.dtype == np.float32 and (f >= 0).all() and f.std() > 0
+    np.testing.assert_array_equal(f, patch_features(fit_patch_kmeans(x, 8, n_patches=2000, iterations=3), x))
