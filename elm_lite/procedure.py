@@ -149,8 +149,12 @@ def compare_methods(data: OwnData, names=CAPSTONE_METHODS, seeds=(0, 1, 2), out=
             continue
         part = _Part(x_train[split.train], data.y_train[split.train], x_train[split.validation],
                      data.y_train[split.validation], data.n_classes)
-        for (method, seed), model in zip(jobs, _train_part(part, jobs, data.kind, recipe)):
+        clock = time.perf_counter()
+        models = _train_part(part, jobs, data.kind, recipe)
+        each = (time.perf_counter() - clock) / len(jobs)   # runs trained together share their wall time
+        for (method, seed), model in zip(jobs, models):
             row = {"method": method.name, "identity": method.identity(), "split": split.seed, "seed": seed,
+                   "seconds": each,
                    **_scores("val", part.y_test, _logits(method, model, part.x_test, part.counts, data.kind),
                              data.n_classes, data.counts)}
             if x_test is not None:   # read only here, after training, for the test column
@@ -212,7 +216,8 @@ def summarise(data: OwnData, rows: list[dict], names: list[str], splits, seconds
                        "not_validated": [data.class_names[c] for c in splits[0].not_validated]},
             "seeds": sorted({r["seed"] for r in rows}), "methods": methods_out,
             "choice": {**choice, "chosen_on": "validation (carved from training; the test set is never read)"},
-            "seconds": seconds, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "seconds": seconds, "train_seconds": float(sum(r.get("seconds", np.nan) for r in rows)),
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "rows": rows}
 
 
