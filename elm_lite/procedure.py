@@ -139,6 +139,11 @@ def compare_methods(data: OwnData, names=CAPSTONE_METHODS, seeds=(0, 1, 2), out=
     identity = _identity(data, settings, recipe)
     out = Path(out) if out is not None else None
     rows = _earlier_rows(out, identity, resume)
+    for m in chosen:   # a finished run counts only for the method as it is defined now
+        saved = next((r["identity"] for r in rows if r["method"] == m.name), None)
+        if saved is not None and saved != json.loads(json.dumps(m.identity())):
+            raise ValueError(f"{out} holds runs of method {m.name!r} as defined before ({saved}); it is now "
+                             f"{m.identity()}. Use another out folder (--out).")
     splits = carve_splits(data.y_train, data.n_classes, class_names=data.class_names, **settings)
     x_train, x_test = _standardised(data)
     start = time.perf_counter()

@@ -108,6 +108,12 @@ def test_resume_and_run_identity(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"holds the runs of another comparison; it differs in data.content_hash.*"
                                          r"data.counts"):
         procedure.compare_methods(other, ["ce", "la"], seeds=(0,), out=out, resume=True, **SMOKE)
+    from elm_lite import methods
+    changed = {**methods.METHODS, "la": methods.get("la").variant("LA", tau=2.0)}
+    with monkeypatch.context() as m:
+        m.setattr(methods, "METHODS", changed)
+        with pytest.raises(ValueError, match=r"holds runs of method 'la' as defined before"):
+            procedure.compare_methods(data, ["ce", "la"], seeds=(0,), out=out, resume=True, **SMOKE)
     monkeypatch.setattr(procedure, "_train_part", lambda *a: pytest.fail("a finished run was trained again"))
     again = procedure.compare_methods(data, ["ce", "la"], seeds=(0,), out=out, resume=True, **SMOKE)
     from elm_lite.engine.runfiles import json_safe
