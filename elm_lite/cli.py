@@ -5,6 +5,7 @@
     python -m elm_lite train ... --overwrite       # start over in a folder that holds a run
     python -m elm_lite table --losses ce,la,ldam-drw,supcon-la,elm --seeds 0,1,2 --out runs/table
     python -m elm_lite bench --npz ../shared/data/cifar10_from_jpeg.npz   # the GPU speed ladder
+    python -m elm_lite compare --data train.csv --label-column species --test test.csv --out runs/mine
 
 Every entry of the recipe (elm_lite.recipes.CIFAR_RECIPE) has its own flag (--weight-decay,
 --warmup-epochs, --decay-at 0.8,0.9, ...). A bad option or file ends in one line and exit code 2.
@@ -137,6 +138,8 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--epochs", type=_number(int, 1), default=3, help="timed epochs per rung (after one warm-up)")
     bench.add_argument("--out", help="also write the ladder as OUT/ladder.json")
     bench.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rung (quick)")
+    from .procedure import add_compare_parser
+    add_compare_parser(sub)   # elm-lite compare: the capstone's procedure on your own data
     return p
 
 
@@ -153,6 +156,9 @@ def _check_before_work(args) -> None:
 
 
 def _run(args) -> None:
+    if args.command == "compare":
+        from .procedure import run_from_args
+        return run_from_args(args)
     from .data import load_cifar_lt
     data = load_cifar_lt(DATASETS[args.dataset], rho=args.rho, seed=args.data_seed, root=args.root,
                          download=args.download, npz=args.npz)

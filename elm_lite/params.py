@@ -39,7 +39,8 @@ NOTEBOOKS = {
            "MODEL": or_none(one_of("resnet32", "small_cnn")), "CIFAR_NPZ": or_none(TEXT), "ROOT": TEXT,
            "DOWNLOAD": FLAG, "OUT": or_none(TEXT), "SEED": SEED},
     "07": {"SMOKE": FLAG, "SEED": SEED, "N_SEEDS": integer(2), "EPOCHS": integer(1),
-           "CONFIDENCE": number(0, 0.999, low_open=True)},
+           "CONFIDENCE": number(0, 0.999, low_open=True), "REAL_SEEDS": integer(1)},
+    "08": {"SMOKE": FLAG, "N_SEEDS": integer(1), "N_SPLITS": integer(1), "EPOCHS": integer(1), "OUT": or_none(TEXT)},
     "A1": {"SMOKE": FLAG},
     "workshop": {"SMOKE": FLAG, "RECOMPUTE": FLAG, "STATIC": FLAG},
 }

@@ -128,6 +128,26 @@ def drw_epoch(epochs: int) -> int:
     return max(1, round(DRW_START * epochs))
 
 
+# ----------------------------------------------------------------------------- a learner's own data
+
+# `elm-lite compare` (elm_lite.procedure) on feature vectors (tabular data, embeddings): the toy's MLP,
+# wider, on standardised features; its keys are those of EMBEDDING_RECIPE. Images use IMAGE_RECIPE.
+OWN_FEATURES_RECIPE = dict(
+    embed_dim=32,      # normalised embedding dimension
+    hidden=128,        # MLP width
+    epochs=50,         # passes over the carved training part
+    batch_size=32,     # mini-batch size (small: a few hundred examples still make hundreds of steps)
+    lr=3e-3,           # Adam learning rate
+    jitter=0.3,        # std of the Gaussian jitter of a second view (standardised features: std 1 per feature)
+)
+# Validation carved from the training data (elm_lite.splits).
+VALIDATION_SPLITS = dict(
+    n_splits=5,        # repeated carvings: a choice comes with how many of them it wins
+    fraction=0.2,      # share of each class held out for validation (at least one example)
+    min_train=2,       # training examples every class keeps; a class that cannot also validate is named
+)
+
+
 # ----------------------------------------------------------------------------- what a setting may be
 
 # One vocabulary for every check of a setting -- fit's arguments, a full-scale recipe, a notebook's
