@@ -115,6 +115,15 @@ def _earlier_rows(out: Path | None, identity: dict, resume: bool) -> list[dict]:
     return saved["rows"]
 
 
+def _check_saved_methods(rows: list[dict], chosen: list, out) -> None:
+    """A finished run counts only for the method as it is defined now: refuse runs of an older definition."""
+    for m in chosen:
+        saved = next((r["identity"] for r in rows if r["method"] == m.name), None)
+        if saved is not None and saved != json.loads(json.dumps(m.identity())):
+            raise ValueError(f"{out} holds runs of method {m.name!r} as defined before ({saved}); it is now "
+                             f"{m.identity()}. Use another out folder (--out).")
+
+
 def compare_methods(data: OwnData, names=CAPSTONE_METHODS, seeds=(0, 1, 2), out=None, *, resume: bool = False,
                     n_splits: int = VALIDATION_SPLITS["n_splits"], fraction: float = VALIDATION_SPLITS["fraction"],
                     min_train: int = VALIDATION_SPLITS["min_train"], progress: bool = True, **recipe) -> dict:
@@ -139,11 +148,7 @@ def compare_methods(data: OwnData, names=CAPSTONE_METHODS, seeds=(0, 1, 2), out=
     identity = _identity(data, settings, recipe)
     out = Path(out) if out is not None else None
     rows = _earlier_rows(out, identity, resume)
-    for m in chosen:   # a finished run counts only for the method as it is defined now
-        saved = next((r["identity"] for r in rows if r["method"] == m.name), None)
-        if saved is not None and saved != json.loads(json.dumps(m.identity())):
-            raise ValueError(f"{out} holds runs of method {m.name!r} as defined before ({saved}); it is now "
-                             f"{m.identity()}. Use another out folder (--out).")
+    _check_saved_methods(rows, chosen, out)
     splits = carve_splits(data.y_train, data.n_classes, class_names=data.class_names, **settings)
     x_train, x_test = _standardised(data)
     start = time.perf_counter()

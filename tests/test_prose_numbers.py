@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 
 import elm_lite as el
-from elm_lite import capstone, metrics
+from elm_lite import capstone, metrics, owndata
 from elm_lite.recipes import ELM_RECOMMENDED, EMBEDDING_RECIPE, EMBEDDING_TOY
 from elm_lite.results import load_results
 
@@ -48,6 +48,10 @@ def _counts():
 
 def _gpu_run():
     return load_results("cifar_lt_gpu.json")["runs"][0]
+
+
+def _mean_of(rows: list[dict], method: str) -> float:
+    return sum(r["balanced_accuracy"] for r in rows if r["method"] == method) / sum(r["method"] == method for r in rows)
 
 
 def _problem(moves: str) -> dict:
@@ -110,6 +114,23 @@ REGISTRY = {
         "200": lambda: load_results("cifar10_lt_gpu_table_200ep.json")["epochs"],
         "1000": lambda: _problem("rarest 5 -> 10 (n_max 1000)")["n_max"],
         "12,406": lambda: f"{sum(_gpu_run()['counts']):,}",
+        "07": "this notebook's number (title, Colab link, the method map's 'taught in' column)",
+        "0": "digit 0, digits-lt's largest class (owndata.digits_lt)",
+        "9": "digit 9, digits-lt's rarest class (owndata.digits_lt)",
+        "140": lambda: int(owndata.digits_lt().counts[0]),
+        "64": lambda: owndata.digits_lt().x_train.shape[1],
+        "1,600": lambda: f"{load_results('cifar10_lt_features.json')['features']['n_centroids'] * 4:,}",
+        "41%": lambda: f"{100 * load_results('cifar10_lt_features.json')['methods']['ce']['test']['mean']:.0f}%",
+        "35%": lambda: f"{100 * _mean_of(load_results('cifar10_lt_cpu.json')['rows'], 'CE'):.0f}%",
+        "15": lambda: inspect.signature(metrics.expected_calibration_error).parameters["n_bins"].default,
+        "0.1": "tests/test_capstone.py::test_capstone_calibration_reading (the ECE below which probabilities are "
+               "usable as they are; CE's ECE after temperature scaling)",
+        "0.8": "what calibration means: an example in a definition, not a measurement",
+        "80%": "what calibration means: an example in a definition, not a measurement",
+        **{n: "an arXiv identifier of a reference (docs/references.md)"
+           for n in ("1710.09412", "2203.14197", "2309.10019")},
+        **{n: "a published figure quoted with its source in the method map, not re-run by the course"
+           for n in ("47.18%", "51.98%", "68.67%", "71.25%", "77.97%", "79.75%", "79.81%")},
     },
     "A1_engineering.ipynb": {
         "128": lambda: load_results("cifar_lt_gpu.json")["runs"][0]["recipe"]["batch_size"],
