@@ -151,7 +151,7 @@ def test_notebooks_show_the_short_code_under_their_formulas(capsys):
     assert any("losses.SupConLoss.forward" in c for c in calls["04_embedding_margins.ipynb"])
     assert any("losses.centroid_terms" in c for c in calls["04_embedding_margins.ipynb"])
     shown = (losses.logit_adjustment, losses.LogitAdjustedLoss.forward, losses.SupConLoss.forward,
-             losses.contrastive_terms, losses.centroid_terms)
+             losses.supcon_terms, losses.contrastive_terms, losses.centroid_terms)
     assert all(len(source_text(f, docstring=False).splitlines()) <= 20 for f in shown)
     show_source(losses.LogitAdjustedLoss.forward)
     out = capsys.readouterr().out

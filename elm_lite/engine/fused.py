@@ -6,13 +6,14 @@ gradcheck, stacked == per run); the core keeps the forms a learner reads.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 
 import torch
 from torch.nn import functional as F
 
 from .. import losses
-from ..losses import ELMLoss, LDAMLoss, LogitAdjustedLoss, average_anchors, contrast_inputs
+from ..losses import ELMLoss, LDAMLoss, LogitAdjustedLoss
 
 
 @contextlib.contextmanager
@@ -28,15 +29,39 @@ def trusted_batches() -> Iterator[None]:
         losses.CHECK_VALUES.reset(token)
 
 
-def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature, anchor_margins=None,
-                      placement: str = "positive", prototypes=None, n_classes: int | None = None):
-    """:func:`elm_lite.losses.contrastive_terms` (same arguments and result), the ``"positive"`` form
-    through :class:`_PositiveMarginMean`: a handful of passes over the ``(..., N, M)`` similarities
-    instead of autograd's dozens."""
-    if placement != "positive":
-        return losses.contrastive_terms(z, labels, temperature, anchor_margins, placement, prototypes, n_classes)
-    z, pool, pool_labels, temperature, margin = contrast_inputs(z, labels, temperature, anchor_margins, prototypes)
-    return _positive_terms(z @ pool.transpose(-1, -2), labels, pool_labels, temperature, margin)
+# The fused positive form holds ``e^{margin / T}`` in the working precision: it is used while that
+# stays far inside float32's range (``e^40 = 2e17``); beyond it (T = 0.001 with a margin of 0.5 is
+# e^500) the core's form, which works in log space, runs under vmap.
+FUSED_MAX_MARGIN_LOGITS = 40.0
+
+
+def fusable(margins: torch.Tensor, temperature: torch.Tensor) -> bool:
+    """Whether the fused positive form is exact for class margins ``(K, C)`` (cosine units) and
+    temperatures ``(K,)``: their largest ``margin / T`` is at most :data:`FUSED_MAX_MARGIN_LOGITS`."""
+    return float((margins / temperature[:, None]).abs().max()) <= FUSED_MAX_MARGIN_LOGITS
+
+
+def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature: torch.Tensor, margins: torch.Tensor,
+                      placement: str, prototypes: torch.Tensor | None, n_classes: int, fuse: bool = True):
+    """:func:`elm_lite.losses.contrastive_terms` of K batches at once: z ``(K, N, E)``, labels and
+    margins ``(K, N)``, temperature ``(K,)``, prototypes ``(K, C, E)`` or None -> ``((K, N), (K, N))``.
+    With ``fuse`` (see :func:`fusable`) the ``"positive"`` form runs through :class:`_PositiveMarginMean`
+    (a handful of passes over the ``(K, N, M)`` similarities instead of autograd's dozens); every other
+    case runs the core's one-batch function under ``torch.vmap``."""
+    protos_dim = None if prototypes is None else 0
+    temperature = torch.as_tensor(temperature, device=z.device).to(torch.promote_types(z.dtype, torch.float32))
+    if placement != "positive" or not fuse:
+        def each(z, labels, temperature, margins, prototypes):
+            return losses.contrastive_terms(z, labels, temperature, margins, placement, prototypes, n_classes)
+        return torch.vmap(each, in_dims=(0, 0, 0, 0, protos_dim))(z, labels, temperature, margins, prototypes)
+    z, pool, pool_labels = torch.vmap(losses.contrast_set, in_dims=(0, 0, protos_dim))(z, labels, prototypes)
+    return _positive_terms(z @ pool.transpose(-1, -2), labels, pool_labels, temperature[:, None, None],
+                           margins.to(z.dtype)[..., None])
+
+
+def average_anchors(per_anchor: torch.Tensor, has_positive: torch.Tensor, labels: torch.Tensor, how: str):
+    """:func:`elm_lite.losses.average_anchors` of K batches at once: ``(K, N)`` -> ``(K,)``."""
+    return torch.vmap(functools.partial(losses.average_anchors, how=how))(per_anchor, has_positive, labels)
 
 
 def _positive_terms(cos, labels, pool_labels, temperature, margin) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,6 +191,7 @@ def stacked_loss(losses: list) -> Callable | None:
     temperature = stack(lambda loss: loss.embedding_loss.temperature)
     averages = sorted({loss.embedding_loss.anchor_average for loss in losses})
     per_class = stack(lambda loss: loss.embedding_loss.anchor_average == "class")      # (K,) bool
+    fuse = placement == "positive" and fusable(margins, temperature)
     lam_cache: dict[tuple, torch.Tensor] = {}
 
     def elm(logits, z, labels, prototypes=None):
@@ -173,8 +199,8 @@ def stacked_loss(losses: list) -> Callable | None:
         logit_term = _cross_entropy_per_run(flat_logits + offsets[:, None].to(logits.dtype), flat_labels.long())
         z, flat_labels = _flat_views(z, labels)
         per_anchor, has_pos = contrastive_terms(z, flat_labels, temperature, margins.gather(1, flat_labels),
-                                                placement, prototypes, margins.shape[1])
-        by = {how: average_anchors(per_anchor, has_pos, flat_labels, margins.shape[1], how) for how in averages}
+                                                placement, prototypes, margins.shape[1], fuse)
+        by = {how: average_anchors(per_anchor, has_pos, flat_labels, how) for how in averages}
         embedding_term = torch.where(per_class, by["class"], by["all"]) if len(by) > 1 else by[averages[0]]
         lams = tuple(loss.current_lam for loss in losses)
         if lams not in lam_cache:  # one host-to-device copy per lambda setting, not per step
