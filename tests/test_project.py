@@ -285,3 +285,22 @@ def test_quoted_notebook_runtimes_come_from_the_one_runtimes_file():
         for quote in re.findall(rf"`notebooks/{re.escape(name)}`\) runs in (\d+ s)", readme):
             assert quote == expected, (name, quote, expected)
     assert "docs/runtimes.json" in readme and "docs/runtimes.json" in teachers
+
+
+@pytest.mark.slow
+def test_core_line_count_tool_traces_one_elm_run():
+    """tools/count_core_lines.py (docs/design.md quotes it) traces the run a student follows and counts the
+    core functions it enters: the loss, the loop, prediction and the metrics, never the engine."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import count_core_lines
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    result = count_core_lines.count()
+    names = result["by_function"]
+    for expected in ("elm_lite/losses.py:ELMLoss.forward", "elm_lite/losses.py:centroid_terms",
+                     "elm_lite/train.py:fit", "elm_lite/train.py:predict", "elm_lite/metrics.py:balanced_accuracy",
+                     "elm_lite/data.py:make_toy", "elm_lite/models.py:MLP.forward"):
+        assert expected in names, expected
+    assert not any("/engine/" in name for name in names)
+    assert 0 < result["executed"] <= result["lines"] <= sum(names.values())
