@@ -38,6 +38,25 @@ def test_on_epoch_end_is_called():
     assert calls == [(1, 1), (2, 2), (3, 3)]
 
 
+def test_fit_multiplies_the_learning_rate_by_lr_schedule():
+    """A schedule of 0 from epoch 2 on freezes the weights after epoch 1: the result equals a 1-epoch run;
+    a schedule of 0 throughout leaves the initial weights."""
+    d = make_toy("gaussian", n_classes=3, n_max=60, rho=3, n_test_per_class=10)
+
+    def weights(epochs, schedule=None):
+        set_seed(0)
+        model = MLP(2, 3, hidden=8)
+        fit(model, d.x_train, d.y_train, epochs=epochs, batch_size=16, lr=0.05, progress=False, lr_schedule=schedule)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    set_seed(0)
+    initial = torch.cat([p.detach().flatten() for p in MLP(2, 3, hidden=8).parameters()])
+    torch.testing.assert_close(weights(3, lambda epoch: 0.0), initial, rtol=0, atol=0)
+    one_epoch = weights(1)
+    assert not torch.equal(one_epoch, initial)
+    torch.testing.assert_close(weights(3, lambda epoch: 1.0 if epoch == 1 else 0.0), one_epoch, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("x,y,kwargs,match", [
     (np.zeros((4, 2)), [0, 1, 0], {}, "y must have shape"),
     (np.zeros((4, 2, 1)), [0, 1, 0, 1], {}, r"cannot take inputs of shape \(2, 1\)"),
