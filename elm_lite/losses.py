@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .interfaces import Scheduled
-from .recipes import ELM_RECOMMENDED
+from .recipes import ELM_RECOMMENDED, MARGIN_SCHEDULE
 
 # ----------------------------------------------------------------------------- input checks
 
@@ -113,7 +113,7 @@ def ldam_margins(counts, max_m: float = 0.5) -> torch.Tensor:
     return m * (_check_range("max_m", max_m, 0.0, 10.0) / m.max())
 
 
-def class_balanced_weights(counts, beta: float = 0.9999) -> torch.Tensor:
+def effective_number_weights(counts, beta: float = 0.9999) -> torch.Tensor:
     """Effective-number weights ``(1 - beta) / (1 - beta^n_y)`` normalised to sum to ``C``
     (Cui et al. 2019), used by LDAM's deferred re-weighting."""
     n = as_counts(counts)
@@ -190,7 +190,7 @@ class ReweightedLoss(_CountsLoss):
         if scheme not in REWEIGHTINGS:
             raise ValueError(f"scheme must be one of {REWEIGHTINGS}, got {scheme!r}.")
         self.scheme, self.beta = scheme, beta
-        weights = inverse_frequency_weights(counts) if scheme == "inverse" else class_balanced_weights(counts, beta)
+        weights = inverse_frequency_weights(counts) if scheme == "inverse" else effective_number_weights(counts, beta)
         self.register_buffer("weights", weights)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -223,9 +223,9 @@ class LDAMLoss(_CountsLoss):
     ``CE(s * (cos - m_y * onehot(y)), y, weight)`` with ``m_y`` from :func:`ldam_margins`.
 
     logits ``(B, C)`` cosine similarities (use a model with ``cosine=True``), labels ``(B,)`` -> scalar.
-    Deferred re-weighting (DRW): with ``drw_epoch`` set, class-balanced weights
-    (:func:`class_balanced_weights`) switch on from that epoch; the training loop calls
-    :meth:`set_epoch`. Safe ranges: ``max_m`` in [0, 1], ``s`` in [1, 64].
+    Deferred re-weighting (DRW): with ``drw_epoch`` set, effective-number weights
+    (:func:`effective_number_weights`, Cui et al.'s "class-balanced" loss) switch on from that epoch;
+    the training loop calls :meth:`set_epoch`. Safe ranges: ``max_m`` in [0, 1], ``s`` in [1, 64].
     """
 
     def __init__(self, counts, max_m: float = 0.5, s: float = 30.0, drw_epoch: int | None = None,
@@ -233,7 +233,7 @@ class LDAMLoss(_CountsLoss):
         super().__init__(counts, validate)
         self.max_m, self.s = max_m, _check_range("s", s, 1e-3, 1e3)
         self.register_buffer("margins", ldam_margins(counts, max_m))
-        self.register_buffer("drw_weights", class_balanced_weights(counts, beta))
+        self.register_buffer("drw_weights", effective_number_weights(counts, beta))
         if drw_epoch is not None and (not isinstance(drw_epoch, int) or drw_epoch < 0):
             raise ValueError(f"drw_epoch must be None or an integer >= 0, got {drw_epoch!r}.")
         self.drw_epoch = drw_epoch
@@ -336,7 +336,7 @@ ANCHOR_AVERAGES = ("all", "class")
 
 
 def embedding_margins(counts, delta_max: float = ELM_RECOMMENDED["delta_max"],
-                      schedule: str = "n^-1/4") -> torch.Tensor:
+                      schedule: str = MARGIN_SCHEDULE) -> torch.Tensor:
     """Per-class embedding margins ``delta_y`` (cosine units), largest (``delta_max``) for the
     rarest class. ``"n^-1/4"``: ``delta_y`` proportional to ``n_y^(-1/4)``; ``"log_prior"``:
     proportional to ``-log pi_y``. Shape ``(C,)``."""
@@ -423,7 +423,7 @@ def pair_terms(cos: torch.Tensor, temperature, margins: torch.Tensor, positive: 
 
 
 def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
-                      margins: torch.Tensor | None = None, placement: str = "positive",
+                      margins: torch.Tensor | None = None, placement: str = ELM_RECOMMENDED["placement"],
                       prototypes: torch.Tensor | None = None, n_classes: int | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """The supervised-contrastive loss of every anchor of one batch, with optional per-anchor margins ``d_i``.
@@ -549,7 +549,7 @@ class EmbeddingMarginLoss(SupConLoss):
     """
 
     def __init__(self, counts, temperature: float = ELM_RECOMMENDED["temperature"],
-                 delta_max: float = ELM_RECOMMENDED["delta_max"], schedule: str = "n^-1/4",
+                 delta_max: float = ELM_RECOMMENDED["delta_max"], schedule: str = MARGIN_SCHEDULE,
                  placement: str = ELM_RECOMMENDED["placement"],
                  anchor_average: str = ELM_RECOMMENDED["anchor_average"]):
         super().__init__(temperature, anchor_average)
@@ -595,7 +595,7 @@ class ELMLoss(nn.Module):
 
     def __init__(self, counts, logit: str = "la", tau: float = ELM_RECOMMENDED["tau"],
                  lam: float = ELM_RECOMMENDED["lam"], temperature: float = ELM_RECOMMENDED["temperature"],
-                 delta_max: float = ELM_RECOMMENDED["delta_max"], schedule: str = "n^-1/4",
+                 delta_max: float = ELM_RECOMMENDED["delta_max"], schedule: str = MARGIN_SCHEDULE,
                  placement: str = ELM_RECOMMENDED["placement"], anchor_average: str = ELM_RECOMMENDED["anchor_average"],
                  use_prototypes: bool = False, lam_warmup: int = 0, max_m: float = 0.5, s: float = 30.0):
         super().__init__()
@@ -625,8 +625,8 @@ class ELMLoss(nn.Module):
             raise ValueError(f"logits (batch[, views], classes) and embeddings (batch[, views], dim) must "
                              f"agree in batch and views; got {tuple(getattr(logits, 'shape', ()))} and "
                              f"{tuple(getattr(z, 'shape', ()))}.")
-        two_views = logits.ndim == 3 and isinstance(labels, torch.Tensor)
-        flat_labels = labels.repeat_interleave(logits.shape[1]) if two_views else labels
+        with_views = logits.ndim == 3 and isinstance(labels, torch.Tensor)     # (B, V, C): V views of each sample
+        flat_labels = labels.repeat_interleave(logits.shape[1]) if with_views else labels
         logit_term = self.logit_loss(logits.reshape(-1, logits.shape[-1]), flat_labels)
         embedding_term = self.embedding_loss(z, labels, prototypes)
         return logit_term + self.current_lam * embedding_term, {"logit": logit_term, "embedding": embedding_term}

@@ -75,7 +75,7 @@ class Method:
             retrain_classifier(model, x, y, epochs=DECOUPLING["crt_epochs"], lr=DECOUPLING["crt_lr"],
                                batch_size=DECOUPLING["crt_batch_size"], seed=seed)
         elif self.decoupling == "tau-norm":
-            tau_normalize(model, DECOUPLING["tau"])
+            tau_normalize(model, DECOUPLING["kappa"])
 
 
 _SUPCON_LA = {**ELM_RECOMMENDED, "delta_max": 0.0, "placement": "positive"}  # SupCon's L_out
