@@ -588,7 +588,7 @@ class ELMLoss(nn.Module):
     ``forward(logits, z, labels, prototypes=None)``: logits ``(B, C)`` or ``(B, V, C)``, z ``(B, E)``
     or ``(B, V, E)`` for V views, labels ``(B,)`` -> ``(total, {"logit", "embedding"})``.
     ``use_prototypes=True`` asks the training loop to pass the classifier weights ``(C, E)`` as
-    extra positives; ``lam_warmup`` ramps ``lam`` linearly over that many epochs.
+    extra positives.
     Safe ranges: ``lam`` in [0, 2], ``tau`` in [0, 3], ``temperature`` in [0.05, 1], ``delta_max`` in [0, 1].
     """
     uses_embedding = True
@@ -597,7 +597,7 @@ class ELMLoss(nn.Module):
                  lam: float = ELM_RECOMMENDED["lam"], temperature: float = ELM_RECOMMENDED["temperature"],
                  delta_max: float = ELM_RECOMMENDED["delta_max"], schedule: str = MARGIN_SCHEDULE,
                  placement: str = ELM_RECOMMENDED["placement"], anchor_average: str = ELM_RECOMMENDED["anchor_average"],
-                 use_prototypes: bool = False, lam_warmup: int = 0, max_m: float = 0.5, s: float = 30.0):
+                 use_prototypes: bool = False, max_m: float = 0.5, s: float = 30.0):
         super().__init__()
         if logit == "la":
             self.logit_loss = LogitAdjustedLoss(counts, tau)
@@ -607,14 +607,10 @@ class ELMLoss(nn.Module):
             raise ValueError(f"logit must be 'la' or 'ldam', got {logit!r}.")
         self.embedding_loss = EmbeddingMarginLoss(counts, temperature, delta_max, schedule, placement, anchor_average)
         self.lam = _check_range("lam", lam, 0.0, 100.0)
-        if isinstance(lam_warmup, bool) or not isinstance(lam_warmup, int) or lam_warmup < 0:
-            raise ValueError(f"lam_warmup must be an integer >= 0 (epochs), got {lam_warmup!r}.")
-        self.use_prototypes, self.lam_warmup = use_prototypes, lam_warmup
-        self.current_lam = lam if lam_warmup == 0 else 0.0
+        self.use_prototypes = use_prototypes
 
     def set_epoch(self, epoch: int) -> None:
-        """Advance the ``lam`` warm-up and the logit loss's own schedule (LDAM's DRW)."""
-        self.current_lam = self.lam * (min(1.0, epoch / self.lam_warmup) if self.lam_warmup else 1.0)
+        """Advance the logit loss's own schedule (LDAM's DRW)."""
         if isinstance(self.logit_loss, Scheduled):
             self.logit_loss.set_epoch(epoch)
 
@@ -629,7 +625,7 @@ class ELMLoss(nn.Module):
         flat_labels = labels.repeat_interleave(logits.shape[1]) if with_views else labels
         logit_term = self.logit_loss(logits.reshape(-1, logits.shape[-1]), flat_labels)
         embedding_term = self.embedding_loss(z, labels, prototypes)
-        return logit_term + self.current_lam * embedding_term, {"logit": logit_term, "embedding": embedding_term}
+        return logit_term + self.lam * embedding_term, {"logit": logit_term, "embedding": embedding_term}
 
     def extra_repr(self) -> str:
-        return f"lam={self.lam}, lam_warmup={self.lam_warmup}, use_prototypes={self.use_prototypes}"
+        return f"lam={self.lam}, use_prototypes={self.use_prototypes}"

@@ -76,7 +76,6 @@ API_CASES = [
     ("SupCon averaging", lambda: L.SupConLoss(anchor_average="median"), ValueError, r"anchor_average must be one of"),
     ("margin placement", lambda: L.EmbeddingMarginLoss(COUNTS, placement="middle"), ValueError, r"placement must be one of"),
     ("ELM logit term", lambda: L.ELMLoss(COUNTS, logit="focal"), ValueError, r"logit must be 'la' or 'ldam'"),
-    ("ELM lam warm-up", lambda: L.ELMLoss(COUNTS, lam_warmup=-1), ValueError, r"lam_warmup must be an integer >= 0"),
     ("post-hoc shape", lambda: L.posthoc_adjust(torch.zeros(3, 4), COUNTS), ValueError, r"4 classes but counts has 5"),
     # methods and recipes
     ("unknown method", lambda: methods.get("focal"), ValueError, r"unknown method 'focal'; choose one of"),

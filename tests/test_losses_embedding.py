@@ -297,19 +297,19 @@ def test_elm_parts_add_up_and_gradients_reach_both_inputs():
     assert logits.grad.abs().sum() > 0 and z.grad.abs().sum() > 0
 
 
-def test_elm_warmup_and_ldam():
-    loss = L.ELMLoss(COUNTS, logit="ldam", lam=1.0, lam_warmup=4)
-    assert loss.current_lam == 0.0
+def test_elm_passes_the_epoch_to_ldam():
+    loss = L.ELMLoss(COUNTS, logit="ldam", lam=1.0)
+    loss.logit_loss.drw_epoch = 3
     loss.set_epoch(2)
-    assert loss.current_lam == pytest.approx(0.5)
-    loss.set_epoch(10)
-    assert loss.current_lam == 1.0
+    assert not loss.logit_loss.reweight
+    loss.set_epoch(3)
+    assert loss.logit_loss.reweight
     total, _ = loss(torch.tanh(torch.randn(6, 5)), torch.randn(6, 3), torch.randint(0, 5, (6,)))
     assert torch.isfinite(total)
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(logit="hinge"), "logit must be"), (dict(lam=-1), "lam"), (dict(lam_warmup=-1), "lam_warmup"),
+    (dict(logit="hinge"), "logit must be"), (dict(lam=-1), "lam"),
     (dict(temperature=0), "temperature"),
 ])
 def test_elm_bad_arguments(kwargs, match):

@@ -154,7 +154,7 @@ def stacked_loss(losses: list) -> Callable | None:
     """One function computing K losses of the same kind with their own constants in one pass:
     ``f(logits (K, B[, V], C), z (K, B[, V], E), labels (K, B), prototypes (K, C, E) | None) -> (K,)``,
     for losses of one :func:`stack_key`, equal to calling each loss on its own slice
-    (``tests/test_many.py``). It reads each loss's state (DRW switch, lambda warm-up) at every call.
+    (``tests/test_many.py``). It reads each loss's DRW switch at every call.
     ``None`` for kinds it does not cover (hinge, Balanced Softmax, ELM with LDAM logits): the caller
     then loops. Inputs are not validated here -- they come from the training loop, which checks each epoch's loss."""
     kind, key = type(losses[0]), stack_key(losses[0])
@@ -191,8 +191,8 @@ def stacked_loss(losses: list) -> Callable | None:
     temperature = stack(lambda loss: loss.embedding_loss.temperature)
     averages = sorted({loss.embedding_loss.anchor_average for loss in losses})
     per_class = stack(lambda loss: loss.embedding_loss.anchor_average == "class")      # (K,) bool
+    lams = stack(lambda loss: loss.lam)
     fuse = placement == "positive" and fusable(margins, temperature)
-    lam_cache: dict[tuple, torch.Tensor] = {}
 
     def elm(logits, z, labels, prototypes=None):
         flat_logits, flat_labels = _flat_views(logits, labels)
@@ -202,8 +202,5 @@ def stacked_loss(losses: list) -> Callable | None:
                                                 placement, prototypes, margins.shape[1], fuse)
         by = {how: average_anchors(per_anchor, has_pos, flat_labels, how) for how in averages}
         embedding_term = torch.where(per_class, by["class"], by["all"]) if len(by) > 1 else by[averages[0]]
-        lams = tuple(loss.current_lam for loss in losses)
-        if lams not in lam_cache:  # one host-to-device copy per lambda setting, not per step
-            lam_cache[lams] = torch.tensor(lams, dtype=logit_term.dtype, device=logit_term.device)
-        return logit_term + lam_cache[lams] * embedding_term
+        return logit_term + lams.to(logit_term.dtype) * embedding_term
     return elm
