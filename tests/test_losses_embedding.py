@@ -88,6 +88,29 @@ def test_supcon_matches_reference(temperature, average):
     assert got == pytest.approx(ref_margin_contrastive(z, y, temperature, average=average), rel=1e-9)
 
 
+@pytest.mark.parametrize("average", ["all", "class"])
+def test_supcon_with_prototypes_and_views_matches_reference(average):
+    """Prototypes join SupCon's contrast set (as positives and negatives, never as anchors)."""
+    z, y = embeddings(b=6, e=3, seed=12)
+    z2 = torch.stack([z, z + 0.2 * torch.randn_like(z)], 1)
+    protos = torch.randn(5, 3, dtype=torch.float64)
+    got = L.SupConLoss(0.3, anchor_average=average)(z2, y, protos).item()
+    assert got == pytest.approx(ref_margin_contrastive(z2.reshape(-1, 3), y.repeat_interleave(2), 0.3,
+                                                       prototypes=protos, average=average), rel=1e-9)
+
+
+@pytest.mark.parametrize("placement", L.MARGIN_PLACEMENTS)
+def test_anchors_without_a_positive_have_loss_zero(placement):
+    """contrastive_terms' per-anchor loss is 0 (not merely unweighted) where an anchor has no positive."""
+    z, _ = embeddings(b=6, e=3, seed=13)
+    y = torch.tensor([0, 0, 1, 2, 3, 3])
+    per_anchor, has_pos = L.contrastive_terms(z, y, 0.2, L.embedding_margins(COUNTS, 0.5)[y], placement, n_classes=5)
+    assert has_pos.tolist() == [True, True, False, False, True, True]
+    assert (per_anchor[~has_pos] == 0).all() and (per_anchor[has_pos] != 0).all()
+    per_anchor, has_pos = L.supcon_terms(z, y, 0.2)
+    assert (per_anchor[~has_pos] == 0).all() and (per_anchor[has_pos] > 0).all()
+
+
 def test_supcon_matches_pytorch_metric_learning():
     pml = pytest.importorskip("pytorch_metric_learning.losses")
     for seed in range(3):
