@@ -245,6 +245,21 @@ def test_delta_zero_equals_supcon_and_loss_grows_with_delta():
         assert all(b > a for a, b in zip(values, values[1:])), values
 
 
+def test_margin_schedules_by_hand():
+    """Counts 16 and 1 (prior 16/17, 1/17): n^-1/4 gives 1/2 and 1 of delta_max; -log prior gives
+    log(17/16) / log 17 and 1 of it."""
+    torch.testing.assert_close(L.embedding_margins([16, 1], 0.4, "n^-1/4"),
+                               torch.tensor([0.2, 0.4], dtype=torch.float64))
+    torch.testing.assert_close(L.embedding_margins([16, 1], 0.4, "log_prior"),
+                               torch.tensor([0.4 * math.log(17 / 16) / math.log(17), 0.4], dtype=torch.float64))
+
+
+def test_hinge_form_is_zero_without_a_negative():
+    """A batch of one class has no negative: the hinge against the nearest negative is 0, not 1."""
+    z = torch.randn(4, 3, dtype=torch.float64)
+    assert L.EmbeddingMarginLoss(COUNTS, 0.2, 0.5, placement="hinge")(z, torch.tensor([2, 2, 2, 2])).item() == 0.0
+
+
 def test_margins_largest_for_rarest_class():
     for schedule in ("n^-1/4", "log_prior"):
         m = L.embedding_margins(COUNTS, 0.3, schedule)
