@@ -150,7 +150,7 @@ def _check_before_work(args) -> None:
 
 
 def _run(args) -> None:
-    from .data import load_cifar_lt
+    from .engine.cifar import load_cifar_lt
     data = load_cifar_lt(DATASETS[args.dataset], rho=args.rho, seed=args.data_seed, root=args.root,
                          download=args.download, npz=args.npz)
     if args.command == "train":

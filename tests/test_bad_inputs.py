@@ -22,8 +22,9 @@ import elm_lite as el
 from elm_lite import exercises, methods, metrics, solutions, widgets
 from elm_lite import losses as L
 from elm_lite.cli import main
-from elm_lite.data import batch_class_stats, fake_cifar, fetch_url, load_cifar_lt, longtail_counts
+from elm_lite.data import batch_class_stats, longtail_counts
 from elm_lite.engine.checkpoints import RunHooks
+from elm_lite.engine.cifar import fake_cifar, fetch_url, load_cifar_lt
 from elm_lite.engine.fullscale import check_recipe, prepare_run_folder, resolve_device, train_cifar
 from elm_lite.engine.ladder import speed_ladder
 from elm_lite.engine.runfiles import RunFolderLocked

@@ -8,8 +8,9 @@ import torch
 
 from elm_lite import losses as L
 from elm_lite import methods
-from elm_lite.data import fake_cifar, make_toy
+from elm_lite.data import make_toy
 from elm_lite.engine import fused
+from elm_lite.engine.cifar import fake_cifar
 from elm_lite.engine.many import fit_many
 from elm_lite.engine.stacked import StackedModels
 from elm_lite.models import MLP, ResNet32, SmallCNN
