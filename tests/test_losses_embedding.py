@@ -97,6 +97,9 @@ def test_supcon_with_prototypes_and_views_matches_reference(average):
     got = L.SupConLoss(0.3, anchor_average=average)(z2, y, protos).item()
     assert got == pytest.approx(ref_margin_contrastive(z2.reshape(-1, 3), y.repeat_interleave(2), 0.3,
                                                        prototypes=protos, average=average), rel=1e-9)
+    y1 = torch.tensor([0, 0, 0, 1, 2, 4])        # one view: classes 1, 2, 4 have one anchor, its positive a prototype
+    got = L.SupConLoss(0.3, anchor_average=average)(z, y1, protos).item()
+    assert got == pytest.approx(ref_margin_contrastive(z, y1, 0.3, prototypes=protos, average=average), rel=1e-9)
 
 
 @pytest.mark.parametrize("placement", L.MARGIN_PLACEMENTS)
