@@ -389,11 +389,11 @@ def contrast_set(z: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor
     return z, torch.cat([z, protos]), torch.cat([labels, proto_labels])
 
 
-def log_sum_exp_without_each(logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """``log sum_{a in keep, a != p} e^{l_a}`` for every ``p``: ``(N, M)`` from logits and a bool mask
+def log_sum_exp_without_each(scaled: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``log sum_{a in keep, a != p} e^{l_a}`` for every ``p``: ``(N, M)`` from ``l = scaled`` and a bool mask
     ``keep`` ``(N, M)``. The row's largest member is left out by a sum without it, the others by a
     difference (``total - e^{l_p} >= e^{l_max}``: no cancellation at any temperature)."""
-    kept = logits.masked_fill(~keep, float("-inf"))
+    kept = scaled.masked_fill(~keep, float("-inf"))
     top_value, top = kept.max(-1, keepdim=True)
     is_top = torch.zeros_like(keep).scatter(-1, top, True)
     others = kept.masked_fill(is_top, float("-inf"))
@@ -408,14 +408,14 @@ def pair_terms(cos: torch.Tensor, temperature, margins: torch.Tensor, positive: 
     """Each (anchor i, contrast-set member p) pair's loss ``(N, M)`` in the pairwise forms of
     :func:`contrastive_terms`, from the cosines ``s`` ``(N, M)`` and the anchors' margins ``d``
     ``(N, 1)`` (cosine units); only the positive pairs are used."""
-    logits, delta = cos / temperature, margins / temperature                # l = s / T, d / T
+    scaled, delta = cos / temperature, margins / temperature                # l = s / T, d / T (not logits)
     negative = ~positive & not_self
     if placement == "positive":  # -log e^{l_p - d} / (e^{l_p - d} + sum_{a != i, p} e^{l_a})
-        return torch.logaddexp(logits - delta, log_sum_exp_without_each(logits, not_self)) - (logits - delta)
+        return torch.logaddexp(scaled - delta, log_sum_exp_without_each(scaled, not_self)) - (scaled - delta)
     if placement == "negative":  # -log e^{l_p} / sum_{a != i} e^{l_a + d [a in N(i)]}
-        return (logits + delta * negative).masked_fill(~not_self, float("-inf")).logsumexp(-1, keepdim=True) - logits
+        return (scaled + delta * negative).masked_fill(~not_self, float("-inf")).logsumexp(-1, keepdim=True) - scaled
     if placement == "outside":   # -log e^{l_p - d} / (e^{l_p - d} + sum_{a in N(i)} e^{l_a})
-        return F.softplus(logits.masked_fill(~negative, float("-inf")).logsumexp(-1, keepdim=True) - (logits - delta))
+        return F.softplus(scaled.masked_fill(~negative, float("-inf")).logsumexp(-1, keepdim=True) - (scaled - delta))
     if placement == "hinge":     # max(0, d - s_ip + max_{a in N(i)} s_ia), 0 without a negative
         nearest = cos.masked_fill(~negative, float("-inf")).amax(-1, keepdim=True)
         return torch.where(negative.any(-1, keepdim=True), F.relu(margins + nearest - cos), 0.0)
@@ -462,12 +462,12 @@ def supcon_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
     """SupCon's L_out of every anchor of one batch (Khosla et al. 2020), a masked log-sum-exp:
     ``-1/|P(i)| sum_{p in P(i)} log e^{s_ip/T} / sum_{a != i} e^{s_ia/T}``. Shapes as :func:`contrastive_terms`."""
     z, pool, pool_labels = contrast_set(z, labels, prototypes)
-    logits = z @ pool.T / temperature                                      # (N, M): l_ia = s_ia / T
-    not_self = ~torch.eye(*logits.shape, dtype=torch.bool, device=z.device)
+    scaled = z @ pool.T / temperature                                      # (N, M): l_ia = s_ia / T
+    not_self = ~torch.eye(*scaled.shape, dtype=torch.bool, device=z.device)
     positive = (labels[:, None] == pool_labels[None, :]) & not_self
-    log_denominator = logits.masked_fill(~not_self, float("-inf")).logsumexp(-1, keepdim=True)
+    log_denominator = scaled.masked_fill(~not_self, float("-inf")).logsumexp(-1, keepdim=True)
     n_positive = positive.sum(-1)
-    per_anchor = torch.where(positive, log_denominator - logits, 0.0).sum(-1) / n_positive.clamp(min=1)
+    per_anchor = torch.where(positive, log_denominator - scaled, 0.0).sum(-1) / n_positive.clamp(min=1)
     return per_anchor, n_positive > 0
 
 
@@ -482,10 +482,10 @@ def centroid_terms(z, labels, pool, pool_labels, temperature, margins, n_classes
     centres = members.T @ pool - own[..., None] * z[:, None, :]             # (N, C, E) class sums, i left out
     present = members.sum(0) - own.to(z.dtype) > 0                            # (N, C)
     cos = F.cosine_similarity(z[:, None, :], centres, dim=-1)               # (N, C)
-    logits = ((cos - own * margins[:, None]) / temperature).masked_fill(~present, float("-inf"))
+    scaled = ((cos - own * margins[:, None]) / temperature).masked_fill(~present, float("-inf"))
     has_positive = (present & own).any(-1)
-    own_logit = logits.masked_fill(~own, 0.0).sum(-1)
-    return torch.where(has_positive, logits.logsumexp(-1) - own_logit, 0.0), has_positive
+    own_scaled = scaled.masked_fill(~own, 0.0).sum(-1)
+    return torch.where(has_positive, scaled.logsumexp(-1) - own_scaled, 0.0), has_positive
 
 
 def average_anchors(per_anchor: torch.Tensor, has_positive: torch.Tensor, labels: torch.Tensor,
