@@ -217,7 +217,7 @@ def test_engine_forms_equal_the_core_form(temperature, placement):
     assert torch.equal(has_pos, core_has_pos)
     torch.testing.assert_close(engine_z.grad, core_z.grad, rtol=1e-10, atol=1e-12)
     for how in L.ANCHOR_AVERAGES:
-        torch.testing.assert_close(fused.average_anchors(per_anchor, has_pos, y, how),
+        torch.testing.assert_close(fused.average_anchors(per_anchor, has_pos, y, how, 5),
                                    torch.stack([L.average_anchors(per_anchor[k], has_pos[k], y[k], how)
                                                 for k in range(3)]))
 
@@ -469,7 +469,7 @@ def test_engine_forms_are_right_at_the_ends_of_the_temperature_range(placement, 
     fuse = fused.fusable(margins[None].expand(2, -1), temperatures)
     assert fuse == (temperature == 100.0)                 # 0.5 / 0.001 = 500 logit units: the log-space form
     per_anchor, has_pos = fused.contrastive_terms(z, y, temperatures, margins[y], placement, None, 5, fuse)
-    value = fused.average_anchors(per_anchor, has_pos, y, "class")
+    value = fused.average_anchors(per_anchor, has_pos, y, "class", 5)
     value.sum().backward()
     assert torch.isfinite(value).all() and torch.isfinite(z.grad).all()
     for k in range(2):
