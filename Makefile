@@ -7,7 +7,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: course test check test-other-arithmetic lint install clean workshop workshop-all site assignments slides
+.PHONY: course test check test-other-arithmetic lint mutation install clean workshop workshop-all site assignments slides
 
 # JupyterLab refuses to run as root unless told (containers, CI machines)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -32,6 +32,18 @@ test-other-arithmetic: $(VENV)/.installed
 # the linter (config in pyproject.toml, notebooks included); CI runs it before the tests
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
+
+# mutation testing of the core (config: [tool.mutmut] in pyproject.toml): do the fast tests catch small
+# changes to the formulas (losses, metrics, the sampler and the learning-rate step)? About 20 minutes on one
+# core, so not part of `make test`; docs/design.md keeps the score and the survivors we accept.
+# `make mutation MUTANTS='elm_lite.losses.*'` widens it; `$(BIN)/mutmut show NAME` shows one mutant.
+MUTANTS ?= $(foreach f,supcon_terms pair_terms centroid_terms log_sum_exp_without_each average_anchors \
+	logit_adjustment ldam_margins embedding_margins xǁLogitAdjustedLossǁforward xǁLDAMLossǁforward,elm_lite.losses.*$(f)__mutmut_*) \
+	elm_lite.metrics.x_balanced_accuracy__* elm_lite.metrics.x_embedding_margin__* \
+	elm_lite.train.xǁEpochSamplerǁorder__* elm_lite.train.x_start_epoch__*
+mutation: $(VENV)/.installed
+	OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children 1 $(foreach m,$(MUTANTS),'$(m)')
+	$(BIN)/mutmut results
 
 # workshop mode: the one-page dashboard (code hidden, every slider precomputed), for a presenter;
 # `make workshop-all` serves every notebook as an app instead

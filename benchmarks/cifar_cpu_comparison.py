@@ -36,7 +36,7 @@ def main() -> None:
     from run_benchmarks import machine
 
     from elm_lite import methods
-    from elm_lite.data import load_cifar_lt
+    from elm_lite.engine.cifar import load_cifar_lt
     from elm_lite.engine.runfiles import save_atomic
     from elm_lite.experiments import compare, summarize, train_image_model
     from elm_lite.recipes import IMAGE_RECIPE

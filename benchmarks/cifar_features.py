@@ -32,7 +32,7 @@ MLP = dict(batch_size=256, epochs=20)   # 10,000 training images: a larger batch
 def features(data, cache: pathlib.Path) -> tuple[np.ndarray, np.ndarray, float]:
     """``(train features, test features, seconds)``: from ``cache`` when it holds features of the same
     settings and images, else computed (k-means on the training images' patches; no label is read)."""
-    from elm_lite.data import content_hash
+    from elm_lite.engine.cifar import content_hash
     from elm_lite.patchfeatures import fit_patch_kmeans, patch_features
     key = json.dumps({**FEATURES, "images": content_hash(data.x_train, data.x_test)}, sort_keys=True)
     if cache.exists():
@@ -61,7 +61,7 @@ def main() -> None:
     from run_benchmarks import machine
 
     from elm_lite import capstone, owndata, procedure
-    from elm_lite.data import load_cifar_lt
+    from elm_lite.engine.cifar import load_cifar_lt
     from elm_lite.engine.runfiles import save_atomic
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

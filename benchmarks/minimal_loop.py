@@ -16,7 +16,7 @@ import time
 import torch
 from torch.nn import functional as F
 
-from elm_lite.data import load_cifar_lt
+from elm_lite.engine.cifar import load_cifar_lt
 from elm_lite.engine.fullscale import MODELS, lr_schedule, resolve_device
 from elm_lite.recipes import CIFAR_RECIPE
 from elm_lite.train import crop_flip, set_seed

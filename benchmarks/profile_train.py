@@ -12,7 +12,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from elm_lite.data import load_cifar_lt
+from elm_lite.engine.cifar import load_cifar_lt
 from elm_lite.engine.fullscale import MODELS, resolve_device, train_cifar
 
 

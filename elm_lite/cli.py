@@ -159,7 +159,7 @@ def _run(args) -> None:
     if args.command == "compare":
         from .procedure import run_from_args
         return run_from_args(args)
-    from .data import load_cifar_lt
+    from .engine.cifar import load_cifar_lt
     data = load_cifar_lt(DATASETS[args.dataset], rho=args.rho, seed=args.data_seed, root=args.root,
                          download=args.download, npz=args.npz)
     if args.command == "train":

@@ -555,7 +555,7 @@ def check_centroid_margin(fn: Callable) -> CheckResult:
 
     def reference(z, y, delta, t):
         per, has_pos = losses.contrastive_terms(z, y, t, delta[y], "centroid", n_classes=len(delta))
-        return losses.average_anchors(per, has_pos, y, len(delta), "all")
+        return losses.average_anchors(per, has_pos, y, "all")
     return _report(_run(fn, cases, reference, {
         "leave the anchor out of its own class's mean: otherwise a rare class's anchor is compared with "
         "itself and its class looks tighter than it is":

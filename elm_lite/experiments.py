@@ -285,7 +285,7 @@ def paired_summary(rows: list[dict], reference: str, column: str = "balanced_acc
 
 
 def train_image_model(data, method: Method, *, seed: int = 0, progress: bool = False, **recipe) -> EmbeddingRun:
-    """Train a CIFAR model (crop+flip augmentation, Adam) on an :class:`~elm_lite.data.ImageData` on
+    """Train a CIFAR model (crop+flip augmentation, Adam) on an :class:`~elm_lite.engine.cifar.ImageData` on
     the CPU with ``method`` under :data:`~elm_lite.recipes.IMAGE_RECIPE` (entries overridable as
     keywords); spread is measured on the backbone features the classifier reads."""
     r = _recipe(IMAGE_RECIPE, method, recipe)

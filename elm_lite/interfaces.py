@@ -13,17 +13,11 @@ from torch import nn
 
 
 @runtime_checkable
-class Model(Protocol):
-    """Every model of the course: ``model(x) -> (logits (B, C), embedding (B, E))``."""
-    n_classes: int
-
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
-@runtime_checkable
-class ImageModel(Model, Protocol):
-    """A CIFAR model: backbone features ``(B, F)``, the classifier ``head`` on them, and the
+class ImageModel(Protocol):
+    """A CIFAR model, ``model(x) -> (logits (B, C), embedding (B, E))`` like every model: backbone
+    features ``(B, F)``, the classifier ``head`` on them, and the
     contrastive ``projection`` head (``None`` without one)."""
+    n_classes: int
     head: nn.Module
     projection: nn.Module | None
 
@@ -32,7 +26,7 @@ class ImageModel(Model, Protocol):
 
 @runtime_checkable
 class Scheduled(Protocol):
-    """A loss that changes with the epoch (LDAM's deferred re-weighting, ELM's lambda warm-up):
+    """A loss that changes with the epoch (LDAM's deferred re-weighting; ELM passes it on):
     the training loop calls ``set_epoch(epoch)`` (from 1) before each epoch."""
 
     def set_epoch(self, epoch: int) -> None: ...

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .interfaces import Scheduled
-from .recipes import ELM_RECOMMENDED
+from .recipes import ELM_RECOMMENDED, MARGIN_SCHEDULE
 
 # ----------------------------------------------------------------------------- input checks
 
@@ -113,7 +113,7 @@ def ldam_margins(counts, max_m: float = 0.5) -> torch.Tensor:
     return m * (_check_range("max_m", max_m, 0.0, 10.0) / m.max())
 
 
-def class_balanced_weights(counts, beta: float = 0.9999) -> torch.Tensor:
+def effective_number_weights(counts, beta: float = 0.9999) -> torch.Tensor:
     """Effective-number weights ``(1 - beta) / (1 - beta^n_y)`` normalised to sum to ``C``
     (Cui et al. 2019), used by LDAM's deferred re-weighting."""
     n = as_counts(counts)
@@ -190,7 +190,7 @@ class ReweightedLoss(_CountsLoss):
         if scheme not in REWEIGHTINGS:
             raise ValueError(f"scheme must be one of {REWEIGHTINGS}, got {scheme!r}.")
         self.scheme, self.beta = scheme, beta
-        weights = inverse_frequency_weights(counts) if scheme == "inverse" else class_balanced_weights(counts, beta)
+        weights = inverse_frequency_weights(counts) if scheme == "inverse" else effective_number_weights(counts, beta)
         self.register_buffer("weights", weights)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -249,9 +249,9 @@ class LDAMLoss(_CountsLoss):
     ``CE(s * (cos - m_y * onehot(y)), y, weight)`` with ``m_y`` from :func:`ldam_margins`.
 
     logits ``(B, C)`` cosine similarities (use a model with ``cosine=True``), labels ``(B,)`` -> scalar.
-    Deferred re-weighting (DRW): with ``drw_epoch`` set, class-balanced weights
-    (:func:`class_balanced_weights`) switch on from that epoch; the training loop calls
-    :meth:`set_epoch`. Safe ranges: ``max_m`` in [0, 1], ``s`` in [1, 64].
+    Deferred re-weighting (DRW): with ``drw_epoch`` set, effective-number weights
+    (:func:`effective_number_weights`, Cui et al.'s "class-balanced" loss) switch on from that epoch;
+    the training loop calls :meth:`set_epoch`. Safe ranges: ``max_m`` in [0, 1], ``s`` in [1, 64].
     """
 
     def __init__(self, counts, max_m: float = 0.5, s: float = 30.0, drw_epoch: int | None = None,
@@ -259,7 +259,7 @@ class LDAMLoss(_CountsLoss):
         super().__init__(counts, validate)
         self.max_m, self.s = max_m, _check_range("s", s, 1e-3, 1e3)
         self.register_buffer("margins", ldam_margins(counts, max_m))
-        self.register_buffer("drw_weights", class_balanced_weights(counts, beta))
+        self.register_buffer("drw_weights", effective_number_weights(counts, beta))
         if drw_epoch is not None and (not isinstance(drw_epoch, int) or drw_epoch < 0):
             raise ValueError(f"drw_epoch must be None or an integer >= 0, got {drw_epoch!r}.")
         self.drw_epoch = drw_epoch
@@ -378,7 +378,7 @@ ANCHOR_AVERAGES = ("all", "class")
 
 
 def embedding_margins(counts, delta_max: float = ELM_RECOMMENDED["delta_max"],
-                      schedule: str = "n^-1/4") -> torch.Tensor:
+                      schedule: str = MARGIN_SCHEDULE) -> torch.Tensor:
     """Per-class embedding margins ``delta_y`` (cosine units), largest (``delta_max``) for the
     rarest class. ``"n^-1/4"``: ``delta_y`` proportional to ``n_y^(-1/4)``; ``"log_prior"``:
     proportional to ``-log pi_y``. Shape ``(C,)``."""
@@ -391,9 +391,10 @@ def embedding_margins(counts, delta_max: float = ELM_RECOMMENDED["delta_max"],
     return m * (delta_max / m.max())
 
 
-def _check_embeddings(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Accept ``(B, E)`` or ``(B, V, E)`` (V views of each sample); return ``(B*V, E)`` and the
-    matching labels ``(B*V,)``."""
+def _check_embeddings(z: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor | None = None,
+                      n_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accept z ``(B, E)`` or ``(B, V, E)`` (V views of each sample), labels ``(B,)`` in ``[0, n_classes)``
+    and prototypes ``(C, E)`` or None; return ``(B*V, E)`` and the matching labels ``(B*V,)``."""
     if not isinstance(z, torch.Tensor) or not z.is_floating_point():
         raise ValueError(f"embeddings must be a floating-point tensor, got {type(z).__name__} "
                          f"{getattr(z, 'dtype', '')}.")
@@ -404,129 +405,141 @@ def _check_embeddings(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
                          f"of shape {tuple(getattr(labels, 'shape', ()))}.")
     if labels.shape[0] != z.shape[0]:
         raise ValueError(f"labels have {labels.shape[0]} entries but the embeddings a batch of {z.shape[0]}.")
+    if prototypes is not None and (prototypes.ndim != 2 or prototypes.shape[1] != z.shape[-1]):
+        raise ValueError(f"prototypes must have shape (classes, {z.shape[-1]}), got {tuple(prototypes.shape)}.")
     if _check_values() and labels.numel() and labels.min() < 0:
         raise ValueError(f"labels must be >= 0, got {int(labels.min())}.")
+    if _check_values() and n_classes is not None and labels.numel() and labels.max() >= n_classes:
+        raise ValueError(f"labels must lie in [0, {n_classes}) to match the class counts, got max {int(labels.max())}.")
     if _check_values() and not torch.isfinite(z).all():
         raise ValueError("embeddings contain NaN or inf.")
     if z.ndim == 3:
-        views = z.shape[1]
-        return z.reshape(-1, z.shape[-1]), labels.long().repeat_interleave(views)
+        return z.flatten(0, 1), labels.long().repeat_interleave(z.shape[1])
     return z, labels.long()   # int32 labels mean the same classes (one_hot takes int64 only)
 
 
+def contrast_set(z: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor | None = None) -> tuple:
+    """``(z normalised (N, E), the contrast set (M, E), its labels (M,))``: the contrast set is the
+    anchors, then the normalised prototypes (row c has label c) if any. Half-precision embeddings
+    are contrasted in float32: at ``T = 0.001`` the logits reach 1000 and a batch's sum of losses
+    overflows float16."""
+    z = F.normalize(z.float() if z.dtype in (torch.float16, torch.bfloat16) else z, dim=-1)
+    if prototypes is None:
+        return z, z, labels
+    protos = F.normalize(prototypes.to(z.dtype), dim=-1)
+    proto_labels = torch.arange(len(protos), device=labels.device, dtype=labels.dtype)
+    return z, torch.cat([z, protos]), torch.cat([labels, proto_labels])
+
+
+def log_sum_exp_without_each(scaled: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``log sum_{a in keep, a != p} e^{l_a}`` for every ``p``: ``(N, M)`` from ``l = scaled`` and a bool mask
+    ``keep`` ``(N, M)``. The row's largest member is left out by a sum without it, the others by a
+    difference (``total - e^{l_p} >= e^{l_max}``: no cancellation at any temperature)."""
+    kept = scaled.masked_fill(~keep, float("-inf"))
+    top_value, top = kept.max(-1, keepdim=True)
+    is_top = torch.zeros_like(keep).scatter(-1, top, True)
+    others = kept.masked_fill(is_top, float("-inf"))
+    without_top = others.logsumexp(-1, keepdim=True)                    # sum_{a in keep, a != top}
+    total = torch.logaddexp(top_value, without_top)
+    without_p = total + torch.log1p(-torch.exp(others - total))           # p != top: log(total - e^{l_p})
+    return torch.where(is_top, without_top, without_p)
+
+
+def pair_terms(cos: torch.Tensor, temperature, margins: torch.Tensor, positive: torch.Tensor,
+               not_self: torch.Tensor, placement: str) -> torch.Tensor:
+    """Each (anchor i, contrast-set member p) pair's loss ``(N, M)`` in the pairwise forms of
+    :func:`contrastive_terms`, from the cosines ``s`` ``(N, M)`` and the anchors' margins ``d``
+    ``(N, 1)`` (cosine units); only the positive pairs are used."""
+    scaled, delta = cos / temperature, margins / temperature                # l = s / T, d / T (not logits)
+    negative = ~positive & not_self
+    if placement == "positive":  # -log e^{l_p - d} / (e^{l_p - d} + sum_{a != i, p} e^{l_a})
+        return torch.logaddexp(scaled - delta, log_sum_exp_without_each(scaled, not_self)) - (scaled - delta)
+    if placement == "negative":  # -log e^{l_p} / sum_{a != i} e^{l_a + d [a in N(i)]}
+        return (scaled + delta * negative).masked_fill(~not_self, float("-inf")).logsumexp(-1, keepdim=True) - scaled
+    if placement == "outside":   # -log e^{l_p - d} / (e^{l_p - d} + sum_{a in N(i)} e^{l_a})
+        return F.softplus(scaled.masked_fill(~negative, float("-inf")).logsumexp(-1, keepdim=True) - (scaled - delta))
+    if placement == "hinge":     # max(0, d - s_ip + max_{a in N(i)} s_ia), 0 without a negative
+        nearest = cos.masked_fill(~negative, float("-inf")).amax(-1, keepdim=True)
+        return torch.where(negative.any(-1, keepdim=True), F.relu(margins + nearest - cos), 0.0)
+    raise ValueError(f"placement must be one of {MARGIN_PLACEMENTS}, got {placement!r}.")
+
+
 def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
-                      anchor_margins: torch.Tensor | None = None, placement: str = "positive",
+                      margins: torch.Tensor | None = None, placement: str = ELM_RECOMMENDED["placement"],
                       prototypes: torch.Tensor | None = None, n_classes: int | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The supervised-contrastive loss of every anchor, with optional per-anchor margins ``d_i``.
+    """The supervised-contrastive loss of every anchor of one batch, with optional per-anchor margins ``d_i``.
 
-    z ``(N, E)`` (normalised here), labels ``(N,)``; every row is an anchor. ``prototypes``
-    ``(C, E)`` (row c has label c) join the contrast set but are not anchors. For anchor i with
-    positives P(i) (same label, i excluded), negatives N(i) (other labels) and similarity ``s = cos``,
-    the mean over p in P(i) of (the margin study, docs/margin_study.md, compares these forms):
+    z ``(N, E)`` (normalised here), labels ``(N,)``, margins ``(N,)`` in cosine units; every row is an
+    anchor. ``prototypes`` ``(C, E)`` (row c has label c) join the contrast set but are not anchors.
+    For anchor i with positives P(i) (same label, i excluded), negatives N(i) (other labels) and
+    ``s = cos``, the mean over p in P(i) of (the margin study, docs/margin_study.md, compares these forms):
 
     - ``"positive"``: ``-log e^{(s_ip - d_i)/T} / (e^{(s_ip - d_i)/T} + sum_{a != i, p} e^{s_ia/T})``
     - ``"negative"``: ``-log e^{s_ip/T} / sum_{a != i} e^{(s_ia + d_i [a in N(i)])/T}``
     - ``"outside"``: ``-log e^{(s_ip - d_i)/T} / (e^{(s_ip - d_i)/T} + sum_{a in N(i)} e^{s_ia/T})``
-      (the other positives are not in the denominator)
     - ``"hinge"``: ``max(0, d_i - s_ip + max_{a in N(i)} s_ia)`` (no temperature)
-    - ``"centroid"`` (not a mean over pairs): ``-log e^{(c_iy - d_i)/T} / (e^{(c_iy - d_i)/T} +
-      sum_{k != y} e^{c_ik/T})`` with ``c_ik`` the cosine between z_i and the mean of class k's
-      members of the contrast set (i left out of its own class), classes absent from it skipped.
+    - ``"centroid"``: :func:`centroid_terms` (not a mean over pairs).
 
     With no margins, ``"positive"`` and ``"negative"`` are SupCon's L_out (Khosla et al. 2020).
-    Returns ``(loss per anchor (N,), has_positive (N,) bool)``; anchors without a positive have
-    loss 0. Leading dimensions batch independent problems (K models): z ``(K, N, E)``, labels and
-    margins ``(K, N)``, prototypes ``(K, C, E)``, temperature ``(K,)``. ``n_classes`` (the centroid
-    form's class count) is read from the labels if not given: a host sync on a GPU.
+    Returns ``(loss per anchor (N,), has_positive (N,) bool)``; anchors without a positive have loss 0.
+    ``n_classes`` (the centroid form's) is read from the labels if not given: a host sync on a GPU.
+    The engine runs K batches at once through this function (``elm_lite.engine.fused``).
     """
-    z, pool, pool_labels, temperature, margin = contrast_inputs(z, labels, temperature, anchor_margins, prototypes)
+    z, pool, pool_labels = contrast_set(z, labels, prototypes)
+    margins = torch.zeros(labels.shape, dtype=z.dtype, device=z.device) if margins is None else margins.to(z.dtype)
     if placement == "centroid":
-        n_classes = n_classes if n_classes is not None else int(pool_labels.max()) + 1
-        return centroid_terms(z, labels, pool, pool_labels, temperature, margin, n_classes)
-    cos = z @ pool.transpose(-1, -2)                                      # (..., N, N + C), built once
-    not_self = ~torch.eye(z.shape[-2], pool.shape[-2], dtype=torch.bool, device=z.device)
-    same = labels[..., :, None] == pool_labels[..., None, :]
-    positive = same & not_self
-    n_pos = positive.sum(-1)
-    per_pair = _pair_terms(cos, temperature, margin, positive, ~same, not_self, placement)
-    per_anchor = torch.where(positive, per_pair, 0.0).sum(-1) / n_pos.clamp(min=1)
-    return per_anchor, n_pos > 0
+        n_classes = int(pool_labels.max()) + 1 if n_classes is None else n_classes
+        return centroid_terms(z, labels, pool, pool_labels, temperature, margins, n_classes)
+    cos = z @ pool.T                                                       # (N, M), built once
+    not_self = ~torch.eye(*cos.shape, dtype=torch.bool, device=z.device)
+    positive = (labels[:, None] == pool_labels[None, :]) & not_self
+    per_pair = pair_terms(cos, temperature, margins[:, None], positive, not_self, placement)
+    n_positive = positive.sum(-1)
+    return torch.where(positive, per_pair, 0.0).sum(-1) / n_positive.clamp(min=1), n_positive > 0
 
 
-def contrast_inputs(z: torch.Tensor, labels: torch.Tensor, temperature, anchor_margins: torch.Tensor | None,
-                    prototypes: torch.Tensor | None) -> tuple:
-    """What every form of :func:`contrastive_terms` starts from: ``(z normalised (..., N, E), the
-    contrast set (..., M, E) and its labels (..., M) -- the anchors, then the prototypes --,
-    temperature (..., 1, 1), margins (..., N, 1) in cosine units)``."""
-    z = F.normalize(z, dim=-1)
-    pool, pool_labels = z, labels
-    if prototypes is not None:
-        protos = F.normalize(prototypes.to(z.dtype), dim=-1)
-        pool = torch.cat([z, protos], -2)
-        proto_labels = torch.arange(protos.shape[-2], device=labels.device).expand(*labels.shape[:-1], -1)
-        pool_labels = torch.cat([labels, proto_labels], -1)
-    temperature = torch.as_tensor(temperature, dtype=z.dtype, device=z.device)[..., None, None]
-    margin = (torch.zeros(labels.shape, dtype=z.dtype, device=z.device) if anchor_margins is None
-              else anchor_margins.to(z.dtype))[..., None]
-    return z, pool, pool_labels, temperature, margin
+def supcon_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
+                 prototypes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """SupCon's L_out of every anchor of one batch (Khosla et al. 2020), a masked log-sum-exp:
+    ``-1/|P(i)| sum_{p in P(i)} log e^{s_ip/T} / sum_{a != i} e^{s_ia/T}``. Shapes as :func:`contrastive_terms`."""
+    z, pool, pool_labels = contrast_set(z, labels, prototypes)
+    scaled = z @ pool.T / temperature                                      # (N, M): l_ia = s_ia / T
+    not_self = ~torch.eye(*scaled.shape, dtype=torch.bool, device=z.device)
+    positive = (labels[:, None] == pool_labels[None, :]) & not_self
+    log_denominator = scaled.masked_fill(~not_self, float("-inf")).logsumexp(-1, keepdim=True)
+    n_positive = positive.sum(-1)
+    per_anchor = torch.where(positive, log_denominator - scaled, 0.0).sum(-1) / n_positive.clamp(min=1)
+    return per_anchor, n_positive > 0
 
 
-def _pair_terms(cos, temperature, margin, positive, negative, not_self, placement: str) -> torch.Tensor:
-    """The loss of every (anchor, contrast-set member) pair ``(..., N, M)`` in the pairwise forms of
-    :func:`contrastive_terms`; only the positive pairs are used. ``margin`` ``(..., N, 1)`` in cosine units."""
-    logits, delta = cos / temperature, margin / temperature                # delta in logit units
-    if placement == "positive":  # the denominator without p: the sums before and after p (no cancellation)
-        top = logits.detach().amax(-1, keepdim=True)
-        e = torch.exp(logits - top) * not_self                                # e^{l_a - top}, 0 for a = i
-        rest = F.pad(e[..., :-1], (1, 0)).cumsum(-1) + F.pad(e.flip(-1)[..., :-1], (1, 0)).cumsum(-1).flip(-1)
-        log_rest = torch.where(rest > 0, rest.clamp(min=torch.finfo(rest.dtype).tiny).log() + top, -torch.inf)
-        return torch.logaddexp(logits - delta, log_rest) - (logits - delta)  # -log e^{l_p - d} / denominator
-    if placement == "negative":
-        shifted = logits.masked_fill(~not_self, float("-inf")) + delta * negative
-        return torch.logsumexp(shifted, -1, keepdim=True) - logits         # -log(e^{s_ip/T} / denom)
-    if placement == "outside":
-        log_negatives = torch.logsumexp(logits.masked_fill(~negative, float("-inf")), -1, keepdim=True)
-        return F.softplus(log_negatives - (logits - delta))                 # 0 where there is no negative
-    if placement == "hinge":
-        nearest = cos.masked_fill(~negative, -2.0).amax(-1, keepdim=True)  # cos >= -1: -2 means none
-        return F.relu(margin + nearest - cos) * (nearest > -2)
-    raise ValueError(f"placement must be one of {MARGIN_PLACEMENTS}, got {placement!r}.")
-
-
-def centroid_terms(z, labels, pool, pool_labels, temperature, margin, n_classes: int):
-    """``placement="centroid"`` of :func:`contrastive_terms`: a CosFace-style softmax over the
-    contrast set's class means, the anchor left out of its own. Shapes as there."""
-    members = F.one_hot(pool_labels, n_classes).to(z.dtype)              # (..., M, C)
-    own = F.one_hot(labels, n_classes).to(z.dtype)                       # (..., N, C)
-    sums = members.transpose(-1, -2) @ pool                              # (..., C, E)
-    counts = members.sum(-2)[..., None, :] - own                         # (..., N, C) members but i
-    z_sums = z @ sums.transpose(-1, -2)                                  # (..., N, C) z_i . sum_k
-    dots = z_sums - own                                                  # z_i . (sum_k - z_i [k = y_i])
-    norms2 = (sums * sums).sum(-1)[..., None, :] - 2 * own * z_sums + own  # ||sum_k - z_i [k = y_i]||^2
-    present = counts > 0
-    cos = dots / norms2.clamp(min=1e-12).sqrt()                          # (..., N, C)
-    logits = ((cos - own * margin) / temperature).masked_fill(~present, float("-inf"))
-    has_pos = (present & own.bool()).any(-1)
-    own_logit = torch.where(has_pos, logits.gather(-1, labels[..., None]).squeeze(-1), 0.0)
-    per_anchor = torch.where(has_pos, torch.logsumexp(logits, -1) - own_logit, 0.0)
-    return per_anchor, has_pos
+def centroid_terms(z, labels, pool, pool_labels, temperature, margins, n_classes: int):
+    """``placement="centroid"`` of :func:`contrastive_terms`: ``-log e^{(c_iy - d_i)/T} / (e^{(c_iy - d_i)/T}
+    + sum_{k != y} e^{c_ik/T})`` with ``c_ik`` the cosine between ``z_i`` and the mean of class k's
+    members of the contrast set, the anchor left out of its own class; classes with no member are
+    skipped. z ``(N, E)`` normalised, pool ``(M, E)``, margins ``(N,)`` -> ``((N,), has_positive (N,))``."""
+    classes = torch.arange(n_classes, device=labels.device)
+    own = labels[:, None] == classes                                         # (N, C) one-hot
+    members = (pool_labels[:, None] == classes).to(z.dtype)                  # (M, C) one-hot
+    centres = members.T @ pool - own[..., None] * z[:, None, :]             # (N, C, E) class sums, i left out
+    present = members.sum(0) - own.to(z.dtype) > 0                            # (N, C)
+    cos = F.cosine_similarity(z[:, None, :], centres, dim=-1)               # (N, C)
+    scaled = ((cos - own * margins[:, None]) / temperature).masked_fill(~present, float("-inf"))
+    has_positive = (present & own).any(-1)
+    own_scaled = scaled.masked_fill(~own, 0.0).sum(-1)
+    return torch.where(has_positive, scaled.logsumexp(-1) - own_scaled, 0.0), has_positive
 
 
 def average_anchors(per_anchor: torch.Tensor, has_positive: torch.Tensor, labels: torch.Tensor,
-                    n_classes: int, how: str) -> torch.Tensor:
-    """Mean of the anchors' losses ``(..., N)`` over those with a positive: over all of them
+                    how: str) -> torch.Tensor:
+    """Mean of the anchors' losses ``(N,)`` over those with a positive: over all of them
     (``how="all"``) or per class first, then over the classes present (``"class"``, as balanced
-    contrastive learning does, so the head does not dominate). 0 where no anchor has a positive.
-    Shape ``(...)``."""
+    contrastive learning does, so the head does not dominate). 0 where no anchor has a positive."""
     weight = has_positive.to(per_anchor.dtype)
-    if how == "all":
-        return (per_anchor * weight).sum(-1) / weight.sum(-1).clamp(min=1)
-    onehot = F.one_hot(labels, n_classes).to(per_anchor.dtype) * weight[..., None]     # (..., N, C)
-    per_class_count = onehot.sum(-2)
-    per_class = (onehot * per_anchor[..., None]).sum(-2) / per_class_count.clamp(min=1)
-    present = (per_class_count > 0).to(per_anchor.dtype)
-    return (per_class * present).sum(-1) / present.sum(-1).clamp(min=1)
+    if how == "class":  # each anchor weighs 1 / (anchors of its class with a positive)
+        same_class = (labels[:, None] == labels[None, :]).to(per_anchor.dtype)
+        weight = weight / (same_class * weight).sum(-1).clamp(min=1)
+    return (per_anchor * weight).sum() / weight.sum().clamp(min=torch.finfo(weight.dtype).tiny)
 
 
 class SupConLoss(nn.Module):
@@ -534,15 +547,13 @@ class SupConLoss(nn.Module):
 
     ``forward(z, labels, prototypes=None)``: z ``(B, E)`` or ``(B, V, E)`` for V views per sample,
     labels ``(B,)``, optional prototypes ``(C, E)`` -> scalar, the mean over anchors that have at
-    least one positive (``anchor_average="all"``), or the mean over classes of the per-class mean
-    (``"class"``, see :func:`average_anchors`). Anchors with no positive are skipped and counted
-    in ``last_stats``; if no anchor has one the loss is 0 (finite, zero gradient).
-    Safe range: ``temperature`` in [0.05, 1].
+    least one positive (``anchor_average="all"``, Khosla et al.'s), or the mean over classes of the
+    per-class mean (``"class"``, see :func:`average_anchors`; the course's ELM uses it). Anchors with
+    no positive are skipped and counted in ``last_stats``; if no anchor has one the loss is 0 (finite,
+    zero gradient). Safe range: ``temperature`` in [0.05, 1].
     """
-    placement = "positive"
 
-    def __init__(self, temperature: float = ELM_RECOMMENDED["temperature"],
-                 anchor_average: str = ELM_RECOMMENDED["anchor_average"]):
+    def __init__(self, temperature: float = ELM_RECOMMENDED["temperature"], anchor_average: str = "all"):
         super().__init__()
         self.temperature = _check_range("temperature", temperature, 1e-3, 100.0)
         if anchor_average not in ANCHOR_AVERAGES:
@@ -555,26 +566,14 @@ class SupConLoss(nn.Module):
         """The last batch's ``{"anchors", "with_positive"}`` (read back from the device when asked)."""
         return {} if self._stats is None else {"anchors": self._stats[0], "with_positive": int(self._stats[1])}
 
-    def anchor_margins(self, labels: torch.Tensor) -> torch.Tensor | None:
-        """Margin of each anchor, shape ``(N,)``; none for plain SupCon."""
-        return None
-
-    def class_count(self, labels: torch.Tensor) -> int:
-        """How many classes there are (plain SupCon knows only the batch: a host sync on a GPU)."""
-        return int(labels.max()) + 1
-
     def forward(self, z: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor | None = None) -> torch.Tensor:
-        z, labels = _check_embeddings(z, labels)
-        if prototypes is not None and (prototypes.ndim != 2 or prototypes.shape[1] != z.shape[1]):
-            raise ValueError(f"prototypes must have shape (classes, {z.shape[1]}), got {tuple(prototypes.shape)}.")
-        n_classes = self.class_count(labels) if prototypes is None else len(prototypes)
-        per_anchor, has_pos = contrastive_terms(z, labels, self.temperature, self.anchor_margins(labels),
-                                                self.placement, prototypes, n_classes)
-        self._stats = (len(labels), has_pos.sum())
-        return average_anchors(per_anchor, has_pos, labels, n_classes, self.anchor_average)
+        z, labels = _check_embeddings(z, labels, prototypes)
+        per_anchor, has_positive = supcon_terms(z, labels, self.temperature, prototypes)
+        self._stats = (len(labels), has_positive.sum())
+        return average_anchors(per_anchor, has_positive, labels, self.anchor_average)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}"
+        return f"temperature={self.temperature}, anchor_average={self.anchor_average!r}"
 
 
 class EmbeddingMarginLoss(SupConLoss):
@@ -592,7 +591,7 @@ class EmbeddingMarginLoss(SupConLoss):
     """
 
     def __init__(self, counts, temperature: float = ELM_RECOMMENDED["temperature"],
-                 delta_max: float = ELM_RECOMMENDED["delta_max"], schedule: str = "n^-1/4",
+                 delta_max: float = ELM_RECOMMENDED["delta_max"], schedule: str = MARGIN_SCHEDULE,
                  placement: str = ELM_RECOMMENDED["placement"],
                  anchor_average: str = ELM_RECOMMENDED["anchor_average"]):
         super().__init__(temperature, anchor_average)
@@ -601,18 +600,17 @@ class EmbeddingMarginLoss(SupConLoss):
         self.placement, self.schedule, self.delta_max = placement, schedule, delta_max
         self.register_buffer("margins", embedding_margins(counts, delta_max, schedule))
 
-    def anchor_margins(self, labels: torch.Tensor) -> torch.Tensor:
-        if _check_values() and labels.numel() and labels.max() >= len(self.margins):
-            raise ValueError(f"labels must lie in [0, {len(self.margins)}) to match the class counts, "
-                             f"got max {int(labels.max())}.")
-        return self.margins[labels]
-
-    def class_count(self, labels: torch.Tensor) -> int:
-        return len(self.margins)
+    def forward(self, z: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor | None = None) -> torch.Tensor:
+        n_classes = len(self.margins)
+        z, labels = _check_embeddings(z, labels, prototypes, n_classes)
+        per_anchor, has_positive = contrastive_terms(z, labels, self.temperature, self.margins[labels],
+                                                     self.placement, prototypes, n_classes)
+        self._stats = (len(labels), has_positive.sum())
+        return average_anchors(per_anchor, has_positive, labels, self.anchor_average)
 
     def extra_repr(self) -> str:
         return (f"temperature={self.temperature}, delta_max={self.delta_max}, schedule={self.schedule!r}, "
-                f"placement={self.placement!r}")
+                f"placement={self.placement!r}, anchor_average={self.anchor_average!r}")
 
 
 # ----------------------------------------------------------------------------- ELM: both margins
@@ -632,16 +630,16 @@ class ELMLoss(nn.Module):
     ``forward(logits, z, labels, prototypes=None)``: logits ``(B, C)`` or ``(B, V, C)``, z ``(B, E)``
     or ``(B, V, E)`` for V views, labels ``(B,)`` -> ``(total, {"logit", "embedding"})``.
     ``use_prototypes=True`` asks the training loop to pass the classifier weights ``(C, E)`` as
-    extra positives; ``lam_warmup`` ramps ``lam`` linearly over that many epochs.
+    extra positives.
     Safe ranges: ``lam`` in [0, 2], ``tau`` in [0, 3], ``temperature`` in [0.05, 1], ``delta_max`` in [0, 1].
     """
     uses_embedding = True
 
     def __init__(self, counts, logit: str = "la", tau: float = ELM_RECOMMENDED["tau"],
                  lam: float = ELM_RECOMMENDED["lam"], temperature: float = ELM_RECOMMENDED["temperature"],
-                 delta_max: float = ELM_RECOMMENDED["delta_max"], schedule: str = "n^-1/4",
+                 delta_max: float = ELM_RECOMMENDED["delta_max"], schedule: str = MARGIN_SCHEDULE,
                  placement: str = ELM_RECOMMENDED["placement"], anchor_average: str = ELM_RECOMMENDED["anchor_average"],
-                 use_prototypes: bool = False, lam_warmup: int = 0, max_m: float = 0.5, s: float = 30.0):
+                 use_prototypes: bool = False, max_m: float = 0.5, s: float = 30.0):
         super().__init__()
         if logit == "la":
             self.logit_loss = LogitAdjustedLoss(counts, tau)
@@ -651,14 +649,10 @@ class ELMLoss(nn.Module):
             raise ValueError(f"logit must be 'la' or 'ldam', got {logit!r}.")
         self.embedding_loss = EmbeddingMarginLoss(counts, temperature, delta_max, schedule, placement, anchor_average)
         self.lam = _check_range("lam", lam, 0.0, 100.0)
-        if isinstance(lam_warmup, bool) or not isinstance(lam_warmup, int) or lam_warmup < 0:
-            raise ValueError(f"lam_warmup must be an integer >= 0 (epochs), got {lam_warmup!r}.")
-        self.use_prototypes, self.lam_warmup = use_prototypes, lam_warmup
-        self.current_lam = lam if lam_warmup == 0 else 0.0
+        self.use_prototypes = use_prototypes
 
     def set_epoch(self, epoch: int) -> None:
-        """Advance the ``lam`` warm-up and the logit loss's own schedule (LDAM's DRW)."""
-        self.current_lam = self.lam * (min(1.0, epoch / self.lam_warmup) if self.lam_warmup else 1.0)
+        """Advance the logit loss's own schedule (LDAM's DRW)."""
         if isinstance(self.logit_loss, Scheduled):
             self.logit_loss.set_epoch(epoch)
 
@@ -669,11 +663,11 @@ class ELMLoss(nn.Module):
             raise ValueError(f"logits (batch[, views], classes) and embeddings (batch[, views], dim) must "
                              f"agree in batch and views; got {tuple(getattr(logits, 'shape', ()))} and "
                              f"{tuple(getattr(z, 'shape', ()))}.")
-        two_views = logits.ndim == 3 and isinstance(labels, torch.Tensor)
-        flat_labels = labels.repeat_interleave(logits.shape[1]) if two_views else labels
+        with_views = logits.ndim == 3 and isinstance(labels, torch.Tensor)     # (B, V, C): V views of each sample
+        flat_labels = labels.repeat_interleave(logits.shape[1]) if with_views else labels
         logit_term = self.logit_loss(logits.reshape(-1, logits.shape[-1]), flat_labels)
         embedding_term = self.embedding_loss(z, labels, prototypes)
-        return logit_term + self.current_lam * embedding_term, {"logit": logit_term, "embedding": embedding_term}
+        return logit_term + self.lam * embedding_term, {"logit": logit_term, "embedding": embedding_term}
 
     def extra_repr(self) -> str:
-        return f"lam={self.lam}, lam_warmup={self.lam_warmup}, use_prototypes={self.use_prototypes}"
+        return f"lam={self.lam}, use_prototypes={self.use_prototypes}"

@@ -78,7 +78,7 @@ class Method:
             retrain_classifier(model, x, y, epochs=DECOUPLING["crt_epochs"], lr=DECOUPLING["crt_lr"],
                                batch_size=DECOUPLING["crt_batch_size"], seed=seed)
         elif self.decoupling == "tau-norm":
-            tau_normalize(model, DECOUPLING["tau"])
+            tau_normalize(model, DECOUPLING["kappa"])
         elif self.decoupling == "weight-balancing":
             balanced_classifier_stage(model, x, y, weight_decay=self.recipe.get("weight_decay",
                                                                               WEIGHT_BALANCING["weight_decay"]))

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import content_hash, longtail_counts
+from .data import longtail_counts
+from .engine.cifar import content_hash
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 

@@ -154,7 +154,7 @@ def training_curves_figure(history: History, title: str = "Training") -> go.Figu
                                 name="balanced accuracy (train)", yaxis="y2")])
     if history.val_balanced_accuracy:
         fig.add_trace(go.Scatter(x=history.epoch, y=history.val_balanced_accuracy,
-                                 name="balanced accuracy (test)", yaxis="y2"))
+                                 name="balanced accuracy (validation)", yaxis="y2"))
     fig.update_layout(title=title, xaxis_title="epoch", width=640, height=360,
                       yaxis=dict(title="loss"),
                       yaxis2=dict(title="balanced accuracy", overlaying="y", side="right", range=[0, 1]))

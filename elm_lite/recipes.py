@@ -63,6 +63,10 @@ ELM_RECOMMENDED = dict(
     placement="centroid",    # margin between an embedding and its class's centre in the batch
 )
 
+# How the embedding margin grows as a class gets rarer: delta_y proportional to n_y^(-1/4), LDAM's
+# trade-off (the other schedule, "log_prior", is proportional to -log pi_y).
+MARGIN_SCHEDULE = "n^-1/4"
+
 # ----------------------------------------------------------------------------- decoupled training
 
 # Decoupling representation and classifier (Kang et al. 2020), at every scale: after training with
@@ -72,7 +76,7 @@ DECOUPLING = dict(
     crt_epochs=10,       # epochs of classifier re-training (the paper's 10)
     crt_lr=0.01,         # its Adam learning rate
     crt_batch_size=128,  # its mini-batch size
-    tau=1.0,             # tau-normalisation: w_c / ||w_c||^tau (0: unchanged, 1: unit norm)
+    kappa=1.0,           # tau-normalisation's exponent: w_c / ||w_c||^kappa (0: unchanged, 1: unit norm)
 )
 
 # Weight balancing (Alshammari et al. 2022), two stages: (1) CE with a tuned weight decay; (2) the

@@ -534,15 +534,16 @@ def retrain_classifier(model: nn.Module, x, y, *, epochs: int, lr: float, batch_
 
 
 @torch.no_grad()
-def tau_normalize(model: nn.Module, tau: float = 1.0) -> None:
+def tau_normalize(model: nn.Module, kappa: float = 1.0) -> None:
     """Tau-normalisation (Kang et al. 2020), in place: every class's weight vector ``w_c`` of
-    ``model.head`` becomes ``w_c / ||w_c||^tau`` and the bias is dropped (set to 0). A long-tailed
-    training run leaves the head classes' weights longer; ``tau = 1`` makes them all unit length."""
+    ``model.head`` becomes ``w_c / ||w_c||^kappa`` and the bias is dropped (set to 0). A long-tailed
+    training run leaves the head classes' weights longer; ``kappa = 1`` makes them all unit length.
+    Kang et al. write the exponent tau; the course writes kappa, keeping tau for logit adjustment."""
     head = model.head
     if not isinstance(head, nn.Linear):
         raise ValueError(f"tau-normalisation rescales a linear head's weights; this model's head is "
                          f"{type(head).__name__} (a cosine head is normalised already).")
-    head.weight.div_(head.weight.norm(dim=1, keepdim=True).clamp(min=1e-12) ** tau)
+    head.weight.div_(head.weight.norm(dim=1, keepdim=True).clamp(min=1e-12) ** kappa)
     if head.bias is not None:
         head.bias.zero_()
 

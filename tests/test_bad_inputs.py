@@ -22,8 +22,9 @@ import elm_lite as el
 from elm_lite import exercises, methods, metrics, solutions, widgets
 from elm_lite import losses as L
 from elm_lite.cli import main
-from elm_lite.data import batch_class_stats, fake_cifar, fetch_url, load_cifar_lt, longtail_counts
+from elm_lite.data import batch_class_stats, longtail_counts
 from elm_lite.engine.checkpoints import RunHooks
+from elm_lite.engine.cifar import fake_cifar, fetch_url, load_cifar_lt
 from elm_lite.engine.fullscale import check_recipe, prepare_run_folder, resolve_device, train_cifar
 from elm_lite.engine.ladder import speed_ladder
 from elm_lite.engine.runfiles import RunFolderLocked
@@ -76,7 +77,6 @@ API_CASES = [
     ("SupCon averaging", lambda: L.SupConLoss(anchor_average="median"), ValueError, r"anchor_average must be one of"),
     ("margin placement", lambda: L.EmbeddingMarginLoss(COUNTS, placement="middle"), ValueError, r"placement must be one of"),
     ("ELM logit term", lambda: L.ELMLoss(COUNTS, logit="focal"), ValueError, r"logit must be 'la' or 'ldam'"),
-    ("ELM lam warm-up", lambda: L.ELMLoss(COUNTS, lam_warmup=-1), ValueError, r"lam_warmup must be an integer >= 0"),
     ("post-hoc shape", lambda: L.posthoc_adjust(torch.zeros(3, 4), COUNTS), ValueError, r"4 classes but counts has 5"),
     # methods and recipes
     ("unknown method", lambda: methods.get("mixup"), ValueError, r"unknown method 'mixup'; choose one of"),

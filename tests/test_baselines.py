@@ -50,6 +50,17 @@ def test_class_balanced_sampler_draws_every_class_equally_often():
     assert set(drawn[y[drawn] == 2].tolist()) == {99}                            # the one example, again and again
 
 
+def test_class_balanced_sampler_draws_every_example_of_a_class_equally_often():
+    """Within a class, each example is drawn uniformly (not always the class's first)."""
+    y = torch.tensor([0] * 90 + [1] * 9 + [2] * 1)
+    sampler = EpochSampler(y, 10, "class_balanced", torch.Generator().manual_seed(1))
+    drawn = torch.cat([sampler.order(torch.device("cpu")) for _ in range(300)])   # about 10,000 draws of class 1
+    per_member = torch.bincount(drawn[y[drawn] == 1], minlength=100)[90:99].double()
+    assert (per_member > 0).all()
+    torch.testing.assert_close(per_member / per_member.sum(), torch.full((9,), 1 / 9, dtype=torch.float64),
+                               atol=0.02, rtol=0)
+
+
 def test_uniform_sampler_is_the_plain_permutation():
     y = torch.randint(0, 3, (50,))
     sampler = EpochSampler(y, 10, "uniform", torch.Generator().manual_seed(4))
@@ -68,6 +79,11 @@ def test_tau_normalisation_gives_unit_weights_and_no_bias():
     before = model.head.weight.detach().clone()
     tau_normalize(model, 0.0)                                                  # tau = 0: weights unchanged
     torch.testing.assert_close(model.head.weight, before)
+    with torch.no_grad():                                                      # tau = 0.5: w / ||w||^0.5
+        model.head.weight.copy_(torch.tensor([[3.0, 0, 4, 0, 0], [0, 0, 0, 0, 1], [0, 0.5, 0, 0, 0]]))
+    tau_normalize(model, 0.5)
+    torch.testing.assert_close(model.head.weight, torch.tensor([[3.0, 0, 4, 0, 0], [0, 0, 0, 0, 1], [0, 0.5, 0, 0, 0]])
+                               / torch.tensor([[5.0], [1.0], [0.5]]) ** 0.5)
     cosine = MLP(4, 3, cosine=True)
     assert isinstance(cosine.head, CosineLinear)
     with pytest.raises(ValueError, match="cosine head"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from elm_lite import fit, predict
-from elm_lite.data import fake_cifar, load_cifar_lt, longtail_indices
+from elm_lite.engine.cifar import fake_cifar, load_cifar_lt, longtail_indices
 from elm_lite.models import ResNet32, SmallCNN
 from elm_lite.train import crop_flip, set_seed
 
@@ -168,7 +168,7 @@ def _fake_archive(tmp_path):
 def test_download_checks_the_md5_and_extracts(tmp_path, monkeypatch):
     import hashlib
 
-    from elm_lite import data as D
+    from elm_lite.engine import cifar as D
     archive = _fake_archive(tmp_path)
     monkeypatch.setitem(D.CIFAR_URLS, "cifar10", archive.as_uri())
     monkeypatch.setitem(D.CIFAR_MD5, "cifar10", hashlib.md5(archive.read_bytes()).hexdigest())
@@ -178,7 +178,7 @@ def test_download_checks_the_md5_and_extracts(tmp_path, monkeypatch):
 
 
 def test_corrupt_download_is_rejected_and_removed(tmp_path, monkeypatch):
-    from elm_lite import data as D
+    from elm_lite.engine import cifar as D
     monkeypatch.setitem(D.CIFAR_URLS, "cifar10", _fake_archive(tmp_path).as_uri())
     with pytest.raises(ValueError, match="MD5"):
         load_cifar_lt("cifar10", root=tmp_path / "root", download=True)
@@ -186,7 +186,7 @@ def test_corrupt_download_is_rejected_and_removed(tmp_path, monkeypatch):
 
 
 def test_unreachable_download_says_what_to_do_and_leaves_nothing(tmp_path, monkeypatch):
-    from elm_lite import data as D
+    from elm_lite.engine import cifar as D
     monkeypatch.setitem(D.CIFAR_URLS, "cifar10", "http://127.0.0.1:9/cifar-10-python.tar.gz")  # nothing listens
     with pytest.raises(FileNotFoundError, match="could not download .*by hand.*npz=PATH"):
         load_cifar_lt("cifar10", root=tmp_path / "root", download=True)

@@ -106,7 +106,7 @@ def test_fake_cifar_overlap_makes_classes_confusable():
     """overlap = 0: each class's mean colour is far from the others (a small CNN learns them all);
     overlap > 0: the nearest-mean-colour rule makes mistakes but stays far above chance (notebook 06's
     offline run: some classes learned, some confused, the rarest mostly lost)."""
-    from elm_lite.data import fake_cifar
+    from elm_lite.engine.cifar import fake_cifar
 
     def nearest_mean_accuracy(arrays):
         colour = lambda x: x.reshape(len(x), -1, 3).mean(1)  # noqa: E731

@@ -11,6 +11,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import elm_lite as el
 from elm_lite import losses
+from elm_lite.engine import cifar
 from elm_lite.engine.checkpoints import RunHooks
 from elm_lite.recipes import ELM_RECOMMENDED, EMBEDDING_TOY
 
@@ -60,7 +61,7 @@ def test_torchrun_cli_on_two_cpu_processes(tmp_path):
     import json
     import subprocess
     import sys
-    np.savez(tmp_path / "fake.npz", **el.data.fake_cifar(10, n_per_class=40, n_test_per_class=5))
+    np.savez(tmp_path / "fake.npz", **cifar.fake_cifar(10, n_per_class=40, n_test_per_class=5))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from elm_lite.cli import main
-from elm_lite.data import fake_cifar, load_cifar_lt
 from elm_lite.engine.checkpoints import load_checkpoint
+from elm_lite.engine.cifar import fake_cifar, load_cifar_lt
 from elm_lite.engine.fullscale import lr_schedule, summarize_runs, train_cifar
 from elm_lite.engine.ladder import ladder_table, speed_ladder
 
@@ -259,7 +259,7 @@ def test_speed_benchmarks_run(tmp_path):
     import sys
     from pathlib import Path
 
-    from elm_lite.data import fake_cifar
+    from elm_lite.engine.cifar import fake_cifar
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import minimal_loop
     import profile_train

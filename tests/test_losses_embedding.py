@@ -13,51 +13,57 @@ from elm_lite.metrics import embedding_spread, spread_summary
 COUNTS = [500, 158, 50, 15, 5]
 
 
+def log_sum_exp(exponents):
+    """``log sum_k e^{x_k}`` of a 1-D float64 array, exact at any scale (the largest taken out first)."""
+    top = np.max(exponents)
+    return top + math.log(np.sum(np.exp(exponents - top)))
+
+
 def ref_margin_contrastive(z, labels, temperature, margins=None, placement="positive", prototypes=None,
                            average="class"):
-    """The embedding term of docs/design.md, written with loops over anchors, positives and the contrast set."""
-    z = [[a / math.sqrt(sum(b * b for b in v)) for a in v] for v in z.tolist()]
-    labels = labels.tolist()
-    pool, pool_labels = list(z), list(labels)
+    """The embedding term of docs/design.md, written with loops over anchors and positives (numpy over
+    the contrast set), in float64 and in log space (each term ``-log e^a / sum_k e^{b_k} = lse(b) - a``),
+    so that it holds at any temperature."""
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
+    z, labels = unit(z.double().numpy()), labels.numpy()
+    pool, pool_labels = z, labels
     if prototypes is not None:
-        for c, p in enumerate(prototypes.tolist()):
-            pool.append([a / math.sqrt(sum(b * b for b in p)) for a in p])
-            pool_labels.append(c)
-    dot = lambda u, v: sum(a * b for a, b in zip(u, v))  # noqa: E731
+        pool = np.concatenate([z, unit(prototypes.double().numpy())])
+        pool_labels = np.concatenate([labels, np.arange(len(prototypes))])
+    cos = z @ pool.T                                                     # (N, M): s_ia
     per_anchor = {}
-    for i, (zi, yi) in enumerate(zip(z, labels)):
+    for i, yi in enumerate(labels):
         d = 0.0 if margins is None else margins[yi]
-        positives = [p for p in range(len(pool)) if p != i and pool_labels[p] == yi]
-        negatives = [a for a in range(len(pool)) if pool_labels[a] != yi]
-        if not positives:
+        members = np.arange(len(pool)) != i
+        positives = np.flatnonzero(members & (pool_labels == yi))
+        negatives = pool_labels != yi
+        if len(positives) == 0:
             continue
         if placement == "centroid":
-            def cos_to_mean(members):
-                mean = [sum(pool[m][k] for m in members) for k in range(len(zi))]
-                return dot(zi, mean) / math.sqrt(dot(mean, mean))
-            own = math.exp((cos_to_mean(positives) - d) / temperature)
-            rest = sum(math.exp(cos_to_mean([a for a in negatives if pool_labels[a] == k]) / temperature)
-                       for k in sorted({pool_labels[a] for a in negatives}))
-            per_anchor[i] = -math.log(own / (own + rest))
+            def cos_to_mean(keep):
+                mean = pool[keep].sum(0)
+                return z[i] @ mean / np.linalg.norm(mean)
+            own = (cos_to_mean(members & (pool_labels == yi)) - d) / temperature
+            rest = [cos_to_mean(members & (pool_labels == k)) / temperature
+                    for k in sorted(set(pool_labels[negatives]))]
+            per_anchor[i] = log_sum_exp(np.array([own, *rest])) - own
             continue
         terms = []
         for p in positives:
-            s_ip = dot(zi, pool[p])
-            others = [a for a in range(len(pool)) if a not in (i, p)]
+            others = members & (np.arange(len(pool)) != p)
             if placement == "positive":
-                num = math.exp((s_ip - d) / temperature)
-                den = num + sum(math.exp(dot(zi, pool[a]) / temperature) for a in others)
+                num = (cos[i, p] - d) / temperature
+                den = np.concatenate([[num], cos[i, others] / temperature])
             elif placement == "outside":
-                num = math.exp((s_ip - d) / temperature)
-                den = num + sum(math.exp(dot(zi, pool[a]) / temperature) for a in negatives)
+                num = (cos[i, p] - d) / temperature
+                den = np.concatenate([[num], cos[i, negatives] / temperature])
             elif placement == "hinge":
-                terms.append(max(0.0, d - s_ip + max(dot(zi, pool[a]) for a in negatives)) if negatives else 0.0)
+                terms.append(max(0.0, d - cos[i, p] + cos[i, negatives].max()) if negatives.any() else 0.0)
                 continue
             else:
-                num = math.exp(s_ip / temperature)
-                den = num + sum(math.exp((dot(zi, pool[a]) + (d if pool_labels[a] != yi else 0.0)) / temperature)
-                                for a in others)
-            terms.append(-math.log(num / den))
+                num = cos[i, p] / temperature
+                den = np.concatenate([[num], (cos[i, others] + d * negatives[others]) / temperature])
+            terms.append(log_sum_exp(den) - num)
         per_anchor[i] = sum(terms) / len(terms)
     if not per_anchor:
         return 0.0
@@ -80,6 +86,32 @@ def test_supcon_matches_reference(temperature, average):
     z, y = embeddings()
     got = L.SupConLoss(temperature, anchor_average=average)(z, y).item()
     assert got == pytest.approx(ref_margin_contrastive(z, y, temperature, average=average), rel=1e-9)
+
+
+@pytest.mark.parametrize("average", ["all", "class"])
+def test_supcon_with_prototypes_and_views_matches_reference(average):
+    """Prototypes join SupCon's contrast set (as positives and negatives, never as anchors)."""
+    z, y = embeddings(b=6, e=3, seed=12)
+    z2 = torch.stack([z, z + 0.2 * torch.randn_like(z)], 1)
+    protos = torch.randn(5, 3, dtype=torch.float64)
+    got = L.SupConLoss(0.3, anchor_average=average)(z2, y, protos).item()
+    assert got == pytest.approx(ref_margin_contrastive(z2.reshape(-1, 3), y.repeat_interleave(2), 0.3,
+                                                       prototypes=protos, average=average), rel=1e-9)
+    y1 = torch.tensor([0, 0, 0, 1, 2, 4])        # one view: classes 1, 2, 4 have one anchor, its positive a prototype
+    got = L.SupConLoss(0.3, anchor_average=average)(z, y1, protos).item()
+    assert got == pytest.approx(ref_margin_contrastive(z, y1, 0.3, prototypes=protos, average=average), rel=1e-9)
+
+
+@pytest.mark.parametrize("placement", L.MARGIN_PLACEMENTS)
+def test_anchors_without_a_positive_have_loss_zero(placement):
+    """contrastive_terms' per-anchor loss is 0 (not merely unweighted) where an anchor has no positive."""
+    z, _ = embeddings(b=6, e=3, seed=13)
+    y = torch.tensor([0, 0, 1, 2, 3, 3])
+    per_anchor, has_pos = L.contrastive_terms(z, y, 0.2, L.embedding_margins(COUNTS, 0.5)[y], placement, n_classes=5)
+    assert has_pos.tolist() == [True, True, False, False, True, True]
+    assert (per_anchor[~has_pos] == 0).all() and (per_anchor[has_pos] != 0).all()
+    per_anchor, has_pos = L.supcon_terms(z, y, 0.2)
+    assert (per_anchor[~has_pos] == 0).all() and (per_anchor[has_pos] > 0).all()
 
 
 def test_supcon_matches_pytorch_metric_learning():
@@ -162,23 +194,32 @@ def test_fused_positive_form_values_and_gradients():
                                      (cos.requires_grad_(), inv_t.requires_grad_(), delta.requires_grad_()))
 
 
+@pytest.mark.parametrize("placement", L.MARGIN_PLACEMENTS)
 @pytest.mark.parametrize("temperature", [0.05, 0.5])
-def test_engine_positive_form_equals_the_core_form(temperature):
-    """The engine's fused positive form (engine.fused.contrastive_terms) equals the core's readable one:
-    values and gradients, K problems at once, with margins and prototypes, in float64."""
+def test_engine_forms_equal_the_core_form(temperature, placement):
+    """The engine's K-batch contrastive terms (engine.fused.contrastive_terms: the fused positive form,
+    the others through vmap) equal the core's one-batch function called on each batch: values and
+    gradients, with margins and prototypes, in float64; so does the engine's K-batch averaging."""
     g = torch.Generator().manual_seed(11)
     z = torch.randn(3, 12, 4, generator=g, dtype=torch.float64)
     y = torch.randint(0, 5, (3, 12), generator=g)
     protos = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
     margins = L.embedding_margins(COUNTS, 0.5)[y]
-    results = []
-    for terms in (L.contrastive_terms, fused.contrastive_terms):
-        zz = z.clone().requires_grad_()
-        per_anchor, has_pos = terms(zz, y, temperature, margins, "positive", protos, 5)
-        (per_anchor * torch.linspace(0.5, 1.5, 12, dtype=torch.float64)).sum().backward()
-        results.append((per_anchor.detach(), has_pos, zz.grad))
-    for core, engine in zip(*results):
-        torch.testing.assert_close(engine, core, rtol=1e-10, atol=1e-12)
+    weights = torch.linspace(0.5, 1.5, 12, dtype=torch.float64)
+    core_z, engine_z = z.clone().requires_grad_(), z.clone().requires_grad_()
+    core = [L.contrastive_terms(core_z[k], y[k], temperature, margins[k], placement, protos[k], 5) for k in range(3)]
+    core_per_anchor, core_has_pos = (torch.stack(t) for t in zip(*core))
+    per_anchor, has_pos = fused.contrastive_terms(engine_z, y, torch.full((3,), temperature, dtype=torch.float64),
+                                                  margins, placement, protos, 5)
+    (core_per_anchor * weights).sum().backward()
+    (per_anchor * weights).sum().backward()
+    torch.testing.assert_close(per_anchor, core_per_anchor, rtol=1e-10, atol=1e-12)
+    assert torch.equal(has_pos, core_has_pos)
+    torch.testing.assert_close(engine_z.grad, core_z.grad, rtol=1e-10, atol=1e-12)
+    for how in L.ANCHOR_AVERAGES:
+        torch.testing.assert_close(fused.average_anchors(per_anchor, has_pos, y, how, 5),
+                                   torch.stack([L.average_anchors(per_anchor[k], has_pos[k], y[k], how)
+                                                for k in range(3)]))
 
 
 def test_positive_form_stays_finite_at_a_small_temperature():
@@ -196,12 +237,30 @@ def test_positive_form_stays_finite_at_a_small_temperature():
 
 def test_delta_zero_equals_supcon_and_loss_grows_with_delta():
     z, y = embeddings(b=40, e=5, seed=6)
-    base = L.SupConLoss(0.2)(z, y)
+    for average in L.ANCHOR_AVERAGES:
+        base = L.SupConLoss(0.2, anchor_average=average)(z, y)
+        for placement in ("positive", "negative"):
+            torch.testing.assert_close(L.EmbeddingMarginLoss(COUNTS, 0.2, 0.0, placement=placement,
+                                                             anchor_average=average)(z, y), base)
     for placement in ("positive", "negative"):
-        torch.testing.assert_close(L.EmbeddingMarginLoss(COUNTS, 0.2, 0.0, placement=placement)(z, y), base)
         values = [L.EmbeddingMarginLoss(COUNTS, 0.2, d, placement=placement)(z, y).item()
                   for d in np.linspace(0, 1, 11)]
         assert all(b > a for a, b in zip(values, values[1:])), values
+
+
+def test_margin_schedules_by_hand():
+    """Counts 16 and 1 (prior 16/17, 1/17): n^-1/4 gives 1/2 and 1 of delta_max; -log prior gives
+    log(17/16) / log 17 and 1 of it."""
+    torch.testing.assert_close(L.embedding_margins([16, 1], 0.4, "n^-1/4"),
+                               torch.tensor([0.2, 0.4], dtype=torch.float64))
+    torch.testing.assert_close(L.embedding_margins([16, 1], 0.4, "log_prior"),
+                               torch.tensor([0.4 * math.log(17 / 16) / math.log(17), 0.4], dtype=torch.float64))
+
+
+def test_hinge_form_is_zero_without_a_negative():
+    """A batch of one class has no negative: the hinge against the nearest negative is 0, not 1."""
+    z = torch.randn(4, 3, dtype=torch.float64)
+    assert L.EmbeddingMarginLoss(COUNTS, 0.2, 0.5, placement="hinge")(z, torch.tensor([2, 2, 2, 2])).item() == 0.0
 
 
 def test_margins_largest_for_rarest_class():
@@ -279,19 +338,19 @@ def test_elm_parts_add_up_and_gradients_reach_both_inputs():
     assert logits.grad.abs().sum() > 0 and z.grad.abs().sum() > 0
 
 
-def test_elm_warmup_and_ldam():
-    loss = L.ELMLoss(COUNTS, logit="ldam", lam=1.0, lam_warmup=4)
-    assert loss.current_lam == 0.0
+def test_elm_passes_the_epoch_to_ldam():
+    loss = L.ELMLoss(COUNTS, logit="ldam", lam=1.0)
+    loss.logit_loss.drw_epoch = 3
     loss.set_epoch(2)
-    assert loss.current_lam == pytest.approx(0.5)
-    loss.set_epoch(10)
-    assert loss.current_lam == 1.0
+    assert not loss.logit_loss.reweight
+    loss.set_epoch(3)
+    assert loss.logit_loss.reweight
     total, _ = loss(torch.tanh(torch.randn(6, 5)), torch.randn(6, 3), torch.randint(0, 5, (6,)))
     assert torch.isfinite(total)
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(logit="hinge"), "logit must be"), (dict(lam=-1), "lam"), (dict(lam_warmup=-1), "lam_warmup"),
+    (dict(logit="hinge"), "logit must be"), (dict(lam=-1), "lam"),
     (dict(temperature=0), "temperature"),
 ])
 def test_elm_bad_arguments(kwargs, match):
@@ -351,3 +410,68 @@ def test_similarity_matrix_is_built_once_per_step():
             loss(z.reshape(16, 2, 8), y[:16], torch.randn(5, 8, dtype=torch.float64))
         # one similarity matrix (the class-averaged mean is a masked sum, no product)
         assert CountMatmuls.count == 1
+
+
+# ----------------------------------------------------------------------------- every temperature, every precision
+
+TEMPERATURE_ENDS = (0.001, 100.0)          # the range SupConLoss and EmbeddingMarginLoss accept
+CONTRASTIVE_FORMS = {                      # name: (loss at temperature T, the reference's placement)
+    "supcon": (lambda t: L.SupConLoss(t), "positive"),
+    "elm-positive": (lambda t: L.EmbeddingMarginLoss(COUNTS, t, 0.5, placement="positive"), "positive"),
+    "centroid": (lambda t: L.EmbeddingMarginLoss(COUNTS, t, 0.5, placement="centroid"), "centroid"),
+}
+
+
+def precision_cases():
+    """Issue 32's cases: 8 random 4-d embeddings, and a batch of 128 with two views."""
+    g = torch.Generator().manual_seed(0)
+    yield torch.randn(8, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (8,), generator=g)
+    z, y = torch.randn(128, 16, generator=g, dtype=torch.float64), torch.randint(0, 5, (128,), generator=g)
+    yield torch.stack([z, z + 0.3 * torch.randn(z.shape, generator=g, dtype=torch.float64)], 1), y
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("temperature", TEMPERATURE_ENDS)
+@pytest.mark.parametrize("form", CONTRASTIVE_FORMS)
+def test_contrastive_losses_are_right_at_the_ends_of_the_temperature_range(form, temperature, dtype):
+    """At T = 0.001 the logits reach 1000: the anchor's similarity with itself (1/T) must not be the
+    row maximum taken out (it underflowed every other term to 0: SupConLoss(0.001) gave 0.0), and
+    half precision must not overflow. Finite values and gradients, equal to the float64 log-space
+    loop reference on the same (rounded) inputs; half precision is contrasted in float32, so one
+    tolerance serves every dtype."""
+    make, placement = CONTRASTIVE_FORMS[form]
+    loss = make(temperature)
+    margins = None if form == "supcon" else L.embedding_margins(COUNTS, 0.5).tolist()
+    for z, y in precision_cases():
+        z = z.to(dtype).requires_grad_()
+        value = loss(z, y)
+        value.backward()
+        assert torch.isfinite(value) and torch.isfinite(z.grad).all(), (form, temperature, dtype)
+        flat_y = y.repeat_interleave(z.shape[1]) if z.ndim == 3 else y
+        expected = ref_margin_contrastive(z.detach().double().reshape(-1, z.shape[-1]), flat_y, temperature,
+                                          margins, placement, average=loss.anchor_average)
+        assert value.item() == pytest.approx(expected, rel=1e-6), (form, temperature, dtype)
+        assert value.item() > 100 if temperature == 0.001 else True     # hundreds, not an underflowed 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("temperature", TEMPERATURE_ENDS)
+@pytest.mark.parametrize("placement", ["positive", "centroid"])
+def test_engine_forms_are_right_at_the_ends_of_the_temperature_range(placement, temperature, dtype):
+    """The engine's K-batch forms (the fused positive form where :func:`fused.fusable` allows it, else
+    the core's under vmap; the centroid form under vmap) at the temperature range's ends: finite, and
+    equal to the float64 reference for each of K = 2 batches."""
+    z, y = list(precision_cases())[1]
+    z = torch.stack([z.flatten(0, 1), z.flatten(0, 1).flip(0)]).to(dtype).requires_grad_()   # (2, 256, 16)
+    y = torch.stack([y.repeat_interleave(2), y.repeat_interleave(2).flip(0)])
+    margins = L.embedding_margins(COUNTS, 0.5)
+    temperatures = torch.full((2,), temperature)
+    fuse = fused.fusable(margins[None].expand(2, -1), temperatures)
+    assert fuse == (temperature == 100.0)                 # 0.5 / 0.001 = 500 logit units: the log-space form
+    per_anchor, has_pos = fused.contrastive_terms(z, y, temperatures, margins[y], placement, None, 5, fuse)
+    value = fused.average_anchors(per_anchor, has_pos, y, "class", 5)
+    value.sum().backward()
+    assert torch.isfinite(value).all() and torch.isfinite(z.grad).all()
+    for k in range(2):
+        expected = ref_margin_contrastive(z[k].detach().double(), y[k], temperature, margins.tolist(), placement)
+        assert value[k].item() == pytest.approx(expected, rel=1e-6), (k, placement, temperature, dtype)

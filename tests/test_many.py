@@ -8,8 +8,9 @@ import torch
 
 from elm_lite import losses as L
 from elm_lite import methods
-from elm_lite.data import fake_cifar, make_toy
+from elm_lite.data import make_toy
 from elm_lite.engine import fused
+from elm_lite.engine.cifar import fake_cifar
 from elm_lite.engine.many import fit_many
 from elm_lite.engine.stacked import StackedModels
 from elm_lite.models import MLP, ResNet32, SmallCNN
@@ -149,7 +150,7 @@ def _slices(kind_losses, logits, z, y, protos=None):
     lambda: [L.ELMLoss(COUNTS, delta_max=d, anchor_average="all", placement="negative") for d in (0.0, 0.7)],
     lambda: [L.ELMLoss(COUNTS, delta_max=d, anchor_average=a, placement="positive")
              for d, a in ((0.0, "all"), (0.5, "class"), (1.0, "all"))],
-    lambda: [L.ELMLoss(COUNTS, delta_max=d, use_prototypes=True, lam_warmup=4) for d in (0.2, 0.9)],
+    lambda: [L.ELMLoss(COUNTS, delta_max=d, use_prototypes=True) for d in (0.2, 0.9)],
     lambda: [L.ELMLoss(COUNTS, delta_max=d, temperature=t, placement="outside") for d, t in ((0.0, 0.1), (0.8, 0.3))],
     lambda: [L.ELMLoss(COUNTS, delta_max=d, placement="hinge", use_prototypes=True) for d in (0.1, 0.6)],
     lambda: [L.ELMLoss(COUNTS, delta_max=d, temperature=t, placement="centroid") for d, t in ((0.3, 0.1), (1.0, 0.5))],

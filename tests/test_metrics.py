@@ -78,6 +78,16 @@ def test_embedding_margin_hand_computed():
     assert np.isnan(margin[3])
 
 
+def test_embedding_margin_ignores_classes_absent_from_the_set():
+    """Class 2 is absent: it has no mean and competes with nobody. Classes 0 and 1 sit opposite
+    (cos -1), so each example's margin is 1 - (-1) = 2; an absent class counted as a mean at the
+    origin (cos 0) would make it 1."""
+    z = np.array([[1.0, 0.0], [2.0, 0.0], [-1.0, 0.0]])
+    margin = metrics.embedding_margin(z, [0, 0, 1], n_classes=3)
+    np.testing.assert_allclose(margin[:2], [2.0, 2.0])
+    assert np.isnan(margin[2])
+
+
 def test_embedding_margin_is_negative_for_swapped_clusters_and_checks_input():
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 50)

@@ -6,6 +6,7 @@ from conftest import notebook_parameters, per_seed
 
 import elm_lite as el
 from elm_lite import methods
+from elm_lite.engine import cifar
 from elm_lite.experiments import compare
 from elm_lite.recipes import EMBEDDING_RECIPE, EMBEDDING_TOY
 
@@ -219,8 +220,8 @@ def test_notebook_06_offline_run_teaches_something():
     """Notebook 06 without CIFAR (its defaults on a CPU: small CNN, 3 epochs, generated images with
     overlapping classes): some classes are neither 0 % nor 100 % right, and every class has a spread."""
     from elm_lite.engine.fullscale import train_cifar
-    arrays = el.data.fake_cifar(10, n_per_class=100, n_test_per_class=50, noise=50.0, overlap=0.4)
-    data = el.data.load_cifar_lt("cifar10", 10, arrays=arrays)
+    arrays = cifar.fake_cifar(10, n_per_class=100, n_test_per_class=50, noise=50.0, overlap=0.4)
+    data = cifar.load_cifar_lt("cifar10", 10, arrays=arrays)
     results = train_cifar(data, "la", progress=False, model="small_cnn", epochs=3)
     accuracy = np.asarray(results["per_class_accuracy"])
     assert ((accuracy > 0.02) & (accuracy < 0.98)).sum() >= 2

@@ -132,7 +132,7 @@ def test_choose_counts_splits_won_and_credits_ties():
 
 
 def test_patch_features_are_learned_from_pixels_alone():
-    from elm_lite.data import fake_cifar
+    from elm_lite.engine.cifar import fake_cifar
     from elm_lite.patchfeatures import fit_patch_kmeans, patch_features
     x = fake_cifar(n_classes=3, n_per_class=6, n_test_per_class=1)["x_train"]
     model = fit_patch_kmeans(x, n_centroids=8, n_patches=2000, iterations=3, seed=0)   # no labels in the call

@@ -173,7 +173,7 @@ def test_weight_decay_shrinks_the_tails_short_weights_most_on_the_toy():
 def test_both_methods_train_at_full_scale_alone_and_in_a_table(tmp_path):
     """The real-image paths (engine.fullscale, engine.table) train both methods, weight balancing with its
     classifier stage; tiny fake CIFAR, two epochs: the paths run, not the learning."""
-    from elm_lite.data import fake_cifar, load_cifar_lt
+    from elm_lite.engine.cifar import fake_cifar, load_cifar_lt
     from elm_lite.engine.fullscale import train_cifar
     from elm_lite.engine.table import train_table
     assert set(methods.PRACTITIONER_METHODS) <= set(methods.FULLSCALE_METHODS)

@@ -128,12 +128,10 @@ def test_the_core_never_imports_the_engine():
     assert graph["engine.many"] & CORE, "the engine is built on the core"
 
 
-def test_fit_is_one_screen_and_the_engine_uses_no_private_helper_of_the_core():
-    """fit's code (after its docstring) is at most 30 lines; the engine imports only public names of the core."""
+def test_the_engine_uses_no_private_helper_of_the_core():
+    """The engine imports only public names of the core. (What fit's old 'one screen' line count meant
+    to protect -- fit is the plain loop -- is tests/test_train.py::test_fit_is_the_textbook_loop.)"""
     import ast
-    tree = ast.parse((ROOT / "elm_lite" / "train.py").read_text())
-    fit = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "fit")
-    assert fit.end_lineno - fit.body[1].lineno + 1 <= 30
     private = [f"{path.name}: {node.module}.{a.name}" for path in (ROOT / "elm_lite" / "engine").glob("*.py")
                for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom) and node.level == 2
                for a in node.names if a.name.startswith("_") and not a.name.endswith("__")]
@@ -151,7 +149,7 @@ def test_notebooks_show_the_short_code_under_their_formulas(capsys):
     assert any("losses.SupConLoss.forward" in c for c in calls["04_embedding_margins.ipynb"])
     assert any("losses.centroid_terms" in c for c in calls["04_embedding_margins.ipynb"])
     shown = (losses.logit_adjustment, losses.LogitAdjustedLoss.forward, losses.SupConLoss.forward,
-             losses.contrastive_terms, losses.centroid_terms)
+             losses.supcon_terms, losses.contrastive_terms, losses.centroid_terms)
     assert all(len(source_text(f, docstring=False).splitlines()) <= 20 for f in shown)
     show_source(losses.LogitAdjustedLoss.forward)
     out = capsys.readouterr().out
@@ -213,9 +211,9 @@ def test_no_function_in_the_package_is_over_60_lines():
 
 def test_models_and_losses_meet_the_declared_interfaces():
     from elm_lite import losses
-    from elm_lite.interfaces import EmbeddingLoss, ImageModel, Model, Scheduled, uses_prototypes
+    from elm_lite.interfaces import EmbeddingLoss, ImageModel, Scheduled, uses_prototypes
     from elm_lite.models import MLP, ResNet32, SmallCNN
-    assert isinstance(MLP(4, 3), Model) and not isinstance(MLP(4, 3), ImageModel)
+    assert not isinstance(MLP(4, 3), ImageModel)
     assert all(isinstance(m, ImageModel) for m in (SmallCNN(10), ResNet32(10, projection_dim=16)))
     counts = [50, 10, 3]
     assert isinstance(losses.LDAMLoss(counts), Scheduled) and isinstance(losses.ELMLoss(counts), Scheduled)
@@ -285,3 +283,22 @@ def test_quoted_notebook_runtimes_come_from_the_one_runtimes_file():
         for quote in re.findall(rf"`notebooks/{re.escape(name)}`\) runs in (\d+ s)", readme):
             assert quote == expected, (name, quote, expected)
     assert "docs/runtimes.json" in readme and "docs/runtimes.json" in teachers
+
+
+@pytest.mark.slow
+def test_core_line_count_tool_traces_one_elm_run():
+    """tools/count_core_lines.py (docs/design.md quotes it) traces the run a student follows and counts the
+    core functions it enters: the loss, the loop, prediction and the metrics, never the engine."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import count_core_lines
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    result = count_core_lines.count()
+    names = result["by_function"]
+    for expected in ("elm_lite/losses.py:ELMLoss.forward", "elm_lite/losses.py:centroid_terms",
+                     "elm_lite/train.py:fit", "elm_lite/train.py:predict", "elm_lite/metrics.py:balanced_accuracy",
+                     "elm_lite/data.py:make_toy", "elm_lite/models.py:MLP.forward"):
+        assert expected in names, expected
+    assert not any("/engine/" in name for name in names)
+    assert 0 < result["executed"] <= result["lines"] <= sum(names.values())

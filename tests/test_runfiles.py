@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from elm_lite.cli import main
-from elm_lite.data import fake_cifar, load_cifar_lt
+from elm_lite.engine.cifar import fake_cifar, load_cifar_lt
 from elm_lite.engine.fullscale import save_run
 from elm_lite.engine.runfiles import LOCK_NAME, RunFolderLocked, run_lock, save_atomic
 from elm_lite.engine.table import train_table

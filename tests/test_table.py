@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from elm_lite import cli
-from elm_lite.data import fake_cifar, load_cifar_lt
+from elm_lite.engine.cifar import fake_cifar, load_cifar_lt
 from elm_lite.engine.table import train_table
 
 pytestmark = pytest.mark.outcome   # trains and compares: CI runs it again under another arithmetic

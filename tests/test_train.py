@@ -38,6 +38,52 @@ def test_on_epoch_end_is_called():
     assert calls == [(1, 1), (2, 2), (3, 3)]
 
 
+def test_fit_is_the_textbook_loop():
+    """fit trains exactly as the plain loop a student writes (d2l's train_epoch): per epoch a
+    permutation from the run's order stream, then for each batch forward, cross-entropy, zero_grad,
+    backward, Adam step. The same weights, bit for bit."""
+    d = make_toy("gaussian", n_classes=3, n_max=50, rho=3, n_test_per_class=10)
+    x, y = torch.as_tensor(d.x_train, dtype=torch.float32), torch.as_tensor(d.y_train)
+    set_seed(0)
+    fitted = MLP(2, 3, hidden=8)
+    fit(fitted, d.x_train, d.y_train, torch.nn.CrossEntropyLoss(), epochs=3, batch_size=16, lr=0.01, seed=5,
+        progress=False)
+    set_seed(0)
+    model = MLP(2, 3, hidden=8)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    order = torch.Generator().manual_seed(5)                 # the run's batch-order stream (run_generators)
+    for _ in range(3):
+        model.train()
+        perm = torch.randperm(len(x), generator=order)
+        for i in range(0, len(x), 16):
+            idx = perm[i:i + 16]
+            loss = torch.nn.functional.cross_entropy(model(x[idx])[0], y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for a, b in zip(fitted.parameters(), model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_fit_multiplies_the_learning_rate_by_lr_schedule():
+    """A schedule of 0 from epoch 2 on freezes the weights after epoch 1: the result equals a 1-epoch run;
+    a schedule of 0 throughout leaves the initial weights."""
+    d = make_toy("gaussian", n_classes=3, n_max=60, rho=3, n_test_per_class=10)
+
+    def weights(epochs, schedule=None):
+        set_seed(0)
+        model = MLP(2, 3, hidden=8)
+        fit(model, d.x_train, d.y_train, epochs=epochs, batch_size=16, lr=0.05, progress=False, lr_schedule=schedule)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    set_seed(0)
+    initial = torch.cat([p.detach().flatten() for p in MLP(2, 3, hidden=8).parameters()])
+    torch.testing.assert_close(weights(3, lambda epoch: 0.0), initial, rtol=0, atol=0)
+    one_epoch = weights(1)
+    assert not torch.equal(one_epoch, initial)
+    torch.testing.assert_close(weights(3, lambda epoch: 1.0 if epoch == 1 else 0.0), one_epoch, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("x,y,kwargs,match", [
     (np.zeros((4, 2)), [0, 1, 0], {}, "y must have shape"),
     (np.zeros((4, 2, 1)), [0, 1, 0, 1], {}, r"cannot take inputs of shape \(2, 1\)"),

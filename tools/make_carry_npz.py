@@ -9,7 +9,7 @@ import pathlib
 
 import numpy as np
 
-from elm_lite.data import load_cifar_lt
+from elm_lite.engine.cifar import load_cifar_lt
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

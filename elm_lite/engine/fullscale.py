@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from .. import __version__, methods, metrics
-from ..data import ImageData, content_hash
 from ..interfaces import uses_embedding
 from ..methods import Method
 from ..models import ResNet32, SmallCNN
@@ -28,6 +27,7 @@ from ..recipes import CIFAR_RECIPE, SEED, check, integer, number, one_of, plain
 from ..results import SCHEMA_VERSION, check_run_results
 from ..train import VIEW_AUGMENTATIONS, evaluate_features, fit, set_seed, view_augmentation
 from .checkpoints import RunHooks, check_every
+from .cifar import ImageData, content_hash
 from .fused import trusted_batches
 from .runfiles import atomic_write, run_lock, save_atomic
 

@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from .. import losses
-from ..losses import ELMLoss, FocalLoss, LDAMLoss, LogitAdjustedLoss, average_anchors, contrast_inputs, focal_terms
+from ..losses import ELMLoss, FocalLoss, LDAMLoss, LogitAdjustedLoss, focal_terms
 
 
 @contextlib.contextmanager
@@ -28,15 +28,80 @@ def trusted_batches() -> Iterator[None]:
         losses.CHECK_VALUES.reset(token)
 
 
-def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature, anchor_margins=None,
-                      placement: str = "positive", prototypes=None, n_classes: int | None = None):
-    """:func:`elm_lite.losses.contrastive_terms` (same arguments and result), the ``"positive"`` form
-    through :class:`_PositiveMarginMean`: a handful of passes over the ``(..., N, M)`` similarities
-    instead of autograd's dozens."""
-    if placement != "positive":
-        return losses.contrastive_terms(z, labels, temperature, anchor_margins, placement, prototypes, n_classes)
-    z, pool, pool_labels, temperature, margin = contrast_inputs(z, labels, temperature, anchor_margins, prototypes)
-    return _positive_terms(z @ pool.transpose(-1, -2), labels, pool_labels, temperature, margin)
+# The fused positive form holds ``e^{margin / T}`` in the working precision: it is used while that
+# stays far inside float32's range (``e^40 = 2e17``); beyond it (T = 0.001 with a margin of 0.5 is
+# e^500) the core's form, which works in log space, runs under vmap.
+FUSED_MAX_MARGIN_LOGITS = 40.0
+
+
+def fusable(margins: torch.Tensor, temperature: torch.Tensor) -> bool:
+    """Whether the fused positive form is exact for class margins ``(K, C)`` (cosine units) and
+    temperatures ``(K,)``: their largest ``margin / T`` is at most :data:`FUSED_MAX_MARGIN_LOGITS`."""
+    return float((margins / temperature[:, None]).abs().max()) <= FUSED_MAX_MARGIN_LOGITS
+
+
+def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature: torch.Tensor, margins: torch.Tensor,
+                      placement: str, prototypes: torch.Tensor | None, n_classes: int, fuse: bool = True):
+    """:func:`elm_lite.losses.contrastive_terms` of K batches at once: z ``(K, N, E)``, labels and
+    margins ``(K, N)``, temperature ``(K,)``, prototypes ``(K, C, E)`` or None -> ``((K, N), (K, N))``.
+    With ``fuse`` (see :func:`fusable`) the ``"positive"`` form runs through :class:`_PositiveMarginMean`
+    (a handful of passes over the ``(K, N, M)`` similarities instead of autograd's dozens), the
+    ``"centroid"`` form through :func:`_centroid_terms`; every other case runs the core's one-batch
+    function under ``torch.vmap``."""
+    protos_dim = None if prototypes is None else 0
+    temperature = torch.as_tensor(temperature, device=z.device).to(torch.promote_types(z.dtype, torch.float32))
+    if placement not in ("positive", "centroid") or (placement == "positive" and not fuse):
+        def each(z, labels, temperature, margins, prototypes):
+            return losses.contrastive_terms(z, labels, temperature, margins, placement, prototypes, n_classes)
+        return torch.vmap(each, in_dims=(0, 0, 0, 0, protos_dim))(z, labels, temperature, margins, prototypes)
+    z, pool, pool_labels = _contrast_sets(z, labels, prototypes)
+    if placement == "centroid":
+        return _centroid_terms(z, labels, pool, pool_labels, temperature[:, None, None],
+                               margins.to(z.dtype)[..., None], n_classes)
+    return _positive_terms(z @ pool.transpose(-1, -2), labels, pool_labels, temperature[:, None, None],
+                           margins.to(z.dtype)[..., None])
+
+
+def _contrast_sets(z: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor | None) -> tuple:
+    """:func:`elm_lite.losses.contrast_set` of K batches (``(K, N, E)``, ``(K, N)``, ``(K, C, E)``), without
+    vmap's overhead per call; half precision in float32 as there."""
+    z = F.normalize(z.float() if z.dtype in (torch.float16, torch.bfloat16) else z, dim=-1)
+    if prototypes is None:
+        return z, z, labels
+    protos = F.normalize(prototypes.to(z.dtype), dim=-1)
+    proto_labels = torch.arange(protos.shape[-2], device=labels.device, dtype=labels.dtype).expand(len(labels), -1)
+    return z, torch.cat([z, protos], -2), torch.cat([labels, proto_labels], -1)
+
+
+def _centroid_terms(z, labels, pool, pool_labels, temperature, margin, n_classes: int):
+    """:func:`elm_lite.losses.centroid_terms` of K batches through norm algebra: no ``(K, N, C, E)``
+    tensor of class centres (4x faster than the core's form under vmap, K = 10 toy runs, N = 256). With
+    ``S_k`` the sum of class k's members, the centre without anchor i is ``S_k - z_i [k = y_i]``:
+    ``z_i . (S_k - z_i [k = y_i]) = z_i . S_k - [k = y_i]`` and ``||S_k - z_i||^2 = ||S_k||^2 - 2 z_i . S_k + 1``.
+    z ``(K, N, E)`` normalised, pool ``(K, M, E)``, temperature ``(K, 1, 1)``, margin ``(K, N, 1)``."""
+    members = F.one_hot(pool_labels, n_classes).to(z.dtype)              # (K, M, C)
+    own = F.one_hot(labels, n_classes).to(z.dtype)                       # (K, N, C)
+    sums = members.transpose(-1, -2) @ pool                              # (K, C, E)
+    z_sums = z @ sums.transpose(-1, -2)                                  # (K, N, C) z_i . S_k
+    norms2 = (sums * sums).sum(-1)[..., None, :] - 2 * own * z_sums + own  # ||S_k - z_i [k = y_i]||^2
+    present = members.sum(-2)[..., None, :] - own > 0                    # (K, N, C) members but i
+    cos = (z_sums - own) / norms2.clamp(min=1e-12).sqrt()
+    scaled = ((cos - own * margin) / temperature).masked_fill(~present, float("-inf"))
+    has_positive = (present & own.bool()).any(-1)
+    own_scaled = scaled.masked_fill(~own.bool(), 0.0).sum(-1)
+    return torch.where(has_positive, scaled.logsumexp(-1) - own_scaled, 0.0), has_positive
+
+
+def average_anchors(per_anchor: torch.Tensor, has_positive: torch.Tensor, labels: torch.Tensor, how: str,
+                    n_classes: int) -> torch.Tensor:
+    """:func:`elm_lite.losses.average_anchors` of K batches at once: ``(K, N)`` -> ``(K,)``. An anchor's
+    class size is counted through a ``(K, N, C)`` one-hot, not the core's ``(K, N, N)`` label
+    equality (at N = 256 that was most of a toy step's loss)."""
+    weight = has_positive.to(per_anchor.dtype)
+    if how == "class":
+        per_class = (F.one_hot(labels, n_classes).to(per_anchor.dtype) * weight[..., None]).sum(-2)  # (K, C)
+        weight = weight / per_class.gather(-1, labels).clamp(min=1)
+    return (per_anchor * weight).sum(-1) / weight.sum(-1).clamp(min=torch.finfo(weight.dtype).tiny)
 
 
 def _positive_terms(cos, labels, pool_labels, temperature, margin) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,7 +202,7 @@ def stacked_loss(losses: list) -> Callable | None:
     """One function computing K losses of the same kind with their own constants in one pass:
     ``f(logits (K, B[, V], C), z (K, B[, V], E), labels (K, B), prototypes (K, C, E) | None) -> (K,)``,
     for losses of one :func:`stack_key`, equal to calling each loss on its own slice
-    (``tests/test_many.py``). It reads each loss's state (DRW switch, lambda warm-up) at every call.
+    (``tests/test_many.py``). It reads each loss's DRW switch at every call.
     ``None`` for kinds it does not cover (hinge, Balanced Softmax, re-weighted CE, ELM with LDAM logits): the caller
     then loops. Inputs are not validated here -- they come from the training loop, which checks each epoch's loss."""
     kind, key = type(losses[0]), stack_key(losses[0])
@@ -176,18 +241,16 @@ def stacked_loss(losses: list) -> Callable | None:
     temperature = stack(lambda loss: loss.embedding_loss.temperature)
     averages = sorted({loss.embedding_loss.anchor_average for loss in losses})
     per_class = stack(lambda loss: loss.embedding_loss.anchor_average == "class")      # (K,) bool
-    lam_cache: dict[tuple, torch.Tensor] = {}
+    lams = stack(lambda loss: loss.lam)
+    fuse = placement == "positive" and fusable(margins, temperature)
 
     def elm(logits, z, labels, prototypes=None):
         flat_logits, flat_labels = _flat_views(logits, labels)
         logit_term = _cross_entropy_per_run(flat_logits + offsets[:, None].to(logits.dtype), flat_labels.long())
         z, flat_labels = _flat_views(z, labels)
         per_anchor, has_pos = contrastive_terms(z, flat_labels, temperature, margins.gather(1, flat_labels),
-                                                placement, prototypes, margins.shape[1])
-        by = {how: average_anchors(per_anchor, has_pos, flat_labels, margins.shape[1], how) for how in averages}
+                                                placement, prototypes, margins.shape[1], fuse)
+        by = {how: average_anchors(per_anchor, has_pos, flat_labels, how, margins.shape[1]) for how in averages}
         embedding_term = torch.where(per_class, by["class"], by["all"]) if len(by) > 1 else by[averages[0]]
-        lams = tuple(loss.current_lam for loss in losses)
-        if lams not in lam_cache:  # one host-to-device copy per lambda setting, not per step
-            lam_cache[lams] = torch.tensor(lams, dtype=logit_term.dtype, device=logit_term.device)
-        return logit_term + lam_cache[lams] * embedding_term
+        return logit_term + lams.to(logit_term.dtype) * embedding_term
     return elm

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from .. import methods
-from ..data import ImageData
 from ..recipes import CIFAR_RECIPE
 from ..train import crop_flip, fit, set_seed
+from .cifar import ImageData
 from .fullscale import MODELS, hardware, resolve_device
 from .fused import trusted_batches
 

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..interfaces import uses_prototypes
 from ..metrics import balanced_accuracy
+from ..recipes import LONGTAIL_TOY
 from ..train import (
     EpochSampler,
     History,
@@ -141,8 +142,9 @@ def _group_epoch(g: _Group, x: torch.Tensor, y: torch.Tensor, bs: int, n_batches
     return mean_loss, [balanced_accuracy(labels[j], preds[j]) for j in range(k)]
 
 
-def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *, epochs: int = 200,
-             batch_size: int | None = None, lr: float = 0.05, weight_decay: float = 0.0, optimizer: str = "adam",
+def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *,
+             epochs: int = LONGTAIL_TOY["epochs"], batch_size: int | None = None, lr: float = LONGTAIL_TOY["lr"],
+             weight_decay: float = 0.0, optimizer: str = "adam",
              lr_schedule: Callable[[int], float] | None = None, drop_last: bool = False, n_views: int = 1,
              augment: Callable | None = None, bf16: bool = False, compile: bool = False, checkpoint=None,
              checkpoint_every: int = 10, resume: bool = False, identity: dict | None = None,

@@ -27,12 +27,12 @@ from pathlib import Path
 import torch
 
 from .. import methods
-from ..data import ImageData
 from ..interfaces import uses_embedding
 from ..methods import Method
 from ..results import check_run_results
 from ..train import evaluate_features, set_seed, view_augmentation
 from .checkpoints import load_checkpoint
+from .cifar import ImageData
 from .fullscale import (
     build_image_model,
     check_recipe,
