@@ -166,7 +166,7 @@ def _read_image_folder(folder: Path, names: list[str] | None = None) -> tuple[np
 
 
 def _read_npz(path: Path) -> dict:
-    from .data import _read_npz as read
+    from .engine.cifar import read_npz as read
     arrays = read(path)
     missing = [k for k in ("x_train", "y_train") if k not in arrays]
     if missing:

@@ -186,7 +186,7 @@ def download_cifar(name: str, root, deadline_s: float = 1800.0) -> None:
         archive.unlink(missing_ok=True)
 
 
-def _read_npz(npz) -> dict:
+def read_npz(npz) -> dict:
     """The arrays of an ``.npz`` file; a missing, truncated or foreign file gets a clear error."""
     import zipfile
     from pathlib import Path
@@ -226,7 +226,7 @@ def load_cifar_lt(name: str = "cifar10", rho: float = 100.0, seed: int = 0, root
     if arrays is not None:
         arrays, source = _check_image_arrays(arrays, n_classes, "arrays"), "arrays (in memory)"
     elif npz is not None:
-        arrays, source = _check_image_arrays(_read_npz(npz), n_classes, f"npz file {npz}"), f"npz:{npz}"
+        arrays, source = _check_image_arrays(read_npz(npz), n_classes, f"npz file {npz}"), f"npz:{npz}"
     else:
         if not folder.is_dir() and download:
             download_cifar(name, root)
