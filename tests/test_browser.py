@@ -207,7 +207,7 @@ def _push_slider_to_both_ends(page, app, screenshot, slider: int = 0) -> None:
 
 
 def test_workshop_dashboard_in_voila(browser, tmp_path):
-    """`make workshop` serves notebooks/workshop.ipynb with Voila: four panels render with their
+    """`make workshop` serves notebooks/workshop.ipynb with Voila: five panels render with their
     figures, no error or traceback or unfinished-exercise text, and a slider moves its figure."""
     nb = ROOT / "notebooks" / "workshop.ipynb"
     shutil.copy(nb, tmp_path / nb.name)
@@ -227,7 +227,7 @@ def test_workshop_dashboard_in_voila(browser, tmp_path):
                     log = (tmp_path / "voila.log").read_text()[-2000:]
                     raise AssertionError(f"voila did not answer:\n{log}") from e
                 time.sleep(1)
-        page.wait_for_function("document.querySelectorAll('.elm-panel .js-plotly-plot').length >= 4",
+        page.wait_for_function("document.querySelectorAll('.elm-panel .js-plotly-plot').length >= 5",
                                timeout=180_000)
         page.wait_for_timeout(1500)
         page.screenshot(path=str(ARTIFACTS / "workshop-1-open.png"), full_page=True)

@@ -6,12 +6,17 @@ each slide's figures have drawn, that nothing logged a console error, and that n
 network; reveal.js and plotly.js must come from the deck's own folder. Screenshots go to
 ``artifacts/slides/``.
 """
+import base64
 import json
 import re
 import sys
 
+import numpy as np
 import pytest
 from conftest import ROOT, chromium_or_skip, open_offline
+
+from elm_lite.results import load_results
+from elm_lite.widgets import real_panel_readout, real_panel_view, workshop_dashboard
 
 sys.path.insert(0, str(ROOT / "tools"))
 import build_site  # noqa: E402  (tools/ is no package)
@@ -38,7 +43,33 @@ def test_deck_refers_only_to_its_own_files(deck):
     for ref in refs:
         assert (deck / ref).is_file(), f"{ref} is not in the deck's folder"
     counts = json.loads((deck / "slides.json").read_text())
-    assert counts["figures"] == sum(len(settings) for _, settings, _ in make_slides.STEPS)
+    every_setting = len(load_results("workshop_sweeps.npz")["real_settings"])    # panel 5 shows each one
+    assert counts["figures"] == sum(len(settings) if settings is not None else every_setting
+                                    for _, settings, _ in make_slides.STEPS)
+
+
+def test_deck_tells_the_dashboards_story_in_its_order():
+    """Every dashboard panel, in the dashboard's order, under its own title, with its own readouts; the real
+    images' panel at every shipped setting; one LA number for the toy problem (panel 3's "LA alone" is panel
+    4's LA bar)."""
+    sweeps = load_results("workshop_sweeps.npz")
+    deck = make_slides.slides(sweeps)
+    titles = [make_slides.panel_title(row) for row in workshop_dashboard(sweeps)[0].children]
+    panels = deck[1:-1]
+    assert list(dict.fromkeys(s["title"] for s in panels)) == titles and len(titles) == 5
+    real = [s for s in panels if s["title"] == titles[4] and s["figure"]]
+    assert len(real) == len(sweeps["real_settings"])
+    for slide, setting in zip(real, sweeps["real_settings"]):
+        assert slide["text"] == real_panel_readout(real_panel_view(str(setting), sweeps=sweeps))
+        assert "no method's mean above LA's" in slide["text"]
+    la_alone = {m for s in panels for m in re.findall(r"LA alone (\d+\.\d)%", s["text"])}
+    la = [str(m) for m in sweeps["methods"]].index("la")
+    methods_figure = next(s["figure"] for s in panels if s["title"] == titles[3] and s["figure"])
+    bars = json.loads(methods_figure)["data"][0]["y"]    # balanced accuracy, the panel's first measure
+    if isinstance(bars, dict):                           # plotly >= 6 writes arrays as base64
+        bars = np.frombuffer(base64.b64decode(bars["bdata"]), dtype=bars["dtype"])
+    la_bar = bars[la]
+    assert la_alone == {f"{100 * sweeps['method_table'][la, 0].mean():.1f}"} == {f"{100 * la_bar:.1f}"}
 
 
 def test_every_slide_shows_offline_without_errors(deck, browser):

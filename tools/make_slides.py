@@ -2,9 +2,10 @@
 
 The figures are the workshop dashboard's (:func:`elm_lite.widgets.workshop_dashboard`), drawn from the
 shipped sweeps (``elm_lite/measured/workshop_sweeps.npz``, :mod:`elm_lite.workshop`) at the settings the
-20-minute demo of the teacher's guide moves through; each slide's caption is the dashboard's own readout
-for that setting. reveal.js comes from the ``sphinx-revealjs`` package (its bundled copy, MIT licence) and
-plotly.js from plotly: both are copied into the deck's folder, so the deck asks the network for nothing.
+20-minute demo of the teacher's guide moves through, panel by panel in the dashboard's order; each slide's
+title is the dashboard panel's own title and its caption the panel's own readout for that setting.
+reveal.js comes from the ``sphinx-revealjs`` package (its bundled copy, MIT licence) and plotly.js from
+plotly: both are copied into the deck's folder, so the deck asks the network for nothing.
 
     python tools/make_slides.py               # into slides/ (build output, not in git): open slides/index.html
     python tools/make_slides.py --out DIR
@@ -23,21 +24,24 @@ sys.path.insert(0, str(ROOT))
 from elm_lite.results import load_results  # noqa: E402  (this checkout's package, not an installed one)
 from elm_lite.widgets import workshop_dashboard  # noqa: E402
 
-# the settings each dashboard panel is shown at, one slide each (the demo's slider moves), and the question
-# to ask before the first one
+# the settings each dashboard panel is shown at, one slide each (the demo's moves in the teacher's guide; None:
+# every option of the panel's control, i.e. every setting the shipped sweeps hold), and the question to ask
+# before the panel's first slide; one entry per panel of the dashboard, in its order
 STEPS = (
     ("rho", (1, 10, 100), "Predict: as the imbalance ratio grows, what happens to the rarest class's accuracy?"),
     ("tau", (0.0, 1.0, 3.0), "Predict: logit adjustment asks the rare classes to win by more. Which way do the "
                              "boundaries move, and how far should they go?"),
-    ("lam", (0.0, 1.0, 2.0), "Predict: an embedding term on top of LA. Do the rare classes' test embeddings get "
-                             "tighter, and what happens to the head's?"),
-    ("measure", ("balanced_accuracy", "acc_few"), "Predict: which method wins on balanced accuracy, and on the "
-                                                  "rare classes?"),
+    ("lam", (0.0, 0.25, 1.0, 2.0), "Predict: an embedding term on top of LA, on the toy problem. Do the rare "
+                                   "classes' test embeddings get tighter, and what happens to the head's?"),
+    ("measure", ("balanced_accuracy", "acc_few"), "Predict: which method wins on the toy problem, on balanced "
+                                                  "accuracy and on the rare classes?"),
+    ("setting", None, "Predict: on real images (CIFAR-10-LT), does the toy problem's ranking carry over? Which "
+                      "method's mean comes out on top?"),
 )
 OPENING = ("Long-tail learning: logit and embedding margins",
            "A balanced test set, a long-tailed training set: what happens to the rare classes, and what fixes it? "
-           "ELM &mdash; Embedding and Logit Margins (arXiv 2204.13208) &mdash; on the course's toy problems; every "
-           "figure is a run of the course's code (elm_lite), computed in advance.")
+           "ELM &mdash; Embedding and Logit Margins (arXiv 2204.13208) &mdash; on the course's toy problems, then on "
+           "real images (CIFAR-10-LT); every figure is a run of the course's code (elm_lite), computed in advance.")
 CLOSING = ("What to use on your own data",
            "Logit adjustment first, with tau chosen on a balanced validation split; other methods only as far as "
            "validation runs over several seeds support them. The course's notebook 07 builds the decision table "
@@ -52,15 +56,25 @@ def reveal_dir() -> pathlib.Path:
     return pathlib.Path(sphinx_revealjs.__file__).parent / "_static" / "revealjs"
 
 
+def option_values(control) -> list:
+    """The values a selection control (ToggleButtons, SelectionSlider) offers, in its order."""
+    return [option[1] if isinstance(option, tuple) else option for option in control.options]
+
+
+def panel_title(row) -> str:
+    """A dashboard panel's title (its row's ``<h3>`` heading) as plain text."""
+    return html.unescape(row.children[0].value.removeprefix("<h3>").removesuffix("</h3>"))
+
+
 def slides(sweeps: dict) -> list[dict]:
     """``[{"title", "text", "figure" (plotly JSON or None)}]``: the opening, each panel at each setting of
     :data:`STEPS` with the dashboard's readout, and the closing."""
     dashboard, apps = workshop_dashboard(sweeps)
     out = [{"title": OPENING[0], "text": OPENING[1], "figure": None}]
-    for row, app, (name, settings, question) in zip(dashboard.children, apps, STEPS):
-        heading = html.unescape(row.children[0].value.removeprefix("<h3>").removesuffix("</h3>"))
+    for row, app, (name, settings, question) in zip(dashboard.children, apps, STEPS, strict=True):
+        heading = panel_title(row)
         out.append({"title": heading, "text": question, "figure": None})
-        for value in settings:
+        for value in settings if settings is not None else option_values(app.controls[name]):
             app.update(**{name: value})
             out.append({"title": heading, "text": app.readout.value, "figure": app.static_figure().to_json()})
     out.append({"title": CLOSING[0], "text": CLOSING[1], "figure": None})
