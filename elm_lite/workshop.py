@@ -1,8 +1,8 @@
 """The precomputed sweeps behind the workshop dashboard (``notebooks/workshop.ipynb``): the course's
 story in five panels -- long-tailed data, logit margins, the embedding term on the toy, the methods on the
-toy, the shipped real-image rows --, each a grid of trained models or shipped results, so that every
-slider move only looks up a result. :func:`sweeps` computes them (about 15 s on 2 cores, runs trained
-together where they can be);
+toy, real data (the shipped CIFAR-10-LT CNN rows and the two laptop rungs, :func:`real_panel`) --, each a
+grid of trained models or shipped results, so that every slider move only looks up a result. :func:`sweeps`
+computes them (about 15 s on 2 cores, runs trained together where they can be);
 ``tools/make_workshop_data.py`` ships them as ``elm_lite/measured/workshop_sweeps.npz``, and
 ``tests/test_workshop.py`` checks the shipped file against a fresh computation.
 """
@@ -12,9 +12,10 @@ import numpy as np
 
 from . import methods, metrics
 from .data import bayes_predict, make_toy, monte_carlo_errors
-from .experiments import run_summary, train_embedding_models, train_logit_method
+from .experiments import paired_differences, run_summary, train_embedding_models, train_logit_method
 from .plots import decision_grid
 from .recipes import EMBEDDING_TOY
+from .results import load_results
 from .train import predict
 
 RHOS = (1, 10, 100)                      # panel 1: imbalance ratios (plain CE)
@@ -81,19 +82,61 @@ def _embedding_panels(seed: int) -> dict[str, np.ndarray]:
             "measures": np.array(PANEL4_MEASURES), "method_table": table}
 
 
-def _real_image_panel() -> dict[str, np.ndarray]:
-    """Panel 5: the shipped CIFAR-10-LT rows (:func:`elm_lite.capstone.real_image_rows`), per setting and
-    method: mean, sample std and n of balanced accuracy over seeds (NaN and 0 where a method was not run)."""
+# Panel 5's laptop rungs (notebook 07's "Real data on a laptop"): the shipped comparison tables of
+# elm_lite.procedure, and what each ran on
+REAL_RUNGS = (("digits_lt.json", "digits-lt: MLP on scikit-learn's digits"),
+              ("cifar10_lt_features.json", "CIFAR-10-LT: MLP on label-free features"))
+
+
+def _cnn_setting(rows: list[dict], labels: list[str]) -> list[dict]:
+    """One CNN setting of :func:`~elm_lite.capstone.real_image_rows`, per method of ``labels``: balanced
+    accuracy (mean, sample sd, n over seeds) and minus LA paired by seed (mean, 95 % half-width)."""
+    from .capstone import interval
+    out = []
+    for label in labels:
+        mine = [r["balanced_accuracy"] for r in rows if r["method"] == label]
+        try:
+            diff = interval(paired_differences(rows, label, "LA")) if mine and label != "LA" else None
+        except ValueError:   # no seed shared with LA
+            diff = None
+        out.append({"test": dict(zip(("mean", "sd", "n"), metrics.mean_sd(mine))), "minus_la": diff})
+    return out
+
+
+def _rung_setting(table: dict, labels: list[str]) -> list[dict]:
+    """One rung's table (:func:`elm_lite.procedure.summarise`), per method of ``labels``: its test column
+    and its paired test difference to LA (split and seed); NaN and n = 0 for a method it did not run."""
+    by_label = {m["label"]: m for m in table["methods"].values()}
+    none = {"mean": float("nan"), "sd": float("nan"), "n": 0}
+    return [{"test": by_label[label]["test"] if label in by_label else none,
+             "minus_la": by_label[label].get("minus_la", {}).get("test") if label in by_label else None}
+            for label in labels]
+
+
+def real_panel() -> dict[str, np.ndarray]:
+    """Panel 5, read from the shipped files (no training; ``tools/make_workshop_data.py --real-only``
+    refreshes just these arrays): the capstone's CIFAR-10-LT CNN rows setting by setting
+    (:func:`elm_lite.capstone.real_image_rows`, over seeds) and the laptop rungs of :data:`REAL_RUNGS`
+    (any set of methods; over seeds x carved splits, on the test set). Per setting and method: test
+    balanced accuracy mean, sample sd and n (NaN and 0 where the setting did not run the method), and the
+    difference to LA, paired by seed (and split), with its 95 % t half-width (NaN where not measured)."""
     from .capstone import real_image_rows
-    rows = real_image_rows()
-    labels = list(dict.fromkeys(r["method"] for setting in rows.values() for r in setting))
-    stats = np.array([[metrics.mean_sd([r["balanced_accuracy"] for r in setting if r["method"] == label])
-                       for label in labels] for setting in rows.values()])            # (settings, methods, 3)
-    return {"real_settings": np.array(list(rows)), "real_methods": np.array(labels),
-            "real_mean": stats[..., 0], "real_sd": stats[..., 1], "real_n": stats[..., 2].astype(int)}
+    cnn = real_image_rows()
+    rungs = [(load_results(file), name) for file, name in REAL_RUNGS]
+    labels = list(dict.fromkeys([r["method"] for rows in cnn.values() for r in rows]
+                                + [m["label"] for table, _ in rungs for m in table["methods"].values()]))
+    settings = [(name, _cnn_setting(rows, labels)) for name, rows in cnn.items()]
+    settings += [(f"{name}, {len(t['seeds'])} seeds x {t['splits']['n_splits']} carved splits (notebook 07)",
+                  _rung_setting(t, labels)) for t, name in rungs]
+    cell = lambda e, part, key: np.nan if e[part] is None else e[part][key]  # noqa: E731
+    arrays = {key: np.array([[cell(e, part, k) for e in entries] for _, entries in settings], float)
+              for key, part, k in (("real_mean", "test", "mean"), ("real_sd", "test", "sd"), ("real_n", "test", "n"),
+                                   ("real_minus_la", "minus_la", "mean"), ("real_minus_la_half", "minus_la", "half"))}
+    return {"real_settings": np.array([name for name, _ in settings]), "real_methods": np.array(labels),
+            **arrays, "real_n": arrays["real_n"].astype(int)}
 
 
 def sweeps(seed: int = 0) -> dict[str, np.ndarray]:
     """Every array the dashboard shows (see the module docstring), as a flat dict."""
-    return {**_logit_panels(seed), **_embedding_panels(seed), **_real_image_panel(), "seed": np.array(seed),
+    return {**_logit_panels(seed), **_embedding_panels(seed), **real_panel(), "seed": np.array(seed),
             "shot_split": metrics.shot_split(make_toy(**EMBEDDING_TOY, seed=seed).counts)}
