@@ -50,8 +50,8 @@ def test_deck_refers_only_to_its_own_files(deck):
 
 def test_deck_tells_the_dashboards_story_in_its_order():
     """Every dashboard panel, in the dashboard's order, under its own title, with its own readouts; the real
-    images' panel at every shipped setting; one LA number for the toy problem (panel 3's "LA alone" is panel
-    4's LA bar)."""
+    data's panel at every shipped setting (the end-to-end image rows with no mean above LA's); one LA number
+    for the toy problem (panel 3's "LA alone" is panel 4's LA bar)."""
     sweeps = load_results("workshop_sweeps.npz")
     deck = make_slides.slides(sweeps)
     titles = [make_slides.panel_title(row) for row in workshop_dashboard(sweeps)[0].children]
@@ -61,7 +61,8 @@ def test_deck_tells_the_dashboards_story_in_its_order():
     assert len(real) == len(sweeps["real_settings"])
     for slide, setting in zip(real, sweeps["real_settings"]):
         assert slide["text"] == real_panel_readout(real_panel_view(str(setting), sweeps=sweeps))
-        assert "no method's mean above LA's" in slide["text"]
+        if "carved splits" not in str(setting):   # trained end to end on images: no mean above LA's
+            assert "no method's mean above LA's" in slide["text"]
     la_alone = {m for s in panels for m in re.findall(r"LA alone (\d+\.\d)%", s["text"])}
     la = [str(m) for m in sweeps["methods"]].index("la")
     methods_figure = next(s["figure"] for s in panels if s["title"] == titles[3] and s["figure"])
