@@ -12,7 +12,15 @@ the test set is read after training, for the test column, and never by the choic
 
     OUT/runs.json      every finished run (one row per method, split and seed) and the comparison's identity
     OUT/table.json     per method: validation and test balanced accuracy (mean, sample sd, n), many / medium /
-                       few, paired differences to LA, per-class accuracy; the choice and its stability
+                       few, ECE (expected calibration error of the softmax probabilities the method predicts
+                       with; on test also after temperature scaling, the temperature fitted on the split's
+                       validation part), paired differences to LA, per-class accuracy; the choice and its
+                       stability
+
+Weight balancing's weight decay is chosen per split on that split's carved validation part (from
+:data:`~elm_lite.recipes.WEIGHT_BALANCING`'s grid, best mean validation balanced accuracy over the seeds);
+its row records the choice. Its validation column is therefore the chosen candidate's (optimistic by the
+choice); its test column is not.
     OUT/report.html    one self-contained page (plotly inside, no outside request) with the same
 """
 from __future__ import annotations
@@ -26,12 +34,13 @@ import numpy as np
 import torch
 
 from . import metrics
+from .calibration import fit_temperature, probabilities
 from .capstone import CAPSTONE_METHODS, interval
 from .experiments import embed, paired_differences, train_embedding_models, train_image_model
 from .losses import posthoc_adjust
 from .methods import get as get_method
 from .owndata import OwnData
-from .recipes import IMAGE_RECIPE, OWN_FEATURES_RECIPE, VALIDATION_SPLITS
+from .recipes import IMAGE_RECIPE, OWN_FEATURES_RECIPE, VALIDATION_SPLITS, WEIGHT_BALANCING
 from .splits import carve_splits, choose
 from .train import evaluate_features
 
@@ -65,12 +74,17 @@ def _logits(method, model, x, counts, kind: str) -> np.ndarray:
     return posthoc_adjust(torch.as_tensor(logits), counts).numpy() if method.posthoc else logits
 
 
-def _scores(prefix: str, y, logits, n_classes: int, counts) -> dict:
+def _scores(prefix: str, y, logits, n_classes: int, counts, temperature: float | None = None) -> dict:
+    """Balanced accuracy, ECE, per-class and many / medium / few accuracy of ``logits`` ``(N, C)`` against
+    ``y`` ``(N,)``; with ``temperature`` (fitted on validation) also the ECE after temperature scaling."""
     pred = logits.argmax(1)
+    scaled = ({} if temperature is None else
+              {f"{prefix}_ece_scaled": metrics.expected_calibration_error(y, probabilities(logits, temperature))})
     shots = metrics.shot_accuracy(y, pred, counts)
     return {f"{prefix}_balanced_accuracy": metrics.balanced_accuracy(y, pred, n_classes),
+            f"{prefix}_ece": metrics.expected_calibration_error(y, probabilities(logits)),
             f"{prefix}_per_class": metrics.per_class_accuracy(y, pred, n_classes).tolist(),
-            **{f"{prefix}_acc_{k}": shots[k] for k in metrics.SPLITS}}
+            **{f"{prefix}_acc_{k}": shots[k] for k in metrics.SPLITS}, **scaled}
 
 
 def _train_part(part: _Part, jobs: list, kind: str, recipe: dict) -> list:
@@ -83,7 +97,39 @@ def _train_part(part: _Part, jobs: list, kind: str, recipe: dict) -> list:
 
 def _identity(data: OwnData, split_settings: dict, recipe: dict) -> dict:
     return {"data": data.identity(), "splits": split_settings, "model": "small_cnn" if data.kind == "images" else "mlp",
-            "recipe": recipe, "test": data.x_test is not None}
+            "recipe": recipe, "test": data.x_test is not None,
+            "scores": ["balanced_accuracy", "shots", "ece", "ece_scaled"]}
+
+
+def _candidates(method) -> list:
+    """What trains for ``method`` on a split: weight balancing once per weight decay of its grid (the
+    choice is made on the split's validation part, :func:`_keep_chosen`), every other method as it is."""
+    if method.decoupling != "weight-balancing":
+        return [method]
+    return [method.variant(method.label, recipe={"weight_decay": wd}) for wd in WEIGHT_BALANCING["weight_decay_grid"]]
+
+
+def _run_identity(method) -> dict:
+    """A finished run's method fingerprint (weight balancing's includes the grid its weight decay is chosen from)."""
+    grid = {"weight_decay_grid": list(WEIGHT_BALANCING["weight_decay_grid"])} if len(_candidates(method)) > 1 else {}
+    return json.loads(json.dumps({**method.identity(), **grid}))
+
+
+def _keep_chosen(method, candidates: list[tuple], rows: list[dict]) -> list[int]:
+    """Which of ``rows`` (one per ``(candidate, seed)`` of ``candidates``, one split) to keep: all for a
+    method without a choice; for weight balancing those of the weight decay with the best mean *validation*
+    balanced accuracy over the seeds (the choice recorded in each kept row)."""
+    if len(_candidates(method)) == 1:
+        return list(range(len(rows)))
+    scores: dict[float, list] = {}
+    for (candidate, _), row in zip(candidates, rows):
+        scores.setdefault(candidate.recipe["weight_decay"], []).append(row["val_balanced_accuracy"])
+    means = {wd: float(np.mean(v)) for wd, v in scores.items()}
+    best = max(means, key=means.get)
+    keep = [i for i, (c, _) in enumerate(candidates) if c.recipe["weight_decay"] == best]
+    for i in keep:
+        rows[i].update(weight_decay=best, weight_decay_validation={str(wd): m for wd, m in means.items()})
+    return keep
 
 
 def _differences(saved: dict, now: dict, prefix: str = "") -> list[str]:
@@ -119,9 +165,9 @@ def _check_saved_methods(rows: list[dict], chosen: list, out) -> None:
     """A finished run counts only for the method as it is defined now: refuse runs of an older definition."""
     for m in chosen:
         saved = next((r["identity"] for r in rows if r["method"] == m.name), None)
-        if saved is not None and saved != json.loads(json.dumps(m.identity())):
+        if saved is not None and saved != _run_identity(m):
             raise ValueError(f"{out} holds runs of method {m.name!r} as defined before ({saved}); it is now "
-                             f"{m.identity()}. Use another out folder (--out).")
+                             f"{_run_identity(m)}. Use another out folder (--out).")
 
 
 def compare_methods(data: OwnData, names=CAPSTONE_METHODS, seeds=(0, 1, 2), out=None, *, resume: bool = False,
@@ -159,18 +205,24 @@ def compare_methods(data: OwnData, names=CAPSTONE_METHODS, seeds=(0, 1, 2), out=
             continue
         part = _Part(x_train[split.train], data.y_train[split.train], x_train[split.validation],
                      data.y_train[split.validation], data.n_classes)
+        trained = [(c, s) for m, s in jobs for c in _candidates(m)]
         clock = time.perf_counter()
-        models = _train_part(part, jobs, data.kind, recipe)
-        each = (time.perf_counter() - clock) / len(jobs)   # runs trained together share their wall time
-        for (method, seed), model in zip(jobs, models):
-            row = {"method": method.name, "identity": method.identity(), "split": split.seed, "seed": seed,
-                   "seconds": each,
-                   **_scores("val", part.y_test, _logits(method, model, part.x_test, part.counts, data.kind),
-                             data.n_classes, data.counts)}
-            if x_test is not None:   # read only here, after training, for the test column
-                row.update(_scores("test", data.y_test, _logits(method, model, x_test, part.counts, data.kind),
-                                   data.n_classes, data.counts))
-            rows.append(row)
+        models = _train_part(part, trained, data.kind, recipe)
+        each = (time.perf_counter() - clock) / len(trained)   # runs trained together share their wall time
+        val_logits = [_logits(c, model, part.x_test, part.counts, data.kind) for (c, _), model in zip(trained, models)]
+        scored = [{"method": c.name, "split": split.seed, "seed": s, "temperature": fit_temperature(v, part.y_test),
+                   **_scores("val", part.y_test, v, data.n_classes, data.counts)}
+                  for (c, s), v in zip(trained, val_logits)]
+        for method in [m for m in chosen if any(j is m for j, _ in jobs)]:
+            mine = [i for i, (c, _) in enumerate(trained) if c.name == method.name]
+            for k in _keep_chosen(method, [trained[i] for i in mine], [scored[i] for i in mine]):
+                i = mine[k]
+                row = {**scored[i], "identity": _run_identity(method), "seconds": each * len(_candidates(method))}
+                if x_test is not None:   # read only here, after training and the choice, for the test column
+                    row.update(_scores("test", data.y_test, _logits(trained[i][0], models[i], x_test, part.counts,
+                                                                    data.kind), data.n_classes, data.counts,
+                                       row["temperature"]))
+                rows.append(row)
         if out is not None:
             from .engine.runfiles import save_atomic
             save_atomic({"identity": identity, "rows": rows}, out / "runs.json")
@@ -207,6 +259,9 @@ def summarise(data: OwnData, rows: list[dict], names: list[str], splits, seconds
         entry = {"label": get_method(name).label,
                  "validation": _msn([r["val_balanced_accuracy"] for r in mine]),
                  "test": _msn([r["test_balanced_accuracy"] for r in mine]) if has_test else None,
+                 "ece": {"validation": _msn([r["val_ece"] for r in mine]),
+                         "test": _msn([r["test_ece"] for r in mine]) if has_test else None,
+                         "test_scaled": _msn([r["test_ece_scaled"] for r in mine]) if has_test else None},
                  "shots_on": "test" if has_test else "validation",
                  **{k: _msn([r[f"{on}_acc_{k}"] for r in mine])["mean"] for k in metrics.SPLITS},
                  "per_class": {"validation": np.nanmean([r["val_per_class"] for r in mine], 0).tolist(),
@@ -216,6 +271,8 @@ def summarise(data: OwnData, rows: list[dict], names: list[str], splits, seconds
         if name != REFERENCE:
             entry["minus_la"] = {"validation": _paired(rows, name, "val_balanced_accuracy"),
                                  **({"test": _paired(rows, name, "test_balanced_accuracy")} if has_test else {})}
+            entry["ece_minus_la"] = {"validation": _paired(rows, name, "val_ece"),
+                                     **({"test": _paired(rows, name, "test_ece")} if has_test else {})}
         methods_out[name] = entry
     split_counts = metrics.shot_split(data.counts)
     return {"data": {**{k: v for k, v in data.identity().items() if k != "content_hash"}, "source": data.source,
@@ -233,18 +290,22 @@ def summarise(data: OwnData, rows: list[dict], names: list[str], splits, seconds
 
 def text_table(table: dict) -> str:
     """The decision table as text: validation (and test) balanced accuracy, mean ± sd (n), many / medium / few,
-    the paired difference to LA with its 95 % interval, and the choice."""
+    the paired difference to LA with its 95 % interval, the mean ECE (of the same column; with a test set also
+    after temperature scaling fitted on validation, ECE·T), and the choice."""
     has_test = table["data"]["n_test"] is not None
     col = "test" if has_test else "validation"
     lines = [f"{'method':32s}{'validation':>22s}" + (f"{'test':>22s}" if has_test else "")
-             + f"{'many':>7s}{'medium':>8s}{'few':>7s}   {col} minus LA [95% CI]"]
+             + f"{'many':>7s}{'medium':>8s}{'few':>7s}   {col + ' minus LA [95% CI]':34s}{'ECE':>6s}"
+             + (f"{'ECE·T':>7s}" if has_test else "")]
     for m in table["methods"].values():
         cell = lambda s: f"{s['mean']:.3f} ± {s['sd']:.3f} ({s['n']})"  # noqa: E731
         d = m.get("minus_la", {}).get("test" if has_test else "validation")
         diff = f"{d['mean']:+.3f} [{d['mean'] - d['half']:+.3f}, {d['mean'] + d['half']:+.3f}]" if d else "(reference)"
         lines.append(f"{m['label']:32s}{cell(m['validation']):>22s}" + (f"{cell(m['test']):>22s}" if has_test else "")
                      + "".join(f"{m[k]:{w}.3f}" if m[k] == m[k] else f"{'--':>{w}s}"
-                               for k, w in zip(metrics.SPLITS, (7, 8, 7))) + f"   {diff}")
+                               for k, w in zip(metrics.SPLITS, (7, 8, 7)))
+                     + f"   {diff:34s}{m['ece'][col]['mean']:6.3f}"
+                     + (f"{m['ece']['test_scaled']['mean']:7.3f}" if has_test else ""))
     lines.append(f"chosen on validation: {table['choice']['text']}")
     if table["splits"]["not_validated"]:
         lines.append(f"not validated (too few examples): {table['splits']['not_validated']}")

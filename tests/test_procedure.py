@@ -155,3 +155,52 @@ def test_report_opens_offline_with_its_figures_drawn(tmp_path, browser):
     assert not outside, f"the report asked for outside resources: {outside}"
     assert not errors, f"console errors: {errors}"
     page.close()
+
+
+def test_scores_carry_ece_of_the_predicted_probabilities():
+    """ECE of the softmax of the logits a method predicts with: confident and right is 0, confident and
+    wrong is 1, a uniform guess over 4 classes that is right half the time is |0.5 - 0.25|."""
+    y = np.array([0, 1, 2, 3])
+    sure = 50 * np.eye(4)
+    assert procedure._scores("test", y, sure, 4, np.ones(4))["test_ece"] == pytest.approx(0)
+    assert procedure._scores("test", y, sure[[1, 2, 3, 0]], 4, np.ones(4))["test_ece"] == pytest.approx(1)
+    flat = procedure._scores("val", np.array([0, 0, 1, 1]), np.zeros((4, 4)), 4, np.ones(4))
+    assert flat["val_ece"] == pytest.approx(0.25)
+
+
+def test_ece_column_and_weight_decay_chosen_on_validation(tmp_path):
+    """focal and weight balancing train on feature vectors; ECE (validation and test, and on test after
+    temperature scaling) is in every row, in table.json (mean, sd, n; paired to LA) and in the text table and
+    report; weight balancing's weight decay is the grid value with the best mean validation score of its
+    split; permuting the test labels changes neither that choice, nor the temperature, nor anything
+    validation shows."""
+    from elm_lite.recipes import WEIGHT_BALANCING
+    data = owndata.digits_lt()
+    shuffled = owndata.OwnData(data.name, data.kind, data.x_train, data.y_train, data.class_names, data.x_test,
+                               np.random.default_rng(0).permutation(data.y_test))
+    names = ["la", "focal", "weight-balancing"]
+    a = procedure.compare_methods(data, names, seeds=(0, 1), out=tmp_path / "a", **SMOKE)
+    b = procedure.compare_methods(shuffled, names, seeds=(0, 1), **SMOKE)
+    for r in a["rows"]:
+        assert 0 <= r["val_ece"] <= 1 and 0 <= r["test_ece"] <= 1 and 0 <= r["test_ece_scaled"] <= 1
+    assert [r["temperature"] for r in a["rows"]] == [r["temperature"] for r in b["rows"]]
+    wb = [r for r in a["rows"] if r["method"] == "weight-balancing"]
+    assert len(wb) == 4
+    for r in wb:
+        scores = r["weight_decay_validation"]
+        assert set(scores) == {str(wd) for wd in WEIGHT_BALANCING["weight_decay_grid"]}
+        assert scores[str(r["weight_decay"])] == max(scores.values())
+    chosen = [r["weight_decay"] for r in b["rows"] if r["method"] == "weight-balancing"]
+    assert [r["weight_decay"] for r in wb] == chosen
+    for name in names:
+        m = a["methods"][name]
+        assert m["ece"]["test"]["n"] == m["ece"]["validation"]["n"] == 4
+        assert m["ece"]["validation"] == b["methods"][name]["ece"]["validation"]
+        assert m["ece"]["test"]["mean"] == pytest.approx(np.mean([r["test_ece"] for r in a["rows"]
+                                                                  if r["method"] == name]))
+    assert a["methods"]["focal"]["ece_minus_la"]["test"]["n"] == 4
+    text = procedure.text_table(a)
+    assert text.splitlines()[0].rstrip().endswith("ECE  ECE·T")
+    assert f"{a['methods']['focal']['ece']['test_scaled']['mean']:.3f}" in text.splitlines()[2]
+    assert f"{a['methods']['focal']['ece']['test']['mean']:.3f}" in text.splitlines()[2]
+    assert "ECE" in (tmp_path / "a" / "report.html").read_text()
