@@ -170,16 +170,9 @@ def _check_saved_methods(rows: list[dict], chosen: list, out) -> None:
                              f"{_run_identity(m)}. Use another out folder (--out).")
 
 
-def compare_methods(data: OwnData, names=CAPSTONE_METHODS, seeds=(0, 1, 2), out=None, *, resume: bool = False,
-                    n_splits: int = VALIDATION_SPLITS["n_splits"], fraction: float = VALIDATION_SPLITS["fraction"],
-                    min_train: int = VALIDATION_SPLITS["min_train"], progress: bool = True, **recipe) -> dict:
-    """Every method of ``names`` (registry names) x ``seeds`` x ``n_splits`` carved splits on ``data``
-    (see the module); ``recipe`` entries override the model's recipe. With ``out`` the runs, the table
-    and the report are written there (``resume``: continue an interrupted comparison of the same data
-    and settings). Returns the table (:func:`summarise`)."""
-    from tqdm.auto import tqdm
-    chosen = [get_method(n) for n in names]
-    seeds = list(seeds)
+def _checked(data: OwnData, names, seeds, recipe: dict) -> tuple[list, list, dict]:
+    """The methods (LA among them), the seeds (distinct) and the model's recipe with ``recipe``'s entries."""
+    chosen, seeds = [get_method(n) for n in names], list(seeds)
     if REFERENCE not in [m.name for m in chosen]:
         raise ValueError(f"methods must include {REFERENCE!r} (the reference of the paired differences), got "
                          f"{list(names)}.")
@@ -189,7 +182,18 @@ def compare_methods(data: OwnData, names=CAPSTONE_METHODS, seeds=(0, 1, 2), out=
     unknown = set(recipe) - set(defaults)
     if unknown:
         raise ValueError(f"unknown recipe entries {sorted(unknown)}; this model's recipe has {sorted(defaults)}.")
-    recipe = {**defaults, **recipe}
+    return chosen, seeds, {**defaults, **recipe}
+
+
+def compare_methods(data: OwnData, names=CAPSTONE_METHODS, seeds=(0, 1, 2), out=None, *, resume: bool = False,
+                    n_splits: int = VALIDATION_SPLITS["n_splits"], fraction: float = VALIDATION_SPLITS["fraction"],
+                    min_train: int = VALIDATION_SPLITS["min_train"], progress: bool = True, **recipe) -> dict:
+    """Every method of ``names`` (registry names) x ``seeds`` x ``n_splits`` carved splits on ``data``
+    (see the module); ``recipe`` entries override the model's recipe. With ``out`` the runs, the table
+    and the report are written there (``resume``: continue an interrupted comparison of the same data
+    and settings). Returns the table (:func:`summarise`)."""
+    from tqdm.auto import tqdm
+    chosen, seeds, recipe = _checked(data, names, seeds, recipe)
     settings = {"n_splits": n_splits, "fraction": fraction, "min_train": min_train}
     identity = _identity(data, settings, recipe)
     out = Path(out) if out is not None else None
