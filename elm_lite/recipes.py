@@ -85,7 +85,7 @@ DECOUPLING = dict(
 # step). The paper also applies MaxNorm in stage 1; the course keeps stage 1 the common CE recipe.
 WEIGHT_BALANCING = dict(
     weight_decay=1e-4,                           # stage 1 and 2 (toy, Adam): balancing.choose_weight_decay's pick
-                                                 # on the toy's validation sample (tests/test_weight_balancing.py)
+                                                 # on the toy's validation sample (tests/test_practitioner_methods.py)
     weight_decay_grid=(0.0, 1e-4, 1e-3, 1e-2),   # what balancing.choose_weight_decay tries
     stage2_epochs=100,                           # full-batch steps of stage 2
     stage2_lr=0.01,                              # its Adam learning rate
