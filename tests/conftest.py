@@ -34,7 +34,7 @@ def browser():
 
 def open_offline(browser, url: str, viewport=(1400, 1000)):
     """A page at ``url`` with every request that leaves the local server blocked (the static site's and
-    the slide deck's browser tests); returns
+    the slide deck's and the compare report's browser tests; a file:// page may read only file:// URLs); returns
     ``(page, outside, errors, local)``: blocked URLs, console errors and page errors, local requests."""
     page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
     base, outside, errors, local = url.split("/", 3)[:3], [], [], []

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import chromium_or_skip
+from conftest import chromium_or_skip, open_offline
 
 from elm_lite import capstone, owndata, procedure
 from elm_lite.cli import main
@@ -136,19 +136,7 @@ def test_report_opens_offline_with_its_figures_drawn(tmp_path, browser):
     xt, yt = _blobs((10, 10, 10), seed=1)
     procedure.compare_methods(owndata.load_dataset(x, y, test=xt, y_test=yt), ["ce", "la"], seeds=(0, 1),
                               out=tmp_path, **SMOKE)
-    page = browser.new_page()
-    outside, errors = [], []
-
-    def route(r):
-        if r.request.url.startswith("file://"):
-            r.continue_()
-        else:
-            outside.append(r.request.url)
-            r.abort()
-    page.route("**/*", route)
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto((tmp_path / "report.html").as_uri(), wait_until="load")
+    page, outside, errors, _ = open_offline(browser, (tmp_path / "report.html").as_uri())   # only file:// passes
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 4", timeout=30_000)
     assert page.locator(".js-plotly-plot").count() == 4
     assert page.evaluate("[...document.querySelectorAll('.js-plotly-plot')].every(g => g.data.length > 0)")
