@@ -14,7 +14,7 @@ from .engine.augment import crop_flip
 from .engine.many import fit_many
 from .interfaces import EmbeddingLoss
 from .methods import Method
-from .models import MLP, ResNet32, SmallCNN, toy_model
+from .models import MLP, image_model, toy_model
 from .recipes import EMBEDDING_RECIPE, IMAGE_RECIPE, LOGIT_TOY
 from .train import History, evaluate_features, fit, gaussian_jitter, predict_outputs, set_seed
 
@@ -295,13 +295,10 @@ def train_image_model(data, method: Method, *, seed: int = 0, **recipe) -> Embed
     the CPU with ``method`` under :data:`~elm_lite.recipes.IMAGE_RECIPE` (entries overridable as
     keywords); spread is measured on the backbone features the classifier reads."""
     r = _recipe(IMAGE_RECIPE, method, recipe)
-    if r["model"] not in ("small_cnn", "resnet32"):
-        raise ValueError(f"model must be 'small_cnn' or 'resnet32', got {r['model']!r}.")
     set_seed(seed)
     loss = method.build_loss(data.counts, r["epochs"])
-    net = (SmallCNN if r["model"] == "small_cnn" else ResNet32)(
-        data.n_classes, cosine=method.cosine,
-        projection_dim=r["projection_dim"] if isinstance(loss, EmbeddingLoss) else None)
+    net = image_model(r["model"], data.n_classes, method.cosine,
+                      r["projection_dim"] if isinstance(loss, EmbeddingLoss) else None)
     history = fit(net, data.x_train, data.y_train, loss, epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"],
                   weight_decay=r["weight_decay"], seed=seed, views=method.views * [crop_flip], sampling=method.sampling)
     method.finish(net, data.x_train, data.y_train, seed)

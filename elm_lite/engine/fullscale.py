@@ -23,7 +23,7 @@ import torch
 from .. import __version__, methods, metrics
 from ..interfaces import uses_embedding
 from ..methods import Method
-from ..models import ResNet32, SmallCNN
+from ..models import IMAGE_MODELS, image_model
 from ..recipes import CIFAR_RECIPE, SEED, check, integer, number, one_of, plain
 from ..results import SCHEMA_VERSION, check_run_results
 from ..train import evaluate_features, set_seed
@@ -34,7 +34,7 @@ from .fused import trusted_batches
 from .loop import fit_at_scale
 from .runfiles import atomic_write, run_lock, save_atomic
 
-MODELS = {"resnet32": ResNet32, "small_cnn": SmallCNN}
+MODELS = IMAGE_MODELS
 
 
 def lr_schedule(recipe: dict, epoch: int) -> float:
@@ -205,8 +205,8 @@ def build_image_model(method: Method, n_classes: int, recipe: dict, device: torc
     """The recipe's model for ``method`` (cosine head for LDAM, projection head for the embedding
     term) on ``device`` (channels_last on a GPU)."""
     embedding = uses_embedding(method.loss)
-    net = MODELS[recipe["model"]](n_classes, cosine=method.cosine,
-                                  projection_dim=recipe["projection_dim"] if embedding else None).to(device)
+    net = image_model(recipe["model"], n_classes, method.cosine, recipe["projection_dim"] if embedding else None)
+    net = net.to(device)
     return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
 
 
