@@ -17,10 +17,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from elm_lite import methods
+from elm_lite.engine.augment import crop_flip
 from elm_lite.engine.fused import trusted_batches
 from elm_lite.models import ResNet32
 from elm_lite.recipes import CIFAR_RECIPE
-from elm_lite.train import compute_loss, crop_flip
+from elm_lite.train import compute_loss
 
 # values read back to the host (.item(), int(t), if t): each a wait for the device. On a CPU this counts
 # F.one_hot's own index checks too, which on a GPU do not read back.

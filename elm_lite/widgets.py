@@ -78,7 +78,7 @@ def longtail_view(rho: float = 100.0, profile: str = "exp", *, kind: str = "gaus
     ``n_max`` grows to ``ceil(rho)`` where it must, so that the rarest class keeps one example."""
     data = make_toy(kind, n_classes, head_count(n_max, rho), rho, profile, seed=seed)
     model = toy_model(kind, n_classes, seed)
-    history = fit(model, data.x_train, data.y_train, epochs=epochs, lr=lr, seed=seed, progress=False)
+    history = fit(model, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     y_pred = predict(model, data.x_test)
     per_class_acc = metrics.per_class_accuracy(data.y_test, y_pred, n_classes)
     return LongTailView(

@@ -27,6 +27,7 @@ from elm_lite.engine.checkpoints import RunHooks
 from elm_lite.engine.cifar import fake_cifar, fetch_url, load_cifar_lt
 from elm_lite.engine.fullscale import check_recipe, prepare_run_folder, resolve_device, train_cifar
 from elm_lite.engine.ladder import speed_ladder
+from elm_lite.engine.loop import fit_at_scale
 from elm_lite.engine.runfiles import RunFolderLocked
 from elm_lite.engine.table import train_table
 from elm_lite.params import check_parameters
@@ -40,8 +41,12 @@ TOY = el.make_toy("gaussian", 3, 40, 4, n_test_per_class=5)
 
 def _fit(**kw):
     model = el.MLP(2, 3, hidden=8, embed_dim=4)
-    args = {"x": TOY.x_train, "y": TOY.y_train, "epochs": 2, "progress": False, **kw}
+    args = {"x": TOY.x_train, "y": TOY.y_train, "epochs": 2, **kw}
     return el.fit(model, args.pop("x"), args.pop("y"), **args)
+
+
+def _fit_at_scale(**kw):
+    return fit_at_scale(el.MLP(2, 3, hidden=8, embed_dim=4), TOY.x_train, TOY.y_train, epochs=2, progress=False, **kw)
 
 
 class _NoParameters(torch.nn.Module):
@@ -104,11 +109,15 @@ API_CASES = [
     ("checkpoints every 0 epochs", lambda: RunHooks(every=0), ValueError, r"checkpoint_every must be an integer >= 1"),
     ("train: checkpoint every 0", lambda: train_cifar(None, checkpoint_every=0), ValueError,
      r"checkpoint_every must be an integer >= 1"),
-    ("fit: optimizer", lambda: _fit(optimizer="rmsprop"), ValueError, r"optimizer must be 'adam' or 'sgd'"),
-    ("fit: sampling", lambda: _fit(sampling="balanced"), ValueError, r"sampling must be one of \('uniform', 'class_balanced'\)"),
+    ("fit_at_scale: optimizer", lambda: _fit_at_scale(optimizer="rmsprop"), ValueError,
+     r"optimizer must be one of .*'adam', 'sgd'"),
+    ("fit: sampling", lambda: _fit(sampling="balanced"), ValueError, r"sampling must be one of \['uniform', 'class_balanced'\]"),
     ("re-weighting scheme", lambda: L.ReweightedLoss(COUNTS, "sqrt"), ValueError, r"scheme must be one of"),
-    ("fit: views without augmentation", lambda: _fit(n_views=2), ValueError, r"n_views > 1 needs an augment"),
-    ("fit: a model without parameters", lambda: el.fit(_NoParameters(), TOY.x_train, TOY.y_train, progress=False),
+    ("fit: a view that is no augmentation", lambda: _fit(views=[None, None]), ValueError,
+     r"views\[0\] is None; views must hold one augmentation"),
+    ("fit_at_scale: views without augmentation", lambda: _fit_at_scale(n_views=2), ValueError,
+     r"n_views > 1 needs an augment"),
+    ("fit: a model without parameters", lambda: el.fit(_NoParameters(), TOY.x_train, TOY.y_train),
      ValueError, r"has no parameters"),
     ("fit: a diverging loss", lambda: _fit(loss_fn=lambda logits, y: logits.sum() * float("nan")),
      FloatingPointError, r"loss became nan in epoch 1.*lower the learning rate"),
@@ -556,7 +565,7 @@ ROUND_THREE_CASES = [  # (id, call (gets a fresh folder), error or None (a sensi
     ("monte_carlo_errors with class scores (N, C)", lambda tmp: el.data.monte_carlo_errors(_scores, TOY, 10),
      ValueError, r"^predict_fn must return labels: integers of shape \(30,\) .* got dtype float32 of shape \(30, 3\); "
                  r"it returned class scores \(N, C\): take their argmax"),
-    ("an lr_schedule returning -1", lambda tmp: _fit(lr_schedule=lambda epoch: -1), ValueError,
+    ("an lr_schedule returning -1", lambda tmp: _fit_at_scale(lr_schedule=lambda epoch: -1), ValueError,
      r"^lr_schedule\(1\) returned -1; it must return a learning-rate multiplier >= 0"),
     ("embedding_spread of all-zero embeddings", lambda tmp: np.isnan(metrics.embedding_spread(
         np.zeros((4, 3)), [0, 0, 1, 1])).all(), None, None),

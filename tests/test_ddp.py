@@ -13,6 +13,7 @@ import elm_lite as el
 from elm_lite import losses
 from elm_lite.engine import cifar
 from elm_lite.engine.checkpoints import RunHooks
+from elm_lite.engine.loop import fit_at_scale
 from elm_lite.recipes import ELM_RECOMMENDED, EMBEDDING_TOY
 
 pytestmark = pytest.mark.slow   # two processes per test: make check leaves these out
@@ -29,8 +30,8 @@ def _train(ddp: bool):
     loss = losses.ELMLoss(data.counts, **{**ELM_RECOMMENDED, "anchor_average": "all"})
     # SGD, not Adam: Adam's update ignores a constant factor, so a gather whose backward forgot to sum
     # the processes' gradients (the gradient halved) would pass unnoticed
-    history = el.fit(model, data.x_train, data.y_train, loss, epochs=3, batch_size=32, lr=0.1, optimizer="sgd",
-                     progress=False, drop_last=True, hooks=RunHooks() if ddp else None)  # the engine's share and gather
+    history = fit_at_scale(model, data.x_train, data.y_train, loss, epochs=3, batch_size=32, lr=0.1, optimizer="sgd",
+                           progress=False, drop_last=True, hooks=RunHooks() if ddp else None)  # share and gather
     core = getattr(model, "module", model)
     return torch.cat([p.detach().flatten() for p in core.parameters()]).numpy(), history.loss
 

@@ -1,6 +1,7 @@
 """Full-scale CIFAR-LT training: the standard recipe, the fast GPU path, results files.
 
-The same :func:`elm_lite.train.fit` loop runs everything; this module adds the recipe (ResNet-32,
+The engine's loop (:func:`elm_lite.engine.loop.fit_at_scale`, the core's ``fit`` with schedules, SGD, bf16
+and hooks) runs every single run; this module adds the recipe (ResNet-32,
 SGD, warm-up and step decay), device placement (GPU-resident data and augmentation, bf16,
 channels_last, optional ``torch.compile``), atomic checkpoints with resume, and a results JSON.
 """
@@ -22,16 +23,18 @@ import torch
 from .. import __version__, methods, metrics
 from ..interfaces import uses_embedding
 from ..methods import Method
-from ..models import ResNet32, SmallCNN
+from ..models import IMAGE_MODELS, image_model
 from ..recipes import CIFAR_RECIPE, SEED, check, integer, number, one_of, plain
 from ..results import SCHEMA_VERSION, check_run_results
-from ..train import VIEW_AUGMENTATIONS, evaluate_features, fit, set_seed, view_augmentation
+from ..train import evaluate_features, set_seed
+from .augment import VIEW_AUGMENTATIONS, view_augmentation
 from .checkpoints import RunHooks, check_every
 from .cifar import ImageData, content_hash
 from .fused import trusted_batches
+from .loop import fit_at_scale
 from .runfiles import atomic_write, run_lock, save_atomic
 
-MODELS = {"resnet32": ResNet32, "small_cnn": SmallCNN}
+MODELS = IMAGE_MODELS
 
 
 def lr_schedule(recipe: dict, epoch: int) -> float:
@@ -202,8 +205,8 @@ def build_image_model(method: Method, n_classes: int, recipe: dict, device: torc
     """The recipe's model for ``method`` (cosine head for LDAM, projection head for the embedding
     term) on ``device`` (channels_last on a GPU)."""
     embedding = uses_embedding(method.loss)
-    net = MODELS[recipe["model"]](n_classes, cosine=method.cosine,
-                                  projection_dim=recipe["projection_dim"] if embedding else None).to(device)
+    net = image_model(recipe["model"], n_classes, method.cosine, recipe["projection_dim"] if embedding else None)
+    net = net.to(device)
     return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
 
 
@@ -218,7 +221,7 @@ def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, s
     run from its checkpoint (another run's is refused, see :func:`run_identity`);
     ``overwrite=True`` starts over in a folder that holds one. The folder is locked for this process
     (:func:`~elm_lite.engine.runfiles.run_lock`) before anything is written. ``bf16=None`` means "on a GPU".
-    ``on_epoch_end(epoch, model, history)`` is passed to :func:`~elm_lite.train.fit` (live curves).
+    ``on_epoch_end(epoch, model, history)`` is passed to :func:`~elm_lite.engine.loop.fit_at_scale` (live curves).
     ``ddp``: train data-parallel (True), in one process (False), or as started (None: under
     ``torchrun``, see :func:`distributed_requested`)."""
     recipe, every = check_recipe(recipe), check_every(plain(checkpoint_every))
@@ -244,8 +247,9 @@ def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, s
         runner = torch.compile(runner, mode="reduce-overhead") if compile else runner
         bf16 = dev.type == "cuda" if bf16 is None else bf16
         start = time.perf_counter()
-        with trusted_batches():  # the labels are checked once, by fit: no host sync per step
-            history = fit(runner, torch.as_tensor(data.x_train, device=dev), torch.as_tensor(data.y_train, device=dev),
+        with trusted_batches():  # the labels are checked once, by fit_at_scale: no host sync per step
+            history = fit_at_scale(
+                          runner, torch.as_tensor(data.x_train, device=dev), torch.as_tensor(data.y_train, device=dev),
                           loss, epochs=recipe["epochs"], batch_size=recipe["batch_size"], lr=recipe["lr"],
                           weight_decay=recipe["weight_decay"], optimizer="sgd",
                           lr_schedule=partial(lr_schedule, recipe), drop_last=True, n_views=method.views,

@@ -30,7 +30,8 @@ from .. import methods
 from ..interfaces import uses_embedding
 from ..methods import Method
 from ..results import check_run_results
-from ..train import evaluate_features, set_seed, view_augmentation
+from ..train import evaluate_features, set_seed
+from .augment import view_augmentation
 from .checkpoints import load_checkpoint
 from .cifar import ImageData
 from .fullscale import (
