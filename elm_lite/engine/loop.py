@@ -160,16 +160,16 @@ def train_epoch(run: Run, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor 
 
 
 def fit_at_scale(model: nn.Module, x, y, loss_fn: Callable | None = None, *, epochs: int = LONGTAIL_TOY["epochs"],
-                 batch_size: int | None = None, lr: float = LONGTAIL_TOY["lr"], weight_decay: float = 0.0,
-                 seed: int = 0, n_views: int = 1, augment: Callable | None = None, sampling: str = "uniform",
-                 optimizer: str = "adam", lr_schedule: Callable | None = None,
+                 batch_size: int | None = LONGTAIL_TOY["batch_size"], lr: float = LONGTAIL_TOY["lr"],
+                 weight_decay: float = 0.0, seed: int = 0, n_views: int = 1, augment: Callable | None = None,
+                 sampling: str = "uniform", optimizer: str = "adam", lr_schedule: Callable | None = None,
                  drop_last: bool = False, bf16: bool = False, hooks: FitHooks | None = None, progress: bool = True,
                  on_epoch_end: Callable | None = None) -> History:
     """:func:`~elm_lite.train.fit` for large runs: the same loop, with each batch seen as ``n_views``
     views ``augment(x, generator)``, an ``optimizer`` (``"adam"`` or ``"sgd"``), a learning-rate
     multiplier ``lr_schedule(epoch)`` per epoch, ``drop_last`` (full batches only), ``bf16``
     autocast, a progress bar and ``hooks`` (:class:`FitHooks`); ``batch_size=None``: one full batch
-    (the engine's defaults are :func:`~elm_lite.engine.many.fit_many`'s). Returns the run's :class:`History`."""
+    (its defaults are fit's and :func:`~elm_lite.engine.many.fit_many`'s). Returns the run's :class:`History`."""
     check_loop_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, sampling)
     epochs, lr, weight_decay, batch_size, n_views, seed = map(plain, (epochs, lr, weight_decay, batch_size, n_views,
                                                                        seed))

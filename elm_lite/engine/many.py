@@ -139,8 +139,8 @@ def _group_epoch(g: _Group, x: torch.Tensor, y: torch.Tensor, bs: int, n_batches
 
 
 def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *,
-             epochs: int = LONGTAIL_TOY["epochs"], batch_size: int | None = None, lr: float = LONGTAIL_TOY["lr"],
-             weight_decay: float = 0.0, optimizer: str = "adam",
+             epochs: int = LONGTAIL_TOY["epochs"], batch_size: int | None = LONGTAIL_TOY["batch_size"],
+             lr: float = LONGTAIL_TOY["lr"], weight_decay: float = 0.0, optimizer: str = "adam",
              lr_schedule: Callable[[int], float] | None = None, drop_last: bool = False, n_views: int = 1,
              augment: Callable | None = None, bf16: bool = False, compile: bool = False, checkpoint=None,
              checkpoint_every: int = 10, resume: bool = False, identity: dict | None = None,
