@@ -203,6 +203,12 @@ def predict(model: nn.Module, x, batch_size: int = 4096) -> np.ndarray:
     return predict_logits(model, x, batch_size).argmax(1).numpy()
 
 
+def by_example(t: torch.Tensor, n_views: int) -> torch.Tensor:
+    """The outputs of ``n_views`` views of a batch, one view after another ``(..., V * B, D)``,
+    regrouped per example: ``(..., B, V, D)``."""
+    return t.unflatten(-2, (n_views, -1)).transpose(-3, -2)
+
+
 def check_fit_args(epochs, batch_size, lr, weight_decay, seed, views, sampling) -> None:
     """Refuse a bad training setting before any work starts."""
     check("epochs", epochs, integer(1))
@@ -258,7 +264,7 @@ def train_step(model: nn.Module, loss_fn: Callable, opt: torch.optim.Optimizer, 
     inputs = [augment(xb, generator) for augment in views] or [xb]
     logits, emb = model(torch.cat(inputs))                       # (V * B, C), (V * B, E)
     if len(inputs) > 1:                                           # -> (B, V, C), (B, V, E)
-        logits, emb = (t.view(len(inputs), len(yb), -1).transpose(0, 1) for t in (logits, emb))
+        logits, emb = by_example(logits, len(inputs)), by_example(emb, len(inputs))
     prototypes = model.head.weight if uses_prototypes(loss_fn) else None
     loss = compute_loss(loss_fn, logits, emb, yb, prototypes)
     opt.zero_grad(set_to_none=True)

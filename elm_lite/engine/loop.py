@@ -27,6 +27,7 @@ from ..train import (
     SAMPLINGS,
     EpochSampler,
     History,
+    by_example,
     check_finite,
     compute_loss,
     prepare,
@@ -134,7 +135,7 @@ def train_step(run: Run, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tens
     with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=run.bf16):
         logits, emb = run.model(torch.cat(views) if run.n_views > 1 else views[0])
         if run.n_views > 1:  # (V * B, ...) -> (B, V, ...)
-            logits, emb = (t.view(run.n_views, len(yb), -1).transpose(0, 1) for t in (logits, emb))
+            logits, emb = by_example(logits, run.n_views), by_example(emb, run.n_views)
         logits, emb, yb = (run.hooks.gather(t) for t in (logits, emb, yb))
         prototypes = run.core.head.weight if uses_prototypes(run.loss_fn) else None
         loss = compute_loss(run.loss_fn, loss_precision(logits), loss_precision(emb), yb, prototypes)

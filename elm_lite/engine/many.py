@@ -29,6 +29,7 @@ from ..recipes import LONGTAIL_TOY
 from ..train import (
     EpochSampler,
     History,
+    by_example,
     check_finite,
     check_model_takes,
     check_xy,
@@ -124,7 +125,7 @@ def _group_epoch(g: _Group, x: torch.Tensor, y: torch.Tensor, bs: int, n_batches
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=g.bf16), trusted_batches():
             logits, emb = g.runner(xb)                                     # (K, V * b, C | E)
             if g.n_views > 1:                                              # -> (K, b, V, ...)
-                logits, emb = (t.unflatten(1, (g.n_views, -1)).transpose(1, 2) for t in (logits, emb))
+                logits, emb = by_example(logits, g.n_views), by_example(emb, g.n_views)
             prototypes = g.stacked.head_weight() if g.use_prototypes else None
             per_model = g.losses(loss_precision(logits), loss_precision(emb), yb, prototypes)
         g.opt.zero_grad(set_to_none=True)
