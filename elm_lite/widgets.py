@@ -342,10 +342,10 @@ def logit_margin_readout(view: LogitMarginView) -> str:
 
 
 def logit_margin_app(method: str = "la", tau: float = 1.0, rho: float = 100.0, **view_kwargs) -> App:
-    """Notebook 02: loss selector, ``tau`` and ``rho`` sliders; retrain the linear model, redraw."""
+    """Notebook 02: method selector, ``tau`` and ``rho`` sliders; retrain the linear model, redraw."""
     import ipywidgets as W
     options = [(methods.get(name).label, name) for name in methods.LOGIT_MARGIN_METHODS]
-    controls = {"method": W.Dropdown(options=options, value=method, description="loss"),
+    controls = {"method": W.Dropdown(options=options, value=method, description="method"),
                 "tau": W.FloatSlider(value=tau, min=0, max=3, step=0.1, description="tau",
                                      continuous_update=False),
                 "rho": _rho_slider(rho)}
