@@ -144,3 +144,15 @@ def test_embedding_margin_app_looks_up_its_grid_and_trains_only_off_it(monkeypat
                                                                "precomputed") == on_grid
     app.update(lam=0.25)
     assert "off the precomputed grid" in app.readout.value
+
+
+def test_training_curves_call_validation_accuracy_validation():
+    """Held-out accuracy during training comes from validation data, never the test set: the plot says so
+    (issue 31: it once read "test")."""
+    from elm_lite.plots import training_curves_figure
+    from elm_lite.train import History
+    history = History(epoch=[1, 2], loss=[1.0, 0.5], train_balanced_accuracy=[0.5, 0.7],
+                      val_balanced_accuracy=[0.4, 0.6])
+    names = [trace.name for trace in training_curves_figure(history).data]
+    assert names == ["loss", "balanced accuracy (train)", "balanced accuracy (validation)"]
+    assert not any("test" in name for name in names)
