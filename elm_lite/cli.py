@@ -19,7 +19,7 @@ import threading
 import warnings
 
 from .methods import COMPARISON, FULLSCALE_METHODS
-from .recipes import CIFAR_RECIPE
+from .recipes import CHECKPOINT_EVERY, CIFAR_RECIPE
 
 DATASETS = {"cifar10-lt": "cifar10", "cifar100-lt": "cifar100"}
 
@@ -107,7 +107,8 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--method", choices=FULLSCALE_METHODS, default="la", help="the method (elm_lite.methods)")
     train.add_argument("--seed", type=SEED, default=0, help="initialisation and batch order")
     train.add_argument("--out", required=True, help="folder for checkpoint.pt, results.json, embeddings.npz")
-    train.add_argument("--checkpoint-every", type=_number(int, 1), default=10, help="epochs between checkpoints")
+    train.add_argument("--checkpoint-every", type=_number(int, 1), default=CHECKPOINT_EVERY,
+                       help="epochs between checkpoints")
     train.add_argument("--resume", action="store_true", help="continue the same run from OUT/checkpoint.pt")
     train.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run")
     train.add_argument("--compile", action="store_true", help="torch.compile(mode='reduce-overhead')")
@@ -125,7 +126,8 @@ def parser() -> argparse.ArgumentParser:
     table.add_argument("--separate", action="store_true", help="train each run alone (the reference path)")
     table.add_argument("--overwrite", action="store_true",
                        help="clear the old table in OUT (its runs' results, group checkpoints, table.json) first")
-    table.add_argument("--checkpoint-every", type=_number(int, 1), default=10, help="epochs between checkpoints")
+    table.add_argument("--checkpoint-every", type=_number(int, 1), default=CHECKPOINT_EVERY,
+                       help="epochs between checkpoints")
     table.add_argument("--compile", action="store_true", help="torch.compile(mode='reduce-overhead')")
     table.add_argument("--no-bf16", action="store_true", help="train in float32 on a GPU too")
     for command in (train, table):

@@ -129,6 +129,10 @@ CIFAR_RECIPE = dict(
                               # resized crop, colour jitter, greyscale), as contrastive methods use
 )
 
+# Epochs between a full-scale run's checkpoints (train_cifar, train_table, --checkpoint-every): an
+# interrupted 200-epoch run loses at most this many epochs.
+CHECKPOINT_EVERY = 10
+
 # LDAM-DRW's deferred re-weighting starts at this fraction of the run (epoch 160 of 200, as in
 # Cao et al. 2019); the one DRW rule of the course, used at every scale.
 DRW_START = 0.8

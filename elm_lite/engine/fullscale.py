@@ -23,7 +23,7 @@ from .. import __version__, methods, metrics
 from ..interfaces import uses_embedding
 from ..methods import Method
 from ..models import ResNet32, SmallCNN
-from ..recipes import CIFAR_RECIPE, SEED, check, integer, number, one_of, plain
+from ..recipes import CHECKPOINT_EVERY, CIFAR_RECIPE, SEED, check, integer, number, one_of, plain
 from ..results import SCHEMA_VERSION, check_run_results
 from ..train import VIEW_AUGMENTATIONS, evaluate_features, fit, set_seed, view_augmentation
 from .checkpoints import RunHooks, check_every
@@ -208,9 +208,9 @@ def build_image_model(method: Method, n_classes: int, recipe: dict, device: torc
 
 
 def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, seed: int = 0, device: str = "auto",
-                compile: bool = False, bf16: bool | None = None, checkpoint_every: int = 10, resume: bool = False,
-                overwrite: bool = False, progress: bool = True, on_epoch_end=None, ddp: bool | None = None,
-                **recipe) -> dict:
+                compile: bool = False, bf16: bool | None = None, checkpoint_every: int = CHECKPOINT_EVERY,
+                resume: bool = False, overwrite: bool = False, progress: bool = True, on_epoch_end=None,
+                ddp: bool | None = None, **recipe) -> dict:
     """Train one CIFAR-LT run with :data:`CIFAR_RECIPE` (entries overridable as keywords) and return
     its results (:class:`~elm_lite.results.RunResults`); with ``out_dir``, also write
     ``checkpoint.pt`` (atomically, every ``checkpoint_every`` epochs), ``results.json`` and

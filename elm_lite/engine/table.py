@@ -29,6 +29,7 @@ import torch
 from .. import methods
 from ..interfaces import uses_embedding
 from ..methods import Method
+from ..recipes import CHECKPOINT_EVERY
 from ..results import check_run_results
 from ..train import evaluate_features, set_seed, view_augmentation
 from .checkpoints import load_checkpoint
@@ -168,7 +169,8 @@ def _train_alone(data: ImageData, method: Method, seed: int, folder: Path, **set
 
 def train_table(data: ImageData, method_names, seeds, out_dir, *, device: str = "auto", compile: bool = False,
                 bf16: bool | None = None, group_size: int | None = None, separate: bool = False,
-                overwrite: bool = False, checkpoint_every: int = 10, progress: bool = True, **recipe) -> dict:
+                overwrite: bool = False, checkpoint_every: int = CHECKPOINT_EVERY, progress: bool = True,
+                **recipe) -> dict:
     """Train every (method, seed) of the table on ``data`` under :data:`~elm_lite.recipes.CIFAR_RECIPE`
     (entries overridable as keywords), skipping finished runs of the same identity (``overwrite``:
     clear the old table and train every run); methods and seeds are named once each. Write
