@@ -72,9 +72,8 @@ class LongTailView:
 
 def longtail_view(rho: float = TOY_2D["rho"], profile: str = "exp", *, kind: str = TOY_2D["kind"],
                   n_classes: int = TOY_2D["n_classes"], n_max: int = TOY_2D["n_max"], seed: int = 0,
-                  epochs: int = LONGTAIL_TOY["epochs"],
-                  lr: float = LONGTAIL_TOY["lr"], batch_size: int = LONGTAIL_TOY["batch_size"],
-                  many: int = 100, few: int = 20) -> LongTailView:
+                  epochs: int = LONGTAIL_TOY["epochs"], lr: float = LONGTAIL_TOY["lr"],
+                  batch_size: int = LONGTAIL_TOY["batch_size"], many: int = 100, few: int = 20) -> LongTailView:
     """Sample the toy problem, train plain ERM (cross-entropy) and evaluate on the balanced test set.
     ``n_max`` grows to ``ceil(rho)`` where it must, so that the rarest class keeps one example."""
     data = make_toy(kind, n_classes, head_count(n_max, rho), rho, profile, seed=seed)
