@@ -16,7 +16,8 @@ import numpy as np
 # 1: files written before the schema was declared (no "schema_version" key); 2: embedding margin;
 # 3: spread and margin of the contrastive projection, for methods that have one; 4: the run's identity
 # (fullscale.run_identity: method constants, data seed and content hash, recipe), strict JSON (null for nan);
-# 5: the method's name under "method" (it was "loss"; the shipped files were migrated, tools/migrate_results.py)
+# 5: the method's name under "method" (it was "loss"; the shipped files were migrated, tools/migrate_results.py),
+# and margins summarised by fullscale.margin_summary (split means, min, max; no tail / head ratio)
 SCHEMA_VERSION = 5
 
 
@@ -37,11 +38,11 @@ class RunResults(TypedDict, total=False):
     per_class_spread: list           # (C,) backbone-feature spread
     spread: dict                     # {"many", "medium", "few", "tail_head_ratio"}
     per_class_margin: list           # (C,) backbone-feature embedding margin (schema 2)
-    margin: dict                     # its many / medium / few means (schema 2)
+    margin: dict                     # its many / medium / few means (schema 2), min and max (schema 5)
     per_class_projection_spread: list  # (C,) spread of the contrastive projection (schema 3; methods with one)
     projection_spread: dict
     per_class_projection_margin: list  # (C,) its embedding margin
-    projection_margin: dict
+    projection_margin: dict          # as margin
     history: dict                    # elm_lite.train.History.as_dict()
     seconds_per_epoch: float         # training time only
     first_epoch_seconds: float       # holds compilation
