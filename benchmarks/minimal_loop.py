@@ -1,7 +1,7 @@
 """The reference for `python -m elm_lite train`'s speed: one LA run of the standard recipe written as
 the shortest loop we can think of (issue 12 measured such a loop 1.31x faster than the package's).
 
-Same model, data, recipe, augmentation and loss as `train --loss la --compile`: ResNet-32
+Same model, data, recipe, augmentation and loss as `train --method la --compile`: ResNet-32
 (channels_last, compiled with mode="reduce-overhead"), GPU-resident data, `engine.augment.crop_flip`, bf16
 autocast, SGD momentum 0.9 with the recipe's warm-up and decays; no checkpoints, no history, one
 host sync per epoch. Prints one JSON line: first epoch (compilation) and median steady epoch, seconds.

@@ -68,9 +68,9 @@ def test_torchrun_cli_on_two_cpu_processes(tmp_path):
         port = s.getsockname()[1]
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-         "-m", "elm_lite", "train", "--npz", str(tmp_path / "fake.npz"), "--rho", "10", "--loss", "elm",
+         "-m", "elm_lite", "train", "--npz", str(tmp_path / "fake.npz"), "--rho", "10", "--method", "elm",
          "--model", "small_cnn", "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "run")],
         capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results["loss"] == "elm" and 0 <= results["balanced_accuracy"] <= 1
+    assert results["method"] == "elm" and 0 <= results["balanced_accuracy"] <= 1

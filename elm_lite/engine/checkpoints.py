@@ -64,11 +64,9 @@ def load_checkpoint(path) -> dict:
     except Exception as e:
         raise ValueError(f"checkpoint {path} is damaged or incomplete ({type(e).__name__}: {e}); delete it "
                          "to start afresh, or restore it from a backup.") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "epoch" not in ckpt:
-        raise ValueError(f"{path} is not a checkpoint written by elm_lite.fit.")
-    if "generators" not in ckpt:
-        raise ValueError(f"{path} was written by an older elm_lite (before each run kept its own random streams) "
-                         "and cannot be continued; start over (overwrite=True / --overwrite) or use another folder.")
+    if not isinstance(ckpt, dict) or not {"model", "epoch", "generators"} <= set(ckpt):
+        raise ValueError(f"{path} is not a checkpoint written by elm_lite's training loops (fit_at_scale, fit_many); "
+                         "start over (overwrite=True / --overwrite) or use another folder.")
     return ckpt
 
 

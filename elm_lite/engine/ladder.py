@@ -57,11 +57,11 @@ def _dataloader_rung(tick, *, data: ImageData, build, dev, epochs: int, batch_si
 
 
 def _resident_rung(tick, *, data: ImageData, build, dev, epochs: int, batch_size: int, run_epochs: int,
-                   bf16: bool, compiled: bool, loss_name: str = "la") -> None:
+                   bf16: bool, compiled: bool, method_name: str = "la") -> None:
     """Speed-ladder rungs 2-5: data and augmentation on the device, through
     :func:`~elm_lite.engine.loop.fit_at_scale`."""
     set_seed(0)
-    method = methods.get(loss_name)
+    method = methods.get(method_name)
     loss, views = method.build_loss(data.counts, run_epochs), method.views
     net = build(data.n_classes, projection_dim=CIFAR_RECIPE["projection_dim"] if views > 1 else None).to(dev)
     if bf16 and dev.type == "cuda":
@@ -101,7 +101,7 @@ def speed_ladder(data: ImageData, device: str = "auto", epochs: int = 3, model: 
     if compile:
         rungs.append(("+ torch.compile (reduce-overhead)", partial(resident, bf16=True, compiled=True)))
     rungs.append(("ELM loss (2 views, projection), as above", partial(resident, bf16=True, compiled=compile,
-                                                                      loss_name="elm")))
+                                                                      method_name="elm")))
     rows = []
     for name, run in rungs:
         try:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..interfaces import uses_prototypes
 from ..metrics import balanced_accuracy
-from ..recipes import LONGTAIL_TOY
+from ..recipes import CHECKPOINT_EVERY, LONGTAIL_TOY
 from ..train import (
     EpochSampler,
     History,
@@ -144,7 +144,7 @@ def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *,
              lr: float = LONGTAIL_TOY["lr"], weight_decay: float = 0.0, optimizer: str = "adam",
              lr_schedule: Callable[[int], float] | None = None, drop_last: bool = False, n_views: int = 1,
              augment: Callable | None = None, bf16: bool = False, compile: bool = False, checkpoint=None,
-             checkpoint_every: int = 10, resume: bool = False, identity: dict | None = None,
+             checkpoint_every: int = CHECKPOINT_EVERY, resume: bool = False, identity: dict | None = None,
              progress: bool = True, sampling: str = "uniform") -> list[History]:
     """Train ``models[k]`` with ``losses[k]`` and ``seeds[k]`` on ``(x, y)``, all K together, and
     return their histories; the trained weights are written back into ``models`` (in place).
