@@ -15,7 +15,6 @@ exceed ``f_j`` -- the common view in which hinge, LDAM and logit adjustment are 
 from __future__ import annotations
 
 import contextvars
-import math
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .interfaces import Scheduled
-from .recipes import ELM_RECOMMENDED, MARGIN_SCHEDULE
+from .recipes import CLASS_COUNTS, ELM_RECOMMENDED, MARGIN_SCHEDULE, check, integer, number, one_of, or_none, tensor
 
 # ----------------------------------------------------------------------------- input checks
 
@@ -33,61 +32,20 @@ from .recipes import ELM_RECOMMENDED, MARGIN_SCHEDULE
 CHECK_VALUES = contextvars.ContextVar("elm_lite_check_values", default=True)
 
 
-def _check_values() -> bool:
-    return CHECK_VALUES.get()
-
-
 def as_counts(counts, name: str = "counts") -> torch.Tensor:
     """Validate class counts and return them as a float64 tensor of shape ``(C,)``."""
-    if isinstance(counts, torch.Tensor):
-        t = counts.detach().cpu()
-    else:  # float64 from the start: [1, 1e-300] must not be rounded to [1, 0] before it is checked
-        arr = np.asarray(counts)
-        t = torch.as_tensor(arr.astype(np.float64) if arr.dtype.kind in "iuf" else arr)
-    if t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"{name} must be real numbers, got dtype {t.dtype}.")
-    t = t.to(torch.float64)
-    if t.ndim != 1 or len(t) < 2:
-        raise ValueError(f"{name} must be a 1-D sequence with one count per class (at least 2), "
-                         f"got shape {tuple(t.shape)}.")
-    if not torch.isfinite(t).all() or (t <= 0).any():
-        raise ValueError(f"{name} must be finite and > 0 for every class (a class with no training "
-                         f"example has no prior); got {t.tolist()}.")
-    return t
+    # float64 from the start: [1, 1e-300] must not be rounded to [1, 0] before it is checked
+    values = counts.detach().cpu().double() if isinstance(counts, torch.Tensor) else np.asarray(counts)
+    return torch.as_tensor(check(name, values, CLASS_COUNTS), dtype=torch.float64)
 
 
 def check_logits_labels(logits: torch.Tensor, labels: torch.Tensor, n_classes: int) -> None:
     """Raise ``ValueError`` unless ``logits`` is ``(B, n_classes)`` finite float and ``labels`` is
-    ``(B,)`` integer in ``[0, n_classes)``."""
-    if not isinstance(logits, torch.Tensor) or not isinstance(labels, torch.Tensor):
-        raise ValueError(f"logits and labels must be torch tensors, got {type(logits).__name__} "
-                         f"and {type(labels).__name__}.")
-    if not logits.is_floating_point():
-        raise ValueError(f"logits must be a floating-point tensor, got dtype {logits.dtype}.")
-    if logits.ndim != 2 or logits.shape[1] != n_classes:
-        raise ValueError(f"logits must have shape (batch, {n_classes}) to match the {n_classes} class "
-                         f"counts, got {tuple(logits.shape)}.")
-    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise ValueError(f"labels must be an integer tensor (class indices), got dtype {labels.dtype}.")
-    if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
-        raise ValueError(f"labels must have shape ({logits.shape[0]},) to match the logits' batch size, "
-                         f"got {tuple(labels.shape)}.")
-    if logits.shape[0] == 0:
-        raise ValueError("the batch is empty (logits of shape (0, C)): a mean loss over no example is "
-                         "undefined; skip empty batches.")
-    if not _check_values():
-        return
-    if labels.numel() and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(f"labels must lie in [0, {n_classes}), got min {int(labels.min())}, "
-                         f"max {int(labels.max())}.")
-    if not torch.isfinite(logits).all():
-        raise ValueError("logits contain NaN or inf; check the model's outputs and the learning rate.")
-
-
-def _check_range(name: str, value: float, low: float, high: float = math.inf) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
-        raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}.")
-    return float(value)
+    ``(B,)`` integer in ``[0, n_classes)`` (values read only under :data:`CHECK_VALUES`)."""
+    values = CHECK_VALUES.get()
+    check("logits", logits, tensor(("batch", n_classes), "float", finite=values),
+          "(NaN or inf logits: check the model's outputs and the learning rate.)")
+    check("labels", labels, tensor((len(logits),), "int", below=n_classes if values else None))
 
 
 # ----------------------------------------------------------------------------- margin schedules
@@ -103,21 +61,21 @@ def logit_adjustment(counts, tau: float = 1.0) -> torch.Tensor:
     """The logit-adjustment offsets ``tau * log pi_y``, shape ``(C,)``. Adding them to the logits
     during training (or subtracting them after) enforces the pairwise margin
     ``tau * log(pi_j / pi_y)`` of class ``y`` against class ``j``: large when ``y`` is rare."""
-    return _check_range("tau", tau, 0.0, 10.0) * log_prior(counts)
+    return check("tau", tau, number(0, 10)) * log_prior(counts)
 
 
 def ldam_margins(counts, max_m: float = 0.5) -> torch.Tensor:
     """LDAM margins ``m_y proportional to n_y^(-1/4)``, scaled so the rarest class gets ``max_m``."""
     n = as_counts(counts)
     m = n ** -0.25
-    return m * (_check_range("max_m", max_m, 0.0, 10.0) / m.max())
+    return m * (check("max_m", max_m, number(0, 10)) / m.max())
 
 
 def effective_number_weights(counts, beta: float = 0.9999) -> torch.Tensor:
     """Effective-number weights ``(1 - beta) / (1 - beta^n_y)`` normalised to sum to ``C``
     (Cui et al. 2019), used by LDAM's deferred re-weighting."""
     n = as_counts(counts)
-    w = (1 - _check_range("beta", beta, 0.0, 0.999999)) / (1 - beta ** n)
+    w = (1 - check("beta", beta, number(0, 0.999999))) / (1 - beta ** n)
     return w * len(n) / w.sum()
 
 
@@ -160,7 +118,7 @@ class LogitAdjustedLoss(_CountsLoss):
 
     def __init__(self, counts, tau: float = 1.0, validate: bool = True):
         super().__init__(counts, validate)
-        self.tau = _check_range("tau", tau, 0.0, 10.0)
+        self.tau = float(check("tau", tau, number(0, 10)))
         self.register_buffer("offsets", logit_adjustment(counts, tau))
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -187,9 +145,7 @@ class ReweightedLoss(_CountsLoss):
 
     def __init__(self, counts, scheme: str = "inverse", beta: float = 0.9999, validate: bool = True):
         super().__init__(counts, validate)
-        if scheme not in REWEIGHTINGS:
-            raise ValueError(f"scheme must be one of {REWEIGHTINGS}, got {scheme!r}.")
-        self.scheme, self.beta = scheme, beta
+        self.scheme, self.beta = check("scheme", scheme, one_of(*REWEIGHTINGS)), beta
         weights = inverse_frequency_weights(counts) if scheme == "inverse" else effective_number_weights(counts, beta)
         self.register_buffer("weights", weights)
 
@@ -210,7 +166,7 @@ class FocalLoss(_CountsLoss):
 
     def __init__(self, counts, gamma: float = 2.0, validate: bool = True):
         super().__init__(counts, validate)
-        self.gamma = _check_range("gamma", gamma, 0.0, 10.0)
+        self.gamma = float(check("gamma", gamma, number(0, 10)))
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         self._check(logits, labels)
@@ -257,12 +213,10 @@ class LDAMLoss(_CountsLoss):
     def __init__(self, counts, max_m: float = 0.5, s: float = 30.0, drw_epoch: int | None = None,
                  beta: float = 0.9999, validate: bool = True):
         super().__init__(counts, validate)
-        self.max_m, self.s = max_m, _check_range("s", s, 1e-3, 1e3)
+        self.max_m, self.s = max_m, float(check("s", s, number(1e-3, 1e3)))
         self.register_buffer("margins", ldam_margins(counts, max_m))
         self.register_buffer("drw_weights", effective_number_weights(counts, beta))
-        if drw_epoch is not None and (not isinstance(drw_epoch, int) or drw_epoch < 0):
-            raise ValueError(f"drw_epoch must be None or an integer >= 0, got {drw_epoch!r}.")
-        self.drw_epoch = drw_epoch
+        self.drw_epoch = check("drw_epoch", drw_epoch, or_none(integer(0)))
         self.reweight = drw_epoch == 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -271,9 +225,9 @@ class LDAMLoss(_CountsLoss):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         self._check(logits, labels)
-        if self.validate and _check_values() and logits.detach().abs().max() > 1 + 1e-4:
-            raise ValueError("LDAMLoss expects cosine logits in [-1, 1] (got values up to "
-                             f"{float(logits.detach().abs().max()):.3g}); use a model with cosine=True.")
+        if self.validate and CHECK_VALUES.get():
+            check("|logits|", logits.detach().abs(), tensor(("batch", self.n_classes), below=1 + 1e-4),
+                  "LDAM needs cosine logits in [-1, 1]: use a model with cosine=True.")
         labels = labels.long()
         shifted = logits - F.one_hot(labels, self.n_classes).to(logits.dtype) * self.margins.to(logits.dtype)
         weight = self.drw_weights.to(logits.dtype) if self.reweight else None
@@ -302,10 +256,8 @@ class MulticlassHingeLoss(_CountsLoss):
 
     def __init__(self, counts, margin: float = 1.0, schedule: str = "equal", validate: bool = True):
         super().__init__(counts, validate)
-        if schedule not in HINGE_SCHEDULES:
-            raise ValueError(f"schedule must be one of {HINGE_SCHEDULES}, got {schedule!r}.")
-        margin = _check_range("margin", margin, 0.0, 10.0)
-        self.schedule = schedule
+        self.schedule = check("schedule", schedule, one_of(*HINGE_SCHEDULES))
+        margin = check("margin", margin, number(0, 10))
         margins = (torch.full((self.n_classes,), margin, dtype=torch.float64) if schedule == "equal"
                    else ldam_margins(counts, margin))
         self.register_buffer("margins", margins)
@@ -345,12 +297,8 @@ def posthoc_adjust(logits: torch.Tensor, counts, tau: float = 1.0, target_prior=
     shape ``(B, C)``; with a deployment prior ``target_prior`` ``p`` ``(C,)``, ``logits - tau * log pi
     + log p`` (``tau = 1``: the Bayes rule for test data drawn with class prior ``p``; ``None``: the
     uniform prior, the balanced error). Predict with ``argmax`` of the result."""
-    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.ndim != 2:
-        raise ValueError("logits must be a 2-D float tensor (batch, classes), "
-                         f"got {getattr(logits, 'shape', logits)!r}.")
     offsets = logit_adjustment(counts, tau)
-    if logits.shape[1] != len(offsets):
-        raise ValueError(f"logits have {logits.shape[1]} classes but counts has {len(offsets)}.")
+    check("logits", logits, tensor(("batch", len(offsets))), "(one column per class of counts)")
     if target_prior is not None:
         offsets = offsets - target_log_prior(target_prior, len(offsets))
     return logits - offsets.to(logits.device, logits.dtype)
@@ -382,9 +330,8 @@ def embedding_margins(counts, delta_max: float = ELM_RECOMMENDED["delta_max"],
     """Per-class embedding margins ``delta_y`` (cosine units), largest (``delta_max``) for the
     rarest class. ``"n^-1/4"``: ``delta_y`` proportional to ``n_y^(-1/4)``; ``"log_prior"``:
     proportional to ``-log pi_y``. Shape ``(C,)``."""
-    if schedule not in MARGIN_SCHEDULES:
-        raise ValueError(f"schedule must be one of {MARGIN_SCHEDULES}, got {schedule!r}.")
-    delta_max = _check_range("delta_max", delta_max, 0.0, 2.0)
+    check("schedule", schedule, one_of(*MARGIN_SCHEDULES))
+    delta_max = check("delta_max", delta_max, number(0, 2))
     if schedule == "n^-1/4":
         return ldam_margins(counts, delta_max)
     m = -log_prior(counts)
@@ -395,27 +342,14 @@ def _check_embeddings(z: torch.Tensor, labels: torch.Tensor, prototypes: torch.T
                       n_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Accept z ``(B, E)`` or ``(B, V, E)`` (V views of each sample), labels ``(B,)`` in ``[0, n_classes)``
     and prototypes ``(C, E)`` or None; return ``(B*V, E)`` and the matching labels ``(B*V,)``."""
-    if not isinstance(z, torch.Tensor) or not z.is_floating_point():
-        raise ValueError(f"embeddings must be a floating-point tensor, got {type(z).__name__} "
-                         f"{getattr(z, 'dtype', '')}.")
-    if z.ndim not in (2, 3):
-        raise ValueError(f"embeddings must have shape (batch, dim) or (batch, views, dim), got {tuple(z.shape)}.")
-    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.ndim != 1:
-        raise ValueError(f"labels must be a 1-D integer tensor, got {getattr(labels, 'dtype', type(labels))} "
-                         f"of shape {tuple(getattr(labels, 'shape', ()))}.")
-    if labels.shape[0] != z.shape[0]:
-        raise ValueError(f"labels have {labels.shape[0]} entries but the embeddings a batch of {z.shape[0]}.")
-    if prototypes is not None and (prototypes.ndim != 2 or prototypes.shape[1] != z.shape[-1]):
-        raise ValueError(f"prototypes must have shape (classes, {z.shape[-1]}), got {tuple(prototypes.shape)}.")
-    if _check_values() and labels.numel() and labels.min() < 0:
-        raise ValueError(f"labels must be >= 0, got {int(labels.min())}.")
-    if _check_values() and n_classes is not None and labels.numel() and labels.max() >= n_classes:
-        raise ValueError(f"labels must lie in [0, {n_classes}) to match the class counts, got max {int(labels.max())}.")
-    if _check_values() and not torch.isfinite(z).all():
-        raise ValueError("embeddings contain NaN or inf.")
-    if z.ndim == 3:
-        return z.flatten(0, 1), labels.long().repeat_interleave(z.shape[1])
-    return z, labels.long()   # int32 labels mean the same classes (one_hot takes int64 only)
+    values = CHECK_VALUES.get()
+    views = ("views",) if getattr(z, "ndim", 0) == 3 else ()
+    check("embeddings", z, tensor(("batch", *views, "dim"), finite=values))
+    check("labels", labels, tensor((len(z),), "int", below=n_classes if values else None))
+    if prototypes is not None:
+        check("prototypes", prototypes, tensor(("classes", z.shape[-1])))
+    n_views = z.shape[1] if views else 1
+    return z.flatten(0, -2), labels.long().repeat_interleave(n_views)
 
 
 def contrast_set(z: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor | None = None) -> tuple:
@@ -555,10 +489,8 @@ class SupConLoss(nn.Module):
 
     def __init__(self, temperature: float = ELM_RECOMMENDED["temperature"], anchor_average: str = "all"):
         super().__init__()
-        self.temperature = _check_range("temperature", temperature, 1e-3, 100.0)
-        if anchor_average not in ANCHOR_AVERAGES:
-            raise ValueError(f"anchor_average must be one of {ANCHOR_AVERAGES}, got {anchor_average!r}.")
-        self.anchor_average = anchor_average
+        self.temperature = float(check("temperature", temperature, number(1e-3, 100)))
+        self.anchor_average = check("anchor_average", anchor_average, one_of(*ANCHOR_AVERAGES))
         self._stats: tuple[int, torch.Tensor] | None = None
 
     @property
@@ -595,8 +527,7 @@ class EmbeddingMarginLoss(SupConLoss):
                  placement: str = ELM_RECOMMENDED["placement"],
                  anchor_average: str = ELM_RECOMMENDED["anchor_average"]):
         super().__init__(temperature, anchor_average)
-        if placement not in MARGIN_PLACEMENTS:
-            raise ValueError(f"placement must be one of {MARGIN_PLACEMENTS}, got {placement!r}.")
+        check("placement", placement, one_of(*MARGIN_PLACEMENTS))
         self.placement, self.schedule, self.delta_max = placement, schedule, delta_max
         self.register_buffer("margins", embedding_margins(counts, delta_max, schedule))
 
@@ -641,14 +572,10 @@ class ELMLoss(nn.Module):
                  placement: str = ELM_RECOMMENDED["placement"], anchor_average: str = ELM_RECOMMENDED["anchor_average"],
                  use_prototypes: bool = False, max_m: float = 0.5, s: float = 30.0):
         super().__init__()
-        if logit == "la":
-            self.logit_loss = LogitAdjustedLoss(counts, tau)
-        elif logit == "ldam":
-            self.logit_loss = LDAMLoss(counts, max_m, s)
-        else:
-            raise ValueError(f"logit must be 'la' or 'ldam', got {logit!r}.")
+        check("logit", logit, one_of("la", "ldam"))
+        self.logit_loss = LogitAdjustedLoss(counts, tau) if logit == "la" else LDAMLoss(counts, max_m, s)
         self.embedding_loss = EmbeddingMarginLoss(counts, temperature, delta_max, schedule, placement, anchor_average)
-        self.lam = _check_range("lam", lam, 0.0, 100.0)
+        self.lam = float(check("lam", lam, number(0, 100)))
         self.use_prototypes = use_prototypes
 
     def set_epoch(self, epoch: int) -> None:
@@ -658,13 +585,11 @@ class ELMLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, z: torch.Tensor, labels: torch.Tensor,
                 prototypes: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-        if not isinstance(logits, torch.Tensor) or logits.ndim not in (2, 3) or (
-                isinstance(z, torch.Tensor) and logits.shape[:-1] != z.shape[:-1]):
-            raise ValueError(f"logits (batch[, views], classes) and embeddings (batch[, views], dim) must "
-                             f"agree in batch and views; got {tuple(getattr(logits, 'shape', ()))} and "
-                             f"{tuple(getattr(z, 'shape', ()))}.")
-        with_views = logits.ndim == 3 and isinstance(labels, torch.Tensor)     # (B, V, C): V views of each sample
-        flat_labels = labels.repeat_interleave(logits.shape[1]) if with_views else labels
+        views = ("views",) if getattr(logits, "ndim", 0) == 3 else ()
+        check("logits", logits, tensor(("batch", *views, "classes")))
+        check("embeddings", z, tensor((*logits.shape[:-1], "dim")), "(one per row of the logits)")
+        check("labels", labels, tensor((len(logits),), "int"))
+        flat_labels = labels.repeat_interleave(logits.shape[1]) if views else labels
         logit_term = self.logit_loss(logits.reshape(-1, logits.shape[-1]), flat_labels)
         embedding_term = self.embedding_loss(z, labels, prototypes)
         return logit_term + self.lam * embedding_term, {"logit": logit_term, "embedding": embedding_term}

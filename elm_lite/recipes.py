@@ -196,16 +196,61 @@ def or_none(kind: tuple) -> tuple:
     return (lambda v: v is None or kind[0](v), f"None or {kind[1]}")
 
 
+def tensor(shape: tuple, dtype: str = "float", finite: bool = False, below: float | None = None,
+           noun: str = "tensor") -> tuple:
+    """A torch tensor (``noun="array"``: a NumPy array) of ``shape`` -- an int entry is that size, a name
+    any size >= 1 -- with ``dtype`` ``"float"``, ``"int"`` (any width) or ``"number"`` (either); with
+    ``finite`` no NaN or inf; with ``below`` values in ``[0, below)``. The last two read the values (on a GPU
+    one host sync each): pass them only where the values must be read."""
+    kinds = ("int", "float") if dtype == "number" else (dtype,)
+
+    def ok(v) -> bool:
+        if not (hasattr(v, "requires_grad" if noun == "tensor" else "shape") and len(v.shape) == len(shape)
+                and any(k in str(v.dtype) for k in kinds)
+                and all(size >= 1 if isinstance(want, str) else size == want for size, want in zip(v.shape, shape))):
+            return False
+        return ((not finite or bool(abs(v).max() < math.inf))
+                and (below is None or bool(v.min() >= 0) and bool(v.max() < below)))
+    words = ("non-empty " if any(isinstance(n, str) for n in shape) else "") + {
+        "float": "floating-point", "int": "integer", "number": "numeric"}[dtype]
+    size = "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+    values = ("" if below is None else " with finite values >= 0" if below == math.inf
+              else f" with values in [0, {below})")
+    return ok, (f"{'an' if words[0] in 'aeiou' else 'a'} {words} {noun} of shape {size}"
+                + (" with finite values (no NaN or inf)" if finite else "") + values)
+
+
+# a loss's training class counts (elm_lite.losses.as_counts)
+CLASS_COUNTS = (lambda v: tensor(("classes",), "number", finite=True, noun="array")[0](v) and len(v) >= 2
+                and bool((v > 0).all()),
+                "a 1-D sequence of class counts, at least 2, all finite and > 0 (a class with no training "
+                "example has no prior)")
+
+
 def plain(value):
     """A NumPy scalar as the Python number it means (``np.int64(2)`` -> ``2``); anything else as it is."""
     return value.item() if isinstance(value, np.generic) else value
 
 
-def check(name: str, value, kind: tuple):
-    """``value`` if ``kind`` accepts it, else ``ValueError("<name> must be <expectation>, got <value>.")``."""
+def _shown(value) -> str:
+    """``repr(value)``; an array or tensor by its type, shape and dtype, then its values (up to 10 whole
+    numbers) or their range."""
+    if getattr(value, "ndim", 0) < 1 or not hasattr(value, "dtype"):
+        return repr(value)
+    about = f"{type(value).__name__} of shape {tuple(value.shape)}, dtype {value.dtype}"
+    if math.prod(value.shape) <= 10 and "float" not in str(value.dtype):
+        return f"{about}: {value.tolist()}"
+    try:
+        return f"{about}, values {float(value.min()):g} to {float(value.max()):g}"
+    except (TypeError, ValueError, RuntimeError):   # strings, objects: no range
+        return about
+
+
+def check(name: str, value, kind: tuple, fix: str = ""):
+    """``value`` if ``kind`` accepts it, else ``ValueError("<name> must be <expectation>, got <value>. <fix>")``."""
     ok, expectation = kind
     if not ok(value):
-        raise ValueError(f"{name} must be {expectation}, got {value!r}.")
+        raise ValueError(f"{name} must be {expectation}, got {_shown(value)}." + (f" {fix}" if fix else ""))
     return value
 
 

@@ -192,8 +192,8 @@ def test_bad_counts(counts, match):
 @pytest.mark.parametrize("make", [lambda: L.LogitAdjustedLoss(COUNTS), lambda: L.BalancedSoftmaxLoss(COUNTS),
                                   lambda: L.LDAMLoss(COUNTS), lambda: L.MulticlassHingeLoss(COUNTS)])
 @pytest.mark.parametrize("logits,labels,match", [
-    (torch.zeros(4, 5), torch.tensor([0, 1, 2, 5]), r"labels must lie in \[0, 5\)"),
-    (torch.zeros(4, 5), torch.tensor([0, 1, -1, 2]), r"labels must lie in \[0, 5\)"),
+    (torch.zeros(4, 5), torch.tensor([0, 1, 2, 5]), r"labels must be .* values in \[0, 5\), got .*\[0, 1, 2, 5\]"),
+    (torch.zeros(4, 5), torch.tensor([0, 1, -1, 2]), r"labels must be .* values in \[0, 5\), got .*\[0, 1, -1, 2\]"),
     (torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), r"shape \(batch, 5\)"),
     (torch.zeros(4, 5), torch.tensor([0, 1, 2]), r"shape \(4,\)"),
     (torch.full((4, 5), float("nan")), torch.tensor([0, 1, 2, 3]), "NaN or inf"),
@@ -217,8 +217,8 @@ def test_ldam_rejects_raw_logits():
     (lambda: L.LDAMLoss(COUNTS, s=0), "s must be"),
     (lambda: L.LDAMLoss(COUNTS, drw_epoch=-2), "drw_epoch"),
     (lambda: L.MulticlassHingeLoss(COUNTS, schedule="sqrt"), "schedule"),
-    (lambda: L.posthoc_adjust(torch.zeros(3, 4), COUNTS), "4 classes but counts has 5"),
-    (lambda: L.posthoc_adjust(np.zeros((3, 5)), COUNTS), "2-D float tensor"),
+    (lambda: L.posthoc_adjust(torch.zeros(3, 4), COUNTS), r"logits must be .*shape \(batch, 5\), got Tensor of shape \(3, 4\)"),
+    (lambda: L.posthoc_adjust(np.zeros((3, 5)), COUNTS), r"logits must be .*tensor .*got ndarray"),
 ])
 def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
