@@ -214,8 +214,7 @@ def tensor(shape: tuple, dtype: str = "float", finite: bool = False, below: floa
     words = ("non-empty " if any(isinstance(n, str) for n in shape) else "") + {
         "float": "floating-point", "int": "integer", "number": "numeric"}[dtype]
     size = "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
-    values = ("" if below is None else " with finite values >= 0" if below == math.inf
-              else f" with values in [0, {below})")
+    values = "" if below is None else f" with values in [0, {below:g})"
     return ok, (f"{'an' if words[0] in 'aeiou' else 'a'} {words} {noun} of shape {size}"
                 + (" with finite values (no NaN or inf)" if finite else "") + values)
 
@@ -234,14 +233,17 @@ def plain(value):
 
 def _shown(value) -> str:
     """``repr(value)``; an array or tensor by its type, shape and dtype, then its values (up to 10 whole
-    numbers) or their range."""
+    numbers) or their range and NaN count."""
     if getattr(value, "ndim", 0) < 1 or not hasattr(value, "dtype"):
         return repr(value)
     about = f"{type(value).__name__} of shape {tuple(value.shape)}, dtype {value.dtype}"
     if math.prod(value.shape) <= 10 and "float" not in str(value.dtype):
         return f"{about}: {value.tolist()}"
     try:
-        return f"{about}, values {float(value.min()):g} to {float(value.max()):g}"
+        numbers = value[value == value]                                     # NaN left out, counted apart
+        nan = math.prod(value.shape) - math.prod(numbers.shape)
+        span = f", values {float(numbers.min()):g} to {float(numbers.max()):g}" if math.prod(numbers.shape) else ""
+        return about + span + (f", {nan} NaN" if nan else "")
     except (TypeError, ValueError, RuntimeError):   # strings, objects: no range
         return about
 

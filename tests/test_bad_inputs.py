@@ -141,16 +141,16 @@ API_CASES = [
     ("missing npz", lambda: load_cifar_lt(npz="/nonexistent/cifar.npz"), FileNotFoundError, r"npz='/nonexistent/cifar.npz' does not exist"),
     ("unknown dataset", lambda: load_cifar_lt("imagenet"), ValueError, r"name must be one of"),
     # metrics
-    ("balanced accuracy of nothing", lambda: metrics.balanced_accuracy([], []), ValueError, r"y_true and y_pred are empty"),
-    ("per-class accuracy of nothing", lambda: metrics.per_class_accuracy([], [], 3), ValueError, r"are empty"),
-    ("lengths differ", lambda: metrics.balanced_accuracy([0, 1], [0]), ValueError, r"same length, got 2 and 1"),
+    ("balanced accuracy of nothing", lambda: metrics.balanced_accuracy([], []), ValueError, r"y_true must be a non-empty .*got ndarray of shape \(0,\)"),
+    ("per-class accuracy of nothing", lambda: metrics.per_class_accuracy([], [], 3), ValueError, r"y_true must be a non-empty"),
+    ("lengths differ", lambda: metrics.balanced_accuracy([0, 1], [0]), ValueError, r"y_pred must be .*shape \(2,\).*got .*shape \(1,\)"),
     ("a label of 10**6", lambda: metrics.confusion_matrix([0, 10**6], [0, 1]), ValueError,
-     r"n_classes must be an integer in \[1, 100000\] .*got 1000001"),
-    ("a huge n_classes", lambda: metrics.confusion_matrix([0, 1], [0, 1], 10**6), ValueError, r"n_classes must be an integer in"),
+     r"n_classes \(inferred from the largest label\) must be an integer >= 1 and <= 100000, got 1000001. Check the "),
+    ("a huge n_classes", lambda: metrics.confusion_matrix([0, 1], [0, 1], 10**6), ValueError, r"^n_classes must be an integer >= 1 and <= 100000, got 1000000"),
     ("spread of NaN embeddings", lambda: metrics.embedding_spread(np.full((4, 3), np.nan), [0, 0, 1, 1]), ValueError,
-     r"z contains 12 NaN or inf"),
-    ("spread of nothing", lambda: metrics.embedding_spread(np.zeros((0, 3)), []), ValueError, r"z and y are empty"),
-    ("negative label", lambda: metrics.balanced_accuracy([0, -1], [0, 0]), ValueError, r"y_true holds a negative label"),
+     r"z must be .*finite values \(no NaN or inf\), got .*12 NaN.*did training diverge"),
+    ("spread of nothing", lambda: metrics.embedding_spread(np.zeros((0, 3)), []), ValueError, r"y must be a non-empty"),
+    ("negative label", lambda: metrics.balanced_accuracy([0, -1], [0, 0]), ValueError, r"y_true must be .*values in \[0, inf\), got .*\[0, -1\]"),
     # runs and results
     ("empty run folder", lambda: prepare_run_folder("", False, False), ValueError, r"out_dir is empty"),
     ("resume without a folder", lambda: prepare_run_folder(None, True, False), ValueError, r"resume=True needs out_dir"),
@@ -563,7 +563,7 @@ ROUND_THREE_CASES = [  # (id, call (gets a fresh folder), error or None (a sensi
     ("embedding_margin of all-zero embeddings", lambda tmp: np.isnan(metrics.embedding_margin(
         np.zeros((4, 3)), [0, 0, 1, 1])).all(), None, None),
     ("shot_split with a NaN count", lambda tmp: metrics.shot_split([500, float("nan"), 5]), ValueError,
-     r"^train_counts must be a 1-D array of finite, non-negative counts, got array\(\[500., +nan, +5.\]\)"),
+     r"^train_counts must be .*values in \[0, inf\), got ndarray of shape \(3,\), dtype float64, values 5 to 500, 1 NaN"),
     ("capstone seeds (0, 0)", lambda tmp: __import__("elm_lite.capstone").capstone.logit_toy_rows(TOY, seeds=(0, 0)),
      ValueError, r"^seeds must be distinct \(each seed is one independent run\), got \[0, 0\]"),
     # unhelpful errors, now named with their fix
