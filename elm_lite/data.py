@@ -4,35 +4,20 @@ Everything here returns NumPy arrays; models and losses turn them into tensors.
 """
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .recipes import check, integer, number, one_of
 
 PROFILES = ("exp", "step")
 TOY_KINDS = ("gaussian", "spirals", "rings")
 
 
-def _check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__}).")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
-    return int(value)
-
-
 def check_rho(rho) -> float:
     """``rho`` (imbalance ratio ``n_max / n_min``) as a float, or ``ValueError`` naming it."""
-    if isinstance(rho, bool):
-        raise ValueError(f"rho (imbalance ratio n_max / n_min) must be a number >= 1, got {rho!r} (a bool).")
-    try:
-        rho = float(rho)
-    except (TypeError, ValueError):
-        raise ValueError(f"rho (imbalance ratio n_max / n_min) must be a number >= 1, got {rho!r}.") from None
-    if not np.isfinite(rho) or rho < 1:
-        raise ValueError(f"rho (imbalance ratio n_max / n_min) must be a finite number >= 1, got {rho}. "
-                         "Use rho=1 for balanced data, rho=100 for the usual long-tail benchmark.")
-    return rho
+    return float(check("rho (imbalance ratio n_max / n_min)", rho, number(1),
+                       "Use rho=1 for balanced data, rho=100 for the usual long-tail benchmark."))
 
 
 def longtail_counts(n_max: int, n_classes: int, rho: float, profile: str = "exp") -> np.ndarray:
@@ -45,11 +30,9 @@ def longtail_counts(n_max: int, n_classes: int, rho: float, profile: str = "exp"
     Returns an int64 array of shape ``(n_classes,)``, non-increasing.
     Raises ``ValueError`` if the rarest class would get no example.
     """
-    n_max = _check_positive_int("n_max", n_max)
-    n_classes = _check_positive_int("n_classes", n_classes, minimum=2)
+    n_max, n_classes = int(check("n_max", n_max, integer(1))), int(check("n_classes", n_classes, integer(2)))
     rho = check_rho(rho)
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}.")
+    check("profile", profile, one_of(*PROFILES))
     if profile == "exp":
         counts = [int(n_max * (1.0 / rho) ** (i / (n_classes - 1.0))) for i in range(n_classes)]
     else:
@@ -69,7 +52,7 @@ def _counts_and_batch(counts, batch_size) -> tuple[np.ndarray, int, int]:
                          f"got {counts!r}.")
     counts = raw.astype(np.int64)
     total = int(counts.sum())
-    batch_size = _check_positive_int("batch_size", batch_size)
+    batch_size = int(check("batch_size", batch_size, integer(1)))
     if batch_size > total:
         raise ValueError(f"batch_size={batch_size} exceeds the dataset size {total}.")
     return counts, total, batch_size
@@ -163,14 +146,12 @@ def make_toy(kind: str = "gaussian", n_classes: int = 5, n_max: int = 500, rho: 
         seed: the whole sample (train and test) is a function of this seed.
         dim: input dimension; only ``"gaussian"`` supports ``dim > 2`` (then ``dim >= n_classes``).
     """
-    if kind not in TOY_KINDS:
-        raise ValueError(f"kind must be one of {TOY_KINDS}, got {kind!r}.")
+    check("kind", kind, one_of(*TOY_KINDS))
     counts = longtail_counts(n_max, n_classes, rho, profile)
-    n_test_per_class = _check_positive_int("n_test_per_class", n_test_per_class)
+    n_test_per_class = int(check("n_test_per_class", n_test_per_class, integer(1)))
     for name, value in (("separation", separation), ("noise", noise)):
-        if not (isinstance(value, numbers.Real) and np.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
-    dim = _check_positive_int("dim", dim, minimum=2)
+        check(name, value, number(0, low_open=True))
+    dim = int(check("dim", dim, integer(2)))
     if dim != 2 and (kind != "gaussian" or dim < n_classes):
         raise ValueError(f"dim={dim} needs kind='gaussian' and dim >= n_classes={n_classes} "
                          f"(kind={kind!r}); the curved kinds are 2-D only.")
@@ -194,7 +175,7 @@ def make_toy(kind: str = "gaussian", n_classes: int = 5, n_max: int = 500, rho: 
 def sample_balanced(data: ToyData, n_per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A fresh balanced sample from the same class-conditional distributions as ``data``:
     ``x (C * n_per_class, dim)`` float32, ``y`` int64."""
-    n_per_class = _check_positive_int("n_per_class", n_per_class)
+    n_per_class = int(check("n_per_class", n_per_class, integer(1)))
     rng = np.random.default_rng(seed)
     info = data.info
     xs = [_sample_class(data.kind, c, n_per_class, data.n_classes, rng, info["separation"], info["noise"],
