@@ -241,7 +241,7 @@ class LDAMLoss(_CountsLoss):
         return f"max_m={self.max_m}, s={self.s}, drw_epoch={self.drw_epoch}"
 
 
-HINGE_SCHEDULES = ("equal", "n^-1/4")
+HINGE_SCHEDULES = ("equal", MARGIN_SCHEDULE)
 
 
 class MulticlassHingeLoss(_CountsLoss):
@@ -320,22 +320,14 @@ class PosthocAdjusted(nn.Module):
 
 # ----------------------------------------------------------------------------- embedding losses
 
-MARGIN_SCHEDULES = ("n^-1/4", "log_prior")
-MARGIN_PLACEMENTS = ("positive", "negative", "outside", "hinge", "centroid")
+MARGIN_PLACEMENTS = ("positive", "centroid")   # the margin study's other forms live beside it (studies/)
 ANCHOR_AVERAGES = ("all", "class")
 
 
-def embedding_margins(counts, delta_max: float = ELM_RECOMMENDED["delta_max"],
-                      schedule: str = MARGIN_SCHEDULE) -> torch.Tensor:
-    """Per-class embedding margins ``delta_y`` (cosine units), largest (``delta_max``) for the
-    rarest class. ``"n^-1/4"``: ``delta_y`` proportional to ``n_y^(-1/4)``; ``"log_prior"``:
-    proportional to ``-log pi_y``. Shape ``(C,)``."""
-    check("schedule", schedule, one_of(*MARGIN_SCHEDULES))
-    delta_max = check("delta_max", delta_max, number(0, 2))
-    if schedule == "n^-1/4":
-        return ldam_margins(counts, delta_max)
-    m = -log_prior(counts)
-    return m * (delta_max / m.max())
+def embedding_margins(counts, delta_max: float = ELM_RECOMMENDED["delta_max"]) -> torch.Tensor:
+    """Per-class embedding margins ``delta_y`` (cosine units) proportional to ``n_y^(-1/4)``
+    (:data:`~elm_lite.recipes.MARGIN_SCHEDULE`, LDAM's trade-off), the rarest class at ``delta_max``. Shape ``(C,)``."""
+    return ldam_margins(counts, check("delta_max", delta_max, number(0, 2)))
 
 
 def _check_embeddings(z: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor | None = None,
@@ -355,7 +347,7 @@ def _check_embeddings(z: torch.Tensor, labels: torch.Tensor, prototypes: torch.T
 def contrast_set(z: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor | None = None) -> tuple:
     """``(z normalised (N, E), the contrast set (M, E), its labels (M,))``: the contrast set is the
     anchors, then the normalised prototypes (row c has label c) if any. Half-precision embeddings
-    are contrasted in float32: at ``T = 0.001`` the logits reach 1000 and a batch's sum of losses
+    are contrasted in float32: at ``T = 0.001`` the scaled similarities reach 1000 and a batch's sum of losses
     overflows float16."""
     z = F.normalize(z.float() if z.dtype in (torch.float16, torch.bfloat16) else z, dim=-1)
     if prototypes is None:
@@ -379,25 +371,6 @@ def log_sum_exp_without_each(scaled: torch.Tensor, keep: torch.Tensor) -> torch.
     return torch.where(is_top, without_top, without_p)
 
 
-def pair_terms(cos: torch.Tensor, temperature, margins: torch.Tensor, positive: torch.Tensor,
-               not_self: torch.Tensor, placement: str) -> torch.Tensor:
-    """Each (anchor i, contrast-set member p) pair's loss ``(N, M)`` in the pairwise forms of
-    :func:`contrastive_terms`, from the cosines ``s`` ``(N, M)`` and the anchors' margins ``d``
-    ``(N, 1)`` (cosine units); only the positive pairs are used."""
-    scaled, delta = cos / temperature, margins / temperature                # l = s / T, d / T (not logits)
-    negative = ~positive & not_self
-    if placement == "positive":  # -log e^{l_p - d} / (e^{l_p - d} + sum_{a != i, p} e^{l_a})
-        return torch.logaddexp(scaled - delta, log_sum_exp_without_each(scaled, not_self)) - (scaled - delta)
-    if placement == "negative":  # -log e^{l_p} / sum_{a != i} e^{l_a + d [a in N(i)]}
-        return (scaled + delta * negative).masked_fill(~not_self, float("-inf")).logsumexp(-1, keepdim=True) - scaled
-    if placement == "outside":   # -log e^{l_p - d} / (e^{l_p - d} + sum_{a in N(i)} e^{l_a})
-        return F.softplus(scaled.masked_fill(~negative, float("-inf")).logsumexp(-1, keepdim=True) - (scaled - delta))
-    if placement == "hinge":     # max(0, d - s_ip + max_{a in N(i)} s_ia), 0 without a negative
-        nearest = cos.masked_fill(~negative, float("-inf")).amax(-1, keepdim=True)
-        return torch.where(negative.any(-1, keepdim=True), F.relu(margins + nearest - cos), 0.0)
-    raise ValueError(f"placement must be one of {MARGIN_PLACEMENTS}, got {placement!r}.")
-
-
 def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
                       margins: torch.Tensor | None = None, placement: str = ELM_RECOMMENDED["placement"],
                       prototypes: torch.Tensor | None = None, n_classes: int | None = None
@@ -406,29 +379,27 @@ def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
 
     z ``(N, E)`` (normalised here), labels ``(N,)``, margins ``(N,)`` in cosine units; every row is an
     anchor. ``prototypes`` ``(C, E)`` (row c has label c) join the contrast set but are not anchors.
-    For anchor i with positives P(i) (same label, i excluded), negatives N(i) (other labels) and
-    ``s = cos``, the mean over p in P(i) of (the margin study, docs/margin_study.md, compares these forms):
+    For anchor i with positives P(i) (same label, i excluded) and ``s = cos``:
 
-    - ``"positive"``: ``-log e^{(s_ip - d_i)/T} / (e^{(s_ip - d_i)/T} + sum_{a != i, p} e^{s_ia/T})``
-    - ``"negative"``: ``-log e^{s_ip/T} / sum_{a != i} e^{(s_ia + d_i [a in N(i)])/T}``
-    - ``"outside"``: ``-log e^{(s_ip - d_i)/T} / (e^{(s_ip - d_i)/T} + sum_{a in N(i)} e^{s_ia/T})``
-    - ``"hinge"``: ``max(0, d_i - s_ip + max_{a in N(i)} s_ia)`` (no temperature)
-    - ``"centroid"``: :func:`centroid_terms` (not a mean over pairs).
+    - ``"positive"``: the mean over p in P(i) of
+      ``-log e^{(s_ip - d_i)/T} / (e^{(s_ip - d_i)/T} + sum_{a != i, p} e^{s_ia/T})``; with no margins SupCon's L_out;
+    - ``"centroid"``: :func:`centroid_terms`, the margin against the class centres (the course's ELM form).
 
-    With no margins, ``"positive"`` and ``"negative"`` are SupCon's L_out (Khosla et al. 2020).
-    Returns ``(loss per anchor (N,), has_positive (N,) bool)``; anchors without a positive have loss 0.
-    ``n_classes`` (the centroid form's) is read from the labels if not given: a host sync on a GPU.
-    The engine runs K batches at once through this function (``elm_lite.engine.fused``).
+    (The margin study's other forms -- on the negatives, outside the denominator, a hinge -- are in
+    ``studies/margin_form_losses.py``.) Returns ``(loss per anchor (N,), has_positive (N,) bool)``; anchors
+    without a positive have loss 0. ``n_classes`` (the centroid form's) is read from the labels if not
+    given: a host sync on a GPU. The engine runs K batches at once through this function (``elm_lite.engine.fused``).
     """
     z, pool, pool_labels = contrast_set(z, labels, prototypes)
     margins = torch.zeros(labels.shape, dtype=z.dtype, device=z.device) if margins is None else margins.to(z.dtype)
     if placement == "centroid":
         n_classes = int(pool_labels.max()) + 1 if n_classes is None else n_classes
         return centroid_terms(z, labels, pool, pool_labels, temperature, margins, n_classes)
-    cos = z @ pool.T                                                       # (N, M), built once
-    not_self = ~torch.eye(*cos.shape, dtype=torch.bool, device=z.device)
+    scaled = z @ pool.T / temperature                                      # (N, M): l_ia = s_ia / T
+    not_self = ~torch.eye(*scaled.shape, dtype=torch.bool, device=z.device)
     positive = (labels[:, None] == pool_labels[None, :]) & not_self
-    per_pair = pair_terms(cos, temperature, margins[:, None], positive, not_self, placement)
+    own = scaled - margins[:, None] / temperature                           # l_ip - d_i / T
+    per_pair = torch.logaddexp(own, log_sum_exp_without_each(scaled, not_self)) - own
     n_positive = positive.sum(-1)
     return torch.where(positive, per_pair, 0.0).sum(-1) / n_positive.clamp(min=1), n_positive > 0
 
@@ -514,22 +485,20 @@ class EmbeddingMarginLoss(SupConLoss):
 
     The anchor of class y gets margin ``delta_y`` from :func:`embedding_margins` (largest for the
     rarest class), entering the loss as ``placement`` says (:func:`contrastive_terms`): on its
-    positives, its negatives, with the other positives out of the denominator, as a hinge against
-    the nearest negative, or against its class's centre in the batch (``"centroid"``, the course's
+    positives, or against its class's centre in the batch (``"centroid"``, the course's
     ELM form: the only one whose margin changes the geometry, docs/margin_study.md).
-    ``delta_max = 0`` with ``"positive"`` or ``"negative"`` is exactly :class:`SupConLoss`. Input as
+    ``delta_max = 0`` with ``"positive"`` is exactly :class:`SupConLoss`. Input as
     for :class:`SupConLoss`; labels must lie in ``[0, C)``. Safe ranges: ``delta_max`` in [0, 1],
     ``temperature`` in [0.05, 1].
     """
 
     def __init__(self, counts, temperature: float = ELM_RECOMMENDED["temperature"],
-                 delta_max: float = ELM_RECOMMENDED["delta_max"], schedule: str = MARGIN_SCHEDULE,
-                 placement: str = ELM_RECOMMENDED["placement"],
+                 delta_max: float = ELM_RECOMMENDED["delta_max"], placement: str = ELM_RECOMMENDED["placement"],
                  anchor_average: str = ELM_RECOMMENDED["anchor_average"]):
         super().__init__(temperature, anchor_average)
         check("placement", placement, one_of(*MARGIN_PLACEMENTS))
-        self.placement, self.schedule, self.delta_max = placement, schedule, delta_max
-        self.register_buffer("margins", embedding_margins(counts, delta_max, schedule))
+        self.placement, self.delta_max = placement, delta_max
+        self.register_buffer("margins", embedding_margins(counts, delta_max))
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor | None = None) -> torch.Tensor:
         n_classes = len(self.margins)
@@ -540,7 +509,7 @@ class EmbeddingMarginLoss(SupConLoss):
         return average_anchors(per_anchor, has_positive, labels, self.anchor_average)
 
     def extra_repr(self) -> str:
-        return (f"temperature={self.temperature}, delta_max={self.delta_max}, schedule={self.schedule!r}, "
+        return (f"temperature={self.temperature}, delta_max={self.delta_max}, "
                 f"placement={self.placement!r}, anchor_average={self.anchor_average!r}")
 
 
@@ -552,7 +521,7 @@ class ELMLoss(nn.Module):
 
     ``L_logit`` is :class:`LogitAdjustedLoss` (``logit="la"``, strength ``tau``) or :class:`LDAMLoss`
     (``logit="ldam"``, cosine logits, ``max_m``, ``s``); ``L_emb`` is :class:`EmbeddingMarginLoss`
-    (``temperature``, ``delta_max``, ``schedule``, ``placement``; by default the margin between each
+    (``temperature``, ``delta_max``, ``placement``; by default the margin between each
     embedding and its class centre). ``lam = 0`` is the logit loss alone.
     The course's reconstruction of arXiv 2204.13208 from its abstract (docs/design.md; the full text
     was not available): form, constants and switches are parameters here; the defaults are the
@@ -568,13 +537,13 @@ class ELMLoss(nn.Module):
 
     def __init__(self, counts, logit: str = "la", tau: float = ELM_RECOMMENDED["tau"],
                  lam: float = ELM_RECOMMENDED["lam"], temperature: float = ELM_RECOMMENDED["temperature"],
-                 delta_max: float = ELM_RECOMMENDED["delta_max"], schedule: str = MARGIN_SCHEDULE,
-                 placement: str = ELM_RECOMMENDED["placement"], anchor_average: str = ELM_RECOMMENDED["anchor_average"],
+                 delta_max: float = ELM_RECOMMENDED["delta_max"], placement: str = ELM_RECOMMENDED["placement"],
+                 anchor_average: str = ELM_RECOMMENDED["anchor_average"],
                  use_prototypes: bool = False, max_m: float = 0.5, s: float = 30.0):
         super().__init__()
         check("logit", logit, one_of("la", "ldam"))
         self.logit_loss = LogitAdjustedLoss(counts, tau) if logit == "la" else LDAMLoss(counts, max_m, s)
-        self.embedding_loss = EmbeddingMarginLoss(counts, temperature, delta_max, schedule, placement, anchor_average)
+        self.embedding_loss = EmbeddingMarginLoss(counts, temperature, delta_max, placement, anchor_average)
         self.lam = float(check("lam", lam, number(0, 100)))
         self.use_prototypes = use_prototypes
 

@@ -63,8 +63,8 @@ ELM_RECOMMENDED = dict(
     placement="centroid",    # margin between an embedding and its class's centre in the batch
 )
 
-# How the embedding margin grows as a class gets rarer: delta_y proportional to n_y^(-1/4), LDAM's
-# trade-off (the other schedule, "log_prior", is proportional to -log pi_y).
+# How a class-dependent margin grows as a class gets rarer: proportional to n_y^(-1/4), LDAM's trade-off
+# (the embedding margins of ELM, and the hinge's "n^-1/4" schedule).
 MARGIN_SCHEDULE = "n^-1/4"
 
 # ----------------------------------------------------------------------------- decoupled training

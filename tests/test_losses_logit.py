@@ -217,7 +217,7 @@ def test_ldam_rejects_raw_logits():
     (lambda: L.LDAMLoss(COUNTS, s=0), "s must be"),
     (lambda: L.LDAMLoss(COUNTS, drw_epoch=-2), "drw_epoch"),
     (lambda: L.MulticlassHingeLoss(COUNTS, schedule="sqrt"), "schedule"),
-    (lambda: L.posthoc_adjust(torch.zeros(3, 4), COUNTS), r"logits must be .*shape \(batch, 5\), got Tensor of shape \(3, 4\)"),
+    (lambda: L.posthoc_adjust(torch.zeros(3, 4), COUNTS), r"logits .*\(batch, 5\), got Tensor of shape \(3, 4\)"),
     (lambda: L.posthoc_adjust(np.zeros((3, 5)), COUNTS), r"logits must be .*tensor .*got ndarray"),
 ])
 def test_bad_arguments(call, match):
