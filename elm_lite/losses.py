@@ -4,9 +4,10 @@ Every loss is built from the training class counts ``counts`` (shape ``(C,)``, a
 its per-class quantities as float64 buffers, so ``loss.to(device)`` moves them with the model;
 they are cast to the logits' dtype in ``forward``, so any float dtype works.
 Inputs are checked: ``logits`` ``(B, C)`` finite floats, ``labels`` ``(B,)`` integers in ``[0, C)``;
-anything else raises a ``ValueError`` that names the problem. Set ``validate=False`` on a loss to
-skip the checks; inside the engine's training loops (:data:`CHECK_VALUES` off) the checks that read
-values back from the device (label range, finiteness: one host sync each on a GPU) are skipped.
+anything else raises a ``ValueError`` that names the argument, the value and what it must be
+(:func:`elm_lite.recipes.check`, at the door of each public function; the formulas below read without
+checks). Inside the engine's training loops (:data:`CHECK_VALUES` off) the checks that read values back
+from the device (label range, finiteness: one host sync each on a GPU) are skipped.
 
 Notation: prior ``pi_y = n_y / sum(n)``. All margins are in logit units. Each logit-margin loss
 has ``pairwise_margins()``: the ``(C, C)`` matrix ``M[y, j]`` of how much the true logit ``f_y`` must
@@ -92,20 +93,15 @@ REWEIGHTINGS = ("inverse", "effective_number")
 
 
 class _CountsLoss(nn.Module):
-    """Base: holds the class counts and validates inputs."""
+    """Base: holds the class counts ``(C,)``, checked; ``forward`` checks its inputs (:func:`check_logits_labels`)."""
 
-    def __init__(self, counts, validate: bool = True):
+    def __init__(self, counts):
         super().__init__()
         self.register_buffer("counts", as_counts(counts))
-        self.validate = validate
 
     @property
     def n_classes(self) -> int:
         return len(self.counts)
-
-    def _check(self, logits, labels):
-        if self.validate:
-            check_logits_labels(logits, labels, self.n_classes)
 
 
 class LogitAdjustedLoss(_CountsLoss):
@@ -116,13 +112,13 @@ class LogitAdjustedLoss(_CountsLoss):
     Safe range: ``tau`` in [0, 3]; 1 is the Fisher-consistent choice for the balanced error.
     """
 
-    def __init__(self, counts, tau: float = 1.0, validate: bool = True):
-        super().__init__(counts, validate)
+    def __init__(self, counts, tau: float = 1.0):
+        super().__init__(counts)
         self.tau = float(check("tau", tau, number(0, 10)))
         self.register_buffer("offsets", logit_adjustment(counts, tau))
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        self._check(logits, labels)
+        check_logits_labels(logits, labels, self.n_classes)
         return F.cross_entropy(logits + self.offsets.to(logits.dtype), labels.long())
 
     def pairwise_margins(self) -> torch.Tensor:
@@ -143,14 +139,14 @@ class ReweightedLoss(_CountsLoss):
     their training data the weights are reported to lose their effect, Byrd & Lipton 2019).
     logits ``(B, C)``, labels ``(B,)`` -> scalar."""
 
-    def __init__(self, counts, scheme: str = "inverse", beta: float = 0.9999, validate: bool = True):
-        super().__init__(counts, validate)
+    def __init__(self, counts, scheme: str = "inverse", beta: float = 0.9999):
+        super().__init__(counts)
         self.scheme, self.beta = check("scheme", scheme, one_of(*REWEIGHTINGS)), beta
         weights = inverse_frequency_weights(counts) if scheme == "inverse" else effective_number_weights(counts, beta)
         self.register_buffer("weights", weights)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        self._check(logits, labels)
+        check_logits_labels(logits, labels, self.n_classes)
         return F.cross_entropy(logits, labels.long(), weight=self.weights.to(logits.dtype))
 
     def extra_repr(self) -> str:
@@ -164,12 +160,12 @@ class FocalLoss(_CountsLoss):
     (kept for the common interface and the input checks), so it has no notion of the class prior.
     logits ``(B, C)``, labels ``(B,)`` -> scalar. Safe range: ``gamma`` in [0, 5] (the paper's 2)."""
 
-    def __init__(self, counts, gamma: float = 2.0, validate: bool = True):
-        super().__init__(counts, validate)
+    def __init__(self, counts, gamma: float = 2.0):
+        super().__init__(counts)
         self.gamma = float(check("gamma", gamma, number(0, 10)))
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        self._check(logits, labels)
+        check_logits_labels(logits, labels, self.n_classes)
         return focal_terms(logits, labels.long(), self.gamma).mean()
 
     def extra_repr(self) -> str:
@@ -191,7 +187,7 @@ class BalancedSoftmaxLoss(_CountsLoss):
     """
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        self._check(logits, labels)
+        check_logits_labels(logits, labels, self.n_classes)
         return F.cross_entropy(logits + torch.log(self.counts).to(logits.dtype), labels.long())
 
     def pairwise_margins(self) -> torch.Tensor:
@@ -211,8 +207,8 @@ class LDAMLoss(_CountsLoss):
     """
 
     def __init__(self, counts, max_m: float = 0.5, s: float = 30.0, drw_epoch: int | None = None,
-                 beta: float = 0.9999, validate: bool = True):
-        super().__init__(counts, validate)
+                 beta: float = 0.9999):
+        super().__init__(counts)
         self.max_m, self.s = max_m, float(check("s", s, number(1e-3, 1e3)))
         self.register_buffer("margins", ldam_margins(counts, max_m))
         self.register_buffer("drw_weights", effective_number_weights(counts, beta))
@@ -224,8 +220,8 @@ class LDAMLoss(_CountsLoss):
         self.reweight = self.drw_epoch is not None and epoch >= self.drw_epoch
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        self._check(logits, labels)
-        if self.validate and CHECK_VALUES.get():
+        check_logits_labels(logits, labels, self.n_classes)
+        if CHECK_VALUES.get():
             check("|logits|", logits.detach().abs(), tensor(("batch", self.n_classes), below=1 + 1e-4),
                   "LDAM needs cosine logits in [-1, 1]: use a model with cosine=True.")
         labels = labels.long()
@@ -254,8 +250,8 @@ class MulticlassHingeLoss(_CountsLoss):
     norm penalty. Safe range: ``margin`` in (0, 5].
     """
 
-    def __init__(self, counts, margin: float = 1.0, schedule: str = "equal", validate: bool = True):
-        super().__init__(counts, validate)
+    def __init__(self, counts, margin: float = 1.0, schedule: str = "equal"):
+        super().__init__(counts)
         self.schedule = check("schedule", schedule, one_of(*HINGE_SCHEDULES))
         margin = check("margin", margin, number(0, 10))
         margins = (torch.full((self.n_classes,), margin, dtype=torch.float64) if schedule == "equal"
@@ -263,7 +259,7 @@ class MulticlassHingeLoss(_CountsLoss):
         self.register_buffer("margins", margins)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        self._check(logits, labels)
+        check_logits_labels(logits, labels, self.n_classes)
         labels = labels.long()
         true = logits.gather(1, labels[:, None]).squeeze(1)
         others = logits.masked_fill(F.one_hot(labels, self.n_classes).bool(), float("-inf")).amax(1)
@@ -381,8 +377,7 @@ def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
     anchor. ``prototypes`` ``(C, E)`` (row c has label c) join the contrast set but are not anchors.
     For anchor i with positives P(i) (same label, i excluded) and ``s = cos``:
 
-    - ``"positive"``: the mean over p in P(i) of
-      ``-log e^{(s_ip - d_i)/T} / (e^{(s_ip - d_i)/T} + sum_{a != i, p} e^{s_ia/T})``; with no margins SupCon's L_out;
+    - ``"positive"``: :func:`positive_terms`, the margin on each positive pair; with no margins SupCon's L_out;
     - ``"centroid"``: :func:`centroid_terms`, the margin against the class centres (the course's ELM form).
 
     (The margin study's other forms -- on the negatives, outside the denominator, a hinge -- are in
@@ -395,6 +390,13 @@ def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
     if placement == "centroid":
         n_classes = int(pool_labels.max()) + 1 if n_classes is None else n_classes
         return centroid_terms(z, labels, pool, pool_labels, temperature, margins, n_classes)
+    return positive_terms(z, labels, pool, pool_labels, temperature, margins)
+
+
+def positive_terms(z, labels, pool, pool_labels, temperature, margins):
+    """``placement="positive"`` of :func:`contrastive_terms`: the mean over p in P(i) of
+    ``-log e^{(s_ip - d_i)/T} / (e^{(s_ip - d_i)/T} + sum_{a != i, p} e^{s_ia/T})``.
+    z ``(N, E)`` normalised, pool ``(M, E)``, margins ``(N,)`` -> ``((N,), has_positive (N,))``."""
     scaled = z @ pool.T / temperature                                      # (N, M): l_ia = s_ia / T
     not_self = ~torch.eye(*scaled.shape, dtype=torch.bool, device=z.device)
     positive = (labels[:, None] == pool_labels[None, :]) & not_self

@@ -213,10 +213,10 @@ def tensor(shape: tuple, dtype: str = "float", finite: bool = False, below: floa
                 and (below is None or bool(v.min() >= 0) and bool(v.max() < below)))
     words = ("non-empty " if any(isinstance(n, str) for n in shape) else "") + {
         "float": "floating-point", "int": "integer", "number": "numeric"}[dtype]
-    size = "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
-    values = "" if below is None else f" with values in [0, {below:g})"
+    size = str(tuple(shape)).replace("'", "")                              # (batch, 5), not ('batch', 5)
     return ok, (f"{'an' if words[0] in 'aeiou' else 'a'} {words} {noun} of shape {size}"
-                + (" with finite values (no NaN or inf)" if finite else "") + values)
+                + (" with finite values (no NaN or inf)" if finite else "")
+                + ("" if below is None else f" with values in [0, {below:g})"))
 
 
 # a loss's training class counts (elm_lite.losses.as_counts)
