@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .recipes import check, integer, number, one_of
+from .recipes import check, integer, number, one_of, tensor
 
 PROFILES = ("exp", "step")
 TOY_KINDS = ("gaussian", "spirals", "rings")
@@ -46,16 +46,12 @@ def longtail_counts(n_max: int, n_classes: int, rho: float, profile: str = "exp"
 
 def _counts_and_batch(counts, batch_size) -> tuple[np.ndarray, int, int]:
     """Checked ``(counts as int64, total, batch_size)`` for drawing batches from those counts."""
-    raw = np.asarray(counts)
-    if raw.ndim != 1 or raw.size == 0 or raw.dtype.kind not in "iuf" or np.any(raw < 0) or np.any(raw % 1):
-        raise ValueError(f"counts must be a 1-D sequence of non-negative whole numbers (examples per class), "
-                         f"got {counts!r}.")
-    counts = raw.astype(np.int64)
+    counts = np.asarray(counts)
+    counts = counts.astype(np.int64) if counts.dtype.kind == "f" and np.all(counts % 1 == 0) else counts   # 3.0 is 3
+    check("counts", counts, tensor(("classes",), "int", below=np.inf, noun="array"), "(examples per class)")
     total = int(counts.sum())
-    batch_size = int(check("batch_size", batch_size, integer(1)))
-    if batch_size > total:
-        raise ValueError(f"batch_size={batch_size} exceeds the dataset size {total}.")
-    return counts, total, batch_size
+    batch_size = int(check("batch_size", batch_size, integer(1, total), f"(the data hold {total} examples)"))
+    return counts.astype(np.int64), total, batch_size
 
 
 def batch_class_stats(counts, batch_size: int) -> dict[str, np.ndarray]:
@@ -195,8 +191,7 @@ def validation_sample(data: ToyData, n_per_class: int = 200) -> tuple[np.ndarray
 
 def class_log_densities(data: ToyData, x) -> np.ndarray:
     """``log p(x | y)`` for every class, shape ``(N, C)``; Gaussian toy problems only."""
-    if data.means is None:
-        raise ValueError(f"class densities are known in closed form only for kind='gaussian', not {data.kind!r}.")
+    check("data.kind", data.kind, one_of("gaussian"), "(class densities are known in closed form for Gaussians only)")
     x = np.asarray(x, dtype=np.float64)
     out = np.empty((len(x), data.n_classes))
     for c, (mu, cov) in enumerate(zip(data.means, data.covs)):
@@ -218,12 +213,9 @@ def monte_carlo_errors(predict_fn, data: ToyData, n_per_class: int = 20_000, see
     fresh balanced sample of ``n_per_class`` points per class, with the standard error of the
     balanced-error estimate: ``sqrt(sum_c e_c (1 - e_c) / n) / C``."""
     x, y = sample_balanced(data, n_per_class, seed)
-    pred = np.asarray(predict_fn(x))
-    if pred.shape != y.shape or not np.issubdtype(pred.dtype, np.integer):
-        raise ValueError(f"predict_fn must return labels: integers of shape {y.shape} (one per point), got dtype "
-                         f"{pred.dtype} of shape {pred.shape}"
-                         + ("; it returned class scores (N, C): take their argmax, e.g. lambda x: "
-                            "model_scores(x).argmax(1)." if pred.ndim == 2 and pred.shape[0] == len(y) else "."))
+    pred = check("predict_fn(x)", np.asarray(predict_fn(x)), tensor(y.shape, "int", noun="array"),
+                 "predict_fn must return labels, one per point; class scores (N, C)? take their argmax, e.g. "
+                 "lambda x: model_scores(x).argmax(1).")
     per_class = np.array([np.mean(pred[y == c] != c) for c in range(data.n_classes)])
     return {
         "per_class": per_class,

@@ -23,7 +23,18 @@ from torch import nn
 from torch.nn import functional as F
 
 from .interfaces import Scheduled
-from .recipes import CLASS_COUNTS, ELM_RECOMMENDED, MARGIN_SCHEDULE, check, integer, number, one_of, or_none, tensor
+from .recipes import (
+    CLASS_COUNTS,
+    ELM_RECOMMENDED,
+    MARGIN_SCHEDULE,
+    check,
+    integer,
+    number,
+    one_of,
+    or_none,
+    probabilities,
+    tensor,
+)
 
 # ----------------------------------------------------------------------------- input checks
 
@@ -278,14 +289,9 @@ class MulticlassHingeLoss(_CountsLoss):
 
 def target_log_prior(target_prior, n_classes: int) -> torch.Tensor:
     """``log p`` of a deployment prior ``target_prior`` ``(C,)`` (float64): positive, summing to 1."""
-    p = torch.as_tensor(np.asarray(target_prior, dtype=np.float64))
-    if p.ndim != 1 or len(p) != n_classes:
-        raise ValueError(f"target_prior must hold one probability per class ({n_classes}), got shape "
-                         f"{tuple(p.shape)}.")
-    if not torch.isfinite(p).all() or (p <= 0).any() or abs(float(p.sum()) - 1) > 1e-6:
-        raise ValueError(f"target_prior must be positive and sum to 1 (a class prior at deployment), got "
-                         f"{p.tolist()}; divide counts by their sum to turn them into a prior.")
-    return torch.log(p)
+    p = check("target_prior", np.asarray(target_prior, dtype=np.float64), probabilities((n_classes,), positive=True),
+              "(a class prior at deployment: divide counts by their sum to turn them into one)")
+    return torch.log(torch.as_tensor(p))
 
 
 def posthoc_adjust(logits: torch.Tensor, counts, tau: float = 1.0, target_prior=None) -> torch.Tensor:

@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from .recipes import check, integer, number, tensor
+from .recipes import check, integer, number, probabilities, tensor
 
 SPLITS = ("many", "medium", "few")
 
@@ -175,9 +175,7 @@ def error_under_prior(y_true, y_pred, prior, n_classes: int | None = None) -> fl
     the balanced error; the training prior the standard error on data distributed like training."""
     prior = np.asarray(prior, dtype=float)
     acc = per_class_accuracy(y_true, y_pred, n_classes if n_classes is not None else len(prior))
-    if prior.shape != acc.shape or np.any(prior < 0) or not np.isclose(prior.sum(), 1):
-        raise ValueError(f"prior must hold {len(acc)} non-negative numbers summing to 1 (one per class), got "
-                         f"{prior.tolist()}.")
+    check("prior", prior, probabilities(acc.shape), "(one per class)")
     if np.any(np.isnan(acc) & (prior > 0)):
         raise ValueError("a class with prior > 0 has no test example: its error under the prior is unknown; "
                          "test on a set that holds every class.")
@@ -190,15 +188,9 @@ ECE_BINS = 15   # equal-width confidence bins (Guo et al. 2017)
 
 
 def _probabilities(probs, n_examples: int) -> np.ndarray:
-    if hasattr(probs, "detach"):
-        probs = probs.detach().cpu().numpy()
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 2 or len(probs) != n_examples:
-        raise ValueError(f"probs must have shape (N, C) with N = len(y_true) = {n_examples}, got {probs.shape}.")
-    if not np.isfinite(probs).all() or (probs < 0).any() or not np.allclose(probs.sum(1), 1, atol=1e-4):
-        raise ValueError("probs must be probabilities: finite, >= 0, each row summing to 1 (softmax of the logits, "
-                         "elm_lite.calibration.probabilities).")
-    return probs
+    probs = np.asarray(probs.detach().cpu() if hasattr(probs, "detach") else probs, dtype=np.float64)
+    return check("probs", probs, probabilities((n_examples, "classes")),
+                 "(one row per label: the softmax of the logits, elm_lite.calibration.probabilities)")
 
 
 def calibration_bins(y_true, probs, n_bins: int = ECE_BINS) -> dict[str, np.ndarray]:

@@ -219,6 +219,16 @@ def tensor(shape: tuple, dtype: str = "float", finite: bool = False, below: floa
                 + ("" if below is None else f" with values in [0, {below:g})"))
 
 
+def probabilities(shape: tuple, positive: bool = False) -> tuple:
+    """A NumPy array of ``shape`` whose last axis holds probabilities: finite, >= 0 (``positive``: > 0),
+    summing to 1 (within 1e-4): a class prior ``(C,)`` or predicted probabilities ``(N, C)``."""
+    array = tensor(shape, "number", finite=True, noun="array")[0]
+    return (lambda v: array(v) and bool(((v > 0) if positive else (v >= 0)).all())
+            and bool((abs(v.sum(-1) - 1) <= 1e-4).all()),
+            f"{tensor(shape, 'number', noun='array')[1]} of probabilities: finite, {'> 0' if positive else '>= 0'} "
+            "and summing to 1 along the last axis")
+
+
 # a loss's training class counts (elm_lite.losses.as_counts)
 CLASS_COUNTS = (lambda v: tensor(("classes",), "number", finite=True, noun="array")[0](v) and len(v) >= 2
                 and bool((v > 0).all()),
