@@ -115,6 +115,22 @@ def test_anchors_without_a_positive_have_loss_zero(placement):
     assert (per_anchor[~has_pos] == 0).all() and (per_anchor[has_pos] > 0).all()
 
 
+def test_contrastive_terms_defaults():
+    """No margins: zero margins (the positive form is SupCon's L_out, float64 in, float64 out); no n_classes:
+    read from the labels (the centroid form equals the one told)."""
+    z, y = embeddings(b=10, e=3, seed=21)
+    zero = torch.zeros(10, dtype=torch.float64)
+    no_margin = L.contrastive_terms(z, y, 0.2, placement="positive")
+    torch.testing.assert_close(no_margin, L.contrastive_terms(z, y, 0.2, zero, "positive"))
+    torch.testing.assert_close(no_margin, L.supcon_terms(z, y, 0.2))
+    margins = L.embedding_margins(COUNTS, 0.5)[y]
+    for prototypes in (None, torch.randn(5, 3, dtype=torch.float64)):
+        torch.testing.assert_close(L.contrastive_terms(z, y, 0.2, margins, "centroid", prototypes),
+                                   L.contrastive_terms(z, y, 0.2, margins, "centroid", prototypes, n_classes=5))
+    torch.testing.assert_close(L.contrastive_terms(z, y, 0.2, None, "centroid", n_classes=5),
+                               L.contrastive_terms(z, y, 0.2, zero, "centroid", None, 5))
+
+
 def test_supcon_matches_pytorch_metric_learning():
     pml = pytest.importorskip("pytorch_metric_learning.losses")
     for seed in range(3):

@@ -207,8 +207,18 @@ def test_bad_logits_and_labels(make, logits, labels, match):
         make()(logits, labels)
 
 
+def test_margin_defaults_are_the_documented_ones():
+    """logit adjustment's tau 1 (the Fisher-consistent choice), LDAM's largest margin 0.5 (Cao et al.), the
+    embedding margins' delta_max from recipes.ELM_RECOMMENDED."""
+    from elm_lite.recipes import ELM_RECOMMENDED
+    torch.testing.assert_close(L.logit_adjustment(COUNTS), L.log_prior(COUNTS))
+    assert L.ldam_margins(COUNTS).max().item() == pytest.approx(0.5)
+    assert L.embedding_margins(COUNTS).max().item() == pytest.approx(ELM_RECOMMENDED["delta_max"])
+
+
 def test_ldam_rejects_raw_logits():
-    with pytest.raises(ValueError, match="cosine logits"):
+    with pytest.raises(ValueError, match=r"^\|logits\| must be .*\(batch, 5\) with values in \[0, 1.0001\), got .*"
+                                         r"LDAM needs cosine logits in \[-1, 1\]: use a model with cosine=True\.$"):
         L.LDAMLoss(COUNTS)(torch.full((2, 5), 3.0), torch.tensor([0, 1]))
 
 
@@ -221,5 +231,15 @@ def test_ldam_rejects_raw_logits():
     (lambda: L.posthoc_adjust(np.zeros((3, 5)), COUNTS), r"logits must be .*tensor .*got ndarray"),
 ])
 def test_bad_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: L.logit_adjustment(COUNTS, 10.5), r"^tau must be a finite number >= 0 and <= 10, got 10.5\.$"),
+    (lambda: L.ldam_margins(COUNTS, 10.5), r"^max_m must be a finite number >= 0 and <= 10, got 10.5\.$"),
+    (lambda: L.embedding_margins(COUNTS, 2.5), r"^delta_max must be a finite number >= 0 and <= 2, got 2.5\.$"),
+])
+def test_margin_constants_are_checked_with_their_names_and_ranges(call, match):
     with pytest.raises(ValueError, match=match):
         call()
