@@ -209,6 +209,7 @@ def tensor(shape: tuple, dtype: str = "float", finite: bool = False, below: floa
                 and any(k in str(v.dtype) for k in kinds)
                 and all(size >= 1 if isinstance(want, str) else size == want for size, want in zip(v.shape, shape))):
             return False
+        v = v.detach() if hasattr(v, "detach") else v                       # values only, no autograd graph
         return ((not finite or bool(abs(v).max() < math.inf))
                 and (below is None or bool(v.min() >= 0) and bool(v.max() < below)))
     words = ("non-empty " if any(isinstance(n, str) for n in shape) else "") + {
