@@ -115,8 +115,14 @@ def _gaussian_params(n_classes: int, separation: float, noise: float, dim: int, 
 
 
 def _sample_class(kind, c, n, n_classes, rng, separation, noise, means, covs):
+    """``n`` points ``(n, dim)`` of class ``c``: from its Gaussian, or from its curve (:func:`_curve_class`)."""
     if kind == "gaussian":
         return rng.multivariate_normal(means[c], covs[c], size=n)
+    return _curve_class(kind, c, n, n_classes, rng, separation, noise)
+
+
+def _curve_class(kind, c, n, n_classes, rng, separation, noise):
+    """``n`` 2-D points of class ``c`` of the curved kinds: arm c of a C-armed spiral, or ring c."""
     if kind == "spirals":  # arm c of a C-armed spiral
         t = np.sqrt(rng.uniform(0.05, 1.0, size=n))
         angle = 2 * np.pi * c / n_classes + 3.0 * np.pi * t
