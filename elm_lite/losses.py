@@ -406,8 +406,8 @@ def positive_terms(z, labels, pool, pool_labels, temperature, margins):
     scaled = z @ pool.T / temperature                                      # (N, M): l_ia = s_ia / T
     not_self = ~torch.eye(*scaled.shape, dtype=torch.bool, device=z.device)
     positive = (labels[:, None] == pool_labels[None, :]) & not_self
-    own = scaled - margins[:, None] / temperature                           # l_ip - d_i / T
-    per_pair = torch.logaddexp(own, log_sum_exp_without_each(scaled, not_self)) - own
+    delta = margins[:, None] / temperature                                  # d_i / T
+    per_pair = torch.logaddexp(scaled - delta, log_sum_exp_without_each(scaled, not_self)) - (scaled - delta)
     n_positive = positive.sum(-1)
     return torch.where(positive, per_pair, 0.0).sum(-1) / n_positive.clamp(min=1), n_positive > 0
 
