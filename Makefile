@@ -37,7 +37,7 @@ lint: $(VENV)/.installed
 # changes to the formulas (losses, metrics, the sampler and the learning-rate step)? About 20 minutes on one
 # core, so not part of `make test`; docs/design.md keeps the score and the survivors we accept.
 # `make mutation MUTANTS='elm_lite.losses.*'` widens it; `$(BIN)/mutmut show NAME` shows one mutant.
-MUTANTS ?= $(foreach f,supcon_terms pair_terms centroid_terms log_sum_exp_without_each average_anchors \
+MUTANTS ?= $(foreach f,supcon_terms contrastive_terms positive_terms centroid_terms log_sum_exp_without_each average_anchors \
 	logit_adjustment ldam_margins embedding_margins xǁLogitAdjustedLossǁforward xǁLDAMLossǁforward,elm_lite.losses.*$(f)__mutmut_*) \
 	elm_lite.metrics.x_balanced_accuracy__* elm_lite.metrics.x_embedding_margin__* \
 	elm_lite.train.xǁEpochSamplerǁorder__* elm_lite.train.x_start_epoch__* elm_lite.engine.loop.x_set_learning_rate__*

@@ -19,17 +19,20 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "studies"))     # the margin on the negatives is one of the margin study's forms
 
 
 def elm_variants() -> dict:
     """What we tried when ELM did not beat LA: weaker embedding term, warmer temperature, contrasting
     the backbone features themselves (no projection head), the margin on the negatives."""
+    from margin_form_losses import study_method
+
     from elm_lite import methods
     elm = methods.get("elm")
     return {v.label: v for v in (elm.variant("ELM, lambda 0.25", lam=0.25),
                                  elm.variant("ELM, temperature 0.5", temperature=0.5),
                                  elm.variant("ELM, no projection head", recipe={"projection_dim": None}),
-                                 elm.variant("ELM, margin on negatives", placement="negative"))}
+                                 study_method(elm).variant("ELM, margin on negatives", placement="negative"))}
 
 
 def main() -> None:

@@ -119,11 +119,6 @@ def cost_table(cost: dict[str, dict[str, float]], epochs: int) -> str:
     return "\n".join(lines)
 
 
-def _mean(values) -> float:
-    """The mean of the values that are not NaN (NaN if none is)."""
-    return metrics.mean_sd(values)[0]
-
-
 def _cell(values, confidence: float) -> str:
     s = interval(values, confidence)
     if s["n"] == 0:
@@ -144,7 +139,7 @@ def toy_table(rows: list[dict], cost: dict[str, dict[str, float]], confidence: f
     lines = [head]
     for name in names:
         mine = [r for r in rows if r["method"] == name]
-        means = [_mean([r.get(k, np.nan) for r in mine])
+        means = [metrics.mean_sd([r.get(k, np.nan) for r in mine])[0]
                  for k in ("acc_many", "acc_medium", "acc_few", "val_balanced_accuracy", "ece")]
         lines.append(f"{name:{w}s}{_cell([r['balanced_accuracy'] for r in mine], confidence):>38s}"
                      + "".join(f"{m:{7 if i != 1 else 8}.3f}" for i, m in enumerate(means))
@@ -163,8 +158,8 @@ def calibration_table(rows: list[dict]) -> str:
     for name in names:
         mine = [r for r in rows if r["method"] == name]
         ece, scaled = (metrics.mean_sd([r[k] for r in mine]) for k in ("ece", "ece_scaled"))
-        parts = [_mean([r[f"ece_{k}"] for r in mine]) for k in metrics.SPLITS]
-        temperature = _mean([r["temperature"] for r in mine])
+        parts = [metrics.mean_sd([r[f"ece_{k}"] for r in mine])[0] for k in metrics.SPLITS]
+        temperature = metrics.mean_sd([r["temperature"] for r in mine])[0]
         lines.append(f"{name:{w}s}{ece[0]:>9.3f} ± {ece[1]:.3f}"
                      + "".join(f"{m:{8 if i == 1 else 7}.3f}" for i, m in enumerate(parts))
                      + f"{temperature:9.2f}{scaled[0]:>11.3f} ± {scaled[1]:.3f}{len(mine):3d}")
@@ -312,7 +307,7 @@ def real_image_table(confidence: float = 0.95) -> str:
         names = list(dict.fromkeys(r["method"] for r in rows))
         for name in names:
             mine = [r for r in rows if r["method"] == name]
-            many, medium, few = (_mean([r[f"acc_{k}"] for r in mine]) for k in metrics.SPLITS)
+            many, medium, few = (metrics.mean_sd([r[f"acc_{k}"] for r in mine])[0] for k in metrics.SPLITS)
             lines.append(f"  {name:28s}{_cell([r['balanced_accuracy'] for r in mine], confidence):>36s}{len(mine):3d}"
                          f"{many:7.3f}{medium:8.3f}{'--' if np.isnan(few) else f'{few:.3f}':>6s}"
                          f"{np.mean([r['seconds'] for r in mine]):8.0f}")
@@ -330,7 +325,7 @@ def decision_figure(rows: list[dict], confidence: float = 0.95):
     names = list(dict.fromkeys(r["method"] for r in rows))
     stats = {n: interval([r["balanced_accuracy"] for r in rows if r["method"] == n], confidence) for n in names}
     names.sort(key=lambda n: stats[n]["mean"])
-    few = [_mean([r["acc_few"] for r in rows if r["method"] == n]) for n in names]
+    few = [metrics.mean_sd([r["acc_few"] for r in rows if r["method"] == n])[0] for n in names]
     fig = go.Figure([
         go.Scatter(x=[stats[n]["mean"] for n in names], y=names, mode="markers", name="balanced accuracy",
                    error_x=dict(type="data", array=[stats[n]["half"] for n in names], visible=True)),

@@ -4,35 +4,20 @@ Everything here returns NumPy arrays; models and losses turn them into tensors.
 """
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .recipes import check, integer, number, one_of, tensor
 
 PROFILES = ("exp", "step")
 TOY_KINDS = ("gaussian", "spirals", "rings")
 
 
-def _check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__}).")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
-    return int(value)
-
-
 def check_rho(rho) -> float:
     """``rho`` (imbalance ratio ``n_max / n_min``) as a float, or ``ValueError`` naming it."""
-    if isinstance(rho, bool):
-        raise ValueError(f"rho (imbalance ratio n_max / n_min) must be a number >= 1, got {rho!r} (a bool).")
-    try:
-        rho = float(rho)
-    except (TypeError, ValueError):
-        raise ValueError(f"rho (imbalance ratio n_max / n_min) must be a number >= 1, got {rho!r}.") from None
-    if not np.isfinite(rho) or rho < 1:
-        raise ValueError(f"rho (imbalance ratio n_max / n_min) must be a finite number >= 1, got {rho}. "
-                         "Use rho=1 for balanced data, rho=100 for the usual long-tail benchmark.")
-    return rho
+    return float(check("rho (imbalance ratio n_max / n_min)", rho, number(1),
+                       "Use rho=1 for balanced data, rho=100 for the usual long-tail benchmark."))
 
 
 def longtail_counts(n_max: int, n_classes: int, rho: float, profile: str = "exp") -> np.ndarray:
@@ -45,11 +30,9 @@ def longtail_counts(n_max: int, n_classes: int, rho: float, profile: str = "exp"
     Returns an int64 array of shape ``(n_classes,)``, non-increasing.
     Raises ``ValueError`` if the rarest class would get no example.
     """
-    n_max = _check_positive_int("n_max", n_max)
-    n_classes = _check_positive_int("n_classes", n_classes, minimum=2)
+    n_max, n_classes = int(check("n_max", n_max, integer(1))), int(check("n_classes", n_classes, integer(2)))
     rho = check_rho(rho)
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}.")
+    check("profile", profile, one_of(*PROFILES))
     if profile == "exp":
         counts = [int(n_max * (1.0 / rho) ** (i / (n_classes - 1.0))) for i in range(n_classes)]
     else:
@@ -63,16 +46,12 @@ def longtail_counts(n_max: int, n_classes: int, rho: float, profile: str = "exp"
 
 def _counts_and_batch(counts, batch_size) -> tuple[np.ndarray, int, int]:
     """Checked ``(counts as int64, total, batch_size)`` for drawing batches from those counts."""
-    raw = np.asarray(counts)
-    if raw.ndim != 1 or raw.size == 0 or raw.dtype.kind not in "iuf" or np.any(raw < 0) or np.any(raw % 1):
-        raise ValueError(f"counts must be a 1-D sequence of non-negative whole numbers (examples per class), "
-                         f"got {counts!r}.")
-    counts = raw.astype(np.int64)
+    counts = np.asarray(counts)
+    counts = counts.astype(np.int64) if counts.dtype.kind == "f" and np.all(counts % 1 == 0) else counts   # 3.0 is 3
+    check("counts", counts, tensor(("classes",), "int", below=np.inf, noun="array"), "(examples per class)")
     total = int(counts.sum())
-    batch_size = _check_positive_int("batch_size", batch_size)
-    if batch_size > total:
-        raise ValueError(f"batch_size={batch_size} exceeds the dataset size {total}.")
-    return counts, total, batch_size
+    batch_size = int(check("batch_size", batch_size, integer(1, total), f"(the data hold {total} examples)"))
+    return counts.astype(np.int64), total, batch_size
 
 
 def batch_class_stats(counts, batch_size: int) -> dict[str, np.ndarray]:
@@ -136,8 +115,14 @@ def _gaussian_params(n_classes: int, separation: float, noise: float, dim: int, 
 
 
 def _sample_class(kind, c, n, n_classes, rng, separation, noise, means, covs):
+    """``n`` points ``(n, dim)`` of class ``c``: from its Gaussian, or from its curve (:func:`_curve_class`)."""
     if kind == "gaussian":
         return rng.multivariate_normal(means[c], covs[c], size=n)
+    return _curve_class(kind, c, n, n_classes, rng, separation, noise)
+
+
+def _curve_class(kind, c, n, n_classes, rng, separation, noise):
+    """``n`` 2-D points of class ``c`` of the curved kinds: arm c of a C-armed spiral, or ring c."""
     if kind == "spirals":  # arm c of a C-armed spiral
         t = np.sqrt(rng.uniform(0.05, 1.0, size=n))
         angle = 2 * np.pi * c / n_classes + 3.0 * np.pi * t
@@ -163,14 +148,12 @@ def make_toy(kind: str = "gaussian", n_classes: int = 5, n_max: int = 500, rho: 
         seed: the whole sample (train and test) is a function of this seed.
         dim: input dimension; only ``"gaussian"`` supports ``dim > 2`` (then ``dim >= n_classes``).
     """
-    if kind not in TOY_KINDS:
-        raise ValueError(f"kind must be one of {TOY_KINDS}, got {kind!r}.")
+    check("kind", kind, one_of(*TOY_KINDS))
     counts = longtail_counts(n_max, n_classes, rho, profile)
-    n_test_per_class = _check_positive_int("n_test_per_class", n_test_per_class)
+    n_test_per_class = int(check("n_test_per_class", n_test_per_class, integer(1)))
     for name, value in (("separation", separation), ("noise", noise)):
-        if not (isinstance(value, numbers.Real) and np.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
-    dim = _check_positive_int("dim", dim, minimum=2)
+        check(name, value, number(0, low_open=True))
+    dim = int(check("dim", dim, integer(2)))
     if dim != 2 and (kind != "gaussian" or dim < n_classes):
         raise ValueError(f"dim={dim} needs kind='gaussian' and dim >= n_classes={n_classes} "
                          f"(kind={kind!r}); the curved kinds are 2-D only.")
@@ -194,7 +177,7 @@ def make_toy(kind: str = "gaussian", n_classes: int = 5, n_max: int = 500, rho: 
 def sample_balanced(data: ToyData, n_per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A fresh balanced sample from the same class-conditional distributions as ``data``:
     ``x (C * n_per_class, dim)`` float32, ``y`` int64."""
-    n_per_class = _check_positive_int("n_per_class", n_per_class)
+    n_per_class = int(check("n_per_class", n_per_class, integer(1)))
     rng = np.random.default_rng(seed)
     info = data.info
     xs = [_sample_class(data.kind, c, n_per_class, data.n_classes, rng, info["separation"], info["noise"],
@@ -214,8 +197,7 @@ def validation_sample(data: ToyData, n_per_class: int = 200) -> tuple[np.ndarray
 
 def class_log_densities(data: ToyData, x) -> np.ndarray:
     """``log p(x | y)`` for every class, shape ``(N, C)``; Gaussian toy problems only."""
-    if data.means is None:
-        raise ValueError(f"class densities are known in closed form only for kind='gaussian', not {data.kind!r}.")
+    check("data.kind", data.kind, one_of("gaussian"), "(class densities are known in closed form for Gaussians only)")
     x = np.asarray(x, dtype=np.float64)
     out = np.empty((len(x), data.n_classes))
     for c, (mu, cov) in enumerate(zip(data.means, data.covs)):
@@ -237,12 +219,9 @@ def monte_carlo_errors(predict_fn, data: ToyData, n_per_class: int = 20_000, see
     fresh balanced sample of ``n_per_class`` points per class, with the standard error of the
     balanced-error estimate: ``sqrt(sum_c e_c (1 - e_c) / n) / C``."""
     x, y = sample_balanced(data, n_per_class, seed)
-    pred = np.asarray(predict_fn(x))
-    if pred.shape != y.shape or not np.issubdtype(pred.dtype, np.integer):
-        raise ValueError(f"predict_fn must return labels: integers of shape {y.shape} (one per point), got dtype "
-                         f"{pred.dtype} of shape {pred.shape}"
-                         + ("; it returned class scores (N, C): take their argmax, e.g. lambda x: "
-                            "model_scores(x).argmax(1)." if pred.ndim == 2 and pred.shape[0] == len(y) else "."))
+    pred = check("predict_fn(x)", np.asarray(predict_fn(x)), tensor(y.shape, "int", noun="array"),
+                 "predict_fn must return labels, one per point; class scores (N, C)? take their argmax, e.g. "
+                 "lambda x: model_scores(x).argmax(1).")
     per_class = np.array([np.mean(pred[y == c] != c) for c in range(data.n_classes)])
     return {
         "per_class": per_class,

@@ -4,9 +4,10 @@ Every loss is built from the training class counts ``counts`` (shape ``(C,)``, a
 its per-class quantities as float64 buffers, so ``loss.to(device)`` moves them with the model;
 they are cast to the logits' dtype in ``forward``, so any float dtype works.
 Inputs are checked: ``logits`` ``(B, C)`` finite floats, ``labels`` ``(B,)`` integers in ``[0, C)``;
-anything else raises a ``ValueError`` that names the problem. Set ``validate=False`` on a loss to
-skip the checks; inside the engine's training loops (:data:`CHECK_VALUES` off) the checks that read
-values back from the device (label range, finiteness: one host sync each on a GPU) are skipped.
+anything else raises a ``ValueError`` that names the argument, the value and what it must be
+(:func:`elm_lite.recipes.check`, at the door of each public function; the formulas below read without
+checks). Inside the engine's training loops (:data:`CHECK_VALUES` off) the checks that read values back
+from the device (label range, finiteness: one host sync each on a GPU) are skipped.
 
 Notation: prior ``pi_y = n_y / sum(n)``. All margins are in logit units. Each logit-margin loss
 has ``pairwise_margins()``: the ``(C, C)`` matrix ``M[y, j]`` of how much the true logit ``f_y`` must
@@ -15,7 +16,6 @@ exceed ``f_j`` -- the common view in which hinge, LDAM and logit adjustment are 
 from __future__ import annotations
 
 import contextvars
-import math
 
 import numpy as np
 import torch
@@ -23,7 +23,18 @@ from torch import nn
 from torch.nn import functional as F
 
 from .interfaces import Scheduled
-from .recipes import ELM_RECOMMENDED, MARGIN_SCHEDULE
+from .recipes import (
+    CLASS_COUNTS,
+    ELM_RECOMMENDED,
+    MARGIN_SCHEDULE,
+    check,
+    integer,
+    number,
+    one_of,
+    or_none,
+    probabilities,
+    tensor,
+)
 
 # ----------------------------------------------------------------------------- input checks
 
@@ -33,61 +44,20 @@ from .recipes import ELM_RECOMMENDED, MARGIN_SCHEDULE
 CHECK_VALUES = contextvars.ContextVar("elm_lite_check_values", default=True)
 
 
-def _check_values() -> bool:
-    return CHECK_VALUES.get()
-
-
 def as_counts(counts, name: str = "counts") -> torch.Tensor:
     """Validate class counts and return them as a float64 tensor of shape ``(C,)``."""
-    if isinstance(counts, torch.Tensor):
-        t = counts.detach().cpu()
-    else:  # float64 from the start: [1, 1e-300] must not be rounded to [1, 0] before it is checked
-        arr = np.asarray(counts)
-        t = torch.as_tensor(arr.astype(np.float64) if arr.dtype.kind in "iuf" else arr)
-    if t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"{name} must be real numbers, got dtype {t.dtype}.")
-    t = t.to(torch.float64)
-    if t.ndim != 1 or len(t) < 2:
-        raise ValueError(f"{name} must be a 1-D sequence with one count per class (at least 2), "
-                         f"got shape {tuple(t.shape)}.")
-    if not torch.isfinite(t).all() or (t <= 0).any():
-        raise ValueError(f"{name} must be finite and > 0 for every class (a class with no training "
-                         f"example has no prior); got {t.tolist()}.")
-    return t
+    # float64 from the start: [1, 1e-300] must not be rounded to [1, 0] before it is checked
+    values = counts.detach().cpu().double() if isinstance(counts, torch.Tensor) else np.asarray(counts)
+    return torch.as_tensor(check(name, values, CLASS_COUNTS), dtype=torch.float64)
 
 
 def check_logits_labels(logits: torch.Tensor, labels: torch.Tensor, n_classes: int) -> None:
     """Raise ``ValueError`` unless ``logits`` is ``(B, n_classes)`` finite float and ``labels`` is
-    ``(B,)`` integer in ``[0, n_classes)``."""
-    if not isinstance(logits, torch.Tensor) or not isinstance(labels, torch.Tensor):
-        raise ValueError(f"logits and labels must be torch tensors, got {type(logits).__name__} "
-                         f"and {type(labels).__name__}.")
-    if not logits.is_floating_point():
-        raise ValueError(f"logits must be a floating-point tensor, got dtype {logits.dtype}.")
-    if logits.ndim != 2 or logits.shape[1] != n_classes:
-        raise ValueError(f"logits must have shape (batch, {n_classes}) to match the {n_classes} class "
-                         f"counts, got {tuple(logits.shape)}.")
-    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise ValueError(f"labels must be an integer tensor (class indices), got dtype {labels.dtype}.")
-    if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
-        raise ValueError(f"labels must have shape ({logits.shape[0]},) to match the logits' batch size, "
-                         f"got {tuple(labels.shape)}.")
-    if logits.shape[0] == 0:
-        raise ValueError("the batch is empty (logits of shape (0, C)): a mean loss over no example is "
-                         "undefined; skip empty batches.")
-    if not _check_values():
-        return
-    if labels.numel() and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(f"labels must lie in [0, {n_classes}), got min {int(labels.min())}, "
-                         f"max {int(labels.max())}.")
-    if not torch.isfinite(logits).all():
-        raise ValueError("logits contain NaN or inf; check the model's outputs and the learning rate.")
-
-
-def _check_range(name: str, value: float, low: float, high: float = math.inf) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
-        raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}.")
-    return float(value)
+    ``(B,)`` integer in ``[0, n_classes)`` (values read only under :data:`CHECK_VALUES`)."""
+    values = CHECK_VALUES.get()
+    check("logits", logits, tensor(("batch", n_classes), "float", finite=values),
+          "(NaN or inf logits: check the model's outputs and the learning rate.)")
+    check("labels", labels, tensor((len(logits),), "int", below=n_classes if values else None))
 
 
 # ----------------------------------------------------------------------------- margin schedules
@@ -103,21 +73,21 @@ def logit_adjustment(counts, tau: float = 1.0) -> torch.Tensor:
     """The logit-adjustment offsets ``tau * log pi_y``, shape ``(C,)``. Adding them to the logits
     during training (or subtracting them after) enforces the pairwise margin
     ``tau * log(pi_j / pi_y)`` of class ``y`` against class ``j``: large when ``y`` is rare."""
-    return _check_range("tau", tau, 0.0, 10.0) * log_prior(counts)
+    return check("tau", tau, number(0, 10)) * log_prior(counts)
 
 
 def ldam_margins(counts, max_m: float = 0.5) -> torch.Tensor:
     """LDAM margins ``m_y proportional to n_y^(-1/4)``, scaled so the rarest class gets ``max_m``."""
     n = as_counts(counts)
     m = n ** -0.25
-    return m * (_check_range("max_m", max_m, 0.0, 10.0) / m.max())
+    return m * (check("max_m", max_m, number(0, 10)) / m.max())
 
 
 def effective_number_weights(counts, beta: float = 0.9999) -> torch.Tensor:
     """Effective-number weights ``(1 - beta) / (1 - beta^n_y)`` normalised to sum to ``C``
     (Cui et al. 2019), used by LDAM's deferred re-weighting."""
     n = as_counts(counts)
-    w = (1 - _check_range("beta", beta, 0.0, 0.999999)) / (1 - beta ** n)
+    w = (1 - check("beta", beta, number(0, 0.999999))) / (1 - beta ** n)
     return w * len(n) / w.sum()
 
 
@@ -134,20 +104,15 @@ REWEIGHTINGS = ("inverse", "effective_number")
 
 
 class _CountsLoss(nn.Module):
-    """Base: holds the class counts and validates inputs."""
+    """Base: holds the class counts ``(C,)``, checked; ``forward`` checks its inputs (:func:`check_logits_labels`)."""
 
-    def __init__(self, counts, validate: bool = True):
+    def __init__(self, counts):
         super().__init__()
         self.register_buffer("counts", as_counts(counts))
-        self.validate = validate
 
     @property
     def n_classes(self) -> int:
         return len(self.counts)
-
-    def _check(self, logits, labels):
-        if self.validate:
-            check_logits_labels(logits, labels, self.n_classes)
 
 
 class LogitAdjustedLoss(_CountsLoss):
@@ -158,13 +123,13 @@ class LogitAdjustedLoss(_CountsLoss):
     Safe range: ``tau`` in [0, 3]; 1 is the Fisher-consistent choice for the balanced error.
     """
 
-    def __init__(self, counts, tau: float = 1.0, validate: bool = True):
-        super().__init__(counts, validate)
-        self.tau = _check_range("tau", tau, 0.0, 10.0)
+    def __init__(self, counts, tau: float = 1.0):
+        super().__init__(counts)
+        self.tau = float(check("tau", tau, number(0, 10)))
         self.register_buffer("offsets", logit_adjustment(counts, tau))
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        self._check(logits, labels)
+        check_logits_labels(logits, labels, self.n_classes)
         return F.cross_entropy(logits + self.offsets.to(logits.dtype), labels.long())
 
     def pairwise_margins(self) -> torch.Tensor:
@@ -185,16 +150,14 @@ class ReweightedLoss(_CountsLoss):
     their training data the weights are reported to lose their effect, Byrd & Lipton 2019).
     logits ``(B, C)``, labels ``(B,)`` -> scalar."""
 
-    def __init__(self, counts, scheme: str = "inverse", beta: float = 0.9999, validate: bool = True):
-        super().__init__(counts, validate)
-        if scheme not in REWEIGHTINGS:
-            raise ValueError(f"scheme must be one of {REWEIGHTINGS}, got {scheme!r}.")
-        self.scheme, self.beta = scheme, beta
+    def __init__(self, counts, scheme: str = "inverse", beta: float = 0.9999):
+        super().__init__(counts)
+        self.scheme, self.beta = check("scheme", scheme, one_of(*REWEIGHTINGS)), beta
         weights = inverse_frequency_weights(counts) if scheme == "inverse" else effective_number_weights(counts, beta)
         self.register_buffer("weights", weights)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        self._check(logits, labels)
+        check_logits_labels(logits, labels, self.n_classes)
         return F.cross_entropy(logits, labels.long(), weight=self.weights.to(logits.dtype))
 
     def extra_repr(self) -> str:
@@ -208,12 +171,12 @@ class FocalLoss(_CountsLoss):
     (kept for the common interface and the input checks), so it has no notion of the class prior.
     logits ``(B, C)``, labels ``(B,)`` -> scalar. Safe range: ``gamma`` in [0, 5] (the paper's 2)."""
 
-    def __init__(self, counts, gamma: float = 2.0, validate: bool = True):
-        super().__init__(counts, validate)
-        self.gamma = _check_range("gamma", gamma, 0.0, 10.0)
+    def __init__(self, counts, gamma: float = 2.0):
+        super().__init__(counts)
+        self.gamma = float(check("gamma", gamma, number(0, 10)))
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        self._check(logits, labels)
+        check_logits_labels(logits, labels, self.n_classes)
         return focal_terms(logits, labels.long(), self.gamma).mean()
 
     def extra_repr(self) -> str:
@@ -235,7 +198,7 @@ class BalancedSoftmaxLoss(_CountsLoss):
     """
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        self._check(logits, labels)
+        check_logits_labels(logits, labels, self.n_classes)
         return F.cross_entropy(logits + torch.log(self.counts).to(logits.dtype), labels.long())
 
     def pairwise_margins(self) -> torch.Tensor:
@@ -255,14 +218,12 @@ class LDAMLoss(_CountsLoss):
     """
 
     def __init__(self, counts, max_m: float = 0.5, s: float = 30.0, drw_epoch: int | None = None,
-                 beta: float = 0.9999, validate: bool = True):
-        super().__init__(counts, validate)
-        self.max_m, self.s = max_m, _check_range("s", s, 1e-3, 1e3)
+                 beta: float = 0.9999):
+        super().__init__(counts)
+        self.max_m, self.s = max_m, float(check("s", s, number(1e-3, 1e3)))
         self.register_buffer("margins", ldam_margins(counts, max_m))
         self.register_buffer("drw_weights", effective_number_weights(counts, beta))
-        if drw_epoch is not None and (not isinstance(drw_epoch, int) or drw_epoch < 0):
-            raise ValueError(f"drw_epoch must be None or an integer >= 0, got {drw_epoch!r}.")
-        self.drw_epoch = drw_epoch
+        self.drw_epoch = check("drw_epoch", drw_epoch, or_none(integer(0)))
         self.reweight = drw_epoch == 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -270,10 +231,10 @@ class LDAMLoss(_CountsLoss):
         self.reweight = self.drw_epoch is not None and epoch >= self.drw_epoch
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        self._check(logits, labels)
-        if self.validate and _check_values() and logits.detach().abs().max() > 1 + 1e-4:
-            raise ValueError("LDAMLoss expects cosine logits in [-1, 1] (got values up to "
-                             f"{float(logits.detach().abs().max()):.3g}); use a model with cosine=True.")
+        check_logits_labels(logits, labels, self.n_classes)
+        if CHECK_VALUES.get():
+            check("|logits|", logits.detach().abs(), tensor(("batch", self.n_classes), below=1 + 1e-4),
+                  "LDAM needs cosine logits in [-1, 1]: use a model with cosine=True.")
         labels = labels.long()
         shifted = logits - F.one_hot(labels, self.n_classes).to(logits.dtype) * self.margins.to(logits.dtype)
         weight = self.drw_weights.to(logits.dtype) if self.reweight else None
@@ -287,7 +248,7 @@ class LDAMLoss(_CountsLoss):
         return f"max_m={self.max_m}, s={self.s}, drw_epoch={self.drw_epoch}"
 
 
-HINGE_SCHEDULES = ("equal", "n^-1/4")
+HINGE_SCHEDULES = ("equal", MARGIN_SCHEDULE)
 
 
 class MulticlassHingeLoss(_CountsLoss):
@@ -300,18 +261,16 @@ class MulticlassHingeLoss(_CountsLoss):
     norm penalty. Safe range: ``margin`` in (0, 5].
     """
 
-    def __init__(self, counts, margin: float = 1.0, schedule: str = "equal", validate: bool = True):
-        super().__init__(counts, validate)
-        if schedule not in HINGE_SCHEDULES:
-            raise ValueError(f"schedule must be one of {HINGE_SCHEDULES}, got {schedule!r}.")
-        margin = _check_range("margin", margin, 0.0, 10.0)
-        self.schedule = schedule
+    def __init__(self, counts, margin: float = 1.0, schedule: str = "equal"):
+        super().__init__(counts)
+        self.schedule = check("schedule", schedule, one_of(*HINGE_SCHEDULES))
+        margin = check("margin", margin, number(0, 10))
         margins = (torch.full((self.n_classes,), margin, dtype=torch.float64) if schedule == "equal"
                    else ldam_margins(counts, margin))
         self.register_buffer("margins", margins)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        self._check(logits, labels)
+        check_logits_labels(logits, labels, self.n_classes)
         labels = labels.long()
         true = logits.gather(1, labels[:, None]).squeeze(1)
         others = logits.masked_fill(F.one_hot(labels, self.n_classes).bool(), float("-inf")).amax(1)
@@ -330,14 +289,9 @@ class MulticlassHingeLoss(_CountsLoss):
 
 def target_log_prior(target_prior, n_classes: int) -> torch.Tensor:
     """``log p`` of a deployment prior ``target_prior`` ``(C,)`` (float64): positive, summing to 1."""
-    p = torch.as_tensor(np.asarray(target_prior, dtype=np.float64))
-    if p.ndim != 1 or len(p) != n_classes:
-        raise ValueError(f"target_prior must hold one probability per class ({n_classes}), got shape "
-                         f"{tuple(p.shape)}.")
-    if not torch.isfinite(p).all() or (p <= 0).any() or abs(float(p.sum()) - 1) > 1e-6:
-        raise ValueError(f"target_prior must be positive and sum to 1 (a class prior at deployment), got "
-                         f"{p.tolist()}; divide counts by their sum to turn them into a prior.")
-    return torch.log(p)
+    p = check("target_prior", np.asarray(target_prior, dtype=np.float64), probabilities((n_classes,), positive=True),
+              "(a class prior at deployment: divide counts by their sum to turn them into one)")
+    return torch.log(torch.as_tensor(p))
 
 
 def posthoc_adjust(logits: torch.Tensor, counts, tau: float = 1.0, target_prior=None) -> torch.Tensor:
@@ -345,12 +299,8 @@ def posthoc_adjust(logits: torch.Tensor, counts, tau: float = 1.0, target_prior=
     shape ``(B, C)``; with a deployment prior ``target_prior`` ``p`` ``(C,)``, ``logits - tau * log pi
     + log p`` (``tau = 1``: the Bayes rule for test data drawn with class prior ``p``; ``None``: the
     uniform prior, the balanced error). Predict with ``argmax`` of the result."""
-    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.ndim != 2:
-        raise ValueError("logits must be a 2-D float tensor (batch, classes), "
-                         f"got {getattr(logits, 'shape', logits)!r}.")
     offsets = logit_adjustment(counts, tau)
-    if logits.shape[1] != len(offsets):
-        raise ValueError(f"logits have {logits.shape[1]} classes but counts has {len(offsets)}.")
+    check("logits", logits, tensor(("batch", len(offsets))), "(one column per class of counts)")
     if target_prior is not None:
         offsets = offsets - target_log_prior(target_prior, len(offsets))
     return logits - offsets.to(logits.device, logits.dtype)
@@ -372,56 +322,34 @@ class PosthocAdjusted(nn.Module):
 
 # ----------------------------------------------------------------------------- embedding losses
 
-MARGIN_SCHEDULES = ("n^-1/4", "log_prior")
-MARGIN_PLACEMENTS = ("positive", "negative", "outside", "hinge", "centroid")
+MARGIN_PLACEMENTS = ("positive", "centroid")   # the margin study's other forms live beside it (studies/)
 ANCHOR_AVERAGES = ("all", "class")
 
 
-def embedding_margins(counts, delta_max: float = ELM_RECOMMENDED["delta_max"],
-                      schedule: str = MARGIN_SCHEDULE) -> torch.Tensor:
-    """Per-class embedding margins ``delta_y`` (cosine units), largest (``delta_max``) for the
-    rarest class. ``"n^-1/4"``: ``delta_y`` proportional to ``n_y^(-1/4)``; ``"log_prior"``:
-    proportional to ``-log pi_y``. Shape ``(C,)``."""
-    if schedule not in MARGIN_SCHEDULES:
-        raise ValueError(f"schedule must be one of {MARGIN_SCHEDULES}, got {schedule!r}.")
-    delta_max = _check_range("delta_max", delta_max, 0.0, 2.0)
-    if schedule == "n^-1/4":
-        return ldam_margins(counts, delta_max)
-    m = -log_prior(counts)
-    return m * (delta_max / m.max())
+def embedding_margins(counts, delta_max: float = ELM_RECOMMENDED["delta_max"]) -> torch.Tensor:
+    """Per-class embedding margins ``delta_y`` (cosine units) proportional to ``n_y^(-1/4)``
+    (:data:`~elm_lite.recipes.MARGIN_SCHEDULE`, LDAM's trade-off), the rarest class at ``delta_max``. Shape ``(C,)``."""
+    return ldam_margins(counts, check("delta_max", delta_max, number(0, 2)))
 
 
 def _check_embeddings(z: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor | None = None,
                       n_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Accept z ``(B, E)`` or ``(B, V, E)`` (V views of each sample), labels ``(B,)`` in ``[0, n_classes)``
     and prototypes ``(C, E)`` or None; return ``(B*V, E)`` and the matching labels ``(B*V,)``."""
-    if not isinstance(z, torch.Tensor) or not z.is_floating_point():
-        raise ValueError(f"embeddings must be a floating-point tensor, got {type(z).__name__} "
-                         f"{getattr(z, 'dtype', '')}.")
-    if z.ndim not in (2, 3):
-        raise ValueError(f"embeddings must have shape (batch, dim) or (batch, views, dim), got {tuple(z.shape)}.")
-    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.ndim != 1:
-        raise ValueError(f"labels must be a 1-D integer tensor, got {getattr(labels, 'dtype', type(labels))} "
-                         f"of shape {tuple(getattr(labels, 'shape', ()))}.")
-    if labels.shape[0] != z.shape[0]:
-        raise ValueError(f"labels have {labels.shape[0]} entries but the embeddings a batch of {z.shape[0]}.")
-    if prototypes is not None and (prototypes.ndim != 2 or prototypes.shape[1] != z.shape[-1]):
-        raise ValueError(f"prototypes must have shape (classes, {z.shape[-1]}), got {tuple(prototypes.shape)}.")
-    if _check_values() and labels.numel() and labels.min() < 0:
-        raise ValueError(f"labels must be >= 0, got {int(labels.min())}.")
-    if _check_values() and n_classes is not None and labels.numel() and labels.max() >= n_classes:
-        raise ValueError(f"labels must lie in [0, {n_classes}) to match the class counts, got max {int(labels.max())}.")
-    if _check_values() and not torch.isfinite(z).all():
-        raise ValueError("embeddings contain NaN or inf.")
-    if z.ndim == 3:
-        return z.flatten(0, 1), labels.long().repeat_interleave(z.shape[1])
-    return z, labels.long()   # int32 labels mean the same classes (one_hot takes int64 only)
+    values = CHECK_VALUES.get()
+    views = ("views",) if getattr(z, "ndim", 0) == 3 else ()
+    check("embeddings", z, tensor(("batch", *views, "dim"), finite=values))
+    check("labels", labels, tensor((len(z),), "int", below=n_classes if values else None))
+    if prototypes is not None:
+        check("prototypes", prototypes, tensor(("classes", z.shape[-1])))
+    n_views = z.shape[1] if views else 1
+    return z.flatten(0, -2), labels.long().repeat_interleave(n_views)
 
 
 def contrast_set(z: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor | None = None) -> tuple:
     """``(z normalised (N, E), the contrast set (M, E), its labels (M,))``: the contrast set is the
     anchors, then the normalised prototypes (row c has label c) if any. Half-precision embeddings
-    are contrasted in float32: at ``T = 0.001`` the logits reach 1000 and a batch's sum of losses
+    are contrasted in float32: at ``T = 0.001`` the scaled similarities reach 1000 and a batch's sum of losses
     overflows float16."""
     z = F.normalize(z.float() if z.dtype in (torch.float16, torch.bfloat16) else z, dim=-1)
     if prototypes is None:
@@ -445,25 +373,6 @@ def log_sum_exp_without_each(scaled: torch.Tensor, keep: torch.Tensor) -> torch.
     return torch.where(is_top, without_top, without_p)
 
 
-def pair_terms(cos: torch.Tensor, temperature, margins: torch.Tensor, positive: torch.Tensor,
-               not_self: torch.Tensor, placement: str) -> torch.Tensor:
-    """Each (anchor i, contrast-set member p) pair's loss ``(N, M)`` in the pairwise forms of
-    :func:`contrastive_terms`, from the cosines ``s`` ``(N, M)`` and the anchors' margins ``d``
-    ``(N, 1)`` (cosine units); only the positive pairs are used."""
-    scaled, delta = cos / temperature, margins / temperature                # l = s / T, d / T (not logits)
-    negative = ~positive & not_self
-    if placement == "positive":  # -log e^{l_p - d} / (e^{l_p - d} + sum_{a != i, p} e^{l_a})
-        return torch.logaddexp(scaled - delta, log_sum_exp_without_each(scaled, not_self)) - (scaled - delta)
-    if placement == "negative":  # -log e^{l_p} / sum_{a != i} e^{l_a + d [a in N(i)]}
-        return (scaled + delta * negative).masked_fill(~not_self, float("-inf")).logsumexp(-1, keepdim=True) - scaled
-    if placement == "outside":   # -log e^{l_p - d} / (e^{l_p - d} + sum_{a in N(i)} e^{l_a})
-        return F.softplus(scaled.masked_fill(~negative, float("-inf")).logsumexp(-1, keepdim=True) - (scaled - delta))
-    if placement == "hinge":     # max(0, d - s_ip + max_{a in N(i)} s_ia), 0 without a negative
-        nearest = cos.masked_fill(~negative, float("-inf")).amax(-1, keepdim=True)
-        return torch.where(negative.any(-1, keepdim=True), F.relu(margins + nearest - cos), 0.0)
-    raise ValueError(f"placement must be one of {MARGIN_PLACEMENTS}, got {placement!r}.")
-
-
 def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
                       margins: torch.Tensor | None = None, placement: str = ELM_RECOMMENDED["placement"],
                       prototypes: torch.Tensor | None = None, n_classes: int | None = None
@@ -472,29 +381,33 @@ def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
 
     z ``(N, E)`` (normalised here), labels ``(N,)``, margins ``(N,)`` in cosine units; every row is an
     anchor. ``prototypes`` ``(C, E)`` (row c has label c) join the contrast set but are not anchors.
-    For anchor i with positives P(i) (same label, i excluded), negatives N(i) (other labels) and
-    ``s = cos``, the mean over p in P(i) of (the margin study, docs/margin_study.md, compares these forms):
+    For anchor i with positives P(i) (same label, i excluded) and ``s = cos``:
 
-    - ``"positive"``: ``-log e^{(s_ip - d_i)/T} / (e^{(s_ip - d_i)/T} + sum_{a != i, p} e^{s_ia/T})``
-    - ``"negative"``: ``-log e^{s_ip/T} / sum_{a != i} e^{(s_ia + d_i [a in N(i)])/T}``
-    - ``"outside"``: ``-log e^{(s_ip - d_i)/T} / (e^{(s_ip - d_i)/T} + sum_{a in N(i)} e^{s_ia/T})``
-    - ``"hinge"``: ``max(0, d_i - s_ip + max_{a in N(i)} s_ia)`` (no temperature)
-    - ``"centroid"``: :func:`centroid_terms` (not a mean over pairs).
+    - ``"positive"``: :func:`positive_terms`, the margin on each positive pair; with no margins SupCon's L_out;
+    - ``"centroid"``: :func:`centroid_terms`, the margin against the class centres (the course's ELM form).
 
-    With no margins, ``"positive"`` and ``"negative"`` are SupCon's L_out (Khosla et al. 2020).
-    Returns ``(loss per anchor (N,), has_positive (N,) bool)``; anchors without a positive have loss 0.
-    ``n_classes`` (the centroid form's) is read from the labels if not given: a host sync on a GPU.
-    The engine runs K batches at once through this function (``elm_lite.engine.fused``).
+    (The margin study's other forms -- on the negatives, outside the denominator, a hinge -- are in
+    ``studies/margin_form_losses.py``.) Returns ``(loss per anchor (N,), has_positive (N,) bool)``; anchors
+    without a positive have loss 0. ``n_classes`` (the centroid form's) is read from the labels if not
+    given: a host sync on a GPU. The engine runs K batches at once through this function (``elm_lite.engine.fused``).
     """
     z, pool, pool_labels = contrast_set(z, labels, prototypes)
     margins = torch.zeros(labels.shape, dtype=z.dtype, device=z.device) if margins is None else margins.to(z.dtype)
     if placement == "centroid":
         n_classes = int(pool_labels.max()) + 1 if n_classes is None else n_classes
         return centroid_terms(z, labels, pool, pool_labels, temperature, margins, n_classes)
-    cos = z @ pool.T                                                       # (N, M), built once
-    not_self = ~torch.eye(*cos.shape, dtype=torch.bool, device=z.device)
+    return positive_terms(z, labels, pool, pool_labels, temperature, margins)
+
+
+def positive_terms(z, labels, pool, pool_labels, temperature, margins):
+    """``placement="positive"`` of :func:`contrastive_terms`: the mean over p in P(i) of
+    ``-log e^{(s_ip - d_i)/T} / (e^{(s_ip - d_i)/T} + sum_{a != i, p} e^{s_ia/T})``.
+    z ``(N, E)`` normalised, pool ``(M, E)``, margins ``(N,)`` -> ``((N,), has_positive (N,))``."""
+    scaled = z @ pool.T / temperature                                      # (N, M): l_ia = s_ia / T
+    not_self = ~torch.eye(*scaled.shape, dtype=torch.bool, device=z.device)
     positive = (labels[:, None] == pool_labels[None, :]) & not_self
-    per_pair = pair_terms(cos, temperature, margins[:, None], positive, not_self, placement)
+    delta = margins[:, None] / temperature                                  # d_i / T
+    per_pair = torch.logaddexp(scaled - delta, log_sum_exp_without_each(scaled, not_self)) - (scaled - delta)
     n_positive = positive.sum(-1)
     return torch.where(positive, per_pair, 0.0).sum(-1) / n_positive.clamp(min=1), n_positive > 0
 
@@ -555,10 +468,8 @@ class SupConLoss(nn.Module):
 
     def __init__(self, temperature: float = ELM_RECOMMENDED["temperature"], anchor_average: str = "all"):
         super().__init__()
-        self.temperature = _check_range("temperature", temperature, 1e-3, 100.0)
-        if anchor_average not in ANCHOR_AVERAGES:
-            raise ValueError(f"anchor_average must be one of {ANCHOR_AVERAGES}, got {anchor_average!r}.")
-        self.anchor_average = anchor_average
+        self.temperature = float(check("temperature", temperature, number(1e-3, 100)))
+        self.anchor_average = check("anchor_average", anchor_average, one_of(*ANCHOR_AVERAGES))
         self._stats: tuple[int, torch.Tensor] | None = None
 
     @property
@@ -582,23 +493,20 @@ class EmbeddingMarginLoss(SupConLoss):
 
     The anchor of class y gets margin ``delta_y`` from :func:`embedding_margins` (largest for the
     rarest class), entering the loss as ``placement`` says (:func:`contrastive_terms`): on its
-    positives, its negatives, with the other positives out of the denominator, as a hinge against
-    the nearest negative, or against its class's centre in the batch (``"centroid"``, the course's
+    positives, or against its class's centre in the batch (``"centroid"``, the course's
     ELM form: the only one whose margin changes the geometry, docs/margin_study.md).
-    ``delta_max = 0`` with ``"positive"`` or ``"negative"`` is exactly :class:`SupConLoss`. Input as
+    ``delta_max = 0`` with ``"positive"`` is exactly :class:`SupConLoss`. Input as
     for :class:`SupConLoss`; labels must lie in ``[0, C)``. Safe ranges: ``delta_max`` in [0, 1],
     ``temperature`` in [0.05, 1].
     """
 
     def __init__(self, counts, temperature: float = ELM_RECOMMENDED["temperature"],
-                 delta_max: float = ELM_RECOMMENDED["delta_max"], schedule: str = MARGIN_SCHEDULE,
-                 placement: str = ELM_RECOMMENDED["placement"],
+                 delta_max: float = ELM_RECOMMENDED["delta_max"], placement: str = ELM_RECOMMENDED["placement"],
                  anchor_average: str = ELM_RECOMMENDED["anchor_average"]):
         super().__init__(temperature, anchor_average)
-        if placement not in MARGIN_PLACEMENTS:
-            raise ValueError(f"placement must be one of {MARGIN_PLACEMENTS}, got {placement!r}.")
-        self.placement, self.schedule, self.delta_max = placement, schedule, delta_max
-        self.register_buffer("margins", embedding_margins(counts, delta_max, schedule))
+        check("placement", placement, one_of(*MARGIN_PLACEMENTS))
+        self.placement, self.delta_max = placement, delta_max
+        self.register_buffer("margins", embedding_margins(counts, delta_max))
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor | None = None) -> torch.Tensor:
         n_classes = len(self.margins)
@@ -609,7 +517,7 @@ class EmbeddingMarginLoss(SupConLoss):
         return average_anchors(per_anchor, has_positive, labels, self.anchor_average)
 
     def extra_repr(self) -> str:
-        return (f"temperature={self.temperature}, delta_max={self.delta_max}, schedule={self.schedule!r}, "
+        return (f"temperature={self.temperature}, delta_max={self.delta_max}, "
                 f"placement={self.placement!r}, anchor_average={self.anchor_average!r}")
 
 
@@ -621,7 +529,7 @@ class ELMLoss(nn.Module):
 
     ``L_logit`` is :class:`LogitAdjustedLoss` (``logit="la"``, strength ``tau``) or :class:`LDAMLoss`
     (``logit="ldam"``, cosine logits, ``max_m``, ``s``); ``L_emb`` is :class:`EmbeddingMarginLoss`
-    (``temperature``, ``delta_max``, ``schedule``, ``placement``; by default the margin between each
+    (``temperature``, ``delta_max``, ``placement``; by default the margin between each
     embedding and its class centre). ``lam = 0`` is the logit loss alone.
     The course's reconstruction of arXiv 2204.13208 from its abstract (docs/design.md; the full text
     was not available): form, constants and switches are parameters here; the defaults are the
@@ -637,18 +545,14 @@ class ELMLoss(nn.Module):
 
     def __init__(self, counts, logit: str = "la", tau: float = ELM_RECOMMENDED["tau"],
                  lam: float = ELM_RECOMMENDED["lam"], temperature: float = ELM_RECOMMENDED["temperature"],
-                 delta_max: float = ELM_RECOMMENDED["delta_max"], schedule: str = MARGIN_SCHEDULE,
-                 placement: str = ELM_RECOMMENDED["placement"], anchor_average: str = ELM_RECOMMENDED["anchor_average"],
+                 delta_max: float = ELM_RECOMMENDED["delta_max"], placement: str = ELM_RECOMMENDED["placement"],
+                 anchor_average: str = ELM_RECOMMENDED["anchor_average"],
                  use_prototypes: bool = False, max_m: float = 0.5, s: float = 30.0):
         super().__init__()
-        if logit == "la":
-            self.logit_loss = LogitAdjustedLoss(counts, tau)
-        elif logit == "ldam":
-            self.logit_loss = LDAMLoss(counts, max_m, s)
-        else:
-            raise ValueError(f"logit must be 'la' or 'ldam', got {logit!r}.")
-        self.embedding_loss = EmbeddingMarginLoss(counts, temperature, delta_max, schedule, placement, anchor_average)
-        self.lam = _check_range("lam", lam, 0.0, 100.0)
+        check("logit", logit, one_of("la", "ldam"))
+        self.logit_loss = LogitAdjustedLoss(counts, tau) if logit == "la" else LDAMLoss(counts, max_m, s)
+        self.embedding_loss = EmbeddingMarginLoss(counts, temperature, delta_max, placement, anchor_average)
+        self.lam = float(check("lam", lam, number(0, 100)))
         self.use_prototypes = use_prototypes
 
     def set_epoch(self, epoch: int) -> None:
@@ -658,13 +562,11 @@ class ELMLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, z: torch.Tensor, labels: torch.Tensor,
                 prototypes: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-        if not isinstance(logits, torch.Tensor) or logits.ndim not in (2, 3) or (
-                isinstance(z, torch.Tensor) and logits.shape[:-1] != z.shape[:-1]):
-            raise ValueError(f"logits (batch[, views], classes) and embeddings (batch[, views], dim) must "
-                             f"agree in batch and views; got {tuple(getattr(logits, 'shape', ()))} and "
-                             f"{tuple(getattr(z, 'shape', ()))}.")
-        with_views = logits.ndim == 3 and isinstance(labels, torch.Tensor)     # (B, V, C): V views of each sample
-        flat_labels = labels.repeat_interleave(logits.shape[1]) if with_views else labels
+        views = ("views",) if getattr(logits, "ndim", 0) == 3 else ()
+        check("logits", logits, tensor(("batch", *views, "classes")))
+        check("embeddings", z, tensor((*logits.shape[:-1], "dim")), "(one per row of the logits)")
+        check("labels", labels, tensor((len(logits),), "int"))
+        flat_labels = labels.repeat_interleave(logits.shape[1]) if views else labels
         logit_term = self.logit_loss(logits.reshape(-1, logits.shape[-1]), flat_labels)
         embedding_term = self.embedding_loss(z, labels, prototypes)
         return logit_term + self.lam * embedding_term, {"logit": logit_term, "embedding": embedding_term}

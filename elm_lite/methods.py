@@ -20,7 +20,7 @@ from torch import nn
 
 from . import losses
 from .balancing import balanced_classifier_stage
-from .recipes import DECOUPLING, ELM_RECOMMENDED, WEIGHT_BALANCING, drw_epoch
+from .recipes import DECOUPLING, ELM_RECOMMENDED, MARGIN_SCHEDULE, WEIGHT_BALANCING, drw_epoch
 from .train import retrain_classifier, tau_normalize
 
 
@@ -117,7 +117,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            about="LDAM with class-balanced re-weighting late in training"),
     Method("hinge-equal", "hinge, equal margins", losses.MulticlassHingeLoss, {"schedule": "equal"},
            recipe={"weight_decay": 1e-3}, about="multiclass SVM: every class needs the same margin"),
-    Method("hinge-n14", "hinge, n^-1/4 margins", losses.MulticlassHingeLoss, {"schedule": "n^-1/4"},
+    Method("hinge-n14", "hinge, n^-1/4 margins", losses.MulticlassHingeLoss, {"schedule": MARGIN_SCHEDULE},
            recipe={"weight_decay": 1e-3}, about="multiclass SVM with LDAM's margins n_y^(-1/4)"),
     Method("supcon-la", "SupCon + LA", losses.ELMLoss, _SUPCON_LA, views=2,
            about="LA plus a supervised contrastive term without embedding margins"),

@@ -5,53 +5,40 @@ A class with no test example has accuracy ``nan`` and is left out of every mean.
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
 
+from .recipes import check, integer, number, probabilities, tensor
+
 SPLITS = ("many", "medium", "few")
 
 
-def _labels(name: str, y, n_classes: int | None = None) -> np.ndarray:
-    if hasattr(y, "detach"):
-        y = y.detach().cpu().numpy()
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of class labels, got shape {y.shape}.")
-    if y.size and not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.equal(np.mod(y, 1), 0)):
-            raise ValueError(f"{name} must hold integer class labels, got dtype {y.dtype}.")
-        y = y.astype(np.int64)
-    if y.size and y.min() < 0:
-        raise ValueError(f"{name} holds a negative label ({y.min()}); labels must be in [0, n_classes).")
-    if n_classes is not None and y.size and y.max() >= n_classes:
-        raise ValueError(f"{name} holds label {y.max()}, outside [0, {n_classes}) for n_classes={n_classes}.")
-    return y.astype(np.int64)
+def _labels(name: str, y, n_classes: float = math.inf, length: int | str = "N") -> np.ndarray:
+    """``y`` checked as ``length`` class labels in ``[0, n_classes)``, an int64 array ``(N,)``."""
+    y = np.asarray(y.detach().cpu() if hasattr(y, "detach") else y)
+    y = y.astype(np.int64) if y.dtype.kind == "f" and np.all(y % 1 == 0) else y   # 3.0 is class 3
+    return check(name, y, tensor((length,), "int", below=n_classes, noun="array")).astype(np.int64)
 
 
 MAX_CLASSES = 100_000  # a (C, C) confusion matrix beyond this would not fit in memory
 
 
+def _pair(y_true, y_pred, n_classes) -> tuple[np.ndarray, np.ndarray, int]:
+    """Checked ``(y_true (N,), y_pred (N,), n_classes)``; ``n_classes`` inferred from the largest label if None."""
+    y_true = _labels("y_true", y_true)
+    y_pred = _labels("y_pred", y_pred, length=len(y_true))
+    n_classes = _n_classes(n_classes, y_true, y_pred)
+    return _labels("y_true", y_true, n_classes), _labels("y_pred", y_pred, n_classes), n_classes
+
+
 def _n_classes(n_classes, *labels) -> int:
     """``n_classes`` checked, or inferred from the largest label."""
-    if n_classes is None:
-        n_classes = int(max(y.max(initial=-1) for y in labels) + 1)
-    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or not 1 <= n_classes <= MAX_CLASSES:
-        raise ValueError(f"n_classes must be an integer in [1, {MAX_CLASSES}] (inferred from the largest label "
-                         f"when not given), got {n_classes!r}; check the labels or pass n_classes.")
-    return int(n_classes)
-
-
-def _pair(y_true, y_pred, n_classes):
-    y_true, y_pred = _labels("y_true", y_true), _labels("y_pred", y_pred)
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true and y_pred must have the same length, got {len(y_true)} and {len(y_pred)}.")
-    if not y_true.size:
-        raise ValueError("y_true and y_pred are empty: an accuracy over no example is undefined.")
-    n_classes = _n_classes(n_classes, y_true, y_pred)
-    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
-        _labels(name, y, n_classes)  # range check against n_classes
-    return y_true, y_pred, n_classes
+    inferred = n_classes is None
+    n_classes = max(int(y.max()) for y in labels) + 1 if inferred else n_classes
+    return int(check("n_classes" + " (inferred from the largest label)" * inferred, n_classes,
+                     integer(1, MAX_CLASSES), "Check the labels or pass n_classes."))
 
 
 def confusion_matrix(y_true, y_pred, n_classes: int | None = None) -> np.ndarray:
@@ -71,21 +58,18 @@ def per_class_accuracy(y_true, y_pred, n_classes: int | None = None) -> np.ndarr
 
 
 def balanced_accuracy(y_true, y_pred, n_classes: int | None = None) -> float:
-    """Mean per-class accuracy over the classes present in ``y_true`` (1 - balanced error)."""
-    acc = per_class_accuracy(y_true, y_pred, n_classes)
-    return float(np.nanmean(acc)) if np.any(~np.isnan(acc)) else float("nan")
+    """Mean per-class accuracy over the classes present in ``y_true`` (1 - balanced error; ``y_true`` is
+    never empty, so one class at least is present)."""
+    return float(np.nanmean(per_class_accuracy(y_true, y_pred, n_classes)))
 
 
 def shot_split(train_counts, many: int = 100, few: int = 20) -> np.ndarray:
     """Label each class ``"many"`` (more than ``many`` training examples), ``"few"`` (fewer
     than ``few``) or ``"medium"``; shape ``(C,)``. Defaults follow the CIFAR-LT/ImageNet-LT
     convention; toy problems with a few hundred examples may want smaller thresholds."""
-    counts = np.asarray(train_counts)
-    if counts.ndim != 1 or counts.size == 0 or not np.issubdtype(counts.dtype, np.number) \
-            or not np.all(np.isfinite(counts)) or np.any(counts < 0):   # a NaN count is in no split
-        raise ValueError(f"train_counts must be a 1-D array of finite, non-negative counts, got {counts!r}.")
-    if not few <= many:
-        raise ValueError(f"need few <= many for the shot thresholds, got few={few}, many={many}.")
+    counts = check("train_counts", np.asarray(train_counts), tensor(("classes",), "number", below=math.inf,
+                                                                     noun="array"))   # a NaN count is in no split
+    check("few", few, number(0, many), f"(the few-shot threshold, at most many={many})")
     return np.where(counts > many, "many", np.where(counts < few, "few", "medium"))
 
 
@@ -118,19 +102,11 @@ def embedding_spread(z, y, n_classes: int | None = None) -> np.ndarray:
 
 def _unit_rows(z, y, n_classes, what: str) -> tuple[np.ndarray, np.ndarray, int]:
     """Checked ``(unit-normalised z (N, E), labels (N,), n_classes)`` for the embedding metrics."""
-    if hasattr(z, "detach"):
-        z = z.detach().cpu().numpy()
-    z = np.asarray(z, dtype=np.float64)
+    z = np.asarray(z.detach().cpu() if hasattr(z, "detach") else z, dtype=np.float64)
     y = _labels("y", y)
-    if z.ndim != 2 or len(z) != len(y):
-        raise ValueError(f"z must have shape (N, E) with N = len(y) = {len(y)}, got {z.shape}.")
-    if not len(y):
-        raise ValueError(f"z and y are empty: a {what} over no embedding is undefined.")
-    if not np.isfinite(z).all():
-        raise ValueError(f"z contains {int((~np.isfinite(z)).sum())} NaN or inf values; embeddings must be "
-                         "finite (did training diverge?).")
+    check("z", z, tensor((len(y), "E"), finite=True, noun="array"), "(one embedding per label; did training diverge?)")
     n_classes = _n_classes(n_classes, y)
-    _labels("y", y, n_classes)
+    y = _labels("y", y, n_classes)
     norms = np.linalg.norm(z, axis=1, keepdims=True)
     zero = norms[:, 0] == 0
     if zero.any():   # no direction, so no cosine: left out, never counted as "spread 1"
@@ -199,9 +175,7 @@ def error_under_prior(y_true, y_pred, prior, n_classes: int | None = None) -> fl
     the balanced error; the training prior the standard error on data distributed like training."""
     prior = np.asarray(prior, dtype=float)
     acc = per_class_accuracy(y_true, y_pred, n_classes if n_classes is not None else len(prior))
-    if prior.shape != acc.shape or np.any(prior < 0) or not np.isclose(prior.sum(), 1):
-        raise ValueError(f"prior must hold {len(acc)} non-negative numbers summing to 1 (one per class), got "
-                         f"{prior.tolist()}.")
+    check("prior", prior, probabilities(acc.shape), "(one per class)")
     if np.any(np.isnan(acc) & (prior > 0)):
         raise ValueError("a class with prior > 0 has no test example: its error under the prior is unknown; "
                          "test on a set that holds every class.")
@@ -214,15 +188,9 @@ ECE_BINS = 15   # equal-width confidence bins (Guo et al. 2017)
 
 
 def _probabilities(probs, n_examples: int) -> np.ndarray:
-    if hasattr(probs, "detach"):
-        probs = probs.detach().cpu().numpy()
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 2 or len(probs) != n_examples:
-        raise ValueError(f"probs must have shape (N, C) with N = len(y_true) = {n_examples}, got {probs.shape}.")
-    if not np.isfinite(probs).all() or (probs < 0).any() or not np.allclose(probs.sum(1), 1, atol=1e-4):
-        raise ValueError("probs must be probabilities: finite, >= 0, each row summing to 1 (softmax of the logits, "
-                         "elm_lite.calibration.probabilities).")
-    return probs
+    probs = np.asarray(probs.detach().cpu() if hasattr(probs, "detach") else probs, dtype=np.float64)
+    return check("probs", probs, probabilities((n_examples, "classes")),
+                 "(one row per label: the softmax of the logits, elm_lite.calibration.probabilities)")
 
 
 def calibration_bins(y_true, probs, n_bins: int = ECE_BINS) -> dict[str, np.ndarray]:
@@ -230,10 +198,7 @@ def calibration_bins(y_true, probs, n_bins: int = ECE_BINS) -> dict[str, np.ndar
     bins ``((b-1)/n_bins, b/n_bins]`` (a confidence of 0 in the first), each with its ``count``, mean
     ``confidence`` and ``accuracy`` (nan for an empty bin); shapes ``(n_bins,)``. ``probs`` ``(N, C)``."""
     y = _labels("y_true", y_true)
-    if not y.size:
-        raise ValueError("y_true is empty: a calibration error over no example is undefined.")
-    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-        raise ValueError(f"n_bins must be an integer >= 1, got {n_bins!r}.")
+    check("n_bins", n_bins, integer(1))
     probs = _probabilities(probs, len(y))
     confidence, correct = probs.max(1), (probs.argmax(1) == y).astype(float)
     bin_of = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)

@@ -52,12 +52,9 @@ class MLP(nn.Module):
                  embed_dim: int = 2, normalize: bool = False, cosine: bool = False):
         super().__init__()
         self.n_classes = n_classes
-        layers, width = [], in_dim
-        for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        layers.append(nn.Linear(width, embed_dim))
-        self.body = nn.Sequential(*layers)
+        widths = [in_dim] + [hidden] * depth                                # [Linear, ReLU] * depth, then Linear
+        layers = [layer for a, b in zip(widths, widths[1:]) for layer in (nn.Linear(a, b), nn.ReLU())]
+        self.body = nn.Sequential(*layers, nn.Linear(widths[-1], embed_dim))
         self.head = _head(embed_dim, n_classes, cosine)
         self.normalize = normalize
 

@@ -132,26 +132,15 @@ def _keep_chosen(method, candidates: list[tuple], rows: list[dict]) -> list[int]
     return keep
 
 
-def _differences(saved: dict, now: dict, prefix: str = "") -> list[str]:
-    """Where two identities differ, one ``key (saved ..., now ...)`` entry per field."""
-    out = []
-    for k in sorted(set(saved) | set(now)):
-        a, b = saved.get(k, "(absent)"), now.get(k, "(absent)")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k} (folder {str(a)[:60]}, now {str(b)[:60]})")
-    return out
-
-
 def _earlier_rows(out: Path | None, identity: dict, resume: bool) -> list[dict]:
     """The finished rows of an earlier call in ``out`` (only with ``resume``, and only for the same
     identity); a folder holding another comparison is refused with what differs."""
     if out is None or not (out / "runs.json").exists():
         return []
-    from .engine.runfiles import read_json
+    from .engine.runfiles import differences, read_json
     saved = read_json(out / "runs.json", "delete it, or use another out folder.")
-    differs = _differences(json.loads(json.dumps(saved.get("identity", {}))), json.loads(json.dumps(identity)))
+    differs = differences(json.loads(json.dumps(saved.get("identity", {}))), json.loads(json.dumps(identity)),
+                          ("folder", "now"))
     if differs:
         raise ValueError(f"{out} holds the runs of another comparison; it differs in {'; '.join(differs)}. Use "
                          "another out folder (--out).")

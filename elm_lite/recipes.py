@@ -72,8 +72,8 @@ ELM_RECOMMENDED = dict(
     placement="centroid",    # margin between an embedding and its class's centre in the batch
 )
 
-# How the embedding margin grows as a class gets rarer: delta_y proportional to n_y^(-1/4), LDAM's
-# trade-off (the other schedule, "log_prior", is proportional to -log pi_y).
+# How a class-dependent margin grows as a class gets rarer: proportional to n_y^(-1/4), LDAM's trade-off
+# (the embedding margins of ELM, and the hinge's "n^-1/4" schedule).
 MARGIN_SCHEDULE = "n^-1/4"
 
 # ----------------------------------------------------------------------------- decoupled training
@@ -209,16 +209,74 @@ def or_none(kind: tuple) -> tuple:
     return (lambda v: v is None or kind[0](v), f"None or {kind[1]}")
 
 
+def tensor(shape: tuple, dtype: str = "float", finite: bool = False, below: float | None = None,
+           noun: str = "tensor") -> tuple:
+    """A torch tensor (``noun="array"``: a NumPy array) of ``shape`` -- an int entry is that size, a name
+    any size >= 1 -- with ``dtype`` ``"float"``, ``"int"`` (any width) or ``"number"`` (either); with
+    ``finite`` no NaN or inf; with ``below`` values in ``[0, below)``. The last two read the values (on a GPU
+    one host sync each): pass them only where the values must be read."""
+    kinds = ("int", "float") if dtype == "number" else (dtype,)
+
+    def ok(v) -> bool:
+        if not (hasattr(v, "requires_grad" if noun == "tensor" else "shape") and len(v.shape) == len(shape)
+                and any(k in str(v.dtype) for k in kinds)
+                and all(size >= 1 if isinstance(want, str) else size == want for size, want in zip(v.shape, shape))):
+            return False
+        v = v.detach() if hasattr(v, "detach") else v                       # values only, no autograd graph
+        return ((not finite or bool(abs(v).max() < math.inf))
+                and (below is None or bool(v.min() >= 0) and bool(v.max() < below)))
+    words = ("non-empty " if any(isinstance(n, str) for n in shape) else "") + {
+        "float": "floating-point", "int": "integer", "number": "numeric"}[dtype]
+    size = str(tuple(shape)).replace("'", "")                              # (batch, 5), not ('batch', 5)
+    return ok, (f"{'an' if words[0] in 'aeiou' else 'a'} {words} {noun} of shape {size}"
+                + (" with finite values (no NaN or inf)" if finite else "")
+                + ("" if below is None else f" with values in [0, {below:g})"))
+
+
+def probabilities(shape: tuple, positive: bool = False) -> tuple:
+    """A NumPy array of ``shape`` whose last axis holds probabilities: finite, >= 0 (``positive``: > 0),
+    summing to 1 (within 1e-4): a class prior ``(C,)`` or predicted probabilities ``(N, C)``."""
+    array = tensor(shape, "number", finite=True, noun="array")[0]
+    return (lambda v: array(v) and bool(((v > 0) if positive else (v >= 0)).all())
+            and bool((abs(v.sum(-1) - 1) <= 1e-4).all()),
+            f"{tensor(shape, 'number', noun='array')[1]} of probabilities: finite, {'> 0' if positive else '>= 0'} "
+            "and summing to 1 along the last axis")
+
+
+# a loss's training class counts (elm_lite.losses.as_counts)
+CLASS_COUNTS = (lambda v: tensor(("classes",), "number", finite=True, noun="array")[0](v) and len(v) >= 2
+                and bool((v > 0).all()),
+                "a 1-D sequence of class counts, at least 2, all finite and > 0 (a class with no training "
+                "example has no prior)")
+
+
 def plain(value):
     """A NumPy scalar as the Python number it means (``np.int64(2)`` -> ``2``); anything else as it is."""
     return value.item() if isinstance(value, np.generic) else value
 
 
-def check(name: str, value, kind: tuple):
-    """``value`` if ``kind`` accepts it, else ``ValueError("<name> must be <expectation>, got <value>.")``."""
+def _shown(value) -> str:
+    """``repr(value)``; an array or tensor by its type, shape and dtype, then its values (up to 10 whole
+    numbers) or their range and NaN count."""
+    if getattr(value, "ndim", 0) < 1 or not hasattr(value, "dtype"):
+        return repr(value)
+    about = f"{type(value).__name__} of shape {tuple(value.shape)}, dtype {value.dtype}"
+    if math.prod(value.shape) <= 10 and "float" not in str(value.dtype):
+        return f"{about}: {value.tolist()}"
+    try:
+        numbers = value[value == value]                                     # NaN left out, counted apart
+        nan = math.prod(value.shape) - math.prod(numbers.shape)
+        span = f", values {float(numbers.min()):g} to {float(numbers.max()):g}" if math.prod(numbers.shape) else ""
+        return about + span + (f", {nan} NaN" if nan else "")
+    except (TypeError, ValueError, RuntimeError):   # strings, objects: no range
+        return about
+
+
+def check(name: str, value, kind: tuple, fix: str = ""):
+    """``value`` if ``kind`` accepts it, else ``ValueError("<name> must be <expectation>, got <value>. <fix>")``."""
     ok, expectation = kind
     if not ok(value):
-        raise ValueError(f"{name} must be {expectation}, got {value!r}.")
+        raise ValueError(f"{name} must be {expectation}, got {_shown(value)}." + (f" {fix}" if fix else ""))
     return value
 
 

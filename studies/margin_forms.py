@@ -17,9 +17,10 @@ import platform
 import time
 
 import numpy as np
+from margin_form_losses import PLACEMENTS, study_method
 from scipy import stats
 
-from elm_lite import losses, make_toy, methods
+from elm_lite import make_toy, methods
 from elm_lite.engine.runfiles import json_safe
 from elm_lite.experiments import compare
 from elm_lite.recipes import EMBEDDING_TOY
@@ -40,9 +41,9 @@ MEASURES = ("train_margin_few", "margin_few", "spread_few", "balanced_accuracy",
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "elm_lite" / "measured" / "margin_study.json"
 
 
-def variants(forms=losses.MARGIN_PLACEMENTS, deltas=DELTAS) -> dict:
+def variants(forms=PLACEMENTS, deltas=DELTAS) -> dict:
     """``{"<form> d=<delta>": ELM method}`` for every form and margin, then the reference methods."""
-    elm = methods.get("elm")
+    elm = study_method(methods.get("elm"))     # the core's two forms and the study's three
     constants = {form: POST_HOC_FORMS.get(form, {"placement": form}) for form in forms}
     table = {f"{form} d={d:g}": elm.variant(f"ELM {form} {d:g}", delta_max=d, **constants[form])
              for form in forms for d in deltas}
@@ -99,7 +100,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2,3,4,5")
     parser.add_argument("--regimes", default=",".join(REGIMES))
-    parser.add_argument("--forms", default=",".join((*losses.MARGIN_PLACEMENTS, *POST_HOC_FORMS)))
+    parser.add_argument("--forms", default=",".join((*PLACEMENTS, *POST_HOC_FORMS)))
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]

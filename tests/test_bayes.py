@@ -44,7 +44,7 @@ def test_sample_balanced_is_seeded_and_balanced():
 
 
 def test_densities_need_gaussian():
-    with pytest.raises(ValueError, match="kind='gaussian'"):
+    with pytest.raises(ValueError, match=r"data.kind must be one of \['gaussian'\], got 'rings'"):
         class_log_densities(make_toy("rings", 2, 10, 1), np.zeros((1, 2)))
 
 

@@ -42,8 +42,8 @@ def test_shot_calibration_error_splits_by_the_true_class():
     assert np.isnan(metrics.shot_calibration_error([0, 1], probs[:2], counts)["few"])
 
 
-@pytest.mark.parametrize("bad, match", [(np.full((5, 2), 0.7), "each row summing to 1"),
-                                        (PROBS[:3], "N = len"), (-PROBS, ">= 0")])
+@pytest.mark.parametrize("bad, match", [(np.full((5, 2), 0.7), "summing to 1 along the last axis"),
+                                        (PROBS[:3], r"shape \(5, classes\)"), (-PROBS, ">= 0")])
 def test_bad_probabilities_are_named(bad, match):
     with pytest.raises(ValueError, match=match):
         metrics.expected_calibration_error(Y, bad)

@@ -23,7 +23,8 @@ def ref_margin_contrastive(z, labels, temperature, margins=None, placement="posi
                            average="class"):
     """The embedding term of docs/design.md, written with loops over anchors and positives (numpy over
     the contrast set), in float64 and in log space (each term ``-log e^a / sum_k e^{b_k} = lse(b) - a``),
-    so that it holds at any temperature."""
+    so that it holds at any temperature. Every placement: the core's two and the margin study's three
+    (tests/test_margin_form_losses.py)."""
     unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
     z, labels = unit(z.double().numpy()), labels.numpy()
     pool, pool_labels = z, labels
@@ -114,6 +115,22 @@ def test_anchors_without_a_positive_have_loss_zero(placement):
     assert (per_anchor[~has_pos] == 0).all() and (per_anchor[has_pos] > 0).all()
 
 
+def test_contrastive_terms_defaults():
+    """No margins: zero margins (the positive form is SupCon's L_out, float64 in, float64 out); no n_classes:
+    read from the labels (the centroid form equals the one told)."""
+    z, y = embeddings(b=10, e=3, seed=21)
+    zero = torch.zeros(10, dtype=torch.float64)
+    no_margin = L.contrastive_terms(z, y, 0.2, placement="positive")
+    torch.testing.assert_close(no_margin, L.contrastive_terms(z, y, 0.2, zero, "positive"))
+    torch.testing.assert_close(no_margin, L.supcon_terms(z, y, 0.2))
+    margins = L.embedding_margins(COUNTS, 0.5)[y]
+    for prototypes in (None, torch.randn(5, 3, dtype=torch.float64)):
+        torch.testing.assert_close(L.contrastive_terms(z, y, 0.2, margins, "centroid", prototypes),
+                                   L.contrastive_terms(z, y, 0.2, margins, "centroid", prototypes, n_classes=5))
+    torch.testing.assert_close(L.contrastive_terms(z, y, 0.2, None, "centroid", n_classes=5),
+                               L.contrastive_terms(z, y, 0.2, zero, "centroid", None, 5))
+
+
 def test_supcon_matches_pytorch_metric_learning():
     pml = pytest.importorskip("pytorch_metric_learning.losses")
     for seed in range(3):
@@ -124,12 +141,11 @@ def test_supcon_matches_pytorch_metric_learning():
 
 
 @pytest.mark.parametrize("placement", L.MARGIN_PLACEMENTS)
-@pytest.mark.parametrize("schedule", ["n^-1/4", "log_prior"])
 @pytest.mark.parametrize("dim", [2, 6])
-def test_embedding_margin_matches_reference(placement, schedule, dim):
+def test_embedding_margin_matches_reference(placement, dim):
     z, y = embeddings(e=dim, seed=dim)
-    loss = L.EmbeddingMarginLoss(COUNTS, 0.2, delta_max=0.4, schedule=schedule, placement=placement)
-    margins = L.embedding_margins(COUNTS, 0.4, schedule).tolist()
+    loss = L.EmbeddingMarginLoss(COUNTS, 0.2, delta_max=0.4, placement=placement)
+    margins = L.embedding_margins(COUNTS, 0.4).tolist()
     assert loss(z, y).item() == pytest.approx(ref_margin_contrastive(z, y, 0.2, margins, placement), rel=1e-9)
 
 
@@ -239,35 +255,21 @@ def test_delta_zero_equals_supcon_and_loss_grows_with_delta():
     z, y = embeddings(b=40, e=5, seed=6)
     for average in L.ANCHOR_AVERAGES:
         base = L.SupConLoss(0.2, anchor_average=average)(z, y)
-        for placement in ("positive", "negative"):
-            torch.testing.assert_close(L.EmbeddingMarginLoss(COUNTS, 0.2, 0.0, placement=placement,
-                                                             anchor_average=average)(z, y), base)
-    for placement in ("positive", "negative"):
-        values = [L.EmbeddingMarginLoss(COUNTS, 0.2, d, placement=placement)(z, y).item()
-                  for d in np.linspace(0, 1, 11)]
-        assert all(b > a for a, b in zip(values, values[1:])), values
+        torch.testing.assert_close(L.EmbeddingMarginLoss(COUNTS, 0.2, 0.0, placement="positive",
+                                                         anchor_average=average)(z, y), base)
+    values = [L.EmbeddingMarginLoss(COUNTS, 0.2, d, placement="positive")(z, y).item() for d in np.linspace(0, 1, 11)]
+    assert all(b > a for a, b in zip(values, values[1:])), values
 
 
-def test_margin_schedules_by_hand():
-    """Counts 16 and 1 (prior 16/17, 1/17): n^-1/4 gives 1/2 and 1 of delta_max; -log prior gives
-    log(17/16) / log 17 and 1 of it."""
-    torch.testing.assert_close(L.embedding_margins([16, 1], 0.4, "n^-1/4"),
-                               torch.tensor([0.2, 0.4], dtype=torch.float64))
-    torch.testing.assert_close(L.embedding_margins([16, 1], 0.4, "log_prior"),
-                               torch.tensor([0.4 * math.log(17 / 16) / math.log(17), 0.4], dtype=torch.float64))
-
-
-def test_hinge_form_is_zero_without_a_negative():
-    """A batch of one class has no negative: the hinge against the nearest negative is 0, not 1."""
-    z = torch.randn(4, 3, dtype=torch.float64)
-    assert L.EmbeddingMarginLoss(COUNTS, 0.2, 0.5, placement="hinge")(z, torch.tensor([2, 2, 2, 2])).item() == 0.0
+def test_margins_by_hand():
+    """Counts 16 and 1: n^-1/4 gives 1/2 and 1 of delta_max."""
+    torch.testing.assert_close(L.embedding_margins([16, 1], 0.4), torch.tensor([0.2, 0.4], dtype=torch.float64))
 
 
 def test_margins_largest_for_rarest_class():
-    for schedule in ("n^-1/4", "log_prior"):
-        m = L.embedding_margins(COUNTS, 0.3, schedule)
-        assert m.argmax() == 4 and m.max().item() == pytest.approx(0.3)
-        assert torch.all(m[1:] >= m[:-1])
+    m = L.embedding_margins(COUNTS, 0.3)
+    assert m.argmax() == 4 and m.max().item() == pytest.approx(0.3)
+    assert torch.all(m[1:] >= m[:-1])
 
 
 def test_no_positive_gives_zero_finite_loss_and_gradient():
@@ -296,12 +298,11 @@ def test_anchors_without_positive_are_skipped_not_nan():
     (lambda: L.SupConLoss(0.0), "temperature"),
     (lambda: L.SupConLoss(-1.0), "temperature"),
     (lambda: L.EmbeddingMarginLoss(COUNTS, delta_max=-0.1), "delta_max"),
-    (lambda: L.EmbeddingMarginLoss(COUNTS, schedule="linear"), "schedule"),
     (lambda: L.EmbeddingMarginLoss(COUNTS, placement="both"), "placement"),
     (lambda: L.EmbeddingMarginLoss([5, 0]), "> 0"),
     (lambda: L.SupConLoss(anchor_average="median"), "anchor_average"),
     (lambda: L.SupConLoss()(torch.randn(4), torch.tensor([0, 1, 0, 1])), "shape"),
-    (lambda: L.SupConLoss()(torch.randn(4, 2), torch.tensor([0, 1, 0])), "batch of 4"),
+    (lambda: L.SupConLoss()(torch.randn(4, 2), torch.tensor([0, 1, 0])), r"labels must be .*\(4,\), got .*\(3,\)"),
     (lambda: L.SupConLoss()(torch.randn(4, 2), torch.tensor([0.0, 1.0, 0.0, 1.0])), "integer"),
     (lambda: L.SupConLoss()(torch.full((2, 2), float("nan")), torch.tensor([0, 0])), "NaN"),
     (lambda: L.EmbeddingMarginLoss(COUNTS)(torch.randn(3, 2), torch.tensor([0, 5, 5])), r"\[0, 5\)"),
@@ -359,7 +360,7 @@ def test_elm_bad_arguments(kwargs, match):
 
 
 def test_elm_shape_mismatch():
-    with pytest.raises(ValueError, match="agree in batch"):
+    with pytest.raises(ValueError, match=r"embeddings must be .*shape \(4, dim\), got .*shape \(3, 2\)"):
         L.ELMLoss(COUNTS)(torch.randn(4, 5), torch.randn(3, 2), torch.tensor([0, 1, 2, 3]))
 
 
@@ -403,7 +404,6 @@ def test_similarity_matrix_is_built_once_per_step():
 
     z, y = embeddings(b=32, e=8, seed=8)
     for loss in (L.EmbeddingMarginLoss(COUNTS, 0.1, 0.5, placement="positive"),
-                 L.EmbeddingMarginLoss(COUNTS, 0.1, 0.5, placement="negative"),
                  L.SupConLoss(0.1, anchor_average="class")):
         CountMatmuls.count = 0
         with CountMatmuls():

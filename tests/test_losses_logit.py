@@ -192,8 +192,8 @@ def test_bad_counts(counts, match):
 @pytest.mark.parametrize("make", [lambda: L.LogitAdjustedLoss(COUNTS), lambda: L.BalancedSoftmaxLoss(COUNTS),
                                   lambda: L.LDAMLoss(COUNTS), lambda: L.MulticlassHingeLoss(COUNTS)])
 @pytest.mark.parametrize("logits,labels,match", [
-    (torch.zeros(4, 5), torch.tensor([0, 1, 2, 5]), r"labels must lie in \[0, 5\)"),
-    (torch.zeros(4, 5), torch.tensor([0, 1, -1, 2]), r"labels must lie in \[0, 5\)"),
+    (torch.zeros(4, 5), torch.tensor([0, 1, 2, 5]), r"labels must be .* values in \[0, 5\), got .*\[0, 1, 2, 5\]"),
+    (torch.zeros(4, 5), torch.tensor([0, 1, -1, 2]), r"labels must be .* values in \[0, 5\), got .*\[0, 1, -1, 2\]"),
     (torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), r"shape \(batch, 5\)"),
     (torch.zeros(4, 5), torch.tensor([0, 1, 2]), r"shape \(4,\)"),
     (torch.full((4, 5), float("nan")), torch.tensor([0, 1, 2, 3]), "NaN or inf"),
@@ -207,8 +207,18 @@ def test_bad_logits_and_labels(make, logits, labels, match):
         make()(logits, labels)
 
 
+def test_margin_defaults_are_the_documented_ones():
+    """logit adjustment's tau 1 (the Fisher-consistent choice), LDAM's largest margin 0.5 (Cao et al.), the
+    embedding margins' delta_max from recipes.ELM_RECOMMENDED."""
+    from elm_lite.recipes import ELM_RECOMMENDED
+    torch.testing.assert_close(L.logit_adjustment(COUNTS), L.log_prior(COUNTS))
+    assert L.ldam_margins(COUNTS).max().item() == pytest.approx(0.5)
+    assert L.embedding_margins(COUNTS).max().item() == pytest.approx(ELM_RECOMMENDED["delta_max"])
+
+
 def test_ldam_rejects_raw_logits():
-    with pytest.raises(ValueError, match="cosine logits"):
+    with pytest.raises(ValueError, match=r"^\|logits\| must be .*\(batch, 5\) with values in \[0, 1.0001\), got .*"
+                                         r"LDAM needs cosine logits in \[-1, 1\]: use a model with cosine=True\.$"):
         L.LDAMLoss(COUNTS)(torch.full((2, 5), 3.0), torch.tensor([0, 1]))
 
 
@@ -217,9 +227,19 @@ def test_ldam_rejects_raw_logits():
     (lambda: L.LDAMLoss(COUNTS, s=0), "s must be"),
     (lambda: L.LDAMLoss(COUNTS, drw_epoch=-2), "drw_epoch"),
     (lambda: L.MulticlassHingeLoss(COUNTS, schedule="sqrt"), "schedule"),
-    (lambda: L.posthoc_adjust(torch.zeros(3, 4), COUNTS), "4 classes but counts has 5"),
-    (lambda: L.posthoc_adjust(np.zeros((3, 5)), COUNTS), "2-D float tensor"),
+    (lambda: L.posthoc_adjust(torch.zeros(3, 4), COUNTS), r"logits .*\(batch, 5\), got Tensor of shape \(3, 4\)"),
+    (lambda: L.posthoc_adjust(np.zeros((3, 5)), COUNTS), r"logits must be .*tensor .*got ndarray"),
 ])
 def test_bad_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: L.logit_adjustment(COUNTS, 10.5), r"^tau must be a finite number >= 0 and <= 10, got 10.5\.$"),
+    (lambda: L.ldam_margins(COUNTS, 10.5), r"^max_m must be a finite number >= 0 and <= 10, got 10.5\.$"),
+    (lambda: L.embedding_margins(COUNTS, 2.5), r"^delta_max must be a finite number >= 0 and <= 2, got 2.5\.$"),
+])
+def test_margin_constants_are_checked_with_their_names_and_ranges(call, match):
     with pytest.raises(ValueError, match=match):
         call()

@@ -158,15 +158,11 @@ def _slices(kind_losses, logits, z, y, protos=None):
     lambda: [L.LDAMLoss(COUNTS, m, drw_epoch=d) for m, d in ((0.5, 2), (0.3, None), (0.5, 1))],
     lambda: [L.ELMLoss(COUNTS, lam=lam, delta_max=d, temperature=t)
              for lam, d, t in ((1, 0.5, 0.1), (0.5, 0, 0.2), (2, 1, 0.1))],
-    lambda: [L.ELMLoss(COUNTS, delta_max=d, anchor_average="all", placement="negative") for d in (0.0, 0.7)],
     lambda: [L.ELMLoss(COUNTS, delta_max=d, anchor_average=a, placement="positive")
              for d, a in ((0.0, "all"), (0.5, "class"), (1.0, "all"))],
     lambda: [L.ELMLoss(COUNTS, delta_max=d, use_prototypes=True) for d in (0.2, 0.9)],
-    lambda: [L.ELMLoss(COUNTS, delta_max=d, temperature=t, placement="outside") for d, t in ((0.0, 0.1), (0.8, 0.3))],
-    lambda: [L.ELMLoss(COUNTS, delta_max=d, placement="hinge", use_prototypes=True) for d in (0.1, 0.6)],
     lambda: [L.ELMLoss(COUNTS, delta_max=d, temperature=t, placement="centroid") for d, t in ((0.3, 0.1), (1.0, 0.5))],
-], ids=["la", "ldam-drw", "elm-class", "elm-all-negative", "elm-mixed-averages", "elm-prototypes-warmup",
-        "elm-outside", "elm-hinge", "elm-centroid"])
+], ids=["la", "ldam-drw", "elm-class", "elm-mixed-averages", "elm-prototypes-warmup", "elm-centroid"])
 def test_stacked_loss_equals_each_loss_on_its_slice(build):
     kind_losses = build()
     for loss in kind_losses:

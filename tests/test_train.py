@@ -238,6 +238,6 @@ def test_a_training_step_never_waits_for_the_device(name, host_syncs):
     with trusted_batches():
         syncs = [host_syncs(lambda n=n: train_epoch(run, x, y, order, 8, n)) for n in (1, 3)]
     assert syncs[0] == syncs[1], f"{name}: {syncs[1] - syncs[0]} more host syncs for 2 more steps"
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):   # outside the loop, checked as before
+    with pytest.raises(ValueError, match=r"labels .*values in \[0, 5\)"):   # outside the loop, checked as before
         loss(*((torch.zeros(2, 2, 5), torch.zeros(2, 2, 8)) if method.views > 1 else (torch.zeros(2, 5),)),
              torch.tensor([0, 7]))

@@ -24,7 +24,7 @@ from torch.distributed.nn import functional as dist_nn
 
 from ..train import History
 from .loop import FitHooks, Run
-from .runfiles import save_atomic
+from .runfiles import differences, save_atomic
 
 
 def gather_batch(t: torch.Tensor) -> torch.Tensor:
@@ -70,21 +70,14 @@ def load_checkpoint(path) -> dict:
     return ckpt
 
 
-def fingerprint_differences(saved: dict | None, current: dict) -> list[str]:
-    """``"field: checkpoint X, this run Y"`` for every field in which two run fingerprints differ."""
-    saved = saved or {}
-    return [f"{k}: checkpoint {saved.get(k, '(absent)')!r}, this run {current.get(k, '(absent)')!r}"
-            for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
-
-
 def _resume(checkpoint, fingerprint: dict, core: nn.Module, opt, gens) -> tuple[list, int]:
     """Load ``checkpoint`` into model, optimizer and random states; returns (history, next epoch).
     A checkpoint of a different run (any fingerprint field differs) is refused, naming the fields."""
     ckpt = load_checkpoint(checkpoint)
-    differences = fingerprint_differences(ckpt.get("fingerprint"), fingerprint)
-    if differences:
+    differ = differences(ckpt.get("fingerprint"), fingerprint, ("checkpoint", "this run"))
+    if differ:
         raise ValueError(f"checkpoint {checkpoint} was written by a different run; it differs in "
-                         + "; ".join(differences) + ". Use another output folder, or start over "
+                         + "; ".join(differ) + ". Use another output folder, or start over "
                          "(overwrite / delete the checkpoint).")
     try:
         core.load_state_dict(compile_neutral(ckpt["model"], core))

@@ -46,11 +46,11 @@ def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature: torch.
     margins ``(K, N)``, temperature ``(K,)``, prototypes ``(K, C, E)`` or None -> ``((K, N), (K, N))``.
     With ``fuse`` (see :func:`fusable`) the ``"positive"`` form runs through :class:`_PositiveMarginMean`
     (a handful of passes over the ``(K, N, M)`` similarities instead of autograd's dozens), the
-    ``"centroid"`` form through :func:`_centroid_terms`; every other case runs the core's one-batch
-    function under ``torch.vmap``."""
+    ``"centroid"`` form through :func:`_centroid_terms`; the positive form beyond :func:`fusable` runs the
+    core's one-batch function under ``torch.vmap``."""
     protos_dim = None if prototypes is None else 0
     temperature = torch.as_tensor(temperature, device=z.device).to(torch.promote_types(z.dtype, torch.float32))
-    if placement not in ("positive", "centroid") or (placement == "positive" and not fuse):
+    if placement == "positive" and not fuse:
         def each(z, labels, temperature, margins, prototypes):
             return losses.contrastive_terms(z, labels, temperature, margins, placement, prototypes, n_classes)
         return torch.vmap(each, in_dims=(0, 0, 0, 0, protos_dim))(z, labels, temperature, margins, prototypes)
@@ -123,7 +123,7 @@ class _PositiveMarginMean(torch.autograd.Function):
     step makes a handful of passes over the ``(..., N, M)`` similarities instead of autograd's dozens
     (notebook 04 trains dozens of these models; ``benchmarks/run_benchmarks.py --only sweeps``).
 
-    With logits ``l = cos / T``, ``e_a = exp(l_a - max)`` over the contrast set (0 for the anchor
+    With scaled similarities ``l = cos / T``, ``e_a = exp(l_a - max)`` over the contrast set (0 for the anchor
     itself), ``s = sum_a e_a``, ``r_p = s - e_p`` and ``D_p = e_p + e^d r_p``, pair (i, p)'s loss
     ``-log e^{l_p - d} / (e^{l_p - d} + sum_{a != i, p} e^{l_a})`` is ``log D_p - log e_p``; the
     anchor's loss is ``sum_p w_p`` of it (``w = positive / |P(i)|``), and ``d/dl_a = e^d (e_a sum_p
@@ -157,11 +157,11 @@ class _PositiveMarginMean(torch.autograd.Function):
         cos, inv_t, e, s, r, d, exp_delta, positive, inv_n_pos = ctx.saved_tensors
         w_over_d = positive / d                                          # (..., N, M), times |P(i)|
         scale = grad[..., None] * inv_n_pos * exp_delta                  # (..., N, 1)
-        grad_logits = (e * w_over_d.sum(-1, keepdim=True)).addcmul_(w_over_d, s, value=-1).mul_(scale)
-        grad_inv_t = ((grad_logits * cos).sum((-2, -1), keepdim=True).sum_to_size(inv_t.shape)
+        grad_scaled = (e * w_over_d.sum(-1, keepdim=True)).addcmul_(w_over_d, s, value=-1).mul_(scale)
+        grad_inv_t = ((grad_scaled * cos).sum((-2, -1), keepdim=True).sum_to_size(inv_t.shape)
                       if ctx.needs_input_grad[1] else None)
         grad_delta = scale * (w_over_d * r).sum(-1, keepdim=True) if ctx.needs_input_grad[2] else None
-        return grad_logits * inv_t, grad_inv_t, grad_delta, None, None
+        return grad_scaled * inv_t, grad_inv_t, grad_delta, None, None
 
 
 def _cross_entropy_per_run(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None):

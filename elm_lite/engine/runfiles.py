@@ -76,6 +76,19 @@ def read_json(path, fix: str):
         raise ValueError(f"{path} is damaged ({e}); {fix}") from None
 
 
+def differences(saved: dict | None, now: dict, names: tuple = ("saved", "now"), prefix: str = "") -> list[str]:
+    """Where two identities (nested dicts) differ: one ``"key: <saved> X, <now> Y"`` per field, nested keys
+    dotted, values cut at 60 characters -- why a checkpoint or a run folder belongs to another run."""
+    saved, out = saved or {}, []
+    for k in sorted(set(saved) | set(now)):
+        a, b = saved.get(k, "(absent)"), now.get(k, "(absent)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, names, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {names[0]} {str(a)[:60]}, {names[1]} {str(b)[:60]}")
+    return out
+
+
 def _holder() -> dict:
     return {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]}
