@@ -20,7 +20,7 @@ from torch import nn
 
 from .interfaces import EmbeddingLoss, ImageModel, Scheduled, uses_prototypes
 from .metrics import balanced_accuracy
-from .recipes import LONGTAIL_TOY, check, integer, number, one_of, or_none
+from .recipes import LONGTAIL_TOY, check, integer, number, one_of, or_none, tensor
 
 
 def set_seed(seed: int) -> None:
@@ -62,32 +62,20 @@ def track_balanced_accuracy(x, y) -> Callable:
     return record
 
 
-def _as_tensor(name: str, a, dtype: torch.dtype) -> torch.Tensor:
-    t = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
-    if t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"{name} has dtype {t.dtype}; expected real numbers.")
-    if dtype == torch.long and t.is_floating_point():
-        raise ValueError(f"{name} must hold integer class labels, got dtype {t.dtype}.")
-    return t.to(dtype)
+def as_tensor(a) -> torch.Tensor:
+    """``a`` (a tensor, a NumPy array or a list) as a tensor."""
+    return a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
 
 
 def check_xy(x, y, n_classes: int | None, dtype: torch.dtype = torch.float32):
-    """``x`` as ``dtype`` (the model's: float64 models train on float64 inputs), ``y`` as int64, checked."""
-    x = _as_tensor("x", x, dtype if dtype == torch.float64 else torch.float32)
-    y = _as_tensor("y", y, torch.long)
-    if x.ndim < 2:
-        raise ValueError(f"x must have shape (N, D) or (N, ...) for images, got {tuple(x.shape)}.")
-    if y.ndim != 1 or len(y) != len(x):
-        raise ValueError(f"y must have shape (N,) with N = len(x) = {len(x)}, got {tuple(y.shape)}.")
-    if len(y) == 0:
-        raise ValueError("x and y are empty: nothing to train on.")
-    if x.is_floating_point() and not torch.isfinite(x).all():
-        raise ValueError(f"x contains {int((~torch.isfinite(x)).sum())} NaN or inf values; clean or impute them "
-                         "before training (a NaN input makes every loss NaN).")
-    if n_classes is not None and (y.min() < 0 or y.max() >= n_classes):
-        raise ValueError(f"labels must be in [0, {n_classes}) for a model with {n_classes} outputs; "
-                         f"got min {int(y.min())}, max {int(y.max())}.")
-    return x, y
+    """``x`` ``(N, ...)`` as ``dtype`` (the model's: float64 models train on float64 inputs, the rest on
+    float32), ``y`` ``(N,)`` as int64, checked at the door."""
+    x, y = as_tensor(x), as_tensor(y)
+    check("x", x.flatten(1) if x.ndim > 1 else x, tensor(("examples", "features"), "number", finite=True),
+          "Images may come as (N, H, W, C). Clean or impute NaN and inf before training: they make every loss NaN.")
+    check("y", y, tensor((len(x),), "int", below=n_classes), "y holds the class index of each row of x"
+          + (f", in [0, {n_classes}) for a model with {n_classes} outputs." if n_classes else "."))
+    return x.to(dtype if dtype == torch.float64 else torch.float32), y.long()
 
 
 def check_model_takes(model: nn.Module, x: torch.Tensor) -> None:
@@ -96,27 +84,23 @@ def check_model_takes(model: nn.Module, x: torch.Tensor) -> None:
     eager, was_training = getattr(model, "_orig_mod", model), model.training
     try:
         with torch.no_grad():
-            eager.eval()
-            eager(x[:2])
+            eager.eval()(x[:2])
     except RuntimeError as e:
-        raise ValueError(f"the model cannot take inputs of shape {tuple(x.shape[1:])} (x has shape "
-                         f"{tuple(x.shape)}): {e}") from None
+        raise ValueError(f"the model cannot take inputs of shape {tuple(x.shape[1:])}: {e}") from None
     finally:
         model.train(was_training)
 
 
 def compute_loss(loss_fn: Callable, logits: torch.Tensor, embedding: torch.Tensor, y: torch.Tensor,
                  prototypes: torch.Tensor | None = None) -> torch.Tensor:
-    """Call ``loss_fn(logits, y)``, or ``loss_fn(logits, embedding, y[, prototypes])`` for losses
-    that set ``uses_embedding = True``; a loss returning ``(total, parts)`` contributes ``total``.
+    """``loss_fn(logits, y)``, or for a loss on logits and embeddings (``uses_embedding = True``, an
+    :class:`~elm_lite.interfaces.EmbeddingLoss`) the total of ``loss_fn(logits, embedding, y, prototypes)``.
     With several views (``logits`` ``(B, V, C)``) a logit-only loss sees every view."""
     if isinstance(loss_fn, EmbeddingLoss):
-        out = loss_fn(logits, embedding, y, prototypes) if prototypes is not None else loss_fn(logits, embedding, y)
-    elif logits.ndim == 3:
-        out = loss_fn(logits.reshape(-1, logits.shape[-1]), y.repeat_interleave(logits.shape[1]))
-    else:
-        out = loss_fn(logits, y)
-    return out[0] if isinstance(out, tuple) else out
+        return loss_fn(logits, embedding, y, prototypes)[0]                  # (total, parts)
+    if logits.ndim == 3:
+        logits, y = logits.flatten(0, 1), y.repeat_interleave(logits.shape[1])
+    return loss_fn(logits, y)
 
 
 def gaussian_jitter(sigma: float) -> Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]:
@@ -167,7 +151,7 @@ def predict_outputs(model: nn.Module, x, batch_size: int = 4096) -> tuple[torch.
     """``(logits (N, C), embeddings (N, E))`` of ``model`` on ``x`` ``(N, D)``, in eval mode, on the CPU."""
     was_training = model.training
     model.eval()
-    x = _as_tensor("x", x, torch.float32)
+    x = as_tensor(x).float()
     device = next(iter(model.parameters()), torch.zeros(())).device  # a model without parameters: CPU
     parts = [model(x[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
     model.train(was_training)
@@ -216,10 +200,9 @@ def check_fit_args(epochs, batch_size, lr, weight_decay, seed, views, sampling) 
     check("lr", lr, number(0, low_open=True))
     check("weight_decay", weight_decay, number(0))
     check("seed", seed, integer(0))
-    for i, augment in enumerate(views):
-        if not callable(augment):
-            raise ValueError(f"views[{i}] is {augment!r}; views must hold one augmentation (x, generator) -> x per "
-                             "view, e.g. 2 * [gaussian_jitter(0.5)] for two jittered views.")
+    check("views", views, (lambda v: isinstance(v, (list, tuple)) and all(map(callable, v)),
+                           "a list of augmentations (x, generator) -> x, one per view"),
+          "Two jittered views: views=2 * [gaussian_jitter(0.5)]; one plain view: views=[].")
     check("sampling", sampling, one_of(*SAMPLINGS))
 
 

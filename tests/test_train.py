@@ -113,15 +113,15 @@ def test_fit_multiplies_the_learning_rate_by_lr_schedule():
 
 
 @pytest.mark.parametrize("x,y,kwargs,match", [
-    (np.zeros((4, 2)), [0, 1, 0], {}, "y must have shape"),
+    (np.zeros((4, 2)), [0, 1, 0], {}, r"y must be an integer tensor of shape \(4,\)"),
     (np.zeros((4, 2, 1)), [0, 1, 0, 1], {}, r"cannot take inputs of shape \(2, 1\)"),
-    (np.zeros(4), [0, 1, 0, 1], {}, "x must have shape"),
-    (np.zeros((4, 2)), [0, 1, 0, 5], {}, r"labels must be in \[0, 2\)"),
-    (np.zeros((4, 2)), [0.0, 1.0, 0.0, 1.0], {}, "integer class labels"),
+    (np.zeros(4), [0, 1, 0, 1], {}, r"x must be a non-empty numeric tensor of shape \(examples, features\)"),
+    (np.zeros((4, 2)), [0, 1, 0, 5], {}, r"y must be .* with values in \[0, 2\), got .*\[0, 1, 0, 5\]"),
+    (np.zeros((4, 2)), [0.0, 1.0, 0.0, 1.0], {}, r"y must be an integer tensor .* dtype torch.float64"),
     (np.zeros((4, 2)), [0, 1, 0, 1], dict(epochs=0), "epochs"),
     (np.zeros((4, 2)), [0, 1, 0, 1], dict(lr=-1.0), "lr"),
     (np.zeros((4, 2)), [0, 1, 0, 1], dict(batch_size=0), "batch_size"),
-    (np.zeros((4, 2)), [0, 1, 0, 1], dict(views=[None]), r"views\[0\] is None; views must hold one augmentation"),
+    (np.zeros((4, 2)), [0, 1, 0, 1], dict(views=[None]), r"views must be a list of augmentations"),
     (np.zeros((4, 2)), [0, 1, 0, 1], dict(seed=-1), "seed must be an integer >= 0"),
 ])
 def test_fit_bad_input(x, y, kwargs, match):
