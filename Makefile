@@ -40,7 +40,7 @@ lint: $(VENV)/.installed
 MUTANTS ?= $(foreach f,supcon_terms contrastive_terms positive_terms centroid_terms log_sum_exp_without_each average_anchors \
 	logit_adjustment ldam_margins embedding_margins xǁLogitAdjustedLossǁforward xǁLDAMLossǁforward,elm_lite.losses.*$(f)__mutmut_*) \
 	elm_lite.metrics.x_balanced_accuracy__* elm_lite.metrics.x_embedding_margin__* \
-	elm_lite.train.xǁEpochSamplerǁorder__* elm_lite.train.x_start_epoch__*
+	elm_lite.train.xǁEpochSamplerǁorder__* elm_lite.train.x_start_epoch__* elm_lite.engine.loop.x_set_learning_rate__*
 mutation: $(VENV)/.installed
 	OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children 1 $(foreach m,$(MUTANTS),'$(m)')
 	$(BIN)/mutmut results

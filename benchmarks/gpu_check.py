@@ -96,13 +96,13 @@ def main() -> None:
         return row["first_epoch_s"] + row["steady_s_per_epoch"] * (EPOCHS - 1) if "run_s" in row else default
     eager = run_seconds("+ bf16 autocast + channels_last", 250.0 * EPOCHS / 200)
     elm_ratio = min(4.0, max(1.2, run_seconds("ELM loss (2 views, projection), as above", 2.2 * eager) / eager))
-    measured: dict[str, float] = {}  # loss -> seconds of a finished run, per EPOCHS epochs
+    measured: dict[str, float] = {}  # method -> seconds of a finished run, per EPOCHS epochs
 
-    def estimate(loss: str) -> float:
-        if loss in measured:
-            return measured[loss]
+    def estimate(method: str) -> float:
+        if method in measured:
+            return measured[method]
         la = measured.get("la", 0.6 * eager + 60)  # a guess until LA has run: compiled ~0.6x eager, + compile
-        return elm_ratio * la if loss == "elm" else la
+        return elm_ratio * la if method == "elm" else la
 
     epochs, use_compile, queue = EPOCHS, True, list(QUEUE)
     if 1.1 * (estimate("la") + estimate("elm")) + 30 > left():
@@ -110,9 +110,9 @@ def main() -> None:
         epochs = min(EPOCHS, max(10, affordable // 10 * 10))
         say(f"LA + ELM at {EPOCHS} epochs would not fit in the {left():.0f} s left: every run gets {epochs} epochs")
     while queue:
-        loss, seed = queue.pop(0)
-        need = 1.1 * estimate(loss) * epochs / EPOCHS + 15
-        if loss == "elm" and seed == 0 and need > left() and epochs == EPOCHS:
+        method, seed = queue.pop(0)
+        need = 1.1 * estimate(method) * epochs / EPOCHS + 15
+        if method == "elm" and seed == 0 and need > left() and epochs == EPOCHS:
             shorter = int(EPOCHS * (left() - 30) / (1.1 * (estimate("la") + estimate("elm")))) // 10 * 10
             if shorter >= 20:
                 say(f"ELM at {EPOCHS} epochs needs about {need:.0f} s, {left():.0f} s left: "
@@ -120,17 +120,17 @@ def main() -> None:
                 epochs, queue = shorter, [("la", 0), ("elm", 0), ("ce", 0)]
                 continue
         if need > left():
-            say(f"skip {loss} seed {seed} at {epochs} epochs: needs about {need:.0f} s, {left():.0f} s left")
+            say(f"skip {method} seed {seed} at {epochs} epochs: needs about {need:.0f} s, {left():.0f} s left")
             continue
-        base = [sys.executable, "-m", "elm_lite", "train", "--npz", NPZ, "--loss", loss, "--seed", str(seed),
-                "--epochs", str(epochs), "--out", str(WORK / f"{loss}_s{seed}_e{epochs}")]
+        base = [sys.executable, "-m", "elm_lite", "train", "--npz", NPZ, "--method", method, "--seed", str(seed),
+                "--epochs", str(epochs), "--out", str(WORK / f"{method}_s{seed}_e{epochs}")]
         rc, seconds = run(base + (["--compile"] if use_compile else []), left() - 5)
         if rc not in (0, 124) and use_compile and seconds < 150 and left() > need:
             say("failed under --compile: retrying without it (and without it from now on)")
             use_compile = False
             rc, seconds = run(base, left() - 5)
         if rc == 0:
-            measured[loss] = seconds * EPOCHS / epochs
+            measured[method] = seconds * EPOCHS / epochs
         pack()
     for path in sorted(WORK.glob("*/results.json")):
         r = json.loads(path.read_text())

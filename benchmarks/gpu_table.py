@@ -96,7 +96,7 @@ def main() -> None:
     if BASELINE_EPOCHS:
         solo_baseline(timing)
     if SUITE == "speed":   # where a single run's time goes, instead of a table
-        done = subprocess.run([sys.executable, "benchmarks/profile_train.py", "--npz", NPZ, "--losses", "la,elm",
+        done = subprocess.run([sys.executable, "benchmarks/profile_train.py", "--npz", NPZ, "--methods", "la,elm",
                                *COMPILE, *MODEL_FLAG], env=ENV, capture_output=True, text=True,
                               timeout=max(60, left() - 20))
         log(f"profile -> exit {done.returncode}\n{done.stdout[-12000:]}{done.stderr[-1500:]}")
@@ -109,7 +109,7 @@ def solo_baseline(timing: dict) -> None:
     """One LA run alone on the GPU for BASELINE_EPOCHS epochs; its cost extrapolated to 200."""
     start = time.monotonic()
     solo = OUT / "solo_la"
-    cmd = BASE + ["train", *DATA, "--loss", "la", "--epochs", str(BASELINE_EPOCHS), *COMPILE, "--overwrite",
+    cmd = BASE + ["train", *DATA, "--method", "la", "--epochs", str(BASELINE_EPOCHS), *COMPILE, "--overwrite",
                   "--out", str(solo), *EXTRA]
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=max(60, left() - 300))
     log(f"solo: {' '.join(cmd[2:])} -> exit {done.returncode}\n{done.stdout[-800:]}{done.stderr[-1500:]}")
@@ -137,39 +137,39 @@ def table(timing: dict) -> None:
     runs = OUT / ("runs" if SUITE == "table" else f"runs_{SUITE}")
     runs.mkdir(parents=True, exist_ok=True)
 
-    def launch(losses, k, compiled):
-        cmd = BASE + ["table", *DATA, "--losses", losses, "--seeds", SEEDS, "--epochs", str(EPOCHS),
+    def launch(methods, k, compiled):
+        cmd = BASE + ["table", *DATA, "--methods", methods, "--seeds", SEEDS, "--epochs", str(EPOCHS),
                       *(COMPILE if compiled else []), "--group-size", str(k), "--out", str(runs), *SUITE_FLAGS,
                       *EXTRA]
-        out = open(OUT / f"table_{losses.replace(',', '_')}{'' if compiled else '_eager'}.log", "w")
+        out = open(OUT / f"table_{methods.replace(',', '_')}{'' if compiled else '_eager'}.log", "w")
         log(f"started: {' '.join(cmd[2:])}")
         return subprocess.Popen(cmd, env=ENV, stdout=out, stderr=subprocess.STDOUT)
 
-    running = {losses: (launch(losses, k, True), k, bool(COMPILE)) for losses, k in PROCESSES}
+    running = {methods: (launch(methods, k, True), k, bool(COMPILE)) for methods, k in PROCESSES}
     codes = {}
     while running and left() > 25:
         time.sleep(5)
-        for losses, (p, k, compiled) in list(running.items()):
+        for methods, (p, k, compiled) in list(running.items()):
             if p.poll() is None:
                 continue
-            del running[losses]
-            log(f"{losses}: exit {p.returncode} after {time.monotonic() - start:.0f} s")
+            del running[methods]
+            log(f"{methods}: exit {p.returncode} after {time.monotonic() - start:.0f} s")
             if p.returncode != 0 and compiled:  # compilation failed: once more, eager (the log says so)
-                running[losses] = (launch(losses, k, False), k, False)
+                running[methods] = (launch(methods, k, False), k, False)
             else:
-                codes[losses] = p.returncode
-    for losses, (p, _, _) in running.items():
+                codes[methods] = p.returncode
+    for methods, (p, _, _) in running.items():
         p.terminate()  # the CLI stops on SIGTERM as on an error: its run folders' locks are given back
         try:
             p.wait(timeout=20)
         except subprocess.TimeoutExpired:
             p.kill()
-        codes[losses] = "killed at the budget"
-        log(f"{losses}: killed at the budget; its group checkpoints are in {runs}/groups")
+        codes[methods] = "killed at the budget"
+        log(f"{methods}: killed at the budget; its group checkpoints are in {runs}/groups")
     timing["table_wall_s"] = time.monotonic() - start
     if PROCESSES and all(c == 0 for c in codes.values()):  # every run finished: this call gathers the table
-        every = ",".join(losses for losses, _ in PROCESSES)
-        final = subprocess.run(BASE + ["table", *DATA, "--losses", every, "--seeds", SEEDS, "--epochs", str(EPOCHS),
+        every = ",".join(methods for methods, _ in PROCESSES)
+        final = subprocess.run(BASE + ["table", *DATA, "--methods", every, "--seeds", SEEDS, "--epochs", str(EPOCHS),
                                        "--out", str(runs), *SUITE_FLAGS, *EXTRA], env=ENV, capture_output=True,
                                text=True, timeout=120)
         log(f"the whole table:\n{final.stdout}{final.stderr[-1500:]}")

@@ -1,8 +1,8 @@
 """The reference for `python -m elm_lite train`'s speed: one LA run of the standard recipe written as
 the shortest loop we can think of (issue 12 measured such a loop 1.31x faster than the package's).
 
-Same model, data, recipe, augmentation and loss as `train --loss la --compile`: ResNet-32
-(channels_last, compiled with mode="reduce-overhead"), GPU-resident data, `train.crop_flip`, bf16
+Same model, data, recipe, augmentation and loss as `train --method la --compile`: ResNet-32
+(channels_last, compiled with mode="reduce-overhead"), GPU-resident data, `engine.augment.crop_flip`, bf16
 autocast, SGD momentum 0.9 with the recipe's warm-up and decays; no checkpoints, no history, one
 host sync per epoch. Prints one JSON line: first epoch (compilation) and median steady epoch, seconds.
 
@@ -16,10 +16,11 @@ import time
 import torch
 from torch.nn import functional as F
 
+from elm_lite.engine.augment import crop_flip
 from elm_lite.engine.cifar import load_cifar_lt
 from elm_lite.engine.fullscale import MODELS, lr_schedule, resolve_device
 from elm_lite.recipes import CIFAR_RECIPE
-from elm_lite.train import crop_flip, set_seed
+from elm_lite.train import set_seed
 
 
 def main(argv=None) -> dict:

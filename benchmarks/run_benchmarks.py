@@ -99,7 +99,7 @@ def bench_callbacks(repeats: int) -> list[tuple[str, float, str]]:
     slow = max(3, repeats // 3)
     return [("01 rho slider (regenerate + retrain + redraw)", alternate(lt, "rho", 10, 100), "< 300 ms"),
             ("02 tau slider (retrain LA + redraw)", alternate(lm, "tau", 0.5, 1.0), "< 200 ms"),
-            ("02 loss selector (retrain + redraw)", alternate(lm, "method", "ce", "ldam"), "< 200 ms"),
+            ("02 method selector (retrain + redraw)", alternate(lm, "method", "ce", "ldam"), "< 200 ms"),
             ("04 delta_max slider (retrain MLP + redraw)", median_ms(
                 lambda: em.update(delta_max=0.5 if em.values()["delta_max"] != 0.5 else 0.2), slow), "< 2000 ms")]
 

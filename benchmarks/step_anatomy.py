@@ -17,10 +17,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from elm_lite import methods
+from elm_lite.engine.augment import crop_flip
 from elm_lite.engine.fused import trusted_batches
 from elm_lite.models import ResNet32
 from elm_lite.recipes import CIFAR_RECIPE
-from elm_lite.train import compute_loss, crop_flip
+from elm_lite.train import compute_loss
 
 # values read back to the host (.item(), int(t), if t): each a wait for the device. On a CPU this counts
 # F.one_hot's own index checks too, which on a GPU do not read back.
@@ -48,10 +49,10 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def one_step(loss_name: str, device: torch.device, batch_size: int) -> dict:
+def one_step(method_name: str, device: torch.device, batch_size: int) -> dict:
     """Operation counts per phase of the second training step (the first one builds optimizer state)."""
     counts = np.array([5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50])
-    method = methods.get(loss_name)
+    method = methods.get(method_name)
     loss_fn, views = method.build_loss(counts, CIFAR_RECIPE["epochs"]).to(device), method.views
     model = ResNet32(10, projection_dim=CIFAR_RECIPE["projection_dim"] if views > 1 else None).to(device)
     # foreach=True: the multi-tensor SGD that torch picks by default on CUDA (a few ops for all parameters)
@@ -98,14 +99,14 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=CIFAR_RECIPE["batch_size"])
     args = p.parse_args()
     device = torch.device(args.device)
-    table = {loss: one_step(loss, device, args.batch_size) for loss in ("la", "elm")}
+    table = {name: one_step(name, device, args.batch_size) for name in ("la", "elm")}
     phases = sorted({ph for t in table.values() for ph in t})
     print(f"tensor operations per training step (ResNet-32, batch {args.batch_size}, {device}, "
           f"torch {torch.__version__})")
     print(f"{'phase':38s} {'LA':>6s} {'ELM':>6s}")
     for ph in phases:
         print(f"{ph:38s} {table['la'].get(ph, 0):6d} {table['elm'].get(ph, 0):6d}")
-    eager = {loss: sum(n for ph, n in t.items() if "compiled" not in ph and ph != SYNCS) for loss, t in table.items()}
+    eager = {name: sum(n for ph, n in t.items() if "compiled" not in ph and ph != SYNCS) for name, t in table.items()}
     print(f"{'eager under compile (all but 3, 6)':38s} {eager['la']:6d} {eager['elm']:6d}")
 
 

@@ -15,7 +15,7 @@ from torch import nn
 from .losses import ReweightedLoss
 from .metrics import balanced_accuracy, mean_sd
 from .recipes import WEIGHT_BALANCING
-from .train import head_inputs, make_optimizer, predict
+from .train import head_inputs, predict
 
 
 def class_weight_norms(model: nn.Module) -> np.ndarray:
@@ -47,7 +47,7 @@ def balanced_classifier_stage(model: nn.Module, x, y, *, epochs: int = WEIGHT_BA
     labels = torch.as_tensor(np.asarray(y), dtype=torch.long, device=features.device)
     loss = ReweightedLoss(np.bincount(labels.cpu().numpy(), minlength=head.out_features),
                           "effective_number").to(features.device)
-    opt = make_optimizer("adam", head.parameters(), lr, weight_decay)
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
     max_norm_(head, max_norm)
     for _ in range(epochs):
         opt.zero_grad(set_to_none=True)

@@ -17,7 +17,7 @@ from .experiments import (
     train_logit_method,
 )
 from .plots import go, reliability_figure  # plotly, with the course's notebook renderer (static HTML copies)
-from .recipes import DECOUPLING, EMBEDDING_TOY
+from .recipes import DECOUPLING, EMBEDDING_TOY, TOY_2D
 from .results import load_results
 from .train import predict
 
@@ -189,15 +189,14 @@ def logit_toy_rows(data: ToyData, names=("ce", "la", "reweight-inverse"), seeds=
 
 
 # Section 4: the two re-weighting verdicts. Notebook 02's problem (5 Gaussian classes in 2-D, its linear
-# model) and notebook 05's (recipes.EMBEDDING_TOY, its MLP), then variants of them that each move one
+# model; recipes.TOY_2D) and notebook 05's (recipes.EMBEDDING_TOY, its MLP), then variants of them that each move one
 # factor: the rarest class's count (dimension and overlap fixed), the dimension (count and overlap fixed),
 # the overlap (through ``separation``; measured by the Bayes-balanced error), the number of classes.
-NOTEBOOK_02_TOY = dict(kind="gaussian", n_classes=5, n_max=500, rho=100)
 REWEIGHTING_PROBLEMS = (
     # (what it is, what it moves, make_toy arguments, model)
-    ("notebook 02's problem", "", NOTEBOOK_02_TOY, "linear"),
-    ("notebook 02's problem", "the model", NOTEBOOK_02_TOY, "mlp"),
-    ("notebook 02's problem", "classes 5 -> 8", {**NOTEBOOK_02_TOY, "n_classes": 8}, "mlp"),
+    ("notebook 02's problem", "", TOY_2D, "linear"),
+    ("notebook 02's problem", "the model", TOY_2D, "mlp"),
+    ("notebook 02's problem", "classes 5 -> 8", {**TOY_2D, "n_classes": 8}, "mlp"),
     ("notebook 05's problem", "", EMBEDDING_TOY, "mlp"),
     ("notebook 05's problem", "rarest 5 -> 10 (n_max 1000)", {**EMBEDDING_TOY, "n_max": 1000}, "mlp"),
     ("notebook 05's problem", "rarest 5 -> 20 (rho 25)", {**EMBEDDING_TOY, "rho": 25}, "mlp"),

@@ -1,9 +1,9 @@
 """Command line: full-scale runs and benchmarks.
 
-    python -m elm_lite train --dataset cifar10-lt --rho 100 --loss elm --epochs 200 --out runs/elm
+    python -m elm_lite train --dataset cifar10-lt --rho 100 --method elm --epochs 200 --out runs/elm
     python -m elm_lite train ... --resume          # continue an interrupted run from its checkpoint
     python -m elm_lite train ... --overwrite       # start over in a folder that holds a run
-    python -m elm_lite table --losses ce,la,ldam-drw,supcon-la,elm --seeds 0,1,2 --out runs/table
+    python -m elm_lite table --methods ce,la,ldam-drw,supcon-la,elm --seeds 0,1,2 --out runs/table
     python -m elm_lite bench --npz ../shared/data/cifar10_from_jpeg.npz   # the GPU speed ladder
     python -m elm_lite compare --data train.csv --label-column species --test test.csv --out runs/mine
 
@@ -19,7 +19,7 @@ import threading
 import warnings
 
 from .methods import COMPARISON, FULLSCALE_METHODS
-from .recipes import CIFAR_RECIPE
+from .recipes import CHECKPOINT_EVERY, CIFAR_RECIPE
 
 DATASETS = {"cifar10-lt": "cifar10", "cifar100-lt": "cifar100"}
 
@@ -47,7 +47,6 @@ def _floats(text: str) -> tuple:
 
 
 def _names(text: str) -> tuple:
-    from .methods import FULLSCALE_METHODS
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     unknown = [n for n in names if n not in FULLSCALE_METHODS]
     if not names or unknown:
@@ -105,10 +104,11 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="one CIFAR-LT run with the standard recipe")
     _data_args(train)
-    train.add_argument("--loss", choices=FULLSCALE_METHODS, default="la", help="the method (elm_lite.methods)")
+    train.add_argument("--method", choices=FULLSCALE_METHODS, default="la", help="the method (elm_lite.methods)")
     train.add_argument("--seed", type=SEED, default=0, help="initialisation and batch order")
     train.add_argument("--out", required=True, help="folder for checkpoint.pt, results.json, embeddings.npz")
-    train.add_argument("--checkpoint-every", type=_number(int, 1), default=10, help="epochs between checkpoints")
+    train.add_argument("--checkpoint-every", type=_number(int, 1), default=CHECKPOINT_EVERY,
+                       help="epochs between checkpoints")
     train.add_argument("--resume", action="store_true", help="continue the same run from OUT/checkpoint.pt")
     train.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run")
     train.add_argument("--compile", action="store_true", help="torch.compile(mode='reduce-overhead')")
@@ -118,15 +118,16 @@ def parser() -> argparse.ArgumentParser:
                             "MASTER_PORT describe (torchrun does this by itself; a leftover WORLD_SIZE does not)")
     table = sub.add_parser("table", help="methods x seeds, trained together in groups (or --separate)")
     _data_args(table)
-    table.add_argument("--losses", type=_names, default=COMPARISON, help="comma-separated methods")
+    table.add_argument("--methods", type=_names, default=COMPARISON, help="comma-separated methods")
     table.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="comma-separated seeds")
-    table.add_argument("--out", required=True, help="folder for <loss>-s<seed>/results.json and table.json")
+    table.add_argument("--out", required=True, help="folder for <method>-s<seed>/results.json and table.json")
     table.add_argument("--group-size", type=_number(int, 1), default=None,
                        help="runs trained together (default: as many as the device holds, up to 16)")
     table.add_argument("--separate", action="store_true", help="train each run alone (the reference path)")
     table.add_argument("--overwrite", action="store_true",
                        help="clear the old table in OUT (its runs' results, group checkpoints, table.json) first")
-    table.add_argument("--checkpoint-every", type=_number(int, 1), default=10, help="epochs between checkpoints")
+    table.add_argument("--checkpoint-every", type=_number(int, 1), default=CHECKPOINT_EVERY,
+                       help="epochs between checkpoints")
     table.add_argument("--compile", action="store_true", help="torch.compile(mode='reduce-overhead')")
     table.add_argument("--no-bf16", action="store_true", help="train in float32 on a GPU too")
     for command in (train, table):
@@ -164,17 +165,17 @@ def _run(args) -> None:
                          download=args.download, npz=args.npz)
     if args.command == "train":
         from .engine.fullscale import train_cifar
-        results = train_cifar(data, args.loss, out_dir=args.out, seed=args.seed, device=args.device,
+        results = train_cifar(data, args.method, out_dir=args.out, seed=args.seed, device=args.device,
                               compile=args.compile, bf16=False if args.no_bf16 else None,
                               checkpoint_every=args.checkpoint_every, resume=args.resume, overwrite=args.overwrite,
                               ddp=True if args.ddp else None,
                               **{k: getattr(args, k) for k in CIFAR_RECIPE})
         shots = ", ".join(f"{k} {v:.1%}" for k, v in results["shot_accuracy"].items() if v == v)
-        print(f"{args.dataset} rho={args.rho:g} {args.loss}: balanced accuracy {results['balanced_accuracy']:.2%} "
+        print(f"{args.dataset} rho={args.rho:g} {args.method}: balanced accuracy {results['balanced_accuracy']:.2%} "
               f"({shots}); {results['seconds_per_epoch']:.2f} s/epoch on {results['hardware']}; wrote {args.out}/")
     elif args.command == "table":
         from .engine.table import train_table
-        table = train_table(data, args.losses, args.seeds, args.out, device=args.device, compile=args.compile,
+        table = train_table(data, args.methods, args.seeds, args.out, device=args.device, compile=args.compile,
                             bf16=False if args.no_bf16 else None, group_size=args.group_size, separate=args.separate,
                             overwrite=args.overwrite, checkpoint_every=args.checkpoint_every,
                             **{k: getattr(args, k) for k in CIFAR_RECIPE})

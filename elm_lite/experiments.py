@@ -10,12 +10,13 @@ from torch import nn
 
 from . import calibration, losses, methods, metrics
 from .data import ToyData, validation_sample
+from .engine.augment import crop_flip
 from .engine.many import fit_many
 from .interfaces import EmbeddingLoss
 from .methods import Method
-from .models import MLP, ResNet32, SmallCNN, toy_model
+from .models import MLP, image_model, toy_model
 from .recipes import EMBEDDING_RECIPE, IMAGE_RECIPE, LOGIT_TOY
-from .train import History, crop_flip, evaluate_features, fit, gaussian_jitter, predict_outputs, set_seed
+from .train import History, evaluate_features, fit, gaussian_jitter, predict_outputs, set_seed
 
 
 @dataclass
@@ -75,8 +76,8 @@ def train_logit_method(method: str, data: ToyData, tau: float = 1.0, seed: int =
     weight_decay = {**LOGIT_TOY, **m.recipe}["weight_decay"] if weight_decay is None else weight_decay
     loss = m.build_loss(data.counts, epochs, **({"tau": tau} if method == "la" else {}))
     model = toy_model(data.kind, data.n_classes, seed, cosine=m.cosine)
-    fit(model, data.x_train, data.y_train, loss, epochs=epochs, lr=lr, weight_decay=weight_decay,
-        seed=seed, progress=False, sampling=m.sampling)
+    fit(model, data.x_train, data.y_train, loss, epochs=epochs, batch_size=None, lr=lr, weight_decay=weight_decay,
+        seed=seed, sampling=m.sampling)
     m.finish(model, data.x_train, data.y_train, seed)
     if m.posthoc:
         return losses.PosthocAdjusted(model, data.counts, tau), losses.LogitAdjustedLoss(data.counts, tau)
@@ -90,8 +91,14 @@ def _embedding_mlp(data: ToyData, recipe: dict, method: Method, seed: int) -> ML
                embed_dim=recipe["embed_dim"], normalize=True, cosine=method.cosine)
 
 
+def _toy_views(n_views: int, jitter: float) -> list:
+    """The views of a toy run: ``n_views`` Gaussian-jittered copies (std ``jitter``) for a contrastive
+    method; one view, the batch itself, otherwise."""
+    return n_views * [gaussian_jitter(jitter)] if n_views > 1 else []
+
+
 def train_embedding_model(data: ToyData, method: Method, *, seed: int = 0, snapshot_every: int = 0,
-                          snapshot_points: int = 60, progress: bool = False, **recipe) -> EmbeddingRun:
+                          snapshot_points: int = 60, **recipe) -> EmbeddingRun:
     """Train an :class:`~elm_lite.models.MLP` with a normalised embedding on ``data`` with ``method``
     under :data:`~elm_lite.recipes.EMBEDDING_RECIPE` (entries overridable as keywords).
 
@@ -109,9 +116,8 @@ def train_embedding_model(data: ToyData, method: Method, *, seed: int = 0, snaps
             snapshots.append((epoch, embed(m, data.x_test[keep])[1]))
 
     history = fit(model, data.x_train, data.y_train, method.build_loss(data.counts, r["epochs"]),
-                  epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"], seed=seed, progress=progress,
-                  n_views=method.views, augment=gaussian_jitter(r["jitter"]) if method.views > 1 else None,
-                  on_epoch_end=snapshot, sampling=method.sampling, weight_decay=r["weight_decay"])
+                  epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"], weight_decay=r["weight_decay"], seed=seed,
+                  views=_toy_views(method.views, r["jitter"]), sampling=method.sampling, on_epoch_end=snapshot)
     return _finish_and_measure(method, seed, model, history, data, _sample(data), snapshots)
 
 
@@ -284,21 +290,17 @@ def paired_summary(rows: list[dict], reference: str, column: str = "balanced_acc
     return "\n".join(lines)
 
 
-def train_image_model(data, method: Method, *, seed: int = 0, progress: bool = False, **recipe) -> EmbeddingRun:
+def train_image_model(data, method: Method, *, seed: int = 0, **recipe) -> EmbeddingRun:
     """Train a CIFAR model (crop+flip augmentation, Adam) on an :class:`~elm_lite.engine.cifar.ImageData` on
     the CPU with ``method`` under :data:`~elm_lite.recipes.IMAGE_RECIPE` (entries overridable as
     keywords); spread is measured on the backbone features the classifier reads."""
     r = _recipe(IMAGE_RECIPE, method, recipe)
-    if r["model"] not in ("small_cnn", "resnet32"):
-        raise ValueError(f"model must be 'small_cnn' or 'resnet32', got {r['model']!r}.")
     set_seed(seed)
     loss = method.build_loss(data.counts, r["epochs"])
-    net = (SmallCNN if r["model"] == "small_cnn" else ResNet32)(
-        data.n_classes, cosine=method.cosine,
-        projection_dim=r["projection_dim"] if isinstance(loss, EmbeddingLoss) else None)
+    net = image_model(r["model"], data.n_classes, method.cosine,
+                      r["projection_dim"] if isinstance(loss, EmbeddingLoss) else None)
     history = fit(net, data.x_train, data.y_train, loss, epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"],
-                  weight_decay=r["weight_decay"], seed=seed, progress=progress, n_views=method.views,
-                  augment=crop_flip, sampling=method.sampling)
+                  weight_decay=r["weight_decay"], seed=seed, views=method.views * [crop_flip], sampling=method.sampling)
     method.finish(net, data.x_train, data.y_train, seed)
     cpu = torch.device("cpu")
     logits, feats, _ = evaluate_features(net, data.x_test, cpu)

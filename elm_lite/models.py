@@ -170,3 +170,14 @@ class ResNet32(_ImageModel):
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
+
+
+IMAGE_MODELS = {"small_cnn": SmallCNN, "resnet32": ResNet32}
+
+
+def image_model(name: str, n_classes: int, cosine: bool = False, projection_dim: int | None = None) -> nn.Module:
+    """The image model ``name`` (``"small_cnn"`` or ``"resnet32"``), with a cosine head and a
+    projection head of ``projection_dim`` (for an embedding term) where asked."""
+    if name not in IMAGE_MODELS:
+        raise ValueError(f"model must be one of {sorted(IMAGE_MODELS)}, got {name!r}.")
+    return IMAGE_MODELS[name](n_classes, cosine=cosine, projection_dim=projection_dim)

@@ -35,7 +35,7 @@ NOTEBOOKS = {
     "05": {"SMOKE": FLAG, "SEED": SEED, "N_SEEDS": integer(1), "EPOCHS": integer(1), "RUN_CIFAR": FLAG,
            "CIFAR_NPZ": or_none(TEXT), "CIFAR_EPOCHS": integer(1), "INTERACTIVE": FLAG},
     "06": {"SMOKE": FLAG, "DATASET": one_of("cifar10-lt", "cifar100-lt"), "RHO": number(1),
-           "LOSS": one_of(*FULLSCALE_METHODS), "DEVICE": TEXT, "EPOCHS": or_none(integer(1)),
+           "METHOD": one_of(*FULLSCALE_METHODS), "DEVICE": TEXT, "EPOCHS": or_none(integer(1)),
            "MODEL": or_none(one_of("resnet32", "small_cnn")), "CIFAR_NPZ": or_none(TEXT), "ROOT": TEXT,
            "DOWNLOAD": FLAG, "OUT": or_none(TEXT), "SEED": SEED},
     "07": {"SMOKE": FLAG, "SEED": SEED, "N_SEEDS": integer(2), "EPOCHS": integer(1),

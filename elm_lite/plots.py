@@ -152,9 +152,9 @@ def training_curves_figure(history: History, title: str = "Training") -> go.Figu
     fig = go.Figure([go.Scatter(x=history.epoch, y=history.loss, name="loss", yaxis="y1"),
                      go.Scatter(x=history.epoch, y=history.train_balanced_accuracy,
                                 name="balanced accuracy (train)", yaxis="y2")])
-    if history.val_balanced_accuracy:
-        fig.add_trace(go.Scatter(x=history.epoch, y=history.val_balanced_accuracy,
-                                 name="balanced accuracy (validation)", yaxis="y2"))
+    if history.held_out_balanced_accuracy:
+        fig.add_trace(go.Scatter(x=history.epoch, y=history.held_out_balanced_accuracy,
+                                 name="balanced accuracy (held out)", yaxis="y2"))
     fig.update_layout(title=title, xaxis_title="epoch", width=640, height=360,
                       yaxis=dict(title="loss"),
                       yaxis2=dict(title="balanced accuracy", overlaying="y", side="right", range=[0, 1]))

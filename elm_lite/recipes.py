@@ -13,6 +13,15 @@ import numpy as np
 
 # ----------------------------------------------------------------------------- toy scale (notebooks 01-02)
 
+# The 2-D toy problem of notebooks 01-02, as their apps (elm_lite.widgets) and the workshop's first two
+# panels (elm_lite.workshop) draw it; the notebooks' parameters cells start from the same values.
+TOY_2D = dict(
+    kind="gaussian",   # Gaussian blobs in the plane (notebook 01 also draws "spirals" and "rings")
+    n_classes=5,       # classes; class 0 is the head
+    n_max=500,         # head-class training examples
+    rho=100,           # imbalance ratio n_max / n_min
+)
+TOY_2D_N_EVAL = 5000   # fresh balanced evaluation points per class behind the apps' errors (Monte Carlo)
 # Notebook 01: plain ERM on 2-D Gaussian blobs, mini-batches so that "what a batch holds" is real.
 LONGTAIL_TOY = dict(
     epochs=200,        # passes over the training set
@@ -119,6 +128,10 @@ CIFAR_RECIPE = dict(
     view_augment="crop_flip", # two-view (contrastive) runs: "crop_flip", or "strong" (SimCLR-style:
                               # resized crop, colour jitter, greyscale), as contrastive methods use
 )
+
+# Epochs between a full-scale run's checkpoints (train_cifar, train_table, --checkpoint-every): an
+# interrupted 200-epoch run loses at most this many epochs.
+CHECKPOINT_EVERY = 10
 
 # LDAM-DRW's deferred re-weighting starts at this fraction of the run (epoch 160 of 200, as in
 # Cao et al. 2019); the one DRW rule of the course, used at every scale.

@@ -15,8 +15,10 @@ import numpy as np
 
 # 1: files written before the schema was declared (no "schema_version" key); 2: embedding margin;
 # 3: spread and margin of the contrastive projection, for methods that have one; 4: the run's identity
-# (fullscale.run_identity: method constants, data seed and content hash, recipe), strict JSON (null for nan)
-SCHEMA_VERSION = 4
+# (fullscale.run_identity: method constants, data seed and content hash, recipe), strict JSON (null for nan);
+# 5: the method's name under "method" (it was "loss"; the shipped files were migrated, tools/migrate_results.py),
+# and margins summarised by fullscale.margin_summary (split means, min, max; no tail / head ratio)
+SCHEMA_VERSION = 5
 
 
 class RunResults(TypedDict, total=False):
@@ -24,7 +26,7 @@ class RunResults(TypedDict, total=False):
     schema_version: int
     dataset: str                     # "cifar10" or "cifar100"
     rho: float                       # imbalance ratio of the training subset
-    loss: str                        # the method's registry name (elm_lite.methods)
+    method: str                      # the method's registry name (elm_lite.methods)
     seed: int
     recipe: dict                     # the full recipe the run trained with
     identity: dict                   # what a finished run must match to be reused (schema 4)
@@ -36,11 +38,11 @@ class RunResults(TypedDict, total=False):
     per_class_spread: list           # (C,) backbone-feature spread
     spread: dict                     # {"many", "medium", "few", "tail_head_ratio"}
     per_class_margin: list           # (C,) backbone-feature embedding margin (schema 2)
-    margin: dict                     # its many / medium / few means (schema 2)
+    margin: dict                     # its many / medium / few means (schema 2), min and max (schema 5)
     per_class_projection_spread: list  # (C,) spread of the contrastive projection (schema 3; methods with one)
     projection_spread: dict
     per_class_projection_margin: list  # (C,) its embedding margin
-    projection_margin: dict
+    projection_margin: dict          # as margin
     history: dict                    # elm_lite.train.History.as_dict()
     seconds_per_epoch: float         # training time only
     first_epoch_seconds: float       # holds compilation
@@ -52,7 +54,7 @@ class RunResults(TypedDict, total=False):
     bf16: bool
 
 
-REQUIRED = ("dataset", "rho", "loss", "seed", "recipe", "counts", "balanced_accuracy", "per_class_accuracy",
+REQUIRED = ("dataset", "rho", "method", "seed", "recipe", "counts", "balanced_accuracy", "per_class_accuracy",
             "shot_accuracy", "per_class_spread", "spread", "history", "seconds_per_epoch", "hardware")
 
 

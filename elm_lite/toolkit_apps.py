@@ -19,7 +19,7 @@ from . import losses, methods, metrics
 from .balancing import balanced_classifier_stage, class_weight_norms
 from .data import ToyData, class_log_densities, sample_balanced, validation_sample
 from .experiments import train_embedding_models, train_logit_method
-from .recipes import LOGIT_TOY
+from .recipes import LOGIT_TOY, TOY_2D_N_EVAL
 from .train import predict_logits
 from .widgets import App
 
@@ -48,7 +48,7 @@ class PriorShiftBase:
     y: np.ndarray
 
 
-def prior_shift_base(data: ToyData, seed: int = 0, n_eval: int = 5000,
+def prior_shift_base(data: ToyData, seed: int = 0, n_eval: int = TOY_2D_N_EVAL,
                      epochs: int = LOGIT_TOY["epochs"]) -> PriorShiftBase:
     """Train plain CE (notebook 02's linear recipe) on ``data`` and evaluate it on ``n_eval`` fresh points
     per class (Gaussian toy problems: their densities give the Bayes rule of any prior)."""
@@ -129,7 +129,8 @@ def prior_shift_app(shift: float = 1.0, *, base: PriorShiftBase) -> App:
 # ----------------------------------------------------------------------------- notebook 02: the binary case
 
 
-def binary_scores(data: ToyData, seed: int = 0, n_eval: int = 5000, epochs: int = LOGIT_TOY["epochs"]) -> dict:
+def binary_scores(data: ToyData, seed: int = 0, n_eval: int = TOY_2D_N_EVAL,
+                  epochs: int = LOGIT_TOY["epochs"]) -> dict:
     """A two-class problem (class 1 rare): plain CE's score ``p(class 1 | x)`` on the validation sample and
     on a fresh balanced test sample: ``{"val": (scores, y), "test": (scores, y)}``."""
     if data.n_classes != 2:

@@ -41,7 +41,7 @@ from .plots import (
     region_heatmap,
     region_traces,
 )
-from .recipes import APP_RHO_MAX, ELM_RECOMMENDED, LOGIT_TOY, LONGTAIL_TOY, TOY_N_MAX
+from .recipes import APP_RHO_MAX, ELM_RECOMMENDED, LOGIT_TOY, LONGTAIL_TOY, TOY_2D, TOY_2D_N_EVAL, TOY_N_MAX
 from .train import History, fit, predict
 
 
@@ -70,15 +70,15 @@ class LongTailView:
     batch_stats: dict
 
 
-def longtail_view(rho: float = 100.0, profile: str = "exp", *, kind: str = "gaussian", n_classes: int = 5,
-                  n_max: int = 500, seed: int = 0, epochs: int = LONGTAIL_TOY["epochs"],
-                  lr: float = LONGTAIL_TOY["lr"], batch_size: int = LONGTAIL_TOY["batch_size"],
-                  many: int = 100, few: int = 20) -> LongTailView:
+def longtail_view(rho: float = TOY_2D["rho"], profile: str = "exp", *, kind: str = TOY_2D["kind"],
+                  n_classes: int = TOY_2D["n_classes"], n_max: int = TOY_2D["n_max"], seed: int = 0,
+                  epochs: int = LONGTAIL_TOY["epochs"], lr: float = LONGTAIL_TOY["lr"],
+                  batch_size: int = LONGTAIL_TOY["batch_size"], many: int = 100, few: int = 20) -> LongTailView:
     """Sample the toy problem, train plain ERM (cross-entropy) and evaluate on the balanced test set.
     ``n_max`` grows to ``ceil(rho)`` where it must, so that the rarest class keeps one example."""
     data = make_toy(kind, n_classes, head_count(n_max, rho), rho, profile, seed=seed)
     model = toy_model(kind, n_classes, seed)
-    history = fit(model, data.x_train, data.y_train, epochs=epochs, lr=lr, seed=seed, progress=False)
+    history = fit(model, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     y_pred = predict(model, data.x_test)
     per_class_acc = metrics.per_class_accuracy(data.y_test, y_pred, n_classes)
     return LongTailView(
@@ -236,7 +236,7 @@ def _rho_slider(rho: float):
                             continuous_update=False, readout_format=".0f")
 
 
-def longtail_app(rho: float = 100.0, profile: str = "exp", **view_kwargs) -> App:
+def longtail_app(rho: float = TOY_2D["rho"], profile: str = "exp", **view_kwargs) -> App:
     """Notebook 01: a ``rho`` slider and a profile selector; regenerate, retrain ERM, redraw."""
     import ipywidgets as W
     controls = {"rho": _rho_slider(rho),
@@ -259,10 +259,10 @@ class LogitMarginView:
     bayes: dict
 
 
-def logit_margin_view(method: str = "la", tau: float = 1.0, rho: float = 100.0, *, kind: str = "gaussian",
-                      n_classes: int = 5, n_max: int = 500, seed: int = 0, epochs: int = LOGIT_TOY["epochs"],
-                      lr: float = LOGIT_TOY["lr"], weight_decay: float | None = None,
-                      n_eval: int = 5000) -> LogitMarginView:
+def logit_margin_view(method: str = "la", tau: float = 1.0, rho: float = TOY_2D["rho"], *,
+                      kind: str = TOY_2D["kind"], n_classes: int = TOY_2D["n_classes"], n_max: int = TOY_2D["n_max"],
+                      seed: int = 0, epochs: int = LOGIT_TOY["epochs"], lr: float = LOGIT_TOY["lr"],
+                      weight_decay: float | None = None, n_eval: int = TOY_2D_N_EVAL) -> LogitMarginView:
     """Train ``method`` on the Gaussian toy problem and measure its errors and the Bayes-balanced
     classifier's on the same fresh balanced sample (``n_eval`` points per class). ``n_max`` grows to
     ``ceil(rho)`` where it must (:func:`head_count`)."""
@@ -341,11 +341,11 @@ def logit_margin_readout(view: LogitMarginView) -> str:
             f"(against itself: the head, {view.pairwise_margins[head, tail]:.2f})")
 
 
-def logit_margin_app(method: str = "la", tau: float = 1.0, rho: float = 100.0, **view_kwargs) -> App:
-    """Notebook 02: loss selector, ``tau`` and ``rho`` sliders; retrain the linear model, redraw."""
+def logit_margin_app(method: str = "la", tau: float = 1.0, rho: float = TOY_2D["rho"], **view_kwargs) -> App:
+    """Notebook 02: method selector, ``tau`` and ``rho`` sliders; retrain the linear model, redraw."""
     import ipywidgets as W
     options = [(methods.get(name).label, name) for name in methods.LOGIT_MARGIN_METHODS]
-    controls = {"method": W.Dropdown(options=options, value=method, description="loss"),
+    controls = {"method": W.Dropdown(options=options, value=method, description="method"),
                 "tau": W.FloatSlider(value=tau, min=0, max=3, step=0.1, description="tau",
                                      continuous_update=False),
                 "rho": _rho_slider(rho)}
@@ -369,7 +369,8 @@ class EmbeddingMarginView:
     precomputed: bool = False   # looked up in the app's grid (True) or trained for this move
 
 
-def embedding_margin_view(lam: float = 1.0, delta_max: float = 0.5, temperature: float = 0.1,
+def embedding_margin_view(lam: float = ELM_RECOMMENDED["lam"], delta_max: float = ELM_RECOMMENDED["delta_max"],
+                          temperature: float = ELM_RECOMMENDED["temperature"],
                           placement: str = ELM_RECOMMENDED["placement"], *, data: ToyData, baseline: EmbeddingRun,
                           seed: int = 0, **recipe) -> EmbeddingMarginView:
     """Train ELM with ``lam``, ``delta_max``, ``temperature`` and the margin's form ``placement``
@@ -442,7 +443,8 @@ def embedding_margin_readout(view: EmbeddingMarginView) -> str:
             f"few-shot accuracy {now['acc_few']:.1%} ({base['acc_few']:.1%}){lam_zero}")
 
 
-def embedding_margin_app(lam: float = 1.0, delta_max: float = 0.5, temperature: float = 0.1,
+def embedding_margin_app(lam: float = ELM_RECOMMENDED["lam"], delta_max: float = ELM_RECOMMENDED["delta_max"],
+                         temperature: float = ELM_RECOMMENDED["temperature"],
                          placement: str = ELM_RECOMMENDED["placement"], *, data: ToyData, baseline: EmbeddingRun,
                          grid: dict | None = None, **view_kwargs) -> App:
     """Notebook 04: ``lambda``, ``delta_max``, temperature and margin-form controls. A setting in

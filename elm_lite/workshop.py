@@ -14,7 +14,7 @@ from . import methods, metrics
 from .data import bayes_predict, make_toy, monte_carlo_errors
 from .experiments import paired_differences, run_summary, train_embedding_models, train_logit_method
 from .plots import decision_grid
-from .recipes import EMBEDDING_TOY
+from .recipes import EMBEDDING_TOY, TOY_2D, TOY_2D_N_EVAL
 from .results import load_results
 from .train import predict
 
@@ -25,8 +25,6 @@ PANEL4_METHODS = ("ce", "la", "reweight-inverse", "ldam-drw", "supcon-la", "elm"
 PANEL4_MEASURES = ("balanced_accuracy", "acc_few", "spread_few", "margin_few")
 SEEDS = (0, 1, 2, 3, 4)                  # panels 3-4: every run of the toy embedding problem, these training seeds
 GRID = 100                               # panel 2: decision regions on a GRID x GRID raster
-TOY = dict(kind="gaussian", n_classes=5, n_max=500)   # the 2-D problem of notebooks 01-02
-N_EVAL = 5000                            # balanced evaluation sample per class (panels 1-2)
 
 
 def _logit_panels(seed: int) -> dict[str, np.ndarray]:
@@ -34,19 +32,19 @@ def _logit_panels(seed: int) -> dict[str, np.ndarray]:
     out = {"rhos": np.array(RHOS, float), "taus": np.array(TAUS)}
     per_class, counts = [], []
     for rho in RHOS:
-        data = make_toy(**TOY, rho=rho, seed=seed)
+        data = make_toy(**{**TOY_2D, "rho": rho}, seed=seed)
         model, _ = train_logit_method("ce", data, seed=seed)
-        per_class.append(1 - monte_carlo_errors(lambda x, m=model: predict(m, x), data, N_EVAL)["per_class"])
+        per_class.append(1 - monte_carlo_errors(lambda x, m=model: predict(m, x), data, TOY_2D_N_EVAL)["per_class"])
         counts.append(data.counts)
     out["imbalance_per_class_accuracy"], out["imbalance_counts"] = np.array(per_class), np.array(counts)
-    data = make_toy(**TOY, rho=100, seed=seed)
+    data = make_toy(**TOY_2D, seed=seed)
     regions, accuracy = [], []
     for tau in TAUS:
         model, _ = train_logit_method("la", data, tau=tau, seed=seed)
         xs, ys, labels = decision_grid(model, data.bounds(), GRID)
         regions.append(labels.astype(np.uint8))
-        accuracy.append(1 - monte_carlo_errors(lambda x, m=model: predict(m, x), data, N_EVAL)["per_class"])
-    bayes = 1 - monte_carlo_errors(lambda x: bayes_predict(data, x), data, N_EVAL)["per_class"]
+        accuracy.append(1 - monte_carlo_errors(lambda x, m=model: predict(m, x), data, TOY_2D_N_EVAL)["per_class"])
+    bayes = 1 - monte_carlo_errors(lambda x: bayes_predict(data, x), data, TOY_2D_N_EVAL)["per_class"]
     points = np.stack([g.ravel() for g in np.meshgrid(xs, ys)], 1)                 # the same grid, for the Bayes rule
     out.update(margin_regions=np.array(regions), margin_per_class_accuracy=np.array(accuracy),
                margin_bayes_per_class_accuracy=bayes, grid_x=xs, grid_y=ys,

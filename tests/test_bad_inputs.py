@@ -27,6 +27,7 @@ from elm_lite.engine.checkpoints import RunHooks
 from elm_lite.engine.cifar import fake_cifar, fetch_url, load_cifar_lt
 from elm_lite.engine.fullscale import check_recipe, prepare_run_folder, resolve_device, train_cifar
 from elm_lite.engine.ladder import speed_ladder
+from elm_lite.engine.loop import fit_at_scale
 from elm_lite.engine.runfiles import RunFolderLocked
 from elm_lite.engine.table import train_table
 from elm_lite.params import check_parameters
@@ -40,8 +41,12 @@ TOY = el.make_toy("gaussian", 3, 40, 4, n_test_per_class=5)
 
 def _fit(**kw):
     model = el.MLP(2, 3, hidden=8, embed_dim=4)
-    args = {"x": TOY.x_train, "y": TOY.y_train, "epochs": 2, "progress": False, **kw}
+    args = {"x": TOY.x_train, "y": TOY.y_train, "epochs": 2, **kw}
     return el.fit(model, args.pop("x"), args.pop("y"), **args)
+
+
+def _fit_at_scale(**kw):
+    return fit_at_scale(el.MLP(2, 3, hidden=8, embed_dim=4), TOY.x_train, TOY.y_train, epochs=2, progress=False, **kw)
 
 
 class _NoParameters(torch.nn.Module):
@@ -104,11 +109,15 @@ API_CASES = [
     ("checkpoints every 0 epochs", lambda: RunHooks(every=0), ValueError, r"checkpoint_every must be an integer >= 1"),
     ("train: checkpoint every 0", lambda: train_cifar(None, checkpoint_every=0), ValueError,
      r"checkpoint_every must be an integer >= 1"),
-    ("fit: optimizer", lambda: _fit(optimizer="rmsprop"), ValueError, r"optimizer must be 'adam' or 'sgd'"),
-    ("fit: sampling", lambda: _fit(sampling="balanced"), ValueError, r"sampling must be one of \('uniform', 'class_balanced'\)"),
+    ("fit_at_scale: optimizer", lambda: _fit_at_scale(optimizer="rmsprop"), ValueError,
+     r"optimizer must be one of .*'adam', 'sgd'"),
+    ("fit: sampling", lambda: _fit(sampling="balanced"), ValueError, r"sampling must be one of \['uniform', 'class_balanced'\]"),
     ("re-weighting scheme", lambda: L.ReweightedLoss(COUNTS, "sqrt"), ValueError, r"scheme must be one of"),
-    ("fit: views without augmentation", lambda: _fit(n_views=2), ValueError, r"n_views > 1 needs an augment"),
-    ("fit: a model without parameters", lambda: el.fit(_NoParameters(), TOY.x_train, TOY.y_train, progress=False),
+    ("fit: a view that is no augmentation", lambda: _fit(views=[None, None]), ValueError,
+     r"views\[0\] is None; views must hold one augmentation"),
+    ("fit_at_scale: views without augmentation", lambda: _fit_at_scale(n_views=2), ValueError,
+     r"n_views > 1 needs an augment"),
+    ("fit: a model without parameters", lambda: el.fit(_NoParameters(), TOY.x_train, TOY.y_train),
      ValueError, r"has no parameters"),
     ("fit: a diverging loss", lambda: _fit(loss_fn=lambda logits, y: logits.sum() * float("nan")),
      FloatingPointError, r"loss became nan in epoch 1.*lower the learning rate"),
@@ -154,7 +163,7 @@ API_CASES = [
     # runs and results
     ("empty run folder", lambda: prepare_run_folder("", False, False), ValueError, r"out_dir is empty"),
     ("resume without a folder", lambda: prepare_run_folder(None, True, False), ValueError, r"resume=True needs out_dir"),
-    ("results without fields", lambda: check_run_results({"loss": "la"}), ValueError, r"lacks \['dataset'"),
+    ("results without fields", lambda: check_run_results({"method": "la"}), ValueError, r"lacks \['dataset'"),
     ("results from the future", lambda: check_run_results({"schema_version": 99}), ValueError,
      r"schema_version 99; this elm_lite reads up to"),
     ("speed ladder with 0 epochs", lambda: speed_ladder(None, epochs=0), ValueError, r"epochs must be an integer >= 1, got 0"),
@@ -243,7 +252,7 @@ CLI_CASES = [
     ("device tpu", ["--device", "tpu"], r"device='tpu' is not a device"),
     ("empty out", ["--out", ""], r"--out is empty"),
     ("resume and overwrite", ["--resume", "--overwrite"], r"--resume continues a run and --overwrite starts it over"),
-    ("unknown loss", ["--loss", "mixup"], r"--loss: invalid choice: 'mixup'"),
+    ("unknown method", ["--method", "mixup"], r"--method: invalid choice: 'mixup'"),
     ("missing npz", ["--npz", "{dir}/none.npz"], r"npz='.*none.npz' does not exist"),
     ("truncated npz", ["--npz", "{dir}/truncated.npz"], r"npz='.*truncated.npz' is not a readable .npz file .*truncated"),
     ("float images", ["--npz", "{dir}/float.npz"], r"x_train must be uint8 pixels in \[0, 255\]"),
@@ -269,14 +278,14 @@ def test_cli_refuses_to_overwrite_and_to_resume_another_run(npz, tmp_path, capsy
     main(run)
     for extra, message in (([], r"already holds a finished run \(checkpoint.pt, results.json, embeddings.npz\); "
                                 r"continue it .*--resume.*--overwrite"),
-                           (["--resume", "--loss", "ce"], r"different run; it differs in .*method"),
+                           (["--resume", "--method", "ce"], r"different run; it differs in .*method"),
                            (["--resume", "--epochs", "2"], r"epochs: checkpoint 1, this run 2")):
         with pytest.raises(SystemExit) as stop:
             main(run + extra)
         err = capsys.readouterr().err
         assert stop.value.code == 2 and "Traceback" not in err and __import__("re").search(message, err), err
-    main(run + ["--overwrite", "--loss", "ce"])
-    assert '"loss": "ce"' in (tmp_path / "run" / "results.json").read_text()
+    main(run + ["--overwrite", "--method", "ce"])
+    assert '"method": "ce"' in (tmp_path / "run" / "results.json").read_text()
 
 
 def test_cli_resume_without_a_checkpoint_says_it_starts_fresh(npz, tmp_path):
@@ -354,8 +363,8 @@ MORE_API_CASES = [
      r"parameter SWEEP_LAMS must be a non-empty list of numbers in \[0, 2\], got \[\]"),
     ("parameters: temperature 0", lambda: _params("04", TEMPERATURE=0.0), ValueError,
      r"parameter TEMPERATURE must be a finite number >= 0.05 and <= 1"),
-    ("parameters: an unknown loss", lambda: _params("06", LOSS="mixup"), ValueError,
-     r"parameter LOSS must be one of \['ce', 'la', .*\], got 'mixup'"),
+    ("parameters: an unknown method", lambda: _params("06", METHOD="mixup"), ValueError,
+     r"parameter METHOD must be one of \['ce', 'la', .*\], got 'mixup'"),
     ("parameters: EPOCHS None is allowed", lambda: _params("06", EPOCHS=None) is None, None, None),
     ("parameters: a bool as a seed", lambda: _params("05", SEED=True), ValueError,
      r"parameter SEED must be an integer in \[0, 2\*\*32\), got True \(bool\)"),
@@ -462,8 +471,8 @@ def test_run_folder_bad_state(call, error, message, tmp_path):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--losses", "la,la"], r"--losses: methods repeat in 'la,la'; each run needs its own method and seed"),
-    (["--losses", "la,ce,la", "--separate"], r"--losses: methods repeat in 'la,ce,la'"),
+    (["--methods", "la,la"], r"--methods: methods repeat in 'la,la'; each run needs its own method and seed"),
+    (["--methods", "la,ce,la", "--separate"], r"--methods: methods repeat in 'la,ce,la'"),
 ])
 def test_cli_table_repeated_methods(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as stop:
@@ -476,7 +485,7 @@ def test_cli_table_repeated_methods(argv, message, capsys, tmp_path):
 def test_cli_damaged_results_is_one_line_naming_the_file(npz, tmp_path, capsys):
     _damaged_results(tmp_path, '{"dataset": "cifar10", "recipe": {"lr')
     with pytest.raises(SystemExit) as stop:
-        main(["table", "--npz", str(npz / "ok.npz"), "--rho", "10", "--losses", "la", "--seeds", "0", "--model",
+        main(["table", "--npz", str(npz / "ok.npz"), "--rho", "10", "--methods", "la", "--seeds", "0", "--model",
               "small_cnn", "--epochs", "1", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and len(err) == 1, err
@@ -490,7 +499,7 @@ def test_cli_damaged_results_is_one_line_naming_the_file(npz, tmp_path, capsys):
 def _finished_run(tmp, checkpoint=False):
     """A run folder as a finished run (or a table's run) leaves it: results.json, maybe a checkpoint."""
     tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "results.json").write_text('{"loss": "la"}')
+    (tmp / "results.json").write_text('{"method": "la"}')
     if checkpoint:
         (tmp / "checkpoint.pt").write_bytes(b"")
     return tmp
@@ -556,7 +565,7 @@ ROUND_THREE_CASES = [  # (id, call (gets a fresh folder), error or None (a sensi
     ("monte_carlo_errors with class scores (N, C)", lambda tmp: el.data.monte_carlo_errors(_scores, TOY, 10),
      ValueError, r"^predict_fn\(x\) must be an integer array of shape \(30,\), got ndarray of shape \(30, 3\), dtype "
                  r"float32.* class scores \(N, C\)\? take their argmax"),
-    ("an lr_schedule returning -1", lambda tmp: _fit(lr_schedule=lambda epoch: -1), ValueError,
+    ("an lr_schedule returning -1", lambda tmp: _fit_at_scale(lr_schedule=lambda epoch: -1), ValueError,
      r"^lr_schedule\(1\) returned -1; it must return a learning-rate multiplier >= 0"),
     ("embedding_spread of all-zero embeddings", lambda tmp: np.isnan(metrics.embedding_spread(
         np.zeros((4, 3)), [0, 0, 1, 1])).all(), None, None),
@@ -639,15 +648,15 @@ def _cli_error(argv, capsys) -> str:
 
 
 def test_train_never_overwrites_a_tables_finished_run(npz, tmp_path, capsys):
-    """Data loss 1: `table --losses la --seeds 0 --out R`, then `train --loss ce --out R/la-s0`."""
-    main(["table", "--npz", str(npz / "ok.npz"), "--losses", "la", "--seeds", "0", "--out", str(tmp_path),
+    """Data loss 1: `table --methods la --seeds 0 --out R`, then `train --method ce --out R/la-s0`."""
+    main(["table", "--npz", str(npz / "ok.npz"), "--methods", "la", "--seeds", "0", "--out", str(tmp_path),
           *TABLE_ARGS])
     before = (tmp_path / "la-s0" / "results.json").read_text()
-    train = ["train", "--npz", str(npz / "ok.npz"), "--loss", "ce", "--out", str(tmp_path / "la-s0"), *TABLE_ARGS]
+    train = ["train", "--npz", str(npz / "ok.npz"), "--method", "ce", "--out", str(tmp_path / "la-s0"), *TABLE_ARGS]
     assert "already holds a finished run (results.json, embeddings.npz)" in _cli_error(train, capsys)
     assert "nothing to continue" in _cli_error(train + ["--resume"], capsys)
     assert (tmp_path / "la-s0" / "results.json").read_text() == before
-    main(["table", "--npz", str(npz / "ok.npz"), "--losses", "la", "--seeds", "0", "--out", str(tmp_path),
+    main(["table", "--npz", str(npz / "ok.npz"), "--methods", "la", "--seeds", "0", "--out", str(tmp_path),
           *TABLE_ARGS])   # the table still takes its run as finished
     assert json.loads((tmp_path / "table.json").read_text())["trained_now"] == []
 
@@ -676,13 +685,13 @@ def test_a_corrupted_checkpoint_is_refused_and_resume_says_what_it_continues(npz
 
 
 def test_two_tables_sharing_out_both_stay_in_table_json(tmp_path):
-    for losses, overwrite in ((["ce"], False), (["la"], False), (["la"], True)):   # --overwrite clears la's only
-        table = train_table(TABLE_DATA, losses, [0], tmp_path, device="cpu", model="small_cnn", epochs=1,
+    for names, overwrite in ((["ce"], False), (["la"], False), (["la"], True)):   # --overwrite clears la's only
+        table = train_table(TABLE_DATA, names, [0], tmp_path, device="cpu", model="small_cnn", epochs=1,
                             batch_size=16, progress=False, overwrite=overwrite)
-    assert sorted(r["loss"] for r in table["runs"]) == ["ce", "la"] and table["from_other_tables"] == ["ce-s0"]
+    assert sorted(r["method"] for r in table["runs"]) == ["ce", "la"] and table["from_other_tables"] == ["ce-s0"]
     assert table["trained_now"] == ["la-s0"]
     on_disk = json.loads((tmp_path / "table.json").read_text())
-    assert sorted(r["loss"] for r in on_disk["runs"]) == ["ce", "la"] and "ce " in on_disk["table"]
+    assert sorted(r["method"] for r in on_disk["runs"]) == ["ce", "la"] and "ce " in on_disk["table"]
 
 
 def test_a_separate_table_resumes_its_unfinished_run(tmp_path, capfd):

@@ -94,7 +94,7 @@ def test_classifier_retraining_changes_the_head_only_and_helps_the_tail():
     data = el.make_toy(**{**el.recipes.EMBEDDING_TOY, "n_max": 200, "rho": 50})
     el.set_seed(0)
     model = MLP(data.x_train.shape[1], data.n_classes, hidden=32, embed_dim=8, normalize=True)
-    el.fit(model, data.x_train, data.y_train, epochs=20, batch_size=64, lr=0.01, progress=False)
+    el.fit(model, data.x_train, data.y_train, epochs=20, batch_size=64, lr=0.01)
     body = [p.detach().clone() for p in model.body.parameters()]
     features = head_inputs(model, data.x_train)
     ce = el.balanced_accuracy(data.y_test, el.predict(model, data.x_test))
@@ -126,6 +126,6 @@ def test_class_balanced_runs_trained_together_equal_runs_trained_alone():
              progress=False, **settings)
     for seed, trained in zip((0, 1), together):
         alone = model(seed)
-        el.fit(alone, data.x_train, data.y_train, nn.CrossEntropyLoss(), seed=seed, progress=False, **settings)
+        el.fit(alone, data.x_train, data.y_train, nn.CrossEntropyLoss(), seed=seed, **settings)
         for a, b in zip(alone.parameters(), trained.parameters()):
             torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from elm_lite import fit, predict
+from elm_lite.engine.augment import crop_flip
 from elm_lite.engine.cifar import fake_cifar, load_cifar_lt, longtail_indices
 from elm_lite.models import ResNet32, SmallCNN
-from elm_lite.train import crop_flip, set_seed
+from elm_lite.train import set_seed
 
 SHARED_NPZ = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_from_jpeg.npz"
 
@@ -140,8 +141,7 @@ def test_small_cnn_learns_generated_images():
     arrays = fake_cifar(4, n_per_class=40, n_test_per_class=20)
     set_seed(0)
     model = SmallCNN(4)
-    fit(model, arrays["x_train"], arrays["y_train"], epochs=6, batch_size=32, lr=3e-3, progress=False,
-        augment=crop_flip)
+    fit(model, arrays["x_train"], arrays["y_train"], epochs=6, batch_size=32, lr=3e-3, views=[crop_flip])
     acc = (predict(model, arrays["x_test"]) == arrays["y_test"]).mean()
     assert acc > 0.6  # chance is 0.25
 

@@ -13,6 +13,7 @@ import elm_lite as el
 from elm_lite import losses
 from elm_lite.engine import cifar
 from elm_lite.engine.checkpoints import RunHooks
+from elm_lite.engine.loop import fit_at_scale
 from elm_lite.recipes import ELM_RECOMMENDED, EMBEDDING_TOY
 
 pytestmark = pytest.mark.slow   # two processes per test: make check leaves these out
@@ -29,8 +30,8 @@ def _train(ddp: bool):
     loss = losses.ELMLoss(data.counts, **{**ELM_RECOMMENDED, "anchor_average": "all"})
     # SGD, not Adam: Adam's update ignores a constant factor, so a gather whose backward forgot to sum
     # the processes' gradients (the gradient halved) would pass unnoticed
-    history = el.fit(model, data.x_train, data.y_train, loss, epochs=3, batch_size=32, lr=0.1, optimizer="sgd",
-                     progress=False, drop_last=True, hooks=RunHooks() if ddp else None)  # the engine's share and gather
+    history = fit_at_scale(model, data.x_train, data.y_train, loss, epochs=3, batch_size=32, lr=0.1, optimizer="sgd",
+                           progress=False, drop_last=True, hooks=RunHooks() if ddp else None)  # share and gather
     core = getattr(model, "module", model)
     return torch.cat([p.detach().flatten() for p in core.parameters()]).numpy(), history.loss
 
@@ -67,9 +68,9 @@ def test_torchrun_cli_on_two_cpu_processes(tmp_path):
         port = s.getsockname()[1]
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-         "-m", "elm_lite", "train", "--npz", str(tmp_path / "fake.npz"), "--rho", "10", "--loss", "elm",
+         "-m", "elm_lite", "train", "--npz", str(tmp_path / "fake.npz"), "--rho", "10", "--method", "elm",
          "--model", "small_cnn", "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "run")],
         capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results["loss"] == "elm" and 0 <= results["balanced_accuracy"] <= 1
+    assert results["method"] == "elm" and 0 <= results["balanced_accuracy"] <= 1

@@ -45,12 +45,20 @@ def test_run_writes_results_and_improves_over_chance(data, tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_margin_summary_gives_split_means_and_extremes_not_a_ratio():
+    """Margins can be negative or zero: a few / many ratio of them would mean nothing (issue 31)."""
+    from elm_lite.engine.fullscale import margin_summary
+    out = margin_summary(np.array([0.3, -0.1, 0.2, np.nan]), [500, 50, 10, 5])   # many, medium, few, few (absent)
+    assert out == pytest.approx({"many": 0.3, "medium": -0.1, "few": 0.2, "min": -0.1, "max": 0.3})
+    assert all(np.isnan(v) for v in margin_summary(np.full(3, np.nan), [500, 50, 10]).values())
+
+
 def test_elm_run_uses_two_views_and_a_projection(data, tmp_path):
     results = train_cifar(data, "elm", progress=False, **{**TINY, "epochs": 1})
     assert np.isfinite(results["history"]["loss"][0])
     # geometry where the contrastive term acts (the projection) beside the backbone's
     assert len(results["per_class_projection_spread"]) == len(results["per_class_projection_margin"]) == 10
-    assert set(results["projection_margin"]) == set(results["margin"])
+    assert set(results["projection_margin"]) == set(results["margin"]) == {"many", "medium", "few", "min", "max"}
     assert "projection_spread" not in train_cifar(data, "la", progress=False, **{**TINY, "epochs": 1})
     strong = train_cifar(data, "elm", progress=False, **{**TINY, "epochs": 1, "view_augment": "strong"})
     assert strong["recipe"]["view_augment"] == "strong" and np.isfinite(strong["history"]["loss"][0])
@@ -83,15 +91,15 @@ def test_truncated_checkpoint_is_detected(data, tmp_path):
 
 
 def test_cli_train(npz, tmp_path, capsys):
-    main(["train", "--dataset", "cifar10-lt", "--rho", "10", "--npz", str(npz), "--loss", "ldam-drw",
+    main(["train", "--dataset", "cifar10-lt", "--rho", "10", "--npz", str(npz), "--method", "ldam-drw",
           "--model", "small_cnn", "--epochs", "2", "--batch-size", "32", "--out", str(tmp_path / "run")])
     assert "balanced accuracy" in capsys.readouterr().out
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["loss"] == "ldam-drw"
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["method"] == "ldam-drw"
 
 
 @pytest.mark.parametrize("argv,message", [
     (["train", "--dataset", "imagenet-lt", "--out", "x"], "invalid choice"),
-    (["train", "--loss", "mixup", "--out", "x"], "invalid choice"),   # focal is a method now (issue 34)
+    (["train", "--method", "mixup", "--out", "x"], "invalid choice"),   # focal is a method now (issue 34)
 ])
 def test_cli_rejects_unknown_names(argv, message, capsys):
     with pytest.raises(SystemExit):
@@ -128,20 +136,20 @@ def test_speed_ladder_runs_on_cpu(data):
 
 
 def test_summarize_runs(data):
-    runs = [train_cifar(data, loss, seed=s, progress=False, **{**TINY, "epochs": 1})
-            for loss in ("ce", "la") for s in (0, 1)]
+    runs = [train_cifar(data, method, seed=s, progress=False, **{**TINY, "epochs": 1})
+            for method in ("ce", "la") for s in (0, 1)]
     table = summarize_runs(runs)
     lines = table.splitlines()
     assert len(lines) == 4 and "ce" in lines[1] and "la" in lines[2] and " 2 " in lines[1]
-    ce = [100 * r["balanced_accuracy"] for r in runs if r["loss"] == "ce"]    # ± is the sample std (ddof = 1)
+    ce = [100 * r["balanced_accuracy"] for r in runs if r["method"] == "ce"]    # ± is the sample std (ddof = 1)
     assert f"{np.mean(ce):9.1f} ± {np.std(ce, ddof=1):3.1f}" in lines[1] and "ddof = 1" in lines[3]
 
 
 @pytest.mark.parametrize("change,field", [
     ({"batch_size": 16}, "batch_size"),
-    ({"loss": "ce"}, "method"),                      # the issue's la -> ce
-    ({"loss": "ldam-drw", "first": "ldam"}, "method"),
-    ({"loss": "supcon-la", "first": "elm"}, "method"),
+    ({"method": "ce"}, "method"),                    # the issue's la -> ce
+    ({"method": "ldam-drw", "first": "ldam"}, "method"),
+    ({"method": "supcon-la", "first": "elm"}, "method"),
     ({"epochs": 3}, "epochs"),                       # the schedule depends on the number of epochs
     ({"lr": 0.02}, "lr"),
     ({"weight_decay": 0.0}, "recipe"),
@@ -152,7 +160,7 @@ def test_summarize_runs(data):
 def test_resume_refuses_a_checkpoint_of_another_run(data, tmp_path, change, field):
     """Run identity: any difference in what is trained is refused, naming the differing field."""
     change = dict(change)
-    first, loss = change.pop("first", "la"), change.pop("loss", None)
+    first, method = change.pop("first", "la"), change.pop("method", None)
     seed, data_seed, other = change.pop("seed", 0), change.pop("data_seed", None), change.pop("data", None)
     train_cifar(data, first, out_dir=tmp_path, checkpoint_every=1, progress=False, **{**TINY, "epochs": 2})
     again = data
@@ -161,7 +169,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(data, tmp_path, change, fiel
     if other is not None:
         again = load_cifar_lt("cifar10", rho=10, arrays=fake_cifar(10, n_per_class=40, seed=7))
     with pytest.raises(ValueError, match=f"different run.*{field}"):
-        train_cifar(again, loss or first, out_dir=tmp_path, resume=True, seed=seed, progress=False,
+        train_cifar(again, method or first, out_dir=tmp_path, resume=True, seed=seed, progress=False,
                     **{**TINY, "epochs": 2, **change})
 
 
@@ -182,7 +190,7 @@ def test_run_folder_is_never_overwritten_silently(data, tmp_path):
                     **{**TINY, "epochs": 2})
     assert not (tmp_path / "results.json").exists()
     again = train_cifar(data, "ce", out_dir=tmp_path, overwrite=True, progress=False, **{**TINY, "epochs": 1})
-    assert again["loss"] == "ce" and load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+    assert again["method"] == "ce" and load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
     with pytest.warns(UserWarning, match="starting a fresh run"):
         train_cifar(data, "la", out_dir=tmp_path / "new", resume=True, progress=False, **{**TINY, "epochs": 1})
     with pytest.raises(ValueError, match="out_dir is empty"):
@@ -203,8 +211,8 @@ def test_collect_tool_gathers_a_runs_tarball(data, tmp_path):
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
     runs = tmp_path / "runs"
-    for loss in ("la", "elm"):
-        train_cifar(data, loss, out_dir=runs / f"{loss}_s0", progress=False, **{**TINY, "epochs": 1})
+    for method in ("la", "elm"):
+        train_cifar(data, method, out_dir=runs / f"{method}_s0", progress=False, **{**TINY, "epochs": 1})
     (runs / "ladder").mkdir()
     ladder = {"setup": "tiny", "run_epochs": 200,
               "rows": [{"rung": "a", "first_epoch_s": 2.0, "steady_s_per_epoch": 1.0, "run_s": 201.0}]}
@@ -220,7 +228,7 @@ def test_collect_tool_gathers_a_runs_tarball(data, tmp_path):
                           capture_output=True, text=True, cwd=root)
     assert done.returncode == 0, done.stderr
     shipped = json.loads((out / "cifar_lt_gpu.json").read_text())
-    assert sorted(r["loss"] for r in shipped["runs"]) == ["elm", "la"]
+    assert sorted(r["method"] for r in shipped["runs"]) == ["elm", "la"]
     # each run names the full constants of what it trained (its placement and averaging among them)
     assert {r["method_identity"]["constants"].get("placement") for r in shipped["runs"]} == {None, "centroid"}
     # the ladder gains the whole runs' compiled rungs only for compiled runs (these were not)
@@ -236,7 +244,7 @@ def test_step_anatomy_benchmark_counts_each_phase():
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from step_anatomy import SYNCS, one_step
-    la, elm = (one_step(loss, torch.device("cpu"), batch_size=16) for loss in ("la", "elm"))
+    la, elm = (one_step(method, torch.device("cpu"), batch_size=16) for method in ("la", "elm"))
     assert la.pop(SYNCS) == 0                               # ELM's, on a CPU: F.one_hot's own checks
     elm.pop(SYNCS)
     assert len(la) == len(elm) == 8 and all(n > 0 for n in la.values())
@@ -267,5 +275,5 @@ def test_speed_benchmarks_run(tmp_path):
     common = ["--npz", str(tmp_path / "fake.npz"), "--model", "small_cnn", "--device", "cpu"]
     out = minimal_loop.main([*common, "--epochs", "2"])
     assert out["first_epoch_s"] > 0 and out["steady_s_per_epoch"] > 0
-    (row,) = profile_train.main([*common, "--losses", "la"])
-    assert row["loss"] == "la" and row["epoch_wall_s"] > 0
+    (row,) = profile_train.main([*common, "--methods", "la"])
+    assert row["method"] == "la" and row["epoch_wall_s"] > 0

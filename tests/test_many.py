@@ -1,4 +1,5 @@
-"""Many runs at once (elm_lite.engine.many): K models trained together must equal K separate fit() runs,
+"""Many runs at once (elm_lite.engine.many): K models trained together must equal K separate runs of the
+engine's single-run loop (fit_at_scale, itself held equal to the core's fit in tests/test_train.py),
 and the stacked losses must equal each loss called on its own slice."""
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from elm_lite import losses as L
 from elm_lite import methods
 from elm_lite.data import make_toy
 from elm_lite.engine import fused
+from elm_lite.engine.augment import crop_flip
 from elm_lite.engine.cifar import fake_cifar
+from elm_lite.engine.loop import fit_at_scale
 from elm_lite.engine.many import fit_many
 from elm_lite.engine.stacked import StackedModels
 from elm_lite.models import MLP, ResNet32, SmallCNN
-from elm_lite.train import crop_flip, fit, gaussian_jitter, set_seed
+from elm_lite.train import fit, gaussian_jitter, set_seed
 
 pytestmark = pytest.mark.outcome   # trains and compares: CI runs it again under another arithmetic
 
@@ -34,8 +37,14 @@ def _assert_close_tensor(actual, expected, name, rel):
         f"{name}: relative difference {float(torch.linalg.norm(actual - expected) / torch.linalg.norm(expected)):.2e}")
 
 
-def _assert_same_runs(build, loss_list, seeds, x, y, dtype=torch.float64, **recipe):
-    """Train each (model, loss, seed) alone with fit and all together with fit_many; compare every
+def core_fit(model, x, y, loss, *, seed, progress, n_views=1, augment=None, **recipe):
+    """The core's fit, called with fit_many's view settings (n_views copies of ``augment``)."""
+    return fit(model, x, y, loss, seed=seed, views=n_views * [augment] if augment else [], **recipe)
+
+
+def _assert_same_runs(build, loss_list, seeds, x, y, dtype=torch.float64, alone_fit=fit_at_scale, **recipe):
+    """Train each (model, loss, seed) alone with ``alone_fit`` (the engine's single-run loop, or the
+    core's fit: ``core_fit``) and all together with fit_many; compare every
     parameter and batch-norm statistic, and the per-epoch losses. In float64 the two may differ only
     by summation order (grouped vs plain convolutions, batched vs single losses; Adam divides by
     tiny second moments): relative 1e-7, a hundredth of the float32 bound.
@@ -48,7 +57,7 @@ def _assert_same_runs(build, loss_list, seeds, x, y, dtype=torch.float64, **reci
     for loss, seed in zip(loss_list, seeds):
         set_seed(seed)
         model = build()
-        histories.append(fit(model, x, y, loss(), seed=seed, progress=False, **recipe))
+        histories.append(alone_fit(model, x, y, loss(), seed=seed, progress=False, **recipe))
         alone.append(model)
     together = []
     for seed in seeds:
@@ -92,19 +101,21 @@ def test_two_view_contrastive_runs_equal_separate_runs():
 
 
 def test_toy_mlp_runs_with_adam_jitter_and_prototypes_equal_separate_runs():
+    """The notebooks' comparisons: K toy runs trained together equal the core's fit run alone."""
     data = make_toy("gaussian", n_classes=4, n_max=60, rho=10, dim=6, seed=0)
     counts = data.counts
     mlp = lambda: MLP(6, 4, hidden=16, depth=2, embed_dim=5, normalize=True)  # noqa: E731
     loss_list = [lambda: methods.get("elm").build_loss(counts, lam=0.5), lambda: methods.get("elm").build_loss(counts),
                  lambda: methods.get("supcon-la").build_loss(counts, temperature=0.2),
                  lambda: methods.get("elm-positive").build_loss(counts, anchor_average="all")]
-    _assert_same_runs(mlp, loss_list, [0, 1, 2, 3], data.x_train, data.y_train, epochs=3, batch_size=32, lr=0.01,
-                      n_views=2, augment=gaussian_jitter(0.5))
-    _assert_same_runs(mlp, loss_list, [0, 1, 2, 3], data.x_train, data.y_train, dtype=torch.float32, epochs=3,
+    _assert_same_runs(mlp, loss_list, [0, 1, 2, 3], data.x_train, data.y_train, alone_fit=core_fit, epochs=3,
                       batch_size=32, lr=0.01, n_views=2, augment=gaussian_jitter(0.5))
+    _assert_same_runs(mlp, loss_list, [0, 1, 2, 3], data.x_train, data.y_train, dtype=torch.float32, alone_fit=core_fit,
+                      epochs=3, batch_size=32, lr=0.01, n_views=2, augment=gaussian_jitter(0.5))
     protos = [lambda: methods.get("elm").build_loss(counts, use_prototypes=True),
               lambda: methods.get("la").build_loss(counts)]
-    _assert_same_runs(mlp, protos, [3, 4], data.x_train, data.y_train, epochs=3, batch_size=32, lr=0.01)
+    _assert_same_runs(mlp, protos, [3, 4], data.x_train, data.y_train, alone_fit=core_fit, epochs=3, batch_size=32,
+                      lr=0.01)
 
 
 def test_stack_and_unstack_round_trip_outputs_and_state():

@@ -77,7 +77,7 @@ def test_balanced_classifier_stage_changes_the_head_only_and_caps_its_norms():
     data = _toy()
     el.set_seed(0)
     model = MLP(data.x_train.shape[1], data.n_classes, hidden=16, embed_dim=4, normalize=True)
-    el.fit(model, data.x_train, data.y_train, epochs=5, batch_size=32, lr=0.05, progress=False)
+    el.fit(model, data.x_train, data.y_train, epochs=5, batch_size=32, lr=0.05)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     balancing.balanced_classifier_stage(model, data.x_train, data.y_train, max_norm=0.5)
     for name, value in model.state_dict().items():

@@ -302,3 +302,12 @@ def test_core_line_count_tool_traces_one_elm_run():
         assert expected in names, expected
     assert not any("/engine/" in name for name in names)
     assert 0 < result["executed"] <= result["lines"] <= sum(names.values())
+
+
+def test_fit_takes_at_most_twelve_parameters():
+    """The core's loop stays a textbook fit: what only large runs need (SGD, schedules, bf16, hooks,
+    DDP) is the engine's (engine.loop.fit_at_scale), which holds itself equal to fit (tests/test_train.py)."""
+    import inspect
+
+    from elm_lite.train import fit
+    assert len(inspect.signature(fit).parameters) <= 12, list(inspect.signature(fit).parameters)

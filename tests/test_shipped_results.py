@@ -12,9 +12,9 @@ def gpu():
     return load_results("cifar_lt_gpu.json")
 
 
-def _mean(runs, loss, key=lambda r: r["balanced_accuracy"]):
-    values = [key(r) for r in runs if r["loss"] == loss]
-    assert values, f"no {loss} run shipped"
+def _mean(runs, method, key=lambda r: r["balanced_accuracy"]):
+    values = [key(r) for r in runs if r["method"] == method]
+    assert values, f"no {method} run shipped"
     return float(np.mean(values))
 
 
@@ -25,7 +25,7 @@ def test_gpu_runs_are_complete_and_use_the_standard_construction(gpu):
         assert r["recipe"]["model"] == "resnet32" and r["compile"] and r["bf16"]
         assert len(r["per_class_accuracy"]) == len(r["per_class_spread"]) == 10
         assert len(r["history"]["epoch"]) == r["recipe"]["epochs"] == 120  # as notebook 06 and the README say
-    assert sorted((r["loss"], r["seed"]) for r in gpu["runs"]) == [("ce", 0), ("elm-positive", 0), ("la", 0),
+    assert sorted((r["method"], r["seed"]) for r in gpu["runs"]) == [("ce", 0), ("elm-positive", 0), ("la", 0),
                                                                    ("la", 1)]
     assert sorted(line.split()[2] for line in summarize_runs(gpu["runs"]).splitlines()[1:4]) == [
         "ce", "elm-positive", "la"]
@@ -35,7 +35,7 @@ def test_gpu_results_match_the_prose(gpu):
     """Notebook 06 and the README: LA beats CE by about 7 points; ELM is within a point of LA; ELM's
     medium-split (tail) spread is higher than LA's."""
     runs = gpu["runs"]
-    ce, la, elm = (_mean(runs, loss) for loss in ("ce", "la", "elm-positive"))
+    ce, la, elm = (_mean(runs, method) for method in ("ce", "la", "elm-positive"))
     assert 0.06 < la - ce < 0.09
     assert abs(elm - la) < 0.01
     # notebook 06's first reveal: the medium split (CIFAR-10-LT's tail) gains > 20 points from LA
@@ -55,8 +55,8 @@ def test_gpu_ladder_has_every_rung_with_times(gpu):
 
 def test_gpu_embedding_samples(gpu):
     sample = load_results("cifar_lt_gpu_embeddings.npz")
-    for loss in ("ce", "la", "elm-positive"):
-        z, y = sample[f"{loss}_features"], sample[f"{loss}_labels"]
+    for method in ("ce", "la", "elm-positive"):
+        z, y = sample[f"{method}_features"], sample[f"{method}_labels"]
         assert z.shape == (1000, 64) and np.bincount(y).tolist() == [100] * 10
 
 
@@ -66,12 +66,12 @@ def test_200_epoch_table_matches_the_readme():
     from pathlib import Path
     table = load_results("cifar10_lt_gpu_table_200ep.json")
     assert table["epochs"] == 200 and "H200" in table["hardware"]
-    expected = [(loss, s) for loss in ("ce", "la") for s in range(3)]
-    assert sorted((r["loss"], r["seed"]) for r in table["runs"]) == expected
+    expected = [(method, s) for method in ("ce", "la") for s in range(3)]
+    assert sorted((r["method"], r["seed"]) for r in table["runs"]) == expected
     assert set(table["unfinished"]) == {"ldam-drw", "supcon-la", "elm"}
     readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
-    for loss, label in (("ce", "CE"), ("la", "LA")):
-        acc = np.array([r["balanced_accuracy"] for r in table["runs"] if r["loss"] == loss]) * 100
+    for method, label in (("ce", "CE"), ("la", "LA")):
+        acc = np.array([r["balanced_accuracy"] for r in table["runs"] if r["method"] == method]) * 100
         assert f"{label} {acc.mean():.1f} ± {acc.std(ddof=1):.1f} %" in readme
     assert f"took {table['table_wall_seconds']:.0f} s in one network" in readme
     assert "epoch 185 of 200" in table["unfinished"]["supcon-la"] and "stopped at epoch 185 of 200" in readme
@@ -107,9 +107,9 @@ def test_real_image_tail_is_not_diffuse_as_notebook_03_says(gpu):
     """Notebook 03, section 6: under CE and LA the two rarest classes' feature spread is below 1.2x
     the two largest classes' (the toy problem's ratio is several-fold)."""
     for r in gpu["runs"]:
-        if r["loss"] in ("ce", "la"):
+        if r["method"] in ("ce", "la"):
             spread = np.asarray(r["per_class_spread"])
-            assert spread[-2:].mean() / spread[:2].mean() < 1.2, (r["loss"], r["seed"])
+            assert spread[-2:].mean() / spread[:2].mean() < 1.2, (r["method"], r["seed"])
 
 
 def test_shipped_runs_carry_their_schema_version(gpu):
@@ -138,7 +138,7 @@ def test_notebook_05_quotes_only_numbers_of_the_shipped_cpu_runs():
                 for v in (*values, values.mean(), values.std(ddof=1) if len(values) > 1 else values.mean()):
                     known.add(f"{100 * v:.1f}" if fmt == "pct" else f"{v:.3f}")
     gpu_runs = load_results("cifar_lt_gpu.json")["runs"]
-    known |= {f"{100 * _mean(gpu_runs, loss):.1f}" for loss in {r["loss"] for r in gpu_runs}}
+    known |= {f"{100 * _mean(gpu_runs, method):.1f}" for method in {r["method"] for r in gpu_runs}}
     nb = nbformat.read(pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "05_elm.ipynb", as_version=4)
     prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown" and "CPU-sized" in c.source
                       or c.cell_type == "markdown" and "none of the variants wins" in c.source)
@@ -168,9 +168,9 @@ def test_every_shipped_run_records_its_methods_constants(name):
         if identity["loss"] in ("ELMLoss", "StudyELMLoss"):
             assert {"placement", "anchor_average", "delta_max", "temperature", "lam", "tau"} <= set(
                 identity["constants"])
-        if "loss" in run:                                                   # full-scale results
-            assert run["loss"] == identity["method"]
+        if SHIPPED_RUNS[name] == "runs":                                    # full-scale results
+            assert run["method"] == identity["method"]
             assert identity["constants"] == dict(registered.constants)
     if any(r["method_identity"]["method"] == "elm-positive" for r in f[SHIPPED_RUNS[name]]):
         assert "margin on the positives" in f["migrated"]
-    assert not any(r.get("loss") == "elm" for r in f[SHIPPED_RUNS[name]])   # no first-form run named as today's
+    assert not any(r.get("method") == "elm" for r in f[SHIPPED_RUNS[name]])   # no first-form run named as today's

@@ -44,12 +44,12 @@ def test_grouped_table_runs_equal_separate_runs(data, tmp_path):
     together = train_table(data, ["ce", "la"], [0, 1], tmp_path / "together", **TINY)
     separate = train_table(data, ["ce", "la"], [0, 1], tmp_path / "separate", separate=True, **TINY)
     for a, b in zip(together["runs"], separate["runs"]):
-        assert (a["loss"], a["seed"]) == (b["loss"], b["seed"])
+        assert (a["method"], a["seed"]) == (b["method"], b["seed"])
         assert a["balanced_accuracy"] == pytest.approx(b["balanced_accuracy"], abs=0.02)
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--losses", "la,nope"], "--losses: expected comma-separated methods"),
+    (["--methods", "la,nope"], "--methods: expected comma-separated methods"),
     (["--seeds", "0,0"], "--seeds: seeds repeat"),
     (["--seeds", "a"], "--seeds: expected comma-separated seeds"),
     (["--group-size", "0"], "--group-size: must be >= 1"),
@@ -118,9 +118,10 @@ def test_a_damaged_results_file_is_named_with_the_fix(data, tmp_path, capsys):
         train_table(data, ["la"], [0], tmp_path, **TINY)
     assert train_table(data, ["la"], [0], tmp_path, overwrite=True, **TINY)["trained_now"] == ["la-s0"]
     saved = json.loads(results.read_text())
-    del saved["identity"]  # a run written before runs recorded their identity
+    del saved["identity"]  # a run that does not say what it trained matches nothing
     results.write_text(json.dumps(saved))
-    with pytest.raises(ValueError, match=r"written before runs recorded their identity \(results schema < 4\)"):
+    with pytest.raises(ValueError, match=r"holds a finished run of another setting; it differs in .*dataset \(finished "
+                                         r"run '\(absent\)', this table 'cifar10'\)"):
         train_table(data, ["la"], [0], tmp_path, **TINY)
 
 
@@ -130,4 +131,4 @@ def test_overwrite_leaves_other_files_alone(data, tmp_path):
     train_table(data, ["la"], [0], tmp_path, overwrite=True, **TINY)
     assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "ce-s0" / "results.json").exists()
     table = json.loads((tmp_path / "table.json").read_text())   # ce-s0 is still on disk: still listed, as such
-    assert [r["loss"] for r in table["runs"]] == ["la", "ce"] and table["from_other_tables"] == ["ce-s0"]
+    assert [r["method"] for r in table["runs"]] == ["la", "ce"] and table["from_other_tables"] == ["ce-s0"]

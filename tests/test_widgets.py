@@ -144,3 +144,15 @@ def test_embedding_margin_app_looks_up_its_grid_and_trains_only_off_it(monkeypat
                                                                "precomputed") == on_grid
     app.update(lam=0.25)
     assert "off the precomputed grid" in app.readout.value
+
+
+def test_training_curves_name_the_held_out_curve_for_what_it_is():
+    """The curve track_balanced_accuracy records is labelled "held out": notebook 01 draws it on the
+    balanced test set (a picture, no choice is made on it), so it is called neither validation nor test
+    (issue 31: the plot once read "test", then "validation")."""
+    from elm_lite.plots import training_curves_figure
+    from elm_lite.train import History
+    history = History(epoch=[1, 2], loss=[1.0, 0.5], train_balanced_accuracy=[0.5, 0.7],
+                      held_out_balanced_accuracy=[0.4, 0.6])
+    names = [trace.name for trace in training_curves_figure(history).data]
+    assert names == ["loss", "balanced accuracy (train)", "balanced accuracy (held out)"]

@@ -18,6 +18,7 @@ import numpy as np
 from elm_lite.engine.fullscale import summarize_runs
 from elm_lite.engine.ladder import ladder_table
 from elm_lite.engine.runfiles import save_atomic
+from elm_lite.results import check_run_results
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,17 +36,14 @@ for arg in args.sources:
 found = [p for d in folders for p in sorted(d.rglob("results.json"))]
 if not found:
     sys.exit("no results.json found under " + " ".join(args.sources))
-runs = [json.loads(p.read_text()) for p in found]
-for p, r in zip(found, runs):  # every shipped run names the full constants of what it trained
-    if "identity" not in r:
-        sys.exit(f"{p} records no identity (results schema < 4): its method's constants are unknown; see "
-                 "tools/migrate_results.py for how the older shipped files were migrated")
+runs = [check_run_results(json.loads(p.read_text()), str(p)) for p in found]
+for r in runs:  # every shipped run names the full constants of what it trained
     r["method_identity"] = r["identity"]["method"]
 ladder = next((json.loads(p.read_text()) for d in folders for p in d.rglob("ladder.json")), None)
 if ladder is not None:  # the compiled rungs come from whole runs: their own first and steady epochs
-    for r in sorted(runs, key=lambda r: r["loss"] != "la"):
-        if r["compile"] and r["seed"] == 0 and r["loss"] in ("la", "elm"):
-            name = "+ torch.compile (whole LA run)" if r["loss"] == "la" else "ELM loss, compiled (whole run)"
+    for r in sorted(runs, key=lambda r: r["method"] != "la"):
+        if r["compile"] and r["seed"] == 0 and r["method"] in ("la", "elm"):
+            name = "+ torch.compile (whole LA run)" if r["method"] == "la" else "ELM loss, compiled (whole run)"
             ladder["rows"].append({
                 "rung": name, "first_epoch_s": r["first_epoch_seconds"],
                 "steady_s_per_epoch": r["steady_seconds_per_epoch"],
@@ -58,7 +56,7 @@ for path, r in zip(found, runs):
     emb = path.parent / "embeddings.npz"
     if r["seed"] == 0 and emb.exists():
         with np.load(emb) as f:
-            samples[f"{r['loss']}_features"], samples[f"{r['loss']}_labels"] = f["features"], f["labels"]
+            samples[f"{r['method']}_features"], samples[f"{r['method']}_labels"] = f["features"], f["labels"]
 np.savez_compressed(out.with_name("cifar_lt_gpu_embeddings.npz"), **samples)
 print(summarize_runs(runs))
 if ladder is not None:

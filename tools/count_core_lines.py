@@ -31,8 +31,8 @@ def one_elm_run() -> None:
     train.set_seed(0)
     model = models.MLP(in_dim=2, n_classes=4, hidden=16, embed_dim=4, normalize=True)
     loss = losses.ELMLoss(toy.counts)
-    train.fit(model, toy.x_train, toy.y_train, loss, epochs=2, batch_size=32, lr=0.01, seed=0, n_views=2,
-              augment=train.gaussian_jitter(0.5), progress=False)
+    train.fit(model, toy.x_train, toy.y_train, loss, epochs=2, batch_size=32, lr=0.01, seed=0,
+              views=2 * [train.gaussian_jitter(0.5)])
     predicted = train.predict(model, toy.x_test)
     metrics.balanced_accuracy(toy.y_test, predicted)
     metrics.shot_accuracy(toy.y_test, predicted, toy.counts)

@@ -5,6 +5,8 @@ ELM runs trained before the margin study are named for the form they trained, ``
 on the positives; labelled "ELM (margin on positives)"), not ``elm`` (today's centroid form). What those
 runs trained is known from the course's documents of the time (docs/margin_study.md, part 1: the
 shipped form was ``placement="positive"``), not from the files: each migrated file says so in ``migrated``.
+Full-scale runs name their method under ``"method"`` (results schema 5; it was ``"loss"``), and their margin
+summaries lose ``tail_head_ratio`` (a ratio of margins means nothing; every shipped one was nan).
 Idempotent; tests/test_shipped_results.py checks that every shipped run carries its identity.
 
     python tools/migrate_results.py
@@ -24,6 +26,7 @@ MEASURED = pathlib.Path(__file__).resolve().parents[1] / "elm_lite" / "measured"
 NOTE = ("method_identity added after the runs (tools/migrate_results.py) from the registry (elm_lite.methods); "
         "the ELM runs of this file trained before the margin study, with the margin on the positives "
         "(docs/margin_study.md, part 1): registry name elm-positive")
+FULL_SCALE_NOTE = NOTE + "; the method's name moved from \"loss\" to \"method\" (results schema 5)"
 FIRST_FORM = methods.get("elm-positive")
 # the CPU ELM variants (benchmarks/cifar_cpu_comparison.py --variants), as they were run: first-form ELM
 CPU_VARIANTS = {
@@ -39,11 +42,13 @@ CPU_COLUMNS = ("balanced_accuracy", "acc_many", "acc_medium", "spread_medium", "
 def _full_scale(name: str) -> None:
     path = MEASURED / name
     f = json.loads(path.read_text())
+    f["runs"] = [{("method" if k == "loss" else k): v for k, v in run.items()} for run in f["runs"]]  # key order kept
     for run in f["runs"]:
-        if run["loss"] == "elm" and "method_identity" not in run:
-            run["loss"] = FIRST_FORM.name
-        run["method_identity"] = methods.get(run["loss"]).identity()
-    f["migrated"] = NOTE
+        if run["method"] == "elm" and "method_identity" not in run:
+            run["method"] = FIRST_FORM.name
+        run["method_identity"] = methods.get(run["method"]).identity()
+        run.get("margin", {}).pop("tail_head_ratio", None)
+    f["migrated"] = FULL_SCALE_NOTE
     path.write_text(json.dumps(f, indent=1) + "\n")
 
 

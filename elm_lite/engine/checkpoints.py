@@ -1,9 +1,9 @@
 """Checkpoints with resume and run identity, and distributed training: the collaborators that
-:func:`elm_lite.train.fit` takes as ``hooks`` (:class:`RunHooks`), and that
+:func:`elm_lite.engine.loop.fit_at_scale` takes as ``hooks`` (:class:`RunHooks`), and that
 :func:`~elm_lite.engine.many.fit_many` uses for its groups.
 
 A checkpoint holds model, optimizer, every random stream and the histories, with a fingerprint (the
-loop's settings, :func:`~elm_lite.train.loop_settings`, plus the caller's identity: method, data,
+loop's settings, :func:`~elm_lite.engine.loop.loop_settings`, plus the caller's identity: method, data,
 recipe) that a resumed run must match. Under ``torchrun`` (a process group initialised and the model
 wrapped in DDP) ``fit``'s ``batch_size`` is the global batch: each process trains on its share, and
 logits, embeddings and labels are gathered (:func:`gather_batch`) so that the loss -- including the
@@ -22,7 +22,8 @@ from torch import distributed as dist
 from torch import nn
 from torch.distributed.nn import functional as dist_nn
 
-from ..train import FitHooks, History, Run
+from ..train import History
+from .loop import FitHooks, Run
 from .runfiles import differences, save_atomic
 
 
@@ -63,11 +64,9 @@ def load_checkpoint(path) -> dict:
     except Exception as e:
         raise ValueError(f"checkpoint {path} is damaged or incomplete ({type(e).__name__}: {e}); delete it "
                          "to start afresh, or restore it from a backup.") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "epoch" not in ckpt:
-        raise ValueError(f"{path} is not a checkpoint written by elm_lite.fit.")
-    if "generators" not in ckpt:
-        raise ValueError(f"{path} was written by an older elm_lite (before each run kept its own random streams) "
-                         "and cannot be continued; start over (overwrite=True / --overwrite) or use another folder.")
+    if not isinstance(ckpt, dict) or not {"model", "epoch", "generators"} <= set(ckpt):
+        raise ValueError(f"{path} is not a checkpoint written by elm_lite's training loops (fit_at_scale, fit_many); "
+                         "start over (overwrite=True / --overwrite) or use another folder.")
     return ckpt
 
 
@@ -138,7 +137,7 @@ def run_fingerprint(settings: dict, identity: dict | None) -> dict:
 
 
 class RunHooks(FitHooks):
-    """:func:`~elm_lite.train.fit`'s collaborators for a full-scale run: a checkpoint ``checkpoint``
+    """:func:`~elm_lite.engine.loop.fit_at_scale`'s collaborators for a full-scale run: a checkpoint ``checkpoint``
     (atomically, every ``every`` epochs and at the end, rank 0 only), ``resume`` from one of the same
     run (the fingerprint: the loop's settings and ``identity``), and under ``torchrun`` each process's
     share of a batch (``batch_size`` is the global batch, divisible by the number of processes)."""

@@ -1,6 +1,7 @@
 """Full-scale CIFAR-LT training: the standard recipe, the fast GPU path, results files.
 
-The same :func:`elm_lite.train.fit` loop runs everything; this module adds the recipe (ResNet-32,
+The engine's loop (:func:`elm_lite.engine.loop.fit_at_scale`, the core's ``fit`` with schedules, SGD, bf16
+and hooks) runs every single run; this module adds the recipe (ResNet-32,
 SGD, warm-up and step decay), device placement (GPU-resident data and augmentation, bf16,
 channels_last, optional ``torch.compile``), atomic checkpoints with resume, and a results JSON.
 """
@@ -22,16 +23,18 @@ import torch
 from .. import __version__, methods, metrics
 from ..interfaces import uses_embedding
 from ..methods import Method
-from ..models import ResNet32, SmallCNN
-from ..recipes import CIFAR_RECIPE, SEED, check, integer, number, one_of, plain
+from ..models import IMAGE_MODELS, image_model
+from ..recipes import CHECKPOINT_EVERY, CIFAR_RECIPE, SEED, check, integer, number, one_of, plain
 from ..results import SCHEMA_VERSION, check_run_results
-from ..train import VIEW_AUGMENTATIONS, evaluate_features, fit, set_seed, view_augmentation
+from ..train import evaluate_features, set_seed
+from .augment import VIEW_AUGMENTATIONS, view_augmentation
 from .checkpoints import RunHooks, check_every
 from .cifar import ImageData, content_hash
 from .fused import trusted_batches
+from .loop import fit_at_scale
 from .runfiles import atomic_write, run_lock, save_atomic
 
-MODELS = {"resnet32": ResNet32, "small_cnn": SmallCNN}
+MODELS = IMAGE_MODELS
 
 
 def lr_schedule(recipe: dict, epoch: int) -> float:
@@ -202,15 +205,15 @@ def build_image_model(method: Method, n_classes: int, recipe: dict, device: torc
     """The recipe's model for ``method`` (cosine head for LDAM, projection head for the embedding
     term) on ``device`` (channels_last on a GPU)."""
     embedding = uses_embedding(method.loss)
-    net = MODELS[recipe["model"]](n_classes, cosine=method.cosine,
-                                  projection_dim=recipe["projection_dim"] if embedding else None).to(device)
+    net = image_model(recipe["model"], n_classes, method.cosine, recipe["projection_dim"] if embedding else None)
+    net = net.to(device)
     return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
 
 
 def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, seed: int = 0, device: str = "auto",
-                compile: bool = False, bf16: bool | None = None, checkpoint_every: int = 10, resume: bool = False,
-                overwrite: bool = False, progress: bool = True, on_epoch_end=None, ddp: bool | None = None,
-                **recipe) -> dict:
+                compile: bool = False, bf16: bool | None = None, checkpoint_every: int = CHECKPOINT_EVERY,
+                resume: bool = False, overwrite: bool = False, progress: bool = True, on_epoch_end=None,
+                ddp: bool | None = None, **recipe) -> dict:
     """Train one CIFAR-LT run with :data:`CIFAR_RECIPE` (entries overridable as keywords) and return
     its results (:class:`~elm_lite.results.RunResults`); with ``out_dir``, also write
     ``checkpoint.pt`` (atomically, every ``checkpoint_every`` epochs), ``results.json`` and
@@ -218,7 +221,7 @@ def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, s
     run from its checkpoint (another run's is refused, see :func:`run_identity`);
     ``overwrite=True`` starts over in a folder that holds one. The folder is locked for this process
     (:func:`~elm_lite.engine.runfiles.run_lock`) before anything is written. ``bf16=None`` means "on a GPU".
-    ``on_epoch_end(epoch, model, history)`` is passed to :func:`~elm_lite.train.fit` (live curves).
+    ``on_epoch_end(epoch, model, history)`` is passed to :func:`~elm_lite.engine.loop.fit_at_scale` (live curves).
     ``ddp``: train data-parallel (True), in one process (False), or as started (None: under
     ``torchrun``, see :func:`distributed_requested`)."""
     recipe, every = check_recipe(recipe), check_every(plain(checkpoint_every))
@@ -244,8 +247,9 @@ def train_cifar(data: ImageData, method: str | Method = "la", *, out_dir=None, s
         runner = torch.compile(runner, mode="reduce-overhead") if compile else runner
         bf16 = dev.type == "cuda" if bf16 is None else bf16
         start = time.perf_counter()
-        with trusted_batches():  # the labels are checked once, by fit: no host sync per step
-            history = fit(runner, torch.as_tensor(data.x_train, device=dev), torch.as_tensor(data.y_train, device=dev),
+        with trusted_batches():  # the labels are checked once, by fit_at_scale: no host sync per step
+            history = fit_at_scale(
+                          runner, torch.as_tensor(data.x_train, device=dev), torch.as_tensor(data.y_train, device=dev),
                           loss, epochs=recipe["epochs"], batch_size=recipe["batch_size"], lr=recipe["lr"],
                           weight_decay=recipe["weight_decay"], optimizer="sgd",
                           lr_schedule=partial(lr_schedule, recipe), drop_last=True, n_views=method.views,
@@ -275,6 +279,17 @@ def save_run(out: Path, data: ImageData, results: dict, feats: np.ndarray) -> No
     save_atomic(results, out / "results.json")
 
 
+def margin_summary(margin: np.ndarray, counts) -> dict[str, float]:
+    """Per-class embedding margins ``(C,)`` summarised: the mean of the many / medium / few classes
+    (nan for an empty split, as :func:`~elm_lite.metrics.spread_summary` takes them) and the smallest
+    and largest class margin (``min`` < 0: some class's test features sit, on average, nearer another
+    class's mean than their own). No tail / head ratio: a margin can be zero or negative."""
+    means = metrics.spread_summary(margin, counts)
+    present = margin[~np.isnan(margin)]
+    low, high = (float(present.min()), float(present.max())) if present.size else (float("nan"), float("nan"))
+    return {**{split: means[split] for split in metrics.SPLITS}, "min": low, "max": high}
+
+
 def run_results(data: ImageData, method: Method, seed: int, recipe: dict, logits: np.ndarray, feats: np.ndarray,
                 projected: np.ndarray | None, history, setup: dict) -> dict:
     """A run's results dict (the schema of :class:`~elm_lite.results.RunResults`) from its test
@@ -289,17 +304,17 @@ def run_results(data: ImageData, method: Method, seed: int, recipe: dict, logits
         geometry = {"per_class_projection_spread": p_spread.tolist(),
                     "projection_spread": metrics.spread_summary(p_spread, data.counts),
                     "per_class_projection_margin": p_margin.tolist(),
-                    "projection_margin": metrics.spread_summary(p_margin, data.counts)}
+                    "projection_margin": margin_summary(p_margin, data.counts)}
     return {
         "schema_version": SCHEMA_VERSION,
-        "dataset": data.name, "rho": data.info.get("rho"), "loss": method.name, "seed": seed, "recipe": recipe,
+        "dataset": data.name, "rho": data.info.get("rho"), "method": method.name, "seed": seed, "recipe": recipe,
         "identity": run_identity(data, method, recipe),
         "counts": data.counts.tolist(), "source": data.source,
         "balanced_accuracy": metrics.balanced_accuracy(data.y_test, y_pred, data.n_classes),
         "per_class_accuracy": metrics.per_class_accuracy(data.y_test, y_pred, data.n_classes).tolist(),
         "shot_accuracy": metrics.shot_accuracy(data.y_test, y_pred, data.counts),
         "per_class_spread": spread.tolist(), "spread": metrics.spread_summary(spread, data.counts),
-        "per_class_margin": margin.tolist(), "margin": metrics.spread_summary(margin, data.counts), **geometry,
+        "per_class_margin": margin.tolist(), "margin": margin_summary(margin, data.counts), **geometry,
         "history": history.as_dict(), "seconds_per_epoch": history.seconds / max(len(history.epoch), 1),
         "first_epoch_seconds": history.elapsed[0] if history.elapsed else None,  # holds compilation
         "steady_seconds_per_epoch": float(np.median(np.diff(history.elapsed))) if len(history.elapsed) > 1 else None,
@@ -308,29 +323,23 @@ def run_results(data: ImageData, method: Method, seed: int, recipe: dict, logits
     }
 
 
-def _mean(values) -> float:
-    """Mean of the non-nan values; nan when there are none."""
-    values = [v for v in values if v == v]
-    return float(np.mean(values)) if values else float("nan")
-
-
 def summarize_runs(runs: list[dict]) -> str:
-    """A text table of results dicts (from :func:`train_cifar`), grouped by dataset, rho and loss:
+    """A text table of results dicts (from :func:`train_cifar`), grouped by dataset, rho and method:
     mean ± sample standard deviation over seeds (:func:`~elm_lite.metrics.mean_sd`) of balanced accuracy,
     and the means of many / medium / few accuracy and tail spread."""
     groups: dict[tuple, list[dict]] = {}
     for r in map(check_run_results, runs):
-        groups.setdefault((r["dataset"], r["rho"], r["loss"]), []).append(r)
-    lines = [f"{'dataset':10s} {'rho':>5s} {'loss':18s} {'seeds':>5s} {'balanced acc':>15s} {'many':>7s} "
+        groups.setdefault((r["dataset"], r["rho"], r["method"]), []).append(r)
+    lines = [f"{'dataset':10s} {'rho':>5s} {'method':18s} {'seeds':>5s} {'balanced acc':>15s} {'many':>7s} "
              f"{'medium':>7s} {'few':>7s} {'tail spread':>12s} {'s/epoch':>8s}"]
-    for (dataset, rho, loss), rs in groups.items():
+    for (dataset, rho, method), rs in groups.items():   # mean_sd leaves nan out: an empty split's mean is nan
         acc, sd, n = metrics.mean_sd([100 * r["balanced_accuracy"] for r in rs])
-        shots = {k: _mean([r["shot_accuracy"][k] for r in rs]) * 100 for k in ("many", "medium", "few")}
-        tail = _mean([r["spread"]["few"] if r["spread"]["few"] == r["spread"]["few"] else r["spread"]["medium"]
-                      for r in rs])
+        shots = {k: metrics.mean_sd([100 * r["shot_accuracy"][k] for r in rs])[0] for k in ("many", "medium", "few")}
+        tail, _, _ = metrics.mean_sd([r["spread"]["few"] if r["spread"]["few"] == r["spread"]["few"]
+                                      else r["spread"]["medium"] for r in rs])
         fmt = lambda v: f"{v:7.1f}" if v == v else f"{'n/a':>7s}"  # noqa: E731
         spread = f"± {sd:3.1f}" if n > 1 else "     "
-        lines.append(f"{dataset:10s} {rho:5g} {loss:18s} {len(rs):5d} {acc:9.1f} {spread} "
+        lines.append(f"{dataset:10s} {rho:5g} {method:18s} {len(rs):5d} {acc:9.1f} {spread} "
                      f"{fmt(shots['many'])} {fmt(shots['medium'])} {fmt(shots['few'])} {tail:12.3f} "
                      f"{np.mean([r['seconds_per_epoch'] for r in rs]):8.2f}")
     lines.append("(± is the sample standard deviation over seeds, ddof = 1; none for a single seed)")

@@ -13,10 +13,12 @@ import torch
 
 from .. import methods
 from ..recipes import CIFAR_RECIPE
-from ..train import crop_flip, fit, set_seed
+from ..train import set_seed
+from .augment import crop_flip
 from .cifar import ImageData
 from .fullscale import MODELS, hardware, resolve_device
 from .fused import trusted_batches
+from .loop import fit_at_scale
 
 
 def _epoch_times(run_epochs) -> list[float]:
@@ -55,16 +57,17 @@ def _dataloader_rung(tick, *, data: ImageData, build, dev, epochs: int, batch_si
 
 
 def _resident_rung(tick, *, data: ImageData, build, dev, epochs: int, batch_size: int, run_epochs: int,
-                   bf16: bool, compiled: bool, loss_name: str = "la") -> None:
-    """Speed-ladder rungs 2-5: data and augmentation on the device, through :func:`~elm_lite.train.fit`."""
+                   bf16: bool, compiled: bool, method_name: str = "la") -> None:
+    """Speed-ladder rungs 2-5: data and augmentation on the device, through
+    :func:`~elm_lite.engine.loop.fit_at_scale`."""
     set_seed(0)
-    method = methods.get(loss_name)
+    method = methods.get(method_name)
     loss, views = method.build_loss(data.counts, run_epochs), method.views
     net = build(data.n_classes, projection_dim=CIFAR_RECIPE["projection_dim"] if views > 1 else None).to(dev)
     if bf16 and dev.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     with trusted_batches():
-        fit(torch.compile(net, mode="reduce-overhead") if compiled else net,
+        fit_at_scale(torch.compile(net, mode="reduce-overhead") if compiled else net,
             torch.as_tensor(data.x_train, device=dev), torch.as_tensor(data.y_train, device=dev), loss,
             epochs=epochs + 1, batch_size=batch_size, lr=CIFAR_RECIPE["lr"], weight_decay=CIFAR_RECIPE["weight_decay"],
             optimizer="sgd", drop_last=True, n_views=views, augment=crop_flip, bf16=bf16 and dev.type == "cuda",
@@ -98,7 +101,7 @@ def speed_ladder(data: ImageData, device: str = "auto", epochs: int = 3, model: 
     if compile:
         rungs.append(("+ torch.compile (reduce-overhead)", partial(resident, bf16=True, compiled=True)))
     rungs.append(("ELM loss (2 views, projection), as above", partial(resident, bf16=True, compiled=compile,
-                                                                      loss_name="elm")))
+                                                                      method_name="elm")))
     rows = []
     for name, run in rungs:
         try:

@@ -25,24 +25,21 @@ from tqdm.auto import tqdm
 
 from ..interfaces import uses_prototypes
 from ..metrics import balanced_accuracy
-from ..recipes import LONGTAIL_TOY
+from ..recipes import CHECKPOINT_EVERY, LONGTAIL_TOY
 from ..train import (
     EpochSampler,
     History,
-    batch_count,
+    by_example,
     check_finite,
-    check_fit_args,
     check_model_takes,
     check_xy,
     compute_loss,
-    loop_settings,
-    loss_precision,
-    make_optimizer,
     run_generators,
     start_epoch,
 )
 from .checkpoints import check_every, resume_or_start, run_fingerprint, save_checkpoint
 from .fused import stack_key, stacked_loss, trusted_batches
+from .loop import batch_count, check_loop_args, loop_settings, loss_precision, make_optimizer, set_learning_rate
 from .stacked import StackedModels
 
 
@@ -105,7 +102,7 @@ class _Group:
 def _augment_views(g: _Group, xb: torch.Tensor) -> torch.Tensor:
     """Every run's views of its batch ``xb`` ``(K, b, ...)`` -> ``(K, V * b, ...)``, view after view as
     :func:`~elm_lite.train.fit` draws them. An augmentation that takes a list of streams
-    (``stream_lists``, :func:`~elm_lite.train.draw`) augments all K batches in one call per view."""
+    (``stream_lists``, :func:`~elm_lite.engine.augment.draw`) augments all K batches in one call per view."""
     streams = [aug for _, aug in g.streams]
     if getattr(g.augment, "stream_lists", False):
         views = [g.augment(xb.flatten(0, 1), streams).unflatten(0, xb.shape[:2]) for _ in range(g.n_views)]
@@ -128,7 +125,7 @@ def _group_epoch(g: _Group, x: torch.Tensor, y: torch.Tensor, bs: int, n_batches
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=g.bf16), trusted_batches():
             logits, emb = g.runner(xb)                                     # (K, V * b, C | E)
             if g.n_views > 1:                                              # -> (K, b, V, ...)
-                logits, emb = (t.unflatten(1, (g.n_views, -1)).transpose(1, 2) for t in (logits, emb))
+                logits, emb = by_example(logits, g.n_views), by_example(emb, g.n_views)
             prototypes = g.stacked.head_weight() if g.use_prototypes else None
             per_model = g.losses(loss_precision(logits), loss_precision(emb), yb, prototypes)
         g.opt.zero_grad(set_to_none=True)
@@ -143,17 +140,17 @@ def _group_epoch(g: _Group, x: torch.Tensor, y: torch.Tensor, bs: int, n_batches
 
 
 def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *,
-             epochs: int = LONGTAIL_TOY["epochs"], batch_size: int | None = None, lr: float = LONGTAIL_TOY["lr"],
-             weight_decay: float = 0.0, optimizer: str = "adam",
+             epochs: int = LONGTAIL_TOY["epochs"], batch_size: int | None = LONGTAIL_TOY["batch_size"],
+             lr: float = LONGTAIL_TOY["lr"], weight_decay: float = 0.0, optimizer: str = "adam",
              lr_schedule: Callable[[int], float] | None = None, drop_last: bool = False, n_views: int = 1,
              augment: Callable | None = None, bf16: bool = False, compile: bool = False, checkpoint=None,
-             checkpoint_every: int = 10, resume: bool = False, identity: dict | None = None,
+             checkpoint_every: int = CHECKPOINT_EVERY, resume: bool = False, identity: dict | None = None,
              progress: bool = True, sampling: str = "uniform") -> list[History]:
     """Train ``models[k]`` with ``losses[k]`` and ``seeds[k]`` on ``(x, y)``, all K together, and
     return their histories; the trained weights are written back into ``models`` (in place).
 
     The models must share one architecture (an MLP, SmallCNN or ResNet32 with equal settings), and
-    the runs one recipe (the keywords, as in :func:`~elm_lite.train.fit`) and one number of views;
+    the runs one recipe (the keywords, as in :func:`~elm_lite.engine.loop.fit_at_scale`) and one number of views;
     ``seeds[k]`` fixes run k's batch order and augmentation (initialise each model under its seed,
     :func:`~elm_lite.train.set_seed`, before calling). ``compile`` wraps the stacked network in
     ``torch.compile(mode="reduce-overhead")``. ``checkpoint`` / ``resume`` / ``identity`` as in
@@ -161,7 +158,7 @@ def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *,
     ``History.seconds`` is the wall time of the group, the same for each of its runs.
     """
     k = _check_runs(models, losses, seeds)
-    check_fit_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, sampling)
+    check_loop_args(epochs, lr, weight_decay, batch_size, n_views, augment, optimizer, sampling)
     check_every(checkpoint_every)
     first = next(models[0].parameters())
     device = first.device
@@ -184,9 +181,11 @@ def fit_many(models: list[nn.Module], x, y, losses: list, seeds: list[int], *,
     histories, first_epoch = resume_or_start(resume, checkpoint, fingerprint, stacked, group.opt, generators, k)
     for epoch in tqdm(range(first_epoch, epochs + 1), desc=f"training {k} models", disable=not progress):
         start = time.perf_counter()
-        start_epoch(stacked, losses, group.opt, epoch, lr, lr_schedule)
+        start_epoch(stacked, losses, epoch)
+        set_learning_rate(group.opt, epoch, lr, lr_schedule)
         mean_loss, accuracy = _group_epoch(group, x, y, bs, batch_count(len(x), bs, drop_last))
-        check_finite(mean_loss, epoch, lr, seeds)
+        for j, loss in enumerate(mean_loss):
+            check_finite(loss, epoch, lr, f"of run {j} (seed {seeds[j]}) ")
         seconds = time.perf_counter() - start
         for h, loss, acc in zip(histories, mean_loss, accuracy):
             h.record(epoch, loss, acc, seconds)

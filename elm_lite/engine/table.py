@@ -29,8 +29,10 @@ import torch
 from .. import methods
 from ..interfaces import uses_embedding
 from ..methods import Method
+from ..recipes import CHECKPOINT_EVERY
 from ..results import check_run_results
-from ..train import evaluate_features, set_seed, view_augmentation
+from ..train import evaluate_features, set_seed
+from .augment import view_augmentation
 from .checkpoints import load_checkpoint
 from .cifar import ImageData
 from .fullscale import (
@@ -70,10 +72,8 @@ def _finished(folder: Path, identity: dict) -> dict | None:
         return None
     fix = "delete it to train that run again, or start the table over with overwrite=True (--overwrite)."
     results = check_run_results(read_json(path, fix), str(path))
-    if "identity" not in results:
-        raise ValueError(f"{path} was written before runs recorded their identity (results schema < 4), so it "
-                         f"cannot be matched to this table; {fix}")
-    saved, now = _flat({"seed": results["seed"], **results["identity"]}), _flat(json.loads(json.dumps(identity)))
+    saved = _flat({"seed": results["seed"], **results.get("identity", {})})   # a field it lacks differs too
+    now = _flat(json.loads(json.dumps(identity)))
     differs = [f"{k} (finished run {saved.get(k, '(absent)')!r}, this table {now.get(k, '(absent)')!r})"
                for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
     if differs:
@@ -170,7 +170,8 @@ def _train_alone(data: ImageData, method: Method, seed: int, folder: Path, **set
 
 def train_table(data: ImageData, method_names, seeds, out_dir, *, device: str = "auto", compile: bool = False,
                 bf16: bool | None = None, group_size: int | None = None, separate: bool = False,
-                overwrite: bool = False, checkpoint_every: int = 10, progress: bool = True, **recipe) -> dict:
+                overwrite: bool = False, checkpoint_every: int = CHECKPOINT_EVERY, progress: bool = True,
+                **recipe) -> dict:
     """Train every (method, seed) of the table on ``data`` under :data:`~elm_lite.recipes.CIFAR_RECIPE`
     (entries overridable as keywords), skipping finished runs of the same identity (``overwrite``:
     clear the old table and train every run); methods and seeds are named once each. Write
@@ -222,8 +223,8 @@ def train_table(data: ImageData, method_names, seeds, out_dir, *, device: str = 
             table = {"table": summarize_runs(runs + others), "wall_seconds": time.perf_counter() - start,
                      "hardware": hardware(dev), "separate": separate,
                      "trained_now": [f"{m.name}-s{s}" for m, s in pending],
-                     "from_other_tables": [f"{r['loss']}-s{r['seed']}" for r in others],
-                     "runs": [{k: r[k] for k in ("loss", "seed", "balanced_accuracy", "shot_accuracy", "spread",
+                     "from_other_tables": [f"{r['method']}-s{r['seed']}" for r in others],
+                     "runs": [{k: r[k] for k in ("method", "seed", "balanced_accuracy", "shot_accuracy", "spread",
                                                  "margin", "total_seconds") if k in r} for r in runs + others]}
             save_atomic(table, out / "table.json")
     return table
@@ -232,7 +233,7 @@ def train_table(data: ImageData, method_names, seeds, out_dir, *, device: str = 
 def _listed_runs(out: Path) -> list[str]:
     """The run folder names that ``out/table.json`` lists (none if it is missing or damaged: it is rewritten)."""
     try:
-        return [f"{r['loss']}-s{r['seed']}" for r in json.loads((out / "table.json").read_text()).get("runs", [])]
+        return [f"{r['method']}-s{r['seed']}" for r in json.loads((out / "table.json").read_text()).get("runs", [])]
     except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError):
         return []
 
