@@ -243,3 +243,18 @@ def test_bad_arguments(call, match):
 def test_margin_constants_are_checked_with_their_names_and_ranges(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_fit_tells_a_scheduled_loss_each_epoch():
+    """fit passes every epoch (from 1) to a loss with a schedule (LDAM-DRW's switch reads it)."""
+    from elm_lite import train
+
+    class Spy(L.LDAMLoss):
+        def set_epoch(self, epoch):
+            self.seen = [*getattr(self, "seen", []), epoch]
+            super().set_epoch(epoch)
+
+    x, y = torch.randn(20, 2), torch.arange(20) % 5
+    loss = Spy(COUNTS, drw_epoch=2)
+    train.fit(LinearModel(2, 5, cosine=True), x, y, loss, epochs=3, batch_size=10)
+    assert loss.seen == [1, 2, 3] and loss.reweight
