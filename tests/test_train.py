@@ -241,3 +241,12 @@ def test_a_training_step_never_waits_for_the_device(name, host_syncs):
     with pytest.raises(ValueError, match=r"labels .*values in \[0, 5\)"):   # outside the loop, checked as before
         loss(*((torch.zeros(2, 2, 5), torch.zeros(2, 2, 8)) if method.views > 1 else (torch.zeros(2, 5),)),
              torch.tensor([0, 7]))
+
+
+@pytest.mark.parametrize("factor", [-1.0, float("inf"), float("nan"), "1"])
+def test_the_engine_loop_refuses_a_learning_rate_multiplier_that_is_not_a_finite_number_at_least_0(factor):
+    with pytest.raises(ValueError, match=r"lr_schedule\(1\) returned .*; it must return a learning-rate multiplier"):
+        fit_at_scale(LinearModel(2, 2), np.zeros((4, 2)), [0, 1, 0, 1], epochs=1, batch_size=2, lr=0.1,
+                     lr_schedule=lambda epoch: factor, progress=False)
+    fit_at_scale(LinearModel(2, 2), np.zeros((4, 2)), [0, 1, 0, 1], epochs=1, batch_size=2, lr=0.1,
+                 lr_schedule=lambda epoch: 0.0, progress=False)          # 0 (a frozen epoch) is allowed
