@@ -74,7 +74,7 @@ class ToyData:
 
     ``x_*`` are float32 arrays of shape ``(N, dim)``; ``y_*`` int64 of shape ``(N,)``;
     ``counts`` the training counts per class, head first. For ``kind="gaussian"``,
-    ``means`` ``(C, 2)`` and ``covs`` ``(C, 2, 2)`` give the exact class-conditional densities.
+    ``means`` ``(C, dim)`` and ``covs`` ``(C, dim, dim)`` give the exact class-conditional densities.
     """
     kind: str
     x_train: np.ndarray

@@ -1,7 +1,7 @@
 """The interfaces the training loop and the tools rely on, declared once (``typing.Protocol``).
 
 Models and losses are plain ``nn.Module``s; these protocols name what the rest of the package may
-ask of them, so that nothing is probed with ``getattr`` in silence. This module imports nothing
+ask of them, named in one place. This module imports nothing
 from the package (it is a bottom layer).
 """
 from __future__ import annotations

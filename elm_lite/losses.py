@@ -391,6 +391,7 @@ def contrastive_terms(z: torch.Tensor, labels: torch.Tensor, temperature,
     without a positive have loss 0. ``n_classes`` (the centroid form's) is read from the labels if not
     given: a host sync on a GPU. The engine runs K batches at once through this function (``elm_lite.engine.fused``).
     """
+    check("placement", placement, one_of(*MARGIN_PLACEMENTS))
     z, pool, pool_labels = contrast_set(z, labels, prototypes)
     margins = torch.zeros(labels.shape, dtype=z.dtype, device=z.device) if margins is None else margins.to(z.dtype)
     if placement == "centroid":
@@ -495,7 +496,8 @@ class EmbeddingMarginLoss(SupConLoss):
     rarest class), entering the loss as ``placement`` says (:func:`contrastive_terms`): on its
     positives, or against its class's centre in the batch (``"centroid"``, the course's
     ELM form: the only one whose margin changes the geometry, docs/margin_study.md).
-    ``delta_max = 0`` with ``"positive"`` is exactly :class:`SupConLoss`. Input as
+    ``delta_max = 0`` with ``"positive"`` and ``anchor_average="all"`` is exactly :class:`SupConLoss` (whose
+    default averages per anchor; this class's, per class: ``ELM_RECOMMENDED``). Input as
     for :class:`SupConLoss`; labels must lie in ``[0, C)``. Safe ranges: ``delta_max`` in [0, 1],
     ``temperature`` in [0.05, 1].
     """

@@ -1,4 +1,4 @@
-"""Models. Every model maps ``x`` of shape ``(B, D)`` to ``(logits (B, C), embedding (B, E))``,
+"""Models. Every model maps ``x`` ``(B, D)`` (images: ``(B, H, W, 3)``) to ``(logits (B, C), embedding (B, E))``,
 the same interface the losses, the training loop and the plots rely on. (K models trained as one
 network are the engine's: :class:`elm_lite.engine.stacked.StackedModels`.)
 """

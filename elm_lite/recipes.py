@@ -53,7 +53,7 @@ EMBEDDING_RECIPE = dict(
     epochs=30,         # passes over the training set (10-200)
     batch_size=128,    # mini-batch size; with 5 tail examples most batches hold no tail positive
     lr=0.01,           # Adam learning rate (1e-3 - 3e-2)
-    jitter=1.0,        # std of the Gaussian input jitter that makes a method's second view (0-1.5)
+    jitter=1.0,        # std of the Gaussian input jitter of each view of a two-view method (0-1.5)
     weight_decay=0.0,  # L2 penalty (weight balancing sets its own, chosen on validation)
 )
 
@@ -155,7 +155,7 @@ OWN_FEATURES_RECIPE = dict(
     epochs=50,         # passes over the carved training part
     batch_size=32,     # mini-batch size (small: a few hundred examples still make hundreds of steps)
     lr=3e-3,           # Adam learning rate
-    jitter=0.3,        # std of the Gaussian jitter of a second view (standardised features: std 1 per feature)
+    jitter=0.3,        # std of the Gaussian jitter of each view (standardised features: std 1 per feature)
 )
 # Validation carved from the training data (elm_lite.splits).
 VALIDATION_SPLITS = dict(

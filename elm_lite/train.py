@@ -19,8 +19,9 @@ from torch import distributed as dist
 from torch import nn
 
 from .interfaces import EmbeddingLoss, ImageModel, Scheduled, uses_prototypes
+from .losses import SupConLoss
 from .metrics import balanced_accuracy
-from .recipes import LONGTAIL_TOY, check, integer, number, one_of, or_none, tensor
+from .recipes import LONGTAIL_TOY, SEED, check, integer, number, one_of, or_none, tensor
 
 
 def set_seed(seed: int) -> None:
@@ -93,8 +94,9 @@ def check_model_takes(model: nn.Module, x: torch.Tensor) -> None:
 
 def compute_loss(loss_fn: Callable, logits: torch.Tensor, embedding: torch.Tensor, y: torch.Tensor,
                  prototypes: torch.Tensor | None = None) -> torch.Tensor:
-    """``loss_fn(logits, y)``, or for a loss on logits and embeddings (``uses_embedding = True``, an
-    :class:`~elm_lite.interfaces.EmbeddingLoss`) the total of ``loss_fn(logits, embedding, y, prototypes)``.
+    """``loss_fn(logits, y)``, or for a loss on logits and embeddings (an
+    :class:`~elm_lite.interfaces.EmbeddingLoss`: attributes ``uses_embedding`` and ``use_prototypes``)
+    the total of ``loss_fn(logits, embedding, y, prototypes)``.
     With several views (``logits`` ``(B, V, C)``) a logit-only loss sees every view."""
     if isinstance(loss_fn, EmbeddingLoss):
         return loss_fn(logits, embedding, y, prototypes)[0]                  # (total, parts)
@@ -199,7 +201,7 @@ def check_fit_args(epochs, batch_size, lr, weight_decay, seed, views, sampling) 
     check("batch_size", batch_size, or_none(integer(1)))
     check("lr", lr, number(0, low_open=True))
     check("weight_decay", weight_decay, number(0))
-    check("seed", seed, integer(0))
+    check("seed", seed, SEED)
     check("views", views, (lambda v: isinstance(v, (list, tuple)) and all(map(callable, v)),
                            "a list of augmentations (x, generator) -> x, one per view"),
           "Two jittered views: views=2 * [gaussian_jitter(0.5)]; one plain view: views=[].")
@@ -225,6 +227,9 @@ def prepare(model: nn.Module, loss_fn, x, y) -> tuple[list, Callable, torch.Tens
         raise ValueError(f"the model ({type(core).__name__}) has no parameters to train.")
     x, y = (t.to(params[0].device) for t in check_xy(x, y, getattr(core, "n_classes", None), params[0].dtype))
     loss_fn = loss_fn or nn.CrossEntropyLoss()
+    if isinstance(loss_fn, SupConLoss):
+        raise ValueError(f"{type(loss_fn).__name__} is a loss on embeddings alone; fit trains a classifier with a loss "
+                         "on its logits: use ELMLoss(counts, lam=...) (logit adjustment plus this term) instead.")
     if hasattr(loss_fn, "to"):
         loss_fn.to(params[0].device)
     check_model_takes(model, x)

@@ -277,3 +277,26 @@ def test_speed_benchmarks_run(tmp_path):
     assert out["first_epoch_s"] > 0 and out["steady_s_per_epoch"] > 0
     (row,) = profile_train.main([*common, "--methods", "la"])
     assert row["method"] == "la" and row["epoch_wall_s"] > 0
+
+
+def test_resume_refuses_a_checkpoint_whose_history_another_version_wrote(tmp_path):
+    """A checkpoint written before History's fields changed (e.g. val_balanced_accuracy, now
+    held_out_balanced_accuracy) is refused by name before anything is loaded, not with a TypeError."""
+    from elm_lite.engine.checkpoints import resume_or_start, save_checkpoint
+    from elm_lite.models import LinearModel
+    from elm_lite.train import History
+    model = LinearModel(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    gens = [torch.Generator().manual_seed(0)]
+    old = {**History().as_dict(), "val_balanced_accuracy": []}
+    old.pop("held_out_balanced_accuracy")
+    save_checkpoint(tmp_path / "checkpoint.pt", model, opt, gens, 2, [History()], {"epochs": 3})
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    ckpt["histories"] = [old]
+    from elm_lite.engine.runfiles import save_atomic
+    save_atomic(ckpt, tmp_path / "checkpoint.pt")
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"records its history with the fields .*'val_balanced_accuracy'.*another "
+                                         r"version wrote it\. Start over"):
+        resume_or_start(True, tmp_path / "checkpoint.pt", {"epochs": 3}, model, opt, gens, 1)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))

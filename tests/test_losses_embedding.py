@@ -475,3 +475,12 @@ def test_engine_forms_are_right_at_the_ends_of_the_temperature_range(placement, 
     for k in range(2):
         expected = ref_margin_contrastive(z[k].detach().double(), y[k], temperature, margins.tolist(), placement)
         assert value[k].item() == pytest.approx(expected, rel=1e-6), (k, placement, temperature, dtype)
+
+
+def test_contrastive_terms_refuses_a_placement_outside_the_core():
+    """The study's forms (negative, outside, hinge) and typos are refused by name, never run as the positive form."""
+    z, labels = torch.randn(6, 3), torch.tensor([0, 0, 1, 1, 2, 2])
+    for placement in ("negative", "centroids"):
+        with pytest.raises(ValueError, match=
+                           rf"placement must be one of \['positive', 'centroid'\], got '{placement}'"):
+            L.contrastive_terms(z, labels, 0.1, placement=placement)

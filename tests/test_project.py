@@ -313,3 +313,15 @@ def test_fit_takes_at_most_twelve_parameters():
 
     from elm_lite.train import fit
     assert len(inspect.signature(fit).parameters) <= 12, list(inspect.signature(fit).parameters)
+
+
+def test_the_reading_order_of_the_design_notes_holds():
+    """docs/design.md's reading order of the core: each step imports only the ones before it."""
+    order = ["recipes", "interfaces", "data", "models", "losses", "metrics", "train", "balancing", "methods",
+             "plots", "source"]
+    graph = _package_imports()
+    for i, module in enumerate(order):
+        assert graph[module] <= set(order[:i]), f"{module} imports {sorted(graph[module] - set(order[:i]))}"
+    design = " ".join((ROOT / "docs" / "design.md").read_text().split())
+    positions = [design.index(f"`{m}.py` --") for m in order]
+    assert positions == sorted(positions), "docs/design.md lists the steps in another order"

@@ -122,7 +122,9 @@ def test_fit_multiplies_the_learning_rate_by_lr_schedule():
     (np.zeros((4, 2)), [0, 1, 0, 1], dict(lr=-1.0), "lr"),
     (np.zeros((4, 2)), [0, 1, 0, 1], dict(batch_size=0), "batch_size"),
     (np.zeros((4, 2)), [0, 1, 0, 1], dict(views=[None]), r"views must be a list of augmentations"),
-    (np.zeros((4, 2)), [0, 1, 0, 1], dict(seed=-1), "seed must be an integer >= 0"),
+    (np.zeros((4, 2)), [0, 1, 0, 1], dict(loss_fn=__import__("elm_lite").losses.SupConLoss()),
+     r"SupConLoss is a loss on embeddings alone; .* use ELMLoss\(counts, lam=...\)"),
+    (np.zeros((4, 2)), [0, 1, 0, 1], dict(seed=-1), r"seed must be an integer in \[0, 2\*\*32\)"),
 ])
 def test_fit_bad_input(x, y, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -79,6 +79,11 @@ def _resume(checkpoint, fingerprint: dict, core: nn.Module, opt, gens) -> tuple[
         raise ValueError(f"checkpoint {checkpoint} was written by a different run; it differs in "
                          + "; ".join(differ) + ". Use another output folder, or start over "
                          "(overwrite / delete the checkpoint).")
+    fields = sorted(History.__dataclass_fields__)
+    if any(sorted(h) != fields for h in ckpt["histories"]):
+        raise ValueError(f"checkpoint {checkpoint} records its history with the fields {sorted(ckpt['histories'][0])}, "
+                         f"this elm_lite with {fields}: another version wrote it. Start over (overwrite / delete "
+                         "the checkpoint) or use another folder.")
     try:
         core.load_state_dict(compile_neutral(ckpt["model"], core))
     except RuntimeError as e:
