@@ -302,7 +302,7 @@ def test_core_line_count_tool_traces_one_elm_run():
         assert expected in names, expected
     assert not any("/engine/" in name for name in names)
     assert 0 < result["executed"] <= result["lines"] <= sum(names.values())
-    design = (ROOT / "docs" / "design.md").read_text()      # the number the design notes quote is this one
+    design = (ROOT / "docs" / "design.md").read_text()      # the number docs/design.md quotes is this one
     assert f"**{result['lines']} code lines in {result['functions']}" in " ".join(design.split()), result
 
 
